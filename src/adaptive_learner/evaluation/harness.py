@@ -1,0 +1,184 @@
+"""Run a strategy over a task sequence and measure it: the accuracy matrix, metrics and artefacts.
+
+``results.json`` holds the resolved config, package versions, git commit, timings, the matrix and
+the metrics; ``matrix.png`` the heatmap; ``summary.md`` a short table; ``config.yaml`` the config.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from ..adapters import AdapterHost, LoraSettings
+from ..backbone import Backbone, DEFAULT_BACKBONE, load_backbone
+from ..fileio import atomic_write_json, atomic_write_text
+from ..prompting import encode_examples
+from ..scoring import accuracy, score
+from ..strategies import Context, make
+from ..tasks import load_sequence
+from ..tasks.spec import TaskData
+from ..training import TrainConfig
+from .metrics import all_metrics
+from .plots import plot_matrix
+
+
+@dataclass
+class RunConfig:
+    """One run: which sequence, strategy and backbone, and the per-task budget."""
+
+    sequence: str = "seed"
+    strategy: str = "per-task"
+    backbone: str = DEFAULT_BACKBONE
+    max_train: int | None = 256
+    max_test: int | None = 100
+    eval_batch_size: int = 16
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["options"] = {k: v for k, v in self.options.items() if isinstance(v, (int, float, str, bool, list, type(None)))}
+        return d
+
+
+@dataclass
+class RunResult:
+    """The measured outcome of one run."""
+
+    tasks: list[str]
+    matrix: np.ndarray
+    zero_shot: np.ndarray
+    metrics: dict[str, float]
+    info: dict[str, Any]
+
+
+def prepare_tasks(cfg: RunConfig) -> list[TaskData]:
+    """Load the sequence and take the deterministic, stratified subsample of each task."""
+    seq = load_sequence(cfg.sequence)
+    return [t.subsample(cfg.max_train, cfg.max_test, cfg.seed + 17 * i) for i, t in enumerate(seq.tasks)]
+
+
+def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | None = None,
+                 tasks: list[TaskData] | None = None) -> RunResult:
+    """Train ``cfg.strategy`` on each task in turn; after each, evaluate every task of the sequence."""
+    t_start = time.perf_counter()
+    tasks = tasks if tasks is not None else prepare_tasks(cfg)
+    backbone = backbone or load_backbone(cfg.backbone, seed=cfg.seed)
+    host = AdapterHost(backbone, cfg.lora)
+    workdir = Path(out) if out else Path("runs") / f"{cfg.strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg.train.seed = cfg.seed
+    ctx = Context(host=host, train=cfg.train, n_tasks=len(tasks), workdir=workdir,
+                  eval_batch_size=cfg.eval_batch_size, options=dict(cfg.options))
+    strategy = make(cfg.strategy, ctx)
+    tok, L = backbone.tokenizer, cfg.train.max_length
+    train_items = [encode_examples(tok, t.spec, t.train, L) for t in tasks]
+    test_items = [encode_examples(tok, t.spec, t.test, L) for t in tasks]
+    T = len(tasks)
+    t_eval = 0.0
+    t0 = time.perf_counter()
+    with host.base() as m:
+        b = np.array([accuracy(score(m, its, tok.pad_token_id, cfg.eval_batch_size), its) for its in
+                      tqdm(test_items, desc="zero-shot row", leave=False)])
+    t_eval += time.perf_counter() - t0
+    R = np.full((T, T), np.nan)
+    cache: dict[Any, float] = {}
+    t_train = 0.0
+    for i, task in enumerate(tqdm(tasks, desc=f"{cfg.strategy} over {T} tasks")):
+        t0 = time.perf_counter()
+        strategy.learn(task, train_items[i])
+        t_train += time.perf_counter() - t0
+        if not strategy.evaluates_each_step and i < T - 1:
+            continue
+        t0 = time.perf_counter()
+        for j, other in enumerate(tasks):
+            key = (other.name, strategy.eval_key(other.name))
+            if key not in cache:
+                cache[key] = accuracy(strategy.score(other.name, test_items[j]), test_items[j])
+            R[i, j] = cache[key]
+        t_eval += time.perf_counter() - t0
+    metrics = all_metrics(R, b)
+    extra = strategy.finish_info() if hasattr(strategy, "finish_info") else {}
+    info = {
+        "strategy": cfg.strategy, "n_adapters": len(strategy.adapters), "adapters": strategy.adapters,
+        "trainable_params": strategy.trainable_params(), "train_reports": strategy.reports,
+        "timings_s": {"train": round(t_train, 1), "eval": round(t_eval, 1),
+                      "total": round(time.perf_counter() - t_start, 1)},
+        "n_train": [len(x) for x in train_items], "n_test": [len(x) for x in test_items], **extra,
+    }
+    result = RunResult([t.name for t in tasks], R, b, metrics, info)
+    write_results(result, cfg, workdir, tasks)
+    return result
+
+
+def environment() -> dict[str, Any]:
+    """Package versions, git commit and machine, for results.json."""
+    import peft
+    import transformers
+
+    from .. import __version__
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"adaptive_learner": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__, "python": platform.python_version(), "machine": platform.machine(),
+            "processor": platform.processor(), "torch_threads": torch.get_num_threads(), "git_commit": commit,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, float) and np.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+def write_results(res: RunResult, cfg: RunConfig, out: Path, tasks: list[TaskData]) -> None:
+    """results.json, config.yaml, matrix.png and summary.md in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"config": cfg.to_dict(), "environment": environment(), "tasks": res.tasks,
+           "task_specs": [t.spec.to_dict() for t in tasks], "zero_shot": res.zero_shot.tolist(),
+           "matrix": res.matrix.tolist(), "metrics": res.metrics, **res.info}
+    atomic_write_json(out / "results.json", _clean(json.loads(json.dumps(doc, default=str))))
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(_clean(cfg.to_dict()), sort_keys=False))
+    plot_matrix(res.matrix, res.zero_shot, res.tasks, f"{cfg.strategy} on {cfg.sequence} ({cfg.backbone})",
+                out / "matrix.png")
+    atomic_write_text(out / "summary.md", summary_markdown(res, cfg))
+
+
+def summary_markdown(res: RunResult, cfg: RunConfig) -> str:
+    """The matrix and metrics as a markdown table."""
+    lines = [f"# {cfg.strategy} on {cfg.sequence} ({cfg.backbone})", "",
+             f"Budget: {cfg.train.steps} steps x batch {cfg.train.batch_size} per task, lr {cfg.train.lr}, "
+             f"max_train {cfg.max_train}, max_test {cfg.max_test}, seed {cfg.seed}.", "",
+             "| after \\ on | " + " | ".join(res.tasks) + " |", "|---" * (len(res.tasks) + 1) + "|",
+             "| zero-shot | " + " | ".join(f"{v:.3f}" for v in res.zero_shot) + " |"]
+    for i, t in enumerate(res.tasks):
+        lines.append(f"| {t} | " + " | ".join("" if np.isnan(v) else f"{v:.3f}" for v in res.matrix[i]) + " |")
+    m = res.metrics
+    lines += ["", "| AvgAcc | BWT | FWT | Forgetting | adapters | wall s |", "|---|---|---|---|---|---|",
+              f"| {m['avg_acc']:.4f} | {_f(m['bwt'])} | {_f(m['fwt'])} | {_f(m['forgetting'])} | "
+              f"{res.info['n_adapters']} | {res.info['timings_s']['total']} |", ""]
+    return "\n".join(lines)
+
+
+def _f(x: float) -> str:
+    return "n/a" if x is None or np.isnan(x) else f"{x:+.4f}"

@@ -1,0 +1,51 @@
+"""Continual-learning metrics: pure functions over an accuracy matrix.
+
+``R[i][j]`` is the accuracy on task j after training on task i (T x T); ``b[j]`` is the untouched
+backbone's accuracy on task j (the zero-shot row). NaN entries (not measured) are skipped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def average_accuracy(R: np.ndarray) -> float:
+    """Mean accuracy over all tasks after the last task."""
+    return float(np.nanmean(R[-1]))
+
+
+def backward_transfer(R: np.ndarray) -> float:
+    """BWT: mean over j < T-1 of R[T-1][j] - R[j][j] (negative = forgetting)."""
+    T = R.shape[0]
+    if T < 2:
+        return float("nan")
+    vals = [R[-1, j] - R[j, j] for j in range(T - 1)]
+    return _mean(vals)
+
+
+def forward_transfer(R: np.ndarray, b: np.ndarray) -> float:
+    """FWT: mean over j >= 1 of R[j-1][j] - b[j] (what earlier tasks did for a task not yet seen)."""
+    T = R.shape[0]
+    if T < 2:
+        return float("nan")
+    return _mean([R[j - 1, j] - b[j] for j in range(1, T)])
+
+
+def forgetting(R: np.ndarray) -> float:
+    """Mean over j < T-1 of the best accuracy ever reached on j (from its own step on) minus the final one."""
+    T = R.shape[0]
+    if T < 2:
+        return float("nan")
+    return _mean([np.nanmax(R[j: T - 1, j]) - R[-1, j] for j in range(T - 1)])
+
+
+def all_metrics(R: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Every metric at once, keyed as in results.json."""
+    return {"avg_acc": average_accuracy(R), "bwt": backward_transfer(R), "fwt": forward_transfer(R, b),
+            "forgetting": forgetting(R), "zero_shot_avg": float(np.nanmean(b))}
+
+
+def _mean(vals: list[float]) -> float:
+    arr = np.asarray(vals, dtype=float)
+    arr = arr[~np.isnan(arr)]
+    return float(arr.mean()) if arr.size else float("nan")

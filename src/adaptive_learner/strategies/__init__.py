@@ -1,0 +1,16 @@
+"""Strategies, one small file each, registered by name."""
+
+from . import mtl, naive, per_task, zero_shot  # noqa: F401  (registration)
+from .base import REGISTRY, Context, Strategy, register
+
+
+def make(name: str, ctx: Context) -> Strategy:
+    """Instantiate a registered strategy."""
+    from ..errors import UserError
+
+    if name not in REGISTRY:
+        raise UserError(f"unknown strategy {name!r}; available: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name](ctx)
+
+
+__all__ = ["REGISTRY", "Context", "Strategy", "make", "register"]

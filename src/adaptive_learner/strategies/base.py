@@ -1,0 +1,98 @@
+"""What a continual-learning strategy is: a few hooks over a shared context (mammoth-style).
+
+A strategy learns tasks one at a time (``learn``) and scores test items of any task it was asked
+about (``score``). It owns the adapters it creates on the context's ``AdapterHost``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Hashable, Sequence
+
+import numpy as np
+
+from ..adapters import BASE, AdapterHost
+from ..prompting import Encoded
+from ..scoring import score
+from ..tasks.spec import TaskData
+from ..training import TrainConfig, TrainReport, train_adapter
+
+
+@dataclass
+class Context:
+    """Everything a strategy may use: the backbone host, the budget, where to write, the sequence length."""
+
+    host: AdapterHost
+    train: TrainConfig
+    n_tasks: int
+    workdir: Path
+    eval_batch_size: int = 16
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.host.backbone.tokenizer
+
+
+class Strategy:
+    """Base class: a new strategy overrides ``learn`` and, if it routes differently, ``adapter_for``."""
+
+    name = "base"
+    evaluates_each_step = True  # False: only the final row of the matrix is measured (joint training)
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.version: dict[str, int] = {}
+        self.reports: list[dict[str, Any]] = []
+
+    # -- to override
+    def learn(self, task: TaskData, items: list[Encoded]) -> None:
+        raise NotImplementedError
+
+    def adapter_for(self, task: str) -> str:
+        """The adapter used for ``task`` when the task id is given (``BASE``: the backbone)."""
+        return BASE
+
+    # -- shared machinery
+    def score(self, task: str, items: Sequence[Encoded]) -> list[np.ndarray]:
+        with self.ctx.host.using(self.adapter_for(task)) as model:
+            return score(model, items, self.ctx.tokenizer.pad_token_id, self.ctx.eval_batch_size)
+
+    def eval_key(self, task: str) -> Hashable:
+        """Identifies the weights that score ``task``; equal keys give equal accuracies (cached)."""
+        a = self.adapter_for(task)
+        return (a, self.version.get(a, 0))
+
+    def new_adapter(self, name: str) -> str:
+        self.ctx.host.create(name, seed=self.ctx.train.seed)
+        self.version[name] = 0
+        return name
+
+    def train(self, adapter: str, items: Sequence[Encoded], regularisers: Sequence[Any] = (),
+              desc: str | None = None, cfg: TrainConfig | None = None) -> TrainReport:
+        rep = train_adapter(self.ctx.host, adapter, items, cfg or self.ctx.train, regularisers, desc=desc,
+                            accelerator=self.ctx.options.get("accelerator"))
+        self.version[adapter] = self.version.get(adapter, 0) + 1
+        self.reports.append({"adapter": adapter, "steps": rep.steps, "examples": rep.examples, "tokens": rep.tokens,
+                             "seconds": round(rep.seconds, 2), "final_loss": round(rep.final_loss, 4)})
+        return rep
+
+    @property
+    def adapters(self) -> list[str]:
+        return list(self.version)
+
+    def trainable_params(self) -> int:
+        return sum(self.ctx.host.count_trainable(a) for a in self.adapters)
+
+
+REGISTRY: dict[str, Callable[[Context], Strategy]] = {}
+
+
+def register(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
+    """Register a strategy class under ``name`` (``alearn run --strategy NAME``)."""
+    def wrap(cls: type[Strategy]) -> type[Strategy]:
+        cls.name = name
+        REGISTRY[name] = cls
+        return cls
+    return wrap
