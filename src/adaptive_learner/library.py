@@ -290,9 +290,20 @@ def recover(lib: Path) -> None:
             shutil.rmtree(txn, ignore_errors=True)
 
 
+_HELD: dict[str, int] = {}  # locks this process holds (re-entrant: learn holds it around its transaction)
+
+
 @contextlib.contextmanager
 def _flock(path: Path, timeout: float) -> Iterator[None]:
     lock_path = Path(path) / ".lock"
+    key = str(lock_path.resolve())
+    if _HELD.get(key):
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
     try:
         fh = open(lock_path, "a+")
     except OSError as exc:
@@ -313,7 +324,11 @@ def _flock(path: Path, timeout: float) -> Iterator[None]:
                     print(f"waiting for the lock on {path} (another process is writing) ...", file=sys.stderr)
                     waited = True
                 time.sleep(0.2)
-        yield
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            _HELD.pop(key, None)
     finally:
         try:
             fcntl.flock(fh, fcntl.LOCK_UN)

@@ -36,7 +36,11 @@ def forgetting(R: np.ndarray) -> float:
     T = R.shape[0]
     if T < 2:
         return float("nan")
-    return _mean([np.nanmax(R[j: T - 1, j]) - R[-1, j] for j in range(T - 1)])
+    vals = []
+    for j in range(T - 1):
+        col = R[j: T - 1, j]
+        vals.append(np.nan if np.all(np.isnan(col)) else np.nanmax(col) - R[-1, j])
+    return _mean(vals)
 
 
 def all_metrics(R: np.ndarray, b: np.ndarray) -> dict[str, float]:

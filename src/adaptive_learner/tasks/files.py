@@ -40,6 +40,13 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise UserError(f"{path}: cannot parse as {suffix[1:]}: {first}") from None
     if df.empty:
         raise UserError(f"{path}: no rows")
+    if suffix in (".csv", ".tsv", ".txt"):
+        import csv
+
+        with open(p, encoding="utf-8", newline="") as fh:
+            header = next(csv.reader(fh, delimiter="\t" if suffix == ".tsv" else ","), [])
+        if len(set(header)) != len(header):
+            raise UserError(f"{path}: duplicate column names {header}")
     if len(set(map(str, df.columns))) != len(df.columns):
         raise UserError(f"{path}: duplicate column names {list(df.columns)}")
     df.columns = [str(c) for c in df.columns]

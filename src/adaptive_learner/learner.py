@@ -1,0 +1,169 @@
+"""The Python API: a library of adapters on a frozen backbone that learns tasks and answers inputs.
+
+    from adaptive_learner import Learner
+    learner = Learner("my-lib", backbone="smollm2-135m")
+    outcome = learner.learn(load_catalog_task("sst2"))
+    learner.predict(["a gorgeous, witty film"], task="sst2")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .adapters import AdapterHost, LoraSettings
+from .backbone import DEFAULT_BACKBONE, Backbone, load_backbone
+from .errors import LibraryError, UserError
+from .library import MANIFEST, AdapterLibrary
+from .prompting import encode_examples
+from .scoring import accuracy, score
+from .tasks.spec import Example, TaskData, TaskSpec, check_name
+from .training import TrainConfig, train_adapter
+
+PAIR_SEPARATOR = " ||| "
+
+
+@dataclass
+class LearnOutcome:
+    """What ``learn`` did: the decision, the adapter, and accuracy before/after on the task's test split."""
+
+    task: str
+    action: str
+    adapter: str
+    confidence: float
+    explanation: str
+    accuracy_before: float | None = None
+    accuracy_after: float | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Prediction:
+    """One answered input."""
+
+    text: str
+    task: str
+    adapter: str
+    label: str
+    confidence: float
+
+
+class Learner:
+    """A frozen backbone plus the adapter library at ``path``."""
+
+    def __init__(self, path: str | Path, backbone: str | Backbone | None = None, lora: LoraSettings | None = None,
+                 train: TrainConfig | None = None, create: bool = True) -> None:
+        self.path = Path(path)
+        self.train_cfg = train or TrainConfig()
+        exists = (self.path / MANIFEST).exists()
+        if not exists and not create:
+            raise LibraryError(f"no adapter library at {self.path}")
+        if exists:
+            # the backbone is fixed when the library is created; read it from the manifest
+            stored = AdapterLibrary.open(self.path, verify=True)
+            name = stored.backbone["name"]
+            if isinstance(backbone, str) and backbone not in (name, None):
+                raise LibraryError(f"library {self.path} was built on {name!r}, not {backbone!r}")
+            self.backbone = backbone if isinstance(backbone, Backbone) else load_backbone(name)
+            self.library = AdapterLibrary.open(self.path, self.backbone.identity, verify=False)
+            self.lora = LoraSettings(**self.library.manifest.get("lora", {}))
+        else:
+            self.backbone = backbone if isinstance(backbone, Backbone) else load_backbone(backbone or DEFAULT_BACKBONE)
+            self.lora = lora or LoraSettings()
+            self.library = AdapterLibrary.create(self.path, self.backbone.identity, _lora_dict(self.lora))
+        self.host = AdapterHost(self.backbone, self.lora)
+        self._loaded: dict[str, str] = {}  # adapter -> updated stamp loaded
+
+    # ------------------------------------------------------------------ adapters in memory
+    def ensure_loaded(self, adapter: str) -> None:
+        """Load ``adapter`` from the library into memory unless the current version is already there."""
+        stamp = self.library.adapters[adapter].get("updated", "")
+        if self._loaded.get(adapter) != stamp or adapter not in self.host.names:
+            self.host.load(adapter, self.library.adapter_dir(adapter))
+            self._loaded[adapter] = stamp
+
+    def evaluate(self, task: TaskData, adapter: str | None, limit: int | None = None) -> float:
+        """Accuracy on the task's test split with ``adapter`` (None: the backbone)."""
+        items = encode_examples(self.backbone.tokenizer, task.spec, task.test[:limit], self.train_cfg.max_length)
+        if adapter is not None and adapter in self.library.adapters:
+            self.ensure_loaded(adapter)
+        with self.host.using(adapter) as m:
+            return accuracy(score(m, items, self.backbone.tokenizer.pad_token_id), items)
+
+    # ------------------------------------------------------------------ learning
+    def learn(self, task: TaskData, force_new: bool = False, reuse: str | None = None,
+              adapter_name: str | None = None, eval_limit: int | None = 200) -> LearnOutcome:
+        """Learn a task: decide reuse-or-create, train, and commit adapter, spec and history atomically."""
+        if not task.train:
+            raise UserError(f"task {task.name} has no training examples")
+        with self.library.locked():
+            self.library.reload()
+            if reuse is not None:
+                if reuse not in self.library.adapters:
+                    raise UserError(f"--reuse {reuse}: no such adapter; adapters: {sorted(self.library.adapters)}")
+                action, adapter, conf, why = "reuse", reuse, 1.0, f"reuse forced by the user: {reuse}"
+            else:
+                adapter = check_name(adapter_name or self._fresh_name(task.name), "adapter")
+                action, conf, why = "new", 1.0, ("new adapter forced by the user" if force_new
+                                                 else "one adapter per task (no router configured)")
+            before = self.evaluate(task, adapter if action == "reuse" else None, eval_limit)
+            items = encode_examples(self.backbone.tokenizer, task.spec, task.train, self.train_cfg.max_length)
+            if action == "reuse":
+                self.ensure_loaded(adapter)
+            else:
+                self.host.create(adapter, seed=self.train_cfg.seed)
+            rep = train_adapter(self.host, adapter, items, self.train_cfg, desc=f"learn {task.name} -> {adapter}")
+            after = self.evaluate(task, adapter, eval_limit)
+            with self.library.transaction(timeout=0) as tx:
+                tx.save_adapter(self.host, adapter, trainable_params=self.host.count_trainable(adapter))
+                tx.set_task(task.spec, adapter, accuracy=after, n_train=len(task.train))
+                tx.record({"task": task.name, "action": action, "adapter": adapter, "confidence": conf,
+                           "reason": why, "accuracy_before": before, "accuracy_after": after})
+            self._loaded[adapter] = self.library.adapters[adapter].get("updated", "")
+        return LearnOutcome(task.name, action, adapter, conf, why, before, after,
+                            {"steps": rep.steps, "examples": rep.examples, "seconds": round(rep.seconds, 1),
+                             "final_loss": round(rep.final_loss, 4)})
+
+    def _fresh_name(self, task: str) -> str:
+        base = f"lora-{task}"[:60]
+        name, k = base, 2
+        while name in self.library.adapters:
+            name, k = f"{base}-{k}", k + 1
+        return name
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, texts: Sequence[str], task: str) -> list[Prediction]:
+        """Label each text with ``task``'s adapter. Pair tasks take ``first ||| second``."""
+        spec = self.library.task_spec(task)
+        adapter = self.library.adapter_of(task)
+        self.ensure_loaded(adapter)
+        examples = [Example(split_fields(t, spec), 0) for t in texts]
+        items = encode_examples(self.backbone.tokenizer, spec, examples, self.train_cfg.max_length)
+        with self.host.using(adapter) as m:
+            scores = score(m, items, self.backbone.tokenizer.pad_token_id)
+        out = []
+        for t, s in zip(texts, scores):
+            p = np.exp(s - s.max())
+            p /= p.sum()
+            k = int(np.argmax(p))
+            out.append(Prediction(t, task, adapter, spec.label_names[k], float(p[k])))
+        return out
+
+
+def split_fields(text: str, spec: TaskSpec) -> dict[str, str]:
+    """Map one input string to the task's fields (pairs are separated by `` ||| ``)."""
+    if not text or not text.strip():
+        raise UserError("empty input text")
+    parts = text.split(PAIR_SEPARATOR.strip()) if len(spec.input_fields) > 1 else [text]
+    if len(parts) != len(spec.input_fields):
+        raise UserError(f"task {spec.name} takes {len(spec.input_fields)} fields ({', '.join(spec.input_fields)}); "
+                        f"separate them with '{PAIR_SEPARATOR.strip()}'")
+    return {f: p.strip() for f, p in zip(spec.input_fields, parts)}
+
+
+def _lora_dict(lora: LoraSettings) -> dict[str, Any]:
+    from dataclasses import asdict
+    return asdict(lora)

