@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from . import testhooks
+
 
 def fsync_dir(path: Path) -> None:
     """Flush a directory entry so a rename inside it survives a power cut."""
@@ -36,6 +38,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
+            if testhooks.active():  # tests only: let a kill land with the temp file half-written
+                fh.write(data[: len(data) // 2])
+                fh.flush()
+                testhooks.write_point(f"half-written {path.name}")
+                data = data[len(data) // 2:]
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())

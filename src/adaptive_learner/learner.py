@@ -73,7 +73,10 @@ class Learner:
         else:
             self.backbone = backbone if isinstance(backbone, Backbone) else load_backbone(backbone or DEFAULT_BACKBONE)
             self.lora = lora or LoraSettings()
-            self.library = AdapterLibrary.create(self.path, self.backbone.identity, _lora_dict(self.lora))
+            # exist_ok: another process may create it at the same moment; then both use that one
+            self.library = AdapterLibrary.create(self.path, self.backbone.identity, _lora_dict(self.lora),
+                                                 exist_ok=True)
+            self.lora = LoraSettings(**self.library.manifest.get("lora", {}))
         self.host = AdapterHost(self.backbone, self.lora)
         self._loaded: dict[str, str] = {}  # adapter -> updated stamp loaded
 

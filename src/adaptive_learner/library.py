@@ -17,7 +17,6 @@ state before the change or the state after it, never a mix.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import time
@@ -26,15 +25,21 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
+from . import testhooks
 from .backbone import same_backbone
 from .errors import LibraryError
-from .fileio import atomic_write_json, fsync_dir, read_json, sha256_file
+from .fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
+from .library_txn import MANIFEST, apply_plan, committed, recover, recover_on_open, write_error
+from .library_txn import flock as _flock
+from .library_txn import fsync_tree as _fsync_tree
 from .tasks.spec import TaskSpec, check_name
 
+__all__ = ["MANIFEST", "SCHEMA_VERSION", "AdapterLibrary", "Transaction", "apply_plan", "recover"]
+
 SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
 
 
 class AdapterLibrary:
@@ -46,20 +51,33 @@ class AdapterLibrary:
 
     # ----------------------------------------------------------------- open / create
     @classmethod
-    def create(cls, path: str | Path, backbone: dict[str, Any], lora: dict[str, Any]) -> "AdapterLibrary":
-        """Make a new, empty library (the directory must not hold one already)."""
+    def create(cls, path: str | Path, backbone: dict[str, Any], lora: dict[str, Any],
+               exist_ok: bool = False) -> "AdapterLibrary":
+        """Make a new, empty library. If one is there already: open it (``exist_ok``) or refuse.
+
+        The check and the first manifest write happen under the lock, so two processes creating
+        the same library at once end with one library (the second opens what the first made).
+        """
         p = Path(path)
-        if (p / MANIFEST).exists():
-            raise LibraryError(f"{p} already holds a library")
         if p.exists() and not p.is_dir():
             raise LibraryError(f"{p} exists and is not a directory")
         manifest = {"schema_version": SCHEMA_VERSION, "created": _now(), "backbone": backbone, "lora": lora,
                     "adapters": {}, "tasks": {}, "history": []}
         try:
             p.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(p / MANIFEST, manifest)
         except OSError as exc:
             raise LibraryError(f"cannot create library at {p}: {exc.strerror or exc}") from None
+        with _flock(p, timeout=60.0):
+            made = not (p / MANIFEST).exists()
+            if made:
+                try:
+                    atomic_write_json(p / MANIFEST, manifest)
+                except OSError as exc:
+                    raise LibraryError(f"cannot create library at {p}: {exc.strerror or exc}") from None
+        if not made:
+            if not exist_ok:
+                raise LibraryError(f"{p} already holds a library")
+            return cls.open(p, backbone)
         return cls(p, manifest)
 
     @classmethod
@@ -68,24 +86,26 @@ class AdapterLibrary:
         p = Path(path)
         if not (p / MANIFEST).is_file():
             raise LibraryError(f"no adapter library at {p} (no {MANIFEST})")
-        if (p / ".txn").is_dir() and os.access(p, os.W_OK):
-            with _flock(p, timeout=60.0):
-                recover(p)
+        recover_on_open(p)
         lib = cls(p, _read_manifest(p))
         if backbone is not None and not same_backbone(lib.backbone, backbone):
             raise LibraryError(f"library {p} was built on backbone {lib.backbone.get('name')!r} "
                                f"({lib.backbone.get('fingerprint')}); refusing to use it with "
                                f"{backbone.get('name')!r} ({backbone.get('fingerprint')})")
         if verify:
-            problems = lib.verify()
+            problems = lib.verify(extra=False)
+            if problems and _writer_was_applying(lib):
+                problems = lib.verify(extra=False)  # a change landed while we read: check its result
             if problems:
-                raise LibraryError(f"library {p} is damaged: {problems[0]}")
+                hint = "" if os.access(p, os.W_OK) or not committed(p) else \
+                    " (an interrupted change is pending: open it once with write access to finish it)"
+                raise LibraryError(f"library {p} is damaged: {problems[0]}{hint}")
         return lib
 
     @classmethod
     def open_or_create(cls, path: str | Path, backbone: dict[str, Any], lora: dict[str, Any]) -> "AdapterLibrary":
         p = Path(path)
-        return cls.open(p, backbone) if (p / MANIFEST).exists() else cls.create(p, backbone, lora)
+        return cls.open(p, backbone) if (p / MANIFEST).exists() else cls.create(p, backbone, lora, exist_ok=True)
 
     def reload(self) -> None:
         self.manifest = _read_manifest(self.path)
@@ -111,7 +131,7 @@ class AdapterLibrary:
         return self.path / "adapters" / check_name(name, "adapter")
 
     def data_path(self, adapter: str, filename: str) -> Path:
-        return self.path / "data" / check_name(adapter, "adapter") / filename
+        return self.path / "data" / check_name(adapter, "adapter") / check_name(filename, "file")
 
     def task_spec(self, task: str) -> TaskSpec:
         if task not in self.tasks:
@@ -130,17 +150,13 @@ class AdapterLibrary:
         p = self.data_path(adapter, filename)
         return read_json(p) if p.exists() else None
 
-    def verify(self) -> list[str]:
-        """Every problem found: a file the manifest lists that is missing, truncated or changed."""
-        problems = []
-        for name, info in self.adapters.items():
-            for rel, digest in info.get("files", {}).items():
-                f = self.path / rel
-                if not f.is_file():
-                    problems.append(f"{rel} is missing")
-                elif sha256_file(f) != digest:
-                    problems.append(f"{rel} does not match its sha256 in the manifest (changed or truncated)")
-        return problems
+    def verify(self, extra: bool = True) -> list[str]:
+        """Every problem found: a file the manifest lists that is missing, truncated or changed, a
+        manifest entry that is malformed, and (``extra``) a file under adapters/ or data/ it does not list."""
+        from .library_check import check_files, unlisted_files
+
+        problems = check_files(self.path, self.manifest)
+        return problems + (unlisted_files(self.path, self.manifest) if extra else [])
 
     # ----------------------------------------------------------------- writing
     @contextlib.contextmanager
@@ -149,11 +165,17 @@ class AdapterLibrary:
         with _flock(self.path, timeout):
             recover(self.path)
             self.reload()
-            tx = Transaction(self)
+            try:
+                tx = Transaction(self)
+            except OSError as exc:
+                raise write_error(self.path, exc, committed=False) from None
             try:
                 yield tx
-            except BaseException:
+                tx.stage_manifest()
+            except BaseException as exc:
                 shutil.rmtree(tx.root, ignore_errors=True)
+                if isinstance(exc, OSError):
+                    raise write_error(self.path, exc, committed=False) from None
                 raise
             tx.commit()
         self.reload()
@@ -161,7 +183,10 @@ class AdapterLibrary:
     @contextlib.contextmanager
     def locked(self, timeout: float = 600.0) -> Iterator[None]:
         """Hold the writer lock (for a whole learn: decision, training and commit)."""
+        if not os.access(self.path, os.W_OK):
+            raise LibraryError(f"cannot write to library {self.path}: the directory is read-only; nothing was changed")
         with _flock(self.path, timeout):
+            recover(self.path)  # finish a change a crashed writer committed, before this one starts
             yield
 
 
@@ -178,6 +203,7 @@ class Transaction:
         self.remove: list[str] = []
 
     def _stage(self, rel: str) -> Path:
+        testhooks.write_point(f"stage {rel}")
         p = self.root / "files" / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         if rel not in self.install:
@@ -194,6 +220,7 @@ class Transaction:
         rel = f"adapters/{check_name(name, 'adapter')}"
         staged = self._stage(rel)
         host.save(name, staged)
+        testhooks.write_point(f"staged {rel}")
         entry = self._entry(name)
         entry["files"] = {k: v for k, v in entry["files"].items() if not k.startswith(rel + "/")}
         for f in sorted(staged.iterdir()):
@@ -202,14 +229,14 @@ class Transaction:
 
     def write_tensors(self, adapter: str, filename: str, tensors: dict[str, torch.Tensor]) -> None:
         """Stage a safetensors file of per-adapter data."""
-        rel = f"data/{check_name(adapter, 'adapter')}/{filename}"
+        rel = f"data/{check_name(adapter, 'adapter')}/{check_name(filename, 'file')}"
         p = self._stage(rel)
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(p))
+        atomic_write_bytes(p, safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()}))
         self._entry(adapter)["files"][rel] = sha256_file(p)
 
     def write_json(self, adapter: str, filename: str, obj: Any) -> None:
         """Stage a JSON file of per-adapter data."""
-        rel = f"data/{check_name(adapter, 'adapter')}/{filename}"
+        rel = f"data/{check_name(adapter, 'adapter')}/{check_name(filename, 'file')}"
         p = self._stage(rel)
         atomic_write_json(p, obj)
         self._entry(adapter)["files"][rel] = sha256_file(p)
@@ -240,100 +267,38 @@ class Transaction:
         self.remove.extend([f"adapters/{name}", f"data/{name}"])
         return list(tasks)
 
-    def commit(self) -> None:
-        plan = {"install": self.install, "remove": self.remove, "manifest": self.manifest}
+    def stage_manifest(self) -> None:
+        """Stage the new manifest and flush every staged file: all new bytes are on disk before the commit."""
+        atomic_write_json(self.root / MANIFEST, self.manifest)
         for rel in self.install:
             _fsync_tree(self.root / "files" / rel)
-        atomic_write_json(self.root / "plan.json", plan)  # the commit point
-        apply_plan(self.lib.path, self.root)
+        testhooks.write_point("staged manifest")
 
-
-def apply_plan(lib: Path, txn: Path) -> None:
-    """Apply a committed transaction; safe to run again after a crash part-way through."""
-    plan = read_json(txn / "plan.json")
-    for rel in plan["remove"]:
-        target = lib / rel
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
-    # install the deepest paths first, so a staged directory never swallows a sibling file
-    for rel in sorted(plan["install"], key=lambda r: -r.count("/")):
-        staged, target = txn / "files" / rel, lib / rel
-        if not staged.exists():
-            continue  # installed before a crash
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_dir() and staged.is_dir():
-            trash = txn / "old" / rel
-            trash.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(target, trash)
-        os.replace(staged, target)
-        fsync_dir(target.parent)
-    atomic_write_json(lib / MANIFEST, plan["manifest"])
-    shutil.rmtree(txn, ignore_errors=True)
-
-
-def recover(lib: Path) -> None:
-    """Roll committed transactions forward and discard uncommitted ones (caller holds the lock)."""
-    root = lib / ".txn"
-    if not root.is_dir():
-        return
-    for txn in sorted(root.iterdir()):
-        if (txn / "plan.json").is_file():
-            try:
-                read_json(txn / "plan.json")
-            except ValueError:
-                shutil.rmtree(txn, ignore_errors=True)  # plan itself never completed: not committed
-                continue
-            apply_plan(lib, txn)
-        else:
-            shutil.rmtree(txn, ignore_errors=True)
-
-
-_HELD: dict[str, int] = {}  # locks this process holds (re-entrant: learn holds it around its transaction)
-
-
-@contextlib.contextmanager
-def _flock(path: Path, timeout: float) -> Iterator[None]:
-    lock_path = Path(path) / ".lock"
-    key = str(lock_path.resolve())
-    if _HELD.get(key):
-        _HELD[key] += 1
+    def commit(self) -> None:
+        """Write plan.json (the commit point), then install by renames only: no new bytes after the commit."""
         try:
-            yield
-        finally:
-            _HELD[key] -= 1
-        return
-    try:
-        fh = open(lock_path, "a+")
-    except OSError as exc:
-        raise LibraryError(f"cannot write to library {path}: {exc.strerror or exc}") from None
-    deadline = time.monotonic() + timeout
-    waited = False
-    try:
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LibraryError(f"library {path} is locked by another process; "
-                                       f"gave up after {timeout:.0f} s") from None
-                if not waited:
-                    import sys
-                    print(f"waiting for the lock on {path} (another process is writing) ...", file=sys.stderr)
-                    waited = True
-                time.sleep(0.2)
-        _HELD[key] = 1
+            atomic_write_json(self.root / "plan.json", {"install": self.install, "remove": self.remove,
+                                                        "manifest": "staged"})
+        except OSError as exc:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise write_error(self.lib.path, exc, committed=False) from None
+        testhooks.write_point("committed")
         try:
-            yield
-        finally:
-            _HELD.pop(key, None)
-    finally:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-        finally:
-            fh.close()
+            apply_plan(self.lib.path, self.root)
+        except OSError as exc:
+            raise write_error(self.lib.path, exc, committed=True) from None
+
+
+def _writer_was_applying(lib: "AdapterLibrary") -> bool:
+    """After a failed check: did a writer change the library while we read it? Then take its result.
+
+    A writer renames files in before it replaces the manifest, so a reader can see new files with
+    the old manifest; the plan stays on disk until the manifest is in, so this case is told apart.
+    """
+    before = lib.manifest
+    recover_on_open(lib.path)  # with a committed plan: wait for its writer (or finish a crashed one)
+    lib.reload()
+    return lib.manifest != before
 
 
 def _read_manifest(p: Path) -> dict[str, Any]:
@@ -348,13 +313,6 @@ def _read_manifest(p: Path) -> dict[str, Any]:
         raise LibraryError(f"{p} has schema version {m['schema_version']}; this adaptive-learner reads "
                            f"up to {SCHEMA_VERSION}: upgrade the package")
     return m
-
-
-def _fsync_tree(p: Path) -> None:
-    files = [p] if p.is_file() else [f for f in p.rglob("*") if f.is_file()]
-    for f in files:
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
 
 
 def _deep_copy(obj: Any) -> Any:
