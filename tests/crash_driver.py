@@ -36,7 +36,8 @@ TRACE, SLOW = "ADAPTIVE_LEARNER_TEST_TRACE", "ADAPTIVE_LEARNER_TEST_SLOW_WRITES"
 KINDS = ("new", "reuse", "data", "rm")
 CATEGORIES = {
     "adapter": lambda p: p.startswith(("stage adapters/", "staged adapters/")),
-    "profile": lambda p: "profile" in p, "fisher": lambda p: "fisher" in p, "buffer": lambda p: "buffer" in p,
+    "profile": lambda p: "profile" in p, "fisher": lambda p: "fisher" in p or "ewc." in p,
+    "buffer": lambda p: "buffer" in p or "replay." in p,
     "manifest": lambda p: "manifest" in p, "commit": lambda p: p == "committed" or "plan.json" in p,
     "install": lambda p: p.startswith(("installed", "moved aside")), "remove": lambda p: p.startswith("removed"),
 }

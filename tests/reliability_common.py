@@ -60,10 +60,12 @@ def data_txn(lib: Path, task: str, adapter: str) -> None:
     spec = load_file_task(TOY, task, f"Is review {task} positive?").spec
     with lib_.transaction() as tx:
         tx.save_adapter(host, adapter)
-        tx.write_tensors(adapter, "profile.safetensors", {"mean": torch.randn(64, generator=gen),
-                                                         "cov": torch.eye(64)})
-        tx.write_tensors(adapter, "fisher.safetensors", {k: v.pow(2) for k, v in state.items()})
-        tx.write_json(adapter, "buffer.json", [{"fields": {"text": f"word {i}"}, "label": i % 2} for i in range(50)])
+        # the file names the router (profile-<task>.*), EWC (ewc.safetensors) and replay (replay.json) use
+        tx.write_tensors(adapter, f"profile-{task}.safetensors", {"mean": torch.randn(64, generator=gen),
+                                                                 "cov": torch.eye(64)})
+        tx.write_json(adapter, f"profile-{task}.json", {"labels": ["negative", "positive"]})
+        tx.write_tensors(adapter, "ewc.safetensors", {k: v.pow(2) for k, v in state.items()})
+        tx.write_json(adapter, "replay.json", [{"fields": {"text": f"word {i}"}, "label": i % 2} for i in range(50)])
         tx.set_task(spec, adapter)
         tx.record({"task": task, "action": "reuse", "adapter": adapter, "reason": "crash-test data write"})
 

@@ -32,6 +32,7 @@ from . import testhooks
 from .backbone import same_backbone
 from .errors import LibraryError
 from .fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
+from .library_check import check_file_name
 from .library_txn import MANIFEST, apply_plan, committed, recover, recover_on_open, write_error
 from .library_txn import flock as _flock
 from .library_txn import fsync_tree as _fsync_tree
@@ -131,7 +132,7 @@ class AdapterLibrary:
         return self.path / "adapters" / check_name(name, "adapter")
 
     def data_path(self, adapter: str, filename: str) -> Path:
-        return self.path / "data" / check_name(adapter, "adapter") / check_name(filename, "file")
+        return self.path / "data" / check_name(adapter, "adapter") / check_file_name(filename)
 
     def task_spec(self, task: str) -> TaskSpec:
         if task not in self.tasks:
@@ -229,14 +230,14 @@ class Transaction:
 
     def write_tensors(self, adapter: str, filename: str, tensors: dict[str, torch.Tensor]) -> None:
         """Stage a safetensors file of per-adapter data."""
-        rel = f"data/{check_name(adapter, 'adapter')}/{check_name(filename, 'file')}"
+        rel = f"data/{check_name(adapter, 'adapter')}/{check_file_name(filename)}"
         p = self._stage(rel)
         atomic_write_bytes(p, safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()}))
         self._entry(adapter)["files"][rel] = sha256_file(p)
 
     def write_json(self, adapter: str, filename: str, obj: Any) -> None:
         """Stage a JSON file of per-adapter data."""
-        rel = f"data/{check_name(adapter, 'adapter')}/{check_name(filename, 'file')}"
+        rel = f"data/{check_name(adapter, 'adapter')}/{check_file_name(filename)}"
         p = self._stage(rel)
         atomic_write_json(p, obj)
         self._entry(adapter)["files"][rel] = sha256_file(p)

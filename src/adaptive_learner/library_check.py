@@ -8,6 +8,7 @@ an absolute path or a separator inside a name.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,15 @@ from .fileio import sha256_file
 from .tasks.spec import TaskSpec, check_name
 
 TOP_DIRS = ("adapters", "data")
+FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")  # room for "profile-<64-char task>.safetensors"
+
+
+def check_file_name(name: str) -> str:
+    """Validate a per-adapter data file name: 1-128 letters, digits, '_', '-', '.', no '..', no path parts."""
+    if not isinstance(name, str) or not FILE_RE.match(name) or ".." in name:
+        raise UserError(f"invalid file name {name!r}: use 1-128 letters, digits, '_', '-' or '.', "
+                        f"starting with a letter or digit")
+    return name
 
 
 def valid_rel(rel: Any, adapter: str | None = None) -> bool:
@@ -26,8 +36,9 @@ def valid_rel(rel: Any, adapter: str | None = None) -> bool:
     if len(parts) not in (2, 3) or parts[0] not in TOP_DIRS or (adapter is not None and parts[1] != adapter):
         return False
     try:
-        for part in parts[1:]:
-            check_name(part, "path part")
+        check_name(parts[1], "adapter")
+        if len(parts) == 3:
+            check_file_name(parts[2])
     except UserError:
         return False
     return True
