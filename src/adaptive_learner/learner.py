@@ -22,6 +22,7 @@ from .prompting import encode_examples
 from .scoring import accuracy, score
 from .tasks.spec import Example, TaskData, TaskSpec, check_name
 from .training import TrainConfig, train_adapter
+from .training.forgetting import ForgettingOptions, make_forgetting_regularisers, store_forgetting_state
 
 PAIR_SEPARATOR = " ||| "
 
@@ -55,9 +56,13 @@ class Learner:
     """A frozen backbone plus the adapter library at ``path``."""
 
     def __init__(self, path: str | Path, backbone: str | Backbone | None = None, lora: LoraSettings | None = None,
-                 train: TrainConfig | None = None, create: bool = True) -> None:
+                 train: TrainConfig | None = None, create: bool = True,
+                 forgetting: ForgettingOptions | None = None) -> None:
         self.path = Path(path)
         self.train_cfg = train or TrainConfig()
+        # EWC + replay state is kept for every adapter and used whenever one is reused
+        self.forgetting = forgetting or ForgettingOptions.from_mapping(
+            {"replay_max_length": self.train_cfg.max_length}, seed=self.train_cfg.seed)
         exists = (self.path / MANIFEST).exists()
         if not exists and not create:
             raise LibraryError(f"no adapter library at {self.path}")
@@ -118,17 +123,21 @@ class Learner:
                 self.ensure_loaded(adapter)
             else:
                 self.host.create(adapter, seed=self.train_cfg.seed)
-            rep = train_adapter(self.host, adapter, items, self.train_cfg, desc=f"learn {task.name} -> {adapter}")
+            # a new adapter starts fresh state; a reused one continues its stored Fisher and buffer
+            regs = make_forgetting_regularisers(self.library if action == "reuse" else None, adapter,
+                                                self.forgetting, task)
+            rep = train_adapter(self.host, adapter, items, self.train_cfg, regs, desc=f"learn {task.name} -> {adapter}")
             after = self.evaluate(task, adapter, eval_limit)
             with self.library.transaction(timeout=0) as tx:
                 tx.save_adapter(self.host, adapter, trainable_params=self.host.count_trainable(adapter))
                 tx.set_task(task.spec, adapter, accuracy=after, n_train=len(task.train))
+                store_forgetting_state(tx, adapter, regs)
                 tx.record({"task": task.name, "action": action, "adapter": adapter, "confidence": conf,
                            "reason": why, "accuracy_before": before, "accuracy_after": after})
             self._loaded[adapter] = self.library.adapters[adapter].get("updated", "")
         return LearnOutcome(task.name, action, adapter, conf, why, before, after,
                             {"steps": rep.steps, "examples": rep.examples, "seconds": round(rep.seconds, 1),
-                             "final_loss": round(rep.final_loss, 4)})
+                             "final_loss": round(rep.final_loss, 4), "regularisers": [r.name for r in regs]})
 
     def _fresh_name(self, task: str) -> str:
         base = f"lora-{task}"[:60]

@@ -1,6 +1,7 @@
 """Strategies, one small file each, registered by name."""
 
 from . import mtl, naive, per_task, zero_shot  # noqa: F401  (registration)
+from . import ewc, ewc_replay, o_lora, replay  # noqa: F401  (forgetting control: issue 4)
 from .base import REGISTRY, Context, Strategy, register
 
 

@@ -1,0 +1,145 @@
+"""The forgetting-control strategies (ewc, replay, ewc-replay, o-lora) on the tiny backbone, and Learner reuse."""
+
+import numpy as np
+import pytest
+import torch
+
+from adaptive_learner.adapters import AdapterHost
+from adaptive_learner.backbone import load_backbone
+from adaptive_learner.errors import UserError
+from adaptive_learner.evaluation.harness import RunConfig, run_sequence
+from adaptive_learner.prompting import encode_examples
+from adaptive_learner.scoring import score
+from adaptive_learner.strategies import Context, make
+from adaptive_learner.strategies.o_lora import Orthogonality, overlap
+from adaptive_learner.tasks import load_file_task
+from adaptive_learner.training import TrainConfig, train_adapter
+from adaptive_learner.training.forgetting import ForgettingOptions
+
+from conftest import FIXTURES
+
+
+@pytest.fixture(scope="module")
+def pair_task():
+    return load_file_task(FIXTURES / "toy_pairs.jsonl", "pairs", "Do the two phrases mean the same?",
+                          ["first", "second"], "same", family="paraphrase")
+
+
+@pytest.fixture(scope="module")
+def toy_sequence(tmp_path_factory):
+    p = tmp_path_factory.mktemp("seq") / "toy2.yaml"
+    p.write_text(f"name: toy2\ntasks:\n"
+                 f"  - name: toy\n    data: {FIXTURES / 'toy_sentiment.csv'}\n"
+                 f"    description: Is the review positive or negative?\n    family: sentiment\n"
+                 f"  - name: pairs\n    data: {FIXTURES / 'toy_pairs.jsonl'}\n"
+                 f"    description: Do the two phrases mean the same?\n"
+                 f"    text_columns: [first, second]\n    label_column: same\n")
+    return str(p)
+
+
+def small_run(sequence, strategy, out, **options):
+    cfg = RunConfig(sequence=sequence, strategy=strategy, backbone="tiny-random", max_train=32, max_test=8,
+                    train=TrainConfig(steps=4, batch_size=4, lr=1e-2, max_length=64),
+                    options={"ewc_samples": 8, "replay_buffer_size": 16, **options})
+    return run_sequence(cfg, out)
+
+
+@pytest.mark.parametrize("strategy,n_adapters", [("ewc", 1), ("replay", 1), ("ewc-replay", 1), ("o-lora", 2)])
+def test_strategy_fills_the_matrix(strategy, n_adapters, toy_sequence, tmp_path):
+    res = small_run(toy_sequence, strategy, tmp_path)
+    assert res.matrix.shape == (2, 2) and not np.isnan(res.matrix).any()
+    assert res.info["n_adapters"] == n_adapters
+    assert (tmp_path / "results.json").exists()
+
+
+def test_ewc_replay_keeps_fisher_and_buffer_of_every_task(toy_sequence, tiny_backbone, tmp_path):
+    from adaptive_learner.evaluation.harness import prepare_tasks
+
+    cfg = RunConfig(sequence=toy_sequence, strategy="ewc-replay", max_train=32, max_test=8)
+    tasks = prepare_tasks(cfg)
+    host = AdapterHost(load_backbone("tiny-random"))
+    ctx = Context(host=host, train=TrainConfig(steps=3, batch_size=4, lr=1e-2, max_length=64), n_tasks=2,
+                  workdir=tmp_path, options={"ewc_samples": 4, "replay_buffer_size": 16})
+    strat = make("ewc-replay", ctx)
+    for t in tasks:
+        strat.learn(t, encode_examples(host.backbone.tokenizer, t.spec, t.train, 64))
+    state = strat.memory["shared"]
+    assert int(state["ewc"]["__ewc_tasks__"]) == 2
+    assert {e["task"] for e in state["replay"]["examples"]} == {"toy", "pairs"}
+    assert set(k for k in state["ewc"] if not k.startswith("__")) == \
+        {k.replace(".shared.", ".") for k in host.trainable("shared")}
+
+
+def test_unknown_or_malformed_forgetting_options_are_user_errors():
+    with pytest.raises(UserError, match="ewc_strenght"):
+        ForgettingOptions.from_mapping({"ewc_strenght": 1})
+    with pytest.raises(UserError, match="replay_ratio"):
+        ForgettingOptions.from_mapping({"replay_ratio": "lots"})
+    opts = ForgettingOptions.from_mapping({"ewc_strength": "2.5", "replay_policy": "balanced", "router_x": 1})
+    assert opts.ewc_cfg.strength == 2.5 and opts.replay_cfg.policy == "balanced"
+
+
+def two_adapters(toy_task, pair_task, lambda1):
+    bb = load_backbone("tiny-random")
+    host = AdapterHost(bb)
+    cfg = TrainConfig(steps=8, batch_size=4, lr=1e-2, max_length=64)
+    host.create("olora-0", seed=0)
+    train_adapter(host, "olora-0", encode_examples(bb.tokenizer, toy_task.spec, toy_task.train, 64), cfg)
+    before = host.state("olora-0")
+    host.create("olora-1", seed=1)
+    train_adapter(host, "olora-1", encode_examples(bb.tokenizer, pair_task.spec, pair_task.train, 64), cfg,
+                  [Orthogonality(["olora-0"], lambda1=lambda1)])
+    return host, before
+
+
+def test_o_lora_loss_makes_the_new_subspace_more_orthogonal(toy_task, pair_task):
+    plain, _ = two_adapters(toy_task, pair_task, 0.0)
+    ortho, before = two_adapters(toy_task, pair_task, 0.5)
+    assert overlap(ortho, "olora-0", "olora-1") < 0.8 * overlap(plain, "olora-0", "olora-1")
+    # the earlier adapter was active during training but frozen
+    assert all(torch.equal(before[k], v) for k, v in ortho.state("olora-0").items())
+    assert ortho.peft.active_adapter == "olora-1"
+
+
+def test_o_lora_scores_with_every_adapter_summed(toy_sequence, tmp_path, toy_task):
+    """The summed model equals peft's exact 'cat' merge of all task adapters (no task id needed)."""
+    from adaptive_learner.evaluation.harness import prepare_tasks
+
+    tasks = prepare_tasks(RunConfig(sequence=toy_sequence, strategy="o-lora", max_train=32, max_test=8))
+    host = AdapterHost(load_backbone("tiny-random"))
+    ctx = Context(host=host, train=TrainConfig(steps=3, batch_size=4, lr=1e-2, max_length=64), n_tasks=2,
+                  workdir=tmp_path)
+    strat = make("o-lora", ctx)
+    tok = host.backbone.tokenizer
+    for t in tasks:
+        strat.learn(t, encode_examples(tok, t.spec, t.train, 64))
+    items = encode_examples(tok, toy_task.spec, toy_task.test[:6], 64)
+    summed = strat.score("toy", items)
+    assert strat.eval_key("toy") == strat.eval_key("pairs")
+    host.peft.add_weighted_adapter(["olora-0", "olora-1"], [1.0, 1.0], "merged", combination_type="cat")
+    with host.using("merged") as m:
+        merged = score(m, items, tok.pad_token_id)
+    with host.using("olora-1") as m:
+        last_only = score(m, items, tok.pad_token_id)
+    for a, b, c in zip(summed, merged, last_only):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    assert any(not np.allclose(a, c, atol=1e-4) for a, c in zip(summed, last_only))
+
+
+def test_learner_stores_fisher_and_buffer_and_uses_them_when_reusing(tmp_path, toy_task, pair_task):
+    from adaptive_learner.learner import Learner
+    from adaptive_learner.library import AdapterLibrary
+    from adaptive_learner.training.forgetting import load_forgetting_state
+
+    train = TrainConfig(steps=3, batch_size=4, lr=1e-2, max_length=64)
+    opts = ForgettingOptions.from_mapping({"ewc_samples": 4, "replay_buffer_size": 12})
+    learner = Learner(tmp_path / "lib", backbone="tiny-random", train=train, forgetting=opts)
+    first = learner.learn(toy_task.subsample(24, 8, 0))
+    fisher, buf = load_forgetting_state(learner.library, first.adapter)
+    assert int(fisher["__ewc_tasks__"]) == 1 and buf.tasks == ["toy"] and len(buf.examples) == 12
+    second = learner.learn(pair_task.subsample(24, 8, 0), reuse=first.adapter)
+    assert second.action == "reuse" and second.train["regularisers"] == ["replay", "ewc"]
+    fisher2, buf2 = load_forgetting_state(AdapterLibrary.open(tmp_path / "lib"), first.adapter)
+    assert int(fisher2["__ewc_tasks__"]) == 2 and buf2.tasks == ["toy", "pairs"]
+    assert {e["task"] for e in buf2.examples} == {"toy", "pairs"}
+    assert AdapterLibrary.open(tmp_path / "lib").verify() == []
