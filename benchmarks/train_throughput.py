@@ -1,0 +1,139 @@
+"""Training throughput: adaptive-learner's trainer vs a plain ``transformers.Trainer`` + peft LoRA.
+
+Same backbone, task, examples, steps, batch size, LoRA config and optimiser settings, in the same
+process, alternating A and B for each repeat; also the FLOP bound 4*N*tokens / measured matmul peak.
+
+    python benchmarks/train_throughput.py --backbone smollm2-135m --task sst2 --steps 20 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from adaptive_learner.adapters import AdapterHost, LoraSettings
+from adaptive_learner.backbone import load_backbone
+from adaptive_learner.prompting import encode_examples
+from adaptive_learner.scoring import accuracy, score
+from adaptive_learner.tasks import load_catalog_task
+from adaptive_learner.training import TrainConfig, train_adapter
+from common import fmt, machine, matmul_peak_gflops, peak_rss_gb, save, spread
+
+
+def ours(backbone, items, test, cfg, lora):
+    host = AdapterHost(backbone, lora)
+    host.create("bench", seed=cfg.seed)
+    rep = train_adapter(host, "bench", items, cfg)
+    with host.using("bench") as m:
+        acc = accuracy(score(m, test, backbone.tokenizer.pad_token_id), test)
+    padded = _padded_tokens(rep, items, cfg)
+    host.delete("bench")
+    return rep.seconds, rep.examples, rep.tokens, padded, acc
+
+
+def _padded_tokens(rep, items, cfg):
+    # the trainer's batches are length-bucketed; recompute what it processed, padding included
+    from adaptive_learner.training.trainer import batches_for
+
+    plan = batches_for(len(items), [len(it.prompt) for it in items], cfg, np.random.RandomState(cfg.seed))
+    return sum(len(b) * max(len(items[i].prompt) + len(items[i].choices[items[i].label]) for i in b) for b in plan)
+
+
+class _ListDataset(torch.utils.data.Dataset):
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+
+def reference_trainer(backbone, items, test, cfg, lora, workdir):
+    """transformers.Trainer with a peft LoRA: causal-LM loss with -100 on the prompt, dynamic padding."""
+    from peft import get_peft_model
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    tok = backbone.tokenizer
+    rows = []
+    for it in items:
+        target = it.choices[it.label]
+        rows.append({"input_ids": it.prompt + target, "attention_mask": [1] * (len(it.prompt) + len(target)),
+                     "labels": [-100] * len(it.prompt) + target})
+    torch.manual_seed(cfg.seed)
+    model = get_peft_model(backbone.model, lora.to_peft(backbone.model), adapter_name="ref")
+    tok.padding_side = "right"
+    args = TrainingArguments(output_dir=str(workdir), per_device_train_batch_size=cfg.batch_size, max_steps=cfg.steps,
+                             learning_rate=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
+                             lr_scheduler_type="linear", max_grad_norm=cfg.grad_clip, seed=cfg.seed,
+                             report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True,
+                             use_cpu=True, dataloader_num_workers=0)
+    trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(rows),
+                      data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
+    t0 = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    tok.padding_side = "left"
+    model.eval()
+    acc = accuracy(score(model, test, tok.pad_token_id), test)
+    backbone.model = model.unload()
+    n_ex = cfg.steps * cfg.batch_size
+    return seconds, n_ex, acc
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backbone", default="smollm2-135m")
+    p.add_argument("--task", default="sst2")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--max-train", type=int, default=256)
+    p.add_argument("--max-test", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--out", default="train_throughput")
+    a = p.parse_args()
+    import tempfile
+
+    backbone = load_backbone(a.backbone)
+    task = load_catalog_task(a.task).subsample(a.max_train, a.max_test, 0)
+    cfg = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, max_length=256, seed=0)
+    lora = LoraSettings()
+    items = encode_examples(backbone.tokenizer, task.spec, task.train, cfg.max_length)
+    test = encode_examples(backbone.tokenizer, task.spec, task.test, cfg.max_length)
+    n_params = sum(p.numel() for p in backbone.model.parameters())
+    peak = matmul_peak_gflops()
+    rows = {"ours_s": [], "ref_s": [], "ours_acc": [], "ref_acc": [], "ratio": [], "bound_ratio": []}
+    for r in range(a.repeats):
+        s_o, n_o, tok_o, padded_o, acc_o = ours(backbone, items, test, cfg, lora)
+        with tempfile.TemporaryDirectory() as wd:
+            s_r, n_r, acc_r = reference_trainer(backbone, items, test, cfg, lora, wd)
+        bound = 4 * n_params * padded_o / (peak * 1e9)
+        rows["ours_s"].append(s_o)
+        rows["ref_s"].append(s_r)
+        rows["ours_acc"].append(acc_o)
+        rows["ref_acc"].append(acc_r)
+        rows["ratio"].append((n_o / s_o) / (n_r / s_r))
+        rows["bound_ratio"].append(s_o / bound)
+        print(f"repeat {r}: ours {n_o / s_o:.2f} ex/s ({tok_o / s_o:.0f} tok/s, acc {acc_o:.3f}); "
+              f"Trainer {n_r / s_r:.2f} ex/s (acc {acc_r:.3f}); ratio {rows['ratio'][-1]:.2f}x; "
+              f"time / FLOP bound {rows['bound_ratio'][-1]:.2f}", flush=True)
+    doc = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "args": vars(a), "n_params": n_params,
+           "matmul_peak_gflops": peak, "examples_per_run": a.steps * a.batch_size,
+           "ours_examples_per_s": spread([a.steps * a.batch_size / s for s in rows["ours_s"]]),
+           "ref_examples_per_s": spread([a.steps * a.batch_size / s for s in rows["ref_s"]]),
+           "speedup": spread(rows["ratio"]), "time_over_flop_bound": spread(rows["bound_ratio"]),
+           "ours_acc": spread(rows["ours_acc"]), "ref_acc": spread(rows["ref_acc"]), "peak_rss_gb": peak_rss_gb()}
+    save(a.out, doc)
+    print(f"matmul peak {peak:.1f} GFLOP/s; ours {fmt(doc['ours_examples_per_s'])} ex/s; "
+          f"Trainer {fmt(doc['ref_examples_per_s'])} ex/s; speedup {fmt(doc['speedup'])}x; "
+          f"time/bound {fmt(doc['time_over_flop_bound'])}; acc ours {fmt(doc['ours_acc'], 3)} "
+          f"vs Trainer {fmt(doc['ref_acc'], 3)}; peak RSS {doc['peak_rss_gb']:.2f} GB")
+
+
+if __name__ == "__main__":
+    main()
