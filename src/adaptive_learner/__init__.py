@@ -6,3 +6,14 @@ The flow of one task: ``tasks`` (spec and data) -> ``features`` (how the router 
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["Learner", "__version__"]
+
+
+def __getattr__(name: str):
+    # imported lazily so that `import adaptive_learner` (and `alearn --help`) stays quick
+    if name == "Learner":
+        from .learner import Learner
+
+        return Learner
+    raise AttributeError(name)
