@@ -32,7 +32,7 @@ def _train_cfg(steps: int, batch_size: int, lr: float, max_length: int, seed: in
 
 
 @app.command()
-def run(sequence: str = typer.Argument(..., help="built-in sequence name (seed, revisit7, ...) or a YAML file"),
+def run(sequence: Optional[str] = typer.Argument(None, help="built-in sequence name (seed, revisit7, ...) or a YAML file"),
         strategy: str = typer.Option("per-task", help="strategy name (see `alearn data ls`)"),
         backbone: str = typer.Option("smollm2-135m", help="alias, .gguf file, model dir or Hugging Face id"),
         out: Optional[Path] = typer.Option(None, help="output directory (default runs/<strategy>-<time>)"),
@@ -42,11 +42,25 @@ def run(sequence: str = typer.Argument(..., help="built-in sequence name (seed, 
         batch_size: int = typer.Option(8, help="examples per step"),
         lr: float = typer.Option(1e-3, help="learning rate"),
         max_length: int = typer.Option(256, help="max tokens per example"),
-        seed: int = typer.Option(0, help="seed for sampling, initialisation and batch order")) -> None:
+        seed: int = typer.Option(0, help="seed for sampling, initialisation and batch order"),
+        resume: Optional[Path] = typer.Option(None, help="continue the interrupted run in this directory from its "
+                                              "last finished task, with its recorded settings")) -> None:
     """Run one strategy over a task sequence; write the accuracy matrix, metrics and plots."""
     from .evaluation.harness import RunConfig, run_sequence, summary_markdown
     from .strategies import REGISTRY
 
+    if resume is not None:
+        from .evaluation import checkpoint
+
+        cfg = checkpoint.config_from(resume)
+        if sequence is not None and sequence != cfg.sequence and Path(sequence).resolve() != Path(cfg.sequence).resolve():
+            raise UserError(f"{resume} holds a run of {cfg.sequence!r}, not {sequence!r}")
+        res = run_sequence(cfg, resume, resume=True)
+        typer.echo(summary_markdown(res, cfg))
+        typer.echo(f"results written to {resume}/ (results.json, matrix.png, summary.md)")
+        return
+    if sequence is None:
+        raise UserError("give a SEQUENCE (built-in name or YAML file), or --resume DIR")
     if strategy not in REGISTRY:
         raise UserError(f"unknown strategy {strategy!r}; available: {', '.join(sorted(REGISTRY))}")
     cfg = RunConfig(sequence=sequence, strategy=strategy, backbone=backbone, max_train=max_train,

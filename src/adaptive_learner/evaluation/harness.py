@@ -28,6 +28,7 @@ from ..strategies import Context, make
 from ..tasks import load_sequence
 from ..tasks.spec import TaskData
 from ..training import TrainConfig
+from . import checkpoint
 from .metrics import all_metrics
 from .plots import plot_matrix
 
@@ -71,8 +72,11 @@ def prepare_tasks(cfg: RunConfig) -> list[TaskData]:
 
 
 def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | None = None,
-                 tasks: list[TaskData] | None = None) -> RunResult:
-    """Train ``cfg.strategy`` on each task in turn; after each, evaluate every task of the sequence."""
+                 tasks: list[TaskData] | None = None, resume: bool = False) -> RunResult:
+    """Train ``cfg.strategy`` on each task in turn; after each, evaluate every task of the sequence.
+
+    A checkpoint is written to ``out`` after each task; ``resume`` continues from it after an interruption.
+    """
     t_start = time.perf_counter()
     tasks = tasks if tasks is not None else prepare_tasks(cfg)
     backbone = backbone or load_backbone(cfg.backbone, seed=cfg.seed)
@@ -87,28 +91,31 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
     train_items = [encode_examples(tok, t.spec, t.train, L) for t in tasks]
     test_items = [encode_examples(tok, t.spec, t.test, L) for t in tasks]
     T = len(tasks)
-    t_eval = 0.0
-    t0 = time.perf_counter()
-    with host.base() as m:
-        b = np.array([accuracy(score(m, its, tok.pad_token_id, cfg.eval_batch_size), its) for its in
-                      tqdm(test_items, desc="zero-shot row", leave=False)])
-    t_eval += time.perf_counter() - t0
     R = np.full((T, T), np.nan)
+    if resume:  # the zero-shot row, the finished rows, the adapters and the strategy's state come back
+        b, start, t_train, t_eval = checkpoint.resume(workdir, cfg, [t.name for t in tasks], host, strategy, R)
+    else:
+        start, t_train, t_eval = 0, 0.0, 0.0
+        t0 = time.perf_counter()
+        with host.base() as m:
+            b = np.array([accuracy(score(m, its, tok.pad_token_id, cfg.eval_batch_size), its) for its in
+                          tqdm(test_items, desc="zero-shot row", leave=False)])
+        t_eval += time.perf_counter() - t0
     cache: dict[Any, float] = {}
-    t_train = 0.0
-    for i, task in enumerate(tqdm(tasks, desc=f"{cfg.strategy} over {T} tasks")):
+    for i, task in enumerate(tqdm(tasks[start:], desc=f"{cfg.strategy} over {T} tasks", initial=start, total=T),
+                             start=start):
         t0 = time.perf_counter()
         strategy.learn(task, train_items[i])
         t_train += time.perf_counter() - t0
-        if not strategy.evaluates_each_step and i < T - 1:
-            continue
-        t0 = time.perf_counter()
-        for j, other in enumerate(tasks):
-            key = (other.name, strategy.eval_key(other.name))
-            if key not in cache:
-                cache[key] = accuracy(strategy.score(other.name, test_items[j]), test_items[j])
-            R[i, j] = cache[key]
-        t_eval += time.perf_counter() - t0
+        if strategy.evaluates_each_step or i == T - 1:
+            t0 = time.perf_counter()
+            for j, other in enumerate(tasks):
+                key = (other.name, strategy.eval_key(other.name))
+                if key not in cache:
+                    cache[key] = accuracy(strategy.score(other.name, test_items[j]), test_items[j])
+                R[i, j] = cache[key]
+            t_eval += time.perf_counter() - t0
+        checkpoint.save(workdir, cfg, [t.name for t in tasks], i + 1, R, b, (t_train, t_eval), host, strategy)
     metrics = all_metrics(R, b)
     extra = strategy.finish_info() if hasattr(strategy, "finish_info") else {}
     info = {
@@ -120,6 +127,7 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
     }
     result = RunResult([t.name for t in tasks], R, b, metrics, info)
     write_results(result, cfg, workdir, tasks)
+    checkpoint.remove(workdir)  # the run is complete: results.json replaces it
     return result
 
 
