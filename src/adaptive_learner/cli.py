@@ -71,6 +71,69 @@ def run(sequence: Optional[str] = typer.Argument(None, help="built-in sequence n
     typer.echo(f"results written to {out}/ (results.json, matrix.png, summary.md)")
 
 
+def _csv(text: str, kind: type, what: str) -> list:
+    """A comma-separated option as a list of ``kind``."""
+    try:
+        vals = [kind(x.strip()) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"{what}: cannot read {text!r} as comma-separated {kind.__name__} values") from None
+    if not vals:
+        raise UserError(f"{what}: give at least one value")
+    return vals
+
+
+def _set_options(pairs: Optional[List[str]]) -> dict:
+    """``KEY=VALUE`` strategy options (values read as YAML scalars: numbers, true/false, text)."""
+    import yaml
+
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {pair!r}: write KEY=VALUE, e.g. --set ewc_strength=10")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
+@app.command()
+def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed, revisit7, ...) or a YAML file"),
+          strategies: str = typer.Option(",".join(["zero-shot", "naive", "per-task", "ewc", "replay", "ewc-replay",
+                                                   "o-lora", "mtl"]), help="comma-separated strategies"),
+          seeds: str = typer.Option("0", help="comma-separated seeds; results give mean and spread over them"),
+          orders: int = typer.Option(1, help="task orders: the written one plus N-1 seeded permutations"),
+          lr_search: bool = typer.Option(False, "--lr-search", help="choose each strategy's lr on held-out "
+                                         "training data (grid --lr-grid) before the runs"),
+          lr_grid: str = typer.Option("3e-4,1e-3,3e-3", help="learning rates tried by --lr-search"),
+          set_: Optional[List[str]] = typer.Option(None, "--set", help="strategy option KEY=VALUE (repeat), e.g. "
+                                                   "ewc_strength=10, replay_ratio=0.25, replay_source=both"),
+          backbone: str = typer.Option("smollm2-135m", help="alias, .gguf file, model dir or Hugging Face id"),
+          out: Optional[Path] = typer.Option(None, help="output directory (default runs/bench-<sequence>)"),
+          max_train: int = typer.Option(256, help="training examples per task (stratified subsample)"),
+          max_test: int = typer.Option(100, help="test examples per task"),
+          steps: int = typer.Option(40, help="optimizer steps per task"),
+          batch_size: int = typer.Option(8, help="examples per step"),
+          lr: float = typer.Option(1e-3, help="learning rate (without --lr-search)"),
+          max_length: int = typer.Option(256, help="max tokens per example")) -> None:
+    """Compare strategies on the same data, seeds and budget: one table, every matrix, a bar chart.
+
+    Finished runs in the output directory are reused, so a long comparison can be run in pieces."""
+    from .evaluation.bench import BenchConfig, run_bench
+
+    if orders < 1:
+        raise UserError(f"--orders must be >= 1, got {orders}")
+    cfg = BenchConfig(sequence=sequence, strategies=_csv(strategies, str, "--strategies"),
+                      seeds=_csv(seeds, int, "--seeds"), orders=orders, backbone=backbone, max_train=max_train,
+                      max_test=max_test, train=_train_cfg(steps, batch_size, lr, max_length, 0),
+                      options=_set_options(set_), lr_search=lr_search, lr_grid=_csv(lr_grid, float, "--lr-grid"))
+    out = out or Path("runs") / f"bench-{Path(sequence).stem}"
+    run_bench(cfg, out)
+    typer.echo((out / "bench.md").read_text(encoding="utf-8").split("## Accuracy matrices")[0].rstrip())
+    typer.echo(f"\nwritten to {out}/ (bench.md, bench.json, bars.png, one directory per run)")
+
+
 @app.command()
 def learn(library: Path = typer.Option(..., help="library directory (created if missing)"),
           task: Optional[str] = typer.Option(None, help="a built-in task name"),

@@ -1,0 +1,273 @@
+"""``alearn bench``: every strategy on the same data, seed, steps and budget, in one comparison.
+
+For each seed and each task order, every strategy runs the sequence through the harness on the
+same subsampled tasks (same examples, same steps and batch size per task). The comparison table
+gives mean and spread (sample standard deviation over seeds x orders) of average accuracy, BWT,
+FWT and forgetting, with trainable parameters, adapters in the library and wall time; every run's
+matrix follows, and ``bars.png`` charts the means with error bars.
+
+Order 0 is the sequence as written; order k >= 1 is a permutation drawn with seed k (the same for
+every seed and strategy). With ``lr_search`` each strategy's learning rate is chosen first, once:
+each task's training data is split (stratified, seeded) into a search-train part and a held-out
+part, the strategy runs the sequence for every learning rate of the grid on the search-train
+parts, and the rate with the best final average accuracy on the held-out parts is used for the
+real runs (test data never takes part). The search is reported beside the results.
+
+Every run writes its own directory (results.json, matrix.png, summary.md) plus ``bench-key.json``;
+a later bench with the same settings reuses finished runs instead of repeating them, so a long
+comparison can be run in pieces.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..adapters import LoraSettings
+from ..backbone import DEFAULT_BACKBONE
+from ..errors import UserError
+from ..fileio import atomic_write_json, atomic_write_text, read_json
+from ..tasks.spec import TaskData, stratified_split
+from ..training import TrainConfig
+from .harness import RunConfig, RunResult, environment, prepare_tasks, run_sequence
+from .plots import plot_bars
+
+DEFAULT_STRATEGIES = ["zero-shot", "naive", "per-task", "ewc", "replay", "ewc-replay", "o-lora", "mtl"]
+METRICS = [("avg_acc", "AvgAcc"), ("bwt", "BWT"), ("fwt", "FWT"), ("forgetting", "Forgetting")]
+NO_TRAINING = {"zero-shot"}  # nothing to tune
+
+
+@dataclass
+class BenchConfig:
+    """What to compare, on what, how often; the per-task budget is shared by every strategy."""
+
+    sequence: str = field(default="seed", metadata={"help": "built-in sequence name or YAML file"})
+    strategies: list[str] = field(default_factory=lambda: list(DEFAULT_STRATEGIES),
+                                  metadata={"help": "strategies to compare"})
+    seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "seeds (data sample, init, order)"})
+    orders: int = field(default=1, metadata={"help": "task orders: the written one plus N-1 seeded permutations"})
+    backbone: str = field(default=DEFAULT_BACKBONE, metadata={"help": "backbone alias, path or id"})
+    max_train: int | None = field(default=256, metadata={"help": "training examples per task"})
+    max_test: int | None = field(default=100, metadata={"help": "test examples per task"})
+    eval_batch_size: int = field(default=16, metadata={"help": "examples per scoring batch"})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "per-task budget and default lr"})
+    lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "LoRA settings"})
+    options: dict[str, Any] = field(default_factory=dict, metadata={"help": "strategy options (ewc_*, replay_*, ...)"})
+    lr_search: bool = field(default=False, metadata={"help": "choose each strategy's lr on held-out training data"})
+    lr_grid: list[float] = field(default_factory=lambda: [3e-4, 1e-3, 3e-3], metadata={"help": "lrs searched"})
+    holdout: float = field(default=0.2, metadata={"help": "fraction of each task's training data held out"})
+    holdout_max: int = field(default=50, metadata={"help": "held-out examples per task used to score the search"})
+
+    def validate(self) -> None:
+        from ..strategies import REGISTRY
+
+        unknown = [s for s in self.strategies if s not in REGISTRY]
+        if unknown or not self.strategies:
+            raise UserError(f"unknown strategies {unknown or '(none given)'}; available: {', '.join(sorted(REGISTRY))}")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise UserError("a strategy is listed twice")
+        if not self.seeds or self.orders < 1:
+            raise UserError("give at least one seed and --orders >= 1")
+        if self.lr_search and (not self.lr_grid or min(self.lr_grid) <= 0 or not 0 < self.holdout < 1):
+            raise UserError("the lr grid needs positive rates and the held-out fraction must be in (0, 1)")
+
+
+@dataclass
+class BenchResult:
+    """Every run, the learning rates used and the search behind them, and the aggregated table."""
+
+    runs: list[dict[str, Any]]
+    lrs: dict[str, float]
+    search: dict[str, dict[str, float]]
+    table: list[dict[str, Any]]
+
+
+def task_orders(n: int, count: int) -> list[list[int]]:
+    """``count`` distinct orders of ``n`` tasks: the written one, then permutations seeded 1, 2, ..."""
+    orders = [list(range(n))]
+    k = 0
+    while len(orders) < count:
+        k += 1
+        perm = [int(i) for i in np.random.RandomState(k).permutation(n)]
+        if perm not in orders or k > 50 * count:  # few tasks: fewer distinct orders than asked
+            orders.append(perm)
+    return orders
+
+
+def _run_config(cfg: BenchConfig, strategy: str, seed: int, lr: float) -> RunConfig:
+    return RunConfig(sequence=cfg.sequence, strategy=strategy, backbone=cfg.backbone, max_train=cfg.max_train,
+                     max_test=cfg.max_test, eval_batch_size=cfg.eval_batch_size, seed=seed,
+                     train=replace(cfg.train, lr=lr, seed=seed), lora=cfg.lora, options=dict(cfg.options))
+
+
+def cached_run(rc: RunConfig, tasks: list[TaskData], out: Path) -> RunResult:
+    """Run, or reuse the finished run in ``out`` made with exactly these settings and tasks."""
+    key = {"config": json.loads(json.dumps(rc.to_dict(), default=str)), "tasks": [t.name for t in tasks],
+           "n_train": [len(t.train) for t in tasks], "n_test": [len(t.test) for t in tasks]}
+    key_file, res_file = out / "bench-key.json", out / "results.json"
+    if key_file.is_file() and res_file.is_file() and read_json(key_file) == key:
+        doc = read_json(res_file)
+        info = {k: doc[k] for k in ("n_adapters", "trainable_params", "timings_s") if k in doc}
+        return RunResult(doc["tasks"], _array(doc["matrix"]), _array([doc["zero_shot"]])[0],
+                         {k: (np.nan if v is None else v) for k, v in doc["metrics"].items()}, info)
+    res = run_sequence(rc, out, tasks=tasks)
+    atomic_write_json(key_file, key)
+    return res
+
+
+def _array(rows: list[list[float | None]]) -> np.ndarray:
+    """A matrix from results.json, where JSON null stands for a value not measured."""
+    return np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=float)
+
+
+def _nulls(x: Any) -> Any:
+    """NaN -> None throughout, for strict JSON."""
+    if isinstance(x, float) and np.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _nulls(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_nulls(v) for v in x]
+    return x
+
+
+def holdout_tasks(tasks: list[TaskData], cfg: BenchConfig, seed: int) -> list[TaskData]:
+    """Each task's training data split into search-train and held-out parts (the test split is unused)."""
+    out = []
+    for i, t in enumerate(tasks):
+        train, held = stratified_split(t.train, cfg.holdout, seed + 101 * i)
+        if not train or not held:
+            raise UserError(f"task {t.name}: too few training examples to hold some out for the lr search")
+        out.append(TaskData(t.spec, train, held[: cfg.holdout_max]))
+    return out
+
+
+def search_lr(cfg: BenchConfig, strategy: str, tasks: list[TaskData], out: Path) -> tuple[float, dict[str, float]]:
+    """The grid's learning rate with the best final average accuracy on the held-out parts."""
+    seed = cfg.seeds[0]
+    split = holdout_tasks(tasks, cfg, seed)
+    scores: dict[str, float] = {}
+    for lr in cfg.lr_grid:
+        res = cached_run(_run_config(cfg, strategy, seed, lr), split, out / "lr-search" / f"{strategy}-lr{lr:g}")
+        scores[f"{lr:g}"] = float(res.metrics["avg_acc"])
+    best = max(cfg.lr_grid, key=lambda lr: (scores[f"{lr:g}"], -abs(np.log(lr / cfg.train.lr))))
+    return best, scores
+
+
+def run_bench(cfg: BenchConfig, out: Path) -> BenchResult:
+    """Run the comparison and write bench.json, bench.md and bars.png to ``out``."""
+    cfg.validate()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    first = prepare_tasks(_run_config(cfg, cfg.strategies[0], cfg.seeds[0], cfg.train.lr))
+    lrs: dict[str, float] = {s: cfg.train.lr for s in cfg.strategies}
+    search: dict[str, dict[str, float]] = {}
+    if cfg.lr_search:
+        for s in cfg.strategies:
+            if s not in NO_TRAINING:
+                lrs[s], search[s] = search_lr(cfg, s, first, out)
+    runs = []
+    orders = task_orders(len(first), cfg.orders)
+    for seed in cfg.seeds:
+        tasks = first if seed == cfg.seeds[0] else prepare_tasks(_run_config(cfg, cfg.strategies[0], seed, 1.0))
+        for k, order in enumerate(orders):
+            ordered = [tasks[i] for i in order]
+            for s in cfg.strategies:
+                res = cached_run(_run_config(cfg, s, seed, lrs[s]), ordered, out / f"seed{seed}-order{k}" / s)
+                runs.append({"strategy": s, "seed": seed, "order": k, "lr": lrs[s], "tasks": res.tasks,
+                             "matrix": res.matrix.tolist(), "zero_shot": res.zero_shot.tolist(),
+                             "metrics": res.metrics, "n_adapters": res.info.get("n_adapters"),
+                             "trainable_params": res.info.get("trainable_params"),
+                             "wall_s": res.info.get("timings_s", {}).get("total")})
+    result = BenchResult(runs, lrs, search, aggregate(runs, cfg.strategies))
+    write_bench(result, cfg, out, [t.name for t in first], time.perf_counter() - t0)
+    return result
+
+
+def aggregate(runs: list[dict[str, Any]], strategies: list[str]) -> list[dict[str, Any]]:
+    """One row per strategy: mean and spread of each metric over its runs."""
+    table = []
+    for s in strategies:
+        mine = [r for r in runs if r["strategy"] == s]
+        row: dict[str, Any] = {"strategy": s, "n": len(mine), "lr": mine[0]["lr"] if mine else None}
+        for key, _ in METRICS:
+            row[key] = _mean_sd([r["metrics"][key] for r in mine])
+        for key in ("trainable_params", "n_adapters", "wall_s"):
+            row[key] = _mean_sd([r[key] for r in mine if r[key] is not None])
+        table.append(row)
+    return table
+
+
+def _mean_sd(vals: list[float]) -> tuple[float, float]:
+    arr = np.array([np.nan if v is None else v for v in vals], dtype=float)
+    arr = arr[~np.isnan(arr)]
+    if not arr.size:
+        return (float("nan"), float("nan"))
+    return (float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0)
+
+
+def _fmt(ms: tuple[float, float], signed: bool = False, digits: int = 3, spread: bool = True) -> str:
+    m, sd = ms
+    if np.isnan(m):
+        return "n/a"
+    body = f"{m:+.{digits}f}" if signed else f"{m:.{digits}f}"
+    return f"{body} ± {sd:.{digits}f}" if spread else body
+
+
+def bench_markdown(res: BenchResult, cfg: BenchConfig, orders: list[list[int]], task_names: list[str]) -> str:
+    """The comparison table, the lr search, and every run's matrix."""
+    many = len(cfg.seeds) * cfg.orders > 1
+    t = cfg.train
+    lines = [f"# Benchmark: {cfg.sequence} on {cfg.backbone}", "",
+             f"Same budget for every strategy: {t.steps} steps x batch {t.batch_size} per task, max_length "
+             f"{t.max_length}, max_train {cfg.max_train}, max_test {cfg.max_test}; seeds {cfg.seeds}; "
+             f"{cfg.orders} task order(s): " + "; ".join(" -> ".join(task_names[i] for i in o) for o in orders)
+             + "." + (f" Options: {cfg.options}." if cfg.options else ""), "",
+             ("Mean ± sample std over " + f"{len(cfg.seeds) * cfg.orders} runs (seeds x orders)." if many
+              else "One run per strategy."), "",
+             "| strategy | lr | AvgAcc | BWT | FWT | Forgetting | trainable params | adapters | wall s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in res.table:
+        lr = f"{row['lr']:g}" + (" (searched)" if row["strategy"] in res.search else "")
+        lines.append(f"| {row['strategy']} | {lr} | {_fmt(row['avg_acc'], spread=many)} | "
+                     f"{_fmt(row['bwt'], True, spread=many)} | {_fmt(row['fwt'], True, spread=many)} | "
+                     f"{_fmt(row['forgetting'], True, spread=many)} | {row['trainable_params'][0]:,.0f} | "
+                     f"{row['n_adapters'][0]:g} | {row['wall_s'][0]:.0f} |")
+    if res.search:
+        lines += ["", f"## Learning-rate search (held out {cfg.holdout:.0%} of each task's training data, at most "
+                      f"{cfg.holdout_max} per task; seed {cfg.seeds[0]}; final average accuracy on the held-out parts)",
+                  "", "| strategy | " + " | ".join(f"lr {lr:g}" for lr in cfg.lr_grid) + " | chosen |",
+                  "|---" * (len(cfg.lr_grid) + 2) + "|"]
+        for s, scores in res.search.items():
+            lines.append(f"| {s} | " + " | ".join(f"{scores[f'{lr:g}']:.3f}" for lr in cfg.lr_grid)
+                         + f" | {res.lrs[s]:g} |")
+    lines += ["", "## Accuracy matrices (row: after training that task; zero-shot: the untouched backbone)"]
+    for r in res.runs:
+        lines += ["", f"### {r['strategy']} (seed {r['seed']}, order {r['order']}, lr {r['lr']:g})", "",
+                  "| after \\ on | " + " | ".join(r["tasks"]) + " |", "|---" * (len(r["tasks"]) + 1) + "|",
+                  "| zero-shot | " + " | ".join(f"{v:.3f}" for v in r["zero_shot"]) + " |"]
+        for name, row in zip(r["tasks"], r["matrix"]):
+            lines.append(f"| {name} | " + " | ".join("" if v is None or np.isnan(v) else f"{v:.3f}" for v in row)
+                         + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_bench(res: BenchResult, cfg: BenchConfig, out: Path, names: list[str], seconds: float) -> None:
+    """bench.json (everything), bench.md (tables and matrices) and bars.png (means with spread)."""
+    orders = task_orders(len(names), cfg.orders)
+    doc = {"config": asdict(cfg), "environment": environment(), "seconds": round(seconds, 1),
+           "orders": [[names[i] for i in o] for o in orders], "lrs": res.lrs, "lr_search": res.search,
+           "table": res.table, "runs": res.runs}
+    atomic_write_json(out / "bench.json", _nulls(json.loads(json.dumps(doc, default=str))))
+    atomic_write_text(out / "bench.md", bench_markdown(res, cfg, orders, names))
+    keys = [("avg_acc", "AvgAcc"), ("bwt", "BWT"), ("fwt", "FWT")]
+    title = f"{Path(cfg.sequence).stem} on {cfg.backbone}: mean over {len(cfg.seeds) * cfg.orders} run(s) each"
+    plot_bars([r["strategy"] for r in res.table], {label: [r[k][0] for r in res.table] for k, label in keys},
+              out / "bars.png", title,
+              errors={label: [r[k][1] for r in res.table] for k, label in keys})

@@ -1,0 +1,118 @@
+"""``alearn bench``: same data for every strategy, repeats with mean and spread, lr search on held-out data."""
+
+import json
+
+import numpy as np
+import pytest
+
+from adaptive_learner.evaluation.bench import BenchConfig, holdout_tasks, run_bench, task_orders
+from adaptive_learner.evaluation.harness import RunConfig, prepare_tasks
+from adaptive_learner.training import TrainConfig
+
+from conftest import FIXTURES
+from test_cli import alearn
+
+
+@pytest.fixture(scope="module")
+def toy_sequence(tmp_path_factory):
+    p = tmp_path_factory.mktemp("seq") / "toy2.yaml"
+    p.write_text(f"name: toy2\ntasks:\n"
+                 f"  - name: toy\n    data: {FIXTURES / 'toy_sentiment.csv'}\n"
+                 f"    description: Is the review positive or negative?\n    family: sentiment\n"
+                 f"  - name: pairs\n    data: {FIXTURES / 'toy_pairs.jsonl'}\n"
+                 f"    description: Do the two phrases mean the same?\n"
+                 f"    text_columns: [first, second]\n    label_column: same\n")
+    return str(p)
+
+
+def tiny_bench(sequence, **kw):
+    base = dict(sequence=sequence, strategies=["zero-shot", "naive", "ewc-replay"], backbone="tiny-random",
+                max_train=24, max_test=6, train=TrainConfig(steps=2, batch_size=4, lr=1e-2, max_length=64),
+                options={"ewc_samples": 4, "replay_buffer_size": 8})
+    return BenchConfig(**{**base, **kw})
+
+
+def test_task_orders_are_distinct_and_start_with_the_written_one():
+    orders = task_orders(4, 3)
+    assert orders[0] == [0, 1, 2, 3] and len({tuple(o) for o in orders}) == 3
+    assert all(sorted(o) == [0, 1, 2, 3] for o in orders)
+    assert task_orders(4, 3) == orders
+
+
+@pytest.fixture(scope="module")
+def repeated(toy_sequence, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    cfg = tiny_bench(toy_sequence, seeds=[0, 1], orders=2)
+    return cfg, run_bench(cfg, out), out
+
+
+def test_every_strategy_runs_on_the_same_data_for_each_seed_and_order(repeated):
+    cfg, res, out = repeated
+    assert len(res.runs) == 3 * 2 * 2
+    for seed in (0, 1):
+        for order in (0, 1):
+            group = [r for r in res.runs if r["seed"] == seed and r["order"] == order]
+            assert [r["strategy"] for r in group] == cfg.strategies
+            assert len({tuple(r["tasks"]) for r in group}) == 1
+            docs = [json.loads((out / f"seed{seed}-order{order}" / s / "results.json").read_text())
+                    for s in cfg.strategies]
+            assert len({json.dumps([d["n_train"], d["n_test"], d["config"]["train"]["steps"]]) for d in docs}) == 1
+    assert [r["tasks"] for r in res.runs if r["order"] == 1][0] == ["pairs", "toy"]
+
+
+def test_table_reports_mean_and_spread_over_repeats(repeated):
+    cfg, res, out = repeated
+    row = next(r for r in res.table if r["strategy"] == "naive")
+    accs = [r["metrics"]["avg_acc"] for r in res.runs if r["strategy"] == "naive"]
+    assert row["n"] == 4
+    assert row["avg_acc"][0] == pytest.approx(np.mean(accs))
+    assert row["avg_acc"][1] == pytest.approx(np.std(accs, ddof=1))
+    assert row["n_adapters"][0] == 1 and row["trainable_params"][0] > 0
+    md = (out / "bench.md").read_text()
+    header = "| strategy | lr | AvgAcc | BWT | FWT | Forgetting | trainable params | adapters | wall s |"
+    assert header in md and "±" in md and md.count("### ") == 12
+    assert (out / "bars.png").stat().st_size > 1000
+    doc = json.loads((out / "bench.json").read_text())
+    assert doc["orders"] == [["toy", "pairs"], ["pairs", "toy"]] and len(doc["runs"]) == 12
+
+
+def test_finished_runs_are_reused(repeated):
+    cfg, res, out = repeated
+    f = out / "seed1-order1" / "naive" / "results.json"
+    before = f.stat().st_mtime_ns
+    again = run_bench(cfg, out)
+    assert f.stat().st_mtime_ns == before
+    assert [r["metrics"] for r in again.runs] == [r["metrics"] for r in res.runs]
+
+
+def test_holdout_split_comes_from_training_data_only(toy_sequence):
+    cfg = tiny_bench(toy_sequence, lr_search=True, holdout=0.25, holdout_max=5)
+    tasks = prepare_tasks(RunConfig(sequence=toy_sequence, strategy="naive", max_train=24, max_test=6))
+    split = holdout_tasks(tasks, cfg, 0)
+    for t, s in zip(tasks, split):
+        fields = lambda rows: [json.dumps(r.fields, sort_keys=True) for r in rows]  # noqa: E731
+        assert set(fields(s.test)) <= set(fields(t.train)) and not set(fields(s.test)) & set(fields(t.test))
+        assert len(s.test) == 5 and len(s.train) == 18
+
+
+def test_lr_search_picks_from_the_grid_and_is_reported(toy_sequence, tmp_path):
+    cfg = tiny_bench(toy_sequence, strategies=["zero-shot", "naive"], lr_search=True, lr_grid=[1e-4, 3e-2])
+    res = run_bench(cfg, tmp_path)
+    assert set(res.search) == {"naive"} and res.lrs["naive"] in (1e-4, 3e-2) and res.lrs["zero-shot"] == 1e-2
+    assert set(res.search["naive"]) == {"0.0001", "0.03"}
+    searched = json.loads((tmp_path / "lr-search" / "naive-lr0.03" / "results.json").read_text())
+    tasks = prepare_tasks(RunConfig(sequence=toy_sequence, strategy="naive", max_train=24, max_test=6))
+    held = holdout_tasks(tasks, cfg, 0)
+    assert searched["n_test"] == [len(t.test) for t in held] != [6, 6]  # held-out parts, not the test split
+    assert searched["n_train"] == [len(t.train) for t in held]
+    assert next(r for r in res.runs if r["strategy"] == "naive")["lr"] == res.lrs["naive"]
+    md = (tmp_path / "bench.md").read_text()
+    assert "## Learning-rate search" in md and "(searched)" in md
+
+
+def test_cli_bench_mistakes_are_one_line_errors(capsys, toy_sequence):
+    for args, msg in [(["--strategies", "naive,nope"], "unknown strategies"),
+                      (["--seeds", "0,x"], "--seeds"), (["--orders", "0"], "--orders"),
+                      (["--set", "ewc_strength"], "KEY=VALUE")]:
+        code, out, err = alearn(capsys, "bench", toy_sequence, "--backbone", "tiny-random", *args)
+        assert code == 2 and msg in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
