@@ -70,8 +70,13 @@ def data_txn(lib: Path, task: str, adapter: str) -> None:
         tx.record({"task": task, "action": "reuse", "adapter": adapter, "reason": "crash-test data write"})
 
 
+EXTRA_COMMANDS: dict[str, Any] = {}  # more child commands a driver adds: name -> function(argv) -> exit code
+
+
 def run_argv(argv: list[str]) -> int:
     """Run one writer in this process; its exit code."""
+    if argv[0] in EXTRA_COMMANDS:
+        return EXTRA_COMMANDS[argv[0]](argv[1:])
     if argv[0] == "data-txn":
         data_txn(Path(argv[1]), argv[2], argv[3])
         return 0

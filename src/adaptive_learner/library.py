@@ -33,7 +33,7 @@ from .backbone import same_backbone
 from .errors import LibraryError
 from .fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
 from .library_check import check_file_name
-from .library_txn import MANIFEST, apply_plan, committed, recover, recover_on_open, write_error
+from .library_txn import MANIFEST, apply_plan, committed, lock_timeout, recover, recover_on_open, write_error
 from .library_txn import flock as _flock
 from .library_txn import fsync_tree as _fsync_tree
 from .tasks.spec import TaskSpec, check_name
@@ -161,9 +161,11 @@ class AdapterLibrary:
 
     # ----------------------------------------------------------------- writing
     @contextlib.contextmanager
-    def transaction(self, timeout: float = 600.0) -> Iterator["Transaction"]:
-        """Stage changes and commit them atomically on exit (nothing is written if the block raises)."""
-        with _flock(self.path, timeout):
+    def transaction(self, timeout: float | None = None) -> Iterator["Transaction"]:
+        """Stage changes and commit them atomically on exit (nothing is written if the block raises).
+
+        Waits up to ``timeout`` s (default: ``$ADAPTIVE_LEARNER_LOCK_TIMEOUT`` or 600) for another writer."""
+        with _flock(self.path, lock_timeout(timeout)):
             recover(self.path)
             self.reload()
             try:
@@ -182,11 +184,11 @@ class AdapterLibrary:
         self.reload()
 
     @contextlib.contextmanager
-    def locked(self, timeout: float = 600.0) -> Iterator[None]:
-        """Hold the writer lock (for a whole learn: decision, training and commit)."""
+    def locked(self, timeout: float | None = None) -> Iterator[None]:
+        """Hold the writer lock (for a whole learn: decision, training and commit); waits as ``transaction``."""
         if not os.access(self.path, os.W_OK):
             raise LibraryError(f"cannot write to library {self.path}: the directory is read-only; nothing was changed")
-        with _flock(self.path, timeout):
+        with _flock(self.path, lock_timeout(timeout)):
             recover(self.path)  # finish a change a crashed writer committed, before this one starts
             yield
 

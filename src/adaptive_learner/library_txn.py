@@ -117,6 +117,20 @@ def write_error(path: Path, exc: OSError, committed: bool) -> LibraryError:
     return LibraryError(f"cannot write to library {path}: {what}{where}; nothing was changed")
 
 
+LOCK_TIMEOUT_ENV = "ADAPTIVE_LEARNER_LOCK_TIMEOUT"
+
+
+def lock_timeout(timeout: float | None = None) -> float:
+    """Seconds a writer waits for another one: ``timeout``, else ``$ADAPTIVE_LEARNER_LOCK_TIMEOUT``, else 600."""
+    if timeout is not None:
+        return timeout
+    raw = os.environ.get(LOCK_TIMEOUT_ENV, "")
+    try:
+        return float(raw) if raw.strip() else 600.0
+    except ValueError:
+        raise LibraryError(f"{LOCK_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+
+
 _HELD: dict[str, int] = {}  # locks this process holds (re-entrant: learn holds it around its transaction)
 
 
@@ -145,12 +159,13 @@ def flock(path: Path, timeout: float, quiet: bool = False) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise LibraryError(f"library {path} is locked by another process; "
-                                       f"gave up after {timeout:.0f} s") from None
+                    raise LibraryError(f"library {path} is locked by another process ({_holder(lock_path)}); "
+                                       f"gave up after {timeout:g} s") from None
                 if not waited and not quiet:
-                    print(f"waiting for the lock on {path} (another process is writing) ...", file=sys.stderr)
+                    print(f"waiting for the lock on {path} ({_holder(lock_path)} is writing) ...", file=sys.stderr)
                     waited = True
                 time.sleep(0.2)
+        _note_holder(fh)
         _HELD[key] = 1
         try:
             yield
@@ -161,6 +176,24 @@ def flock(path: Path, timeout: float, quiet: bool = False) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
         finally:
             fh.close()
+
+
+def _note_holder(fh: object) -> None:
+    """Write who holds the lock into the lock file, for the message a waiting process prints."""
+    try:
+        fh.seek(0)  # type: ignore[attr-defined]
+        fh.truncate()  # type: ignore[attr-defined]
+        fh.write(f"pid {os.getpid()}: {' '.join(os.path.basename(a) for a in sys.argv[:2])}\n")  # type: ignore
+        fh.flush()  # type: ignore[attr-defined]
+    except OSError:
+        pass  # the note is a courtesy; the lock itself is what matters
+
+
+def _holder(lock_path: Path) -> str:
+    try:
+        return (lock_path.read_text().strip().splitlines() or ["another process"])[0][:120]
+    except OSError:
+        return "another process"
 
 
 def fsync_tree(p: Path) -> None:
