@@ -32,7 +32,7 @@ from . import testhooks
 from .backbone import same_backbone
 from .errors import LibraryError
 from .fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
-from .library_check import check_file_name
+from .library_check import check_file_name, check_manifest
 from .library_txn import MANIFEST, apply_plan, committed, lock_timeout, recover, recover_on_open, write_error
 from .library_txn import flock as _flock
 from .library_txn import fsync_tree as _fsync_tree
@@ -309,12 +309,20 @@ def _read_manifest(p: Path) -> dict[str, Any]:
         m = read_json(p / MANIFEST)
     except (ValueError, UnicodeDecodeError) as exc:
         raise LibraryError(f"{p / MANIFEST} is corrupted (not valid JSON: {exc})") from None
-    required = {"schema_version", "backbone", "adapters", "tasks", "history"}
-    if not isinstance(m, dict) or not required <= set(m):
-        raise LibraryError(f"{p / MANIFEST} is corrupted (missing keys {sorted(required - set(m or {}))})")
+    required = {"schema_version": int, "backbone": dict, "adapters": dict, "tasks": dict, "history": list}
+    if not isinstance(m, dict):
+        raise LibraryError(f"{p / MANIFEST} is corrupted (not a JSON object)")
+    if not set(required) <= set(m):
+        raise LibraryError(f"{p / MANIFEST} is corrupted (missing keys {sorted(set(required) - set(m))})")
+    wrong = [k for k, kind in required.items() if not isinstance(m[k], kind) or isinstance(m[k], bool)]
+    if wrong:
+        raise LibraryError(f"{p / MANIFEST} is corrupted (wrong type for {', '.join(wrong)})")
     if m["schema_version"] > SCHEMA_VERSION:
         raise LibraryError(f"{p} has schema version {m['schema_version']}; this adaptive-learner reads "
                            f"up to {SCHEMA_VERSION}: upgrade the package")
+    problems = check_manifest(m)
+    if problems:
+        raise LibraryError(f"{p / MANIFEST} is corrupted ({problems[0]})")
     return m
 
 

@@ -54,43 +54,56 @@ def plan_paths(plan: Any) -> tuple[list[str], list[str]]:
     return list(plan["remove"]), list(plan["install"])
 
 
-def check_files(root: Path, manifest: dict[str, Any]) -> list[str]:
-    """Problems with the manifest's entries and the files it lists (missing, truncated or changed)."""
+def check_manifest(manifest: dict[str, Any]) -> list[str]:
+    """Problems with the manifest's own entries (names, paths, types, task -> adapter links); no file is read."""
     problems: list[str] = []
     adapters = manifest.get("adapters")
     if not isinstance(adapters, dict):
-        return ["manifest: `adapters` is not a mapping"]
+        return ["`adapters` is not a mapping"]
     for name, info in adapters.items():
-        if not valid_rel(f"adapters/{name}") or not isinstance(info, dict) or not isinstance(info.get("files"), dict):
-            problems.append(f"manifest: adapter entry {name!r} is malformed")
+        if not valid_rel(f"adapters/{name}") or not isinstance(info, dict) or \
+                not isinstance(info.get("files"), dict) or not isinstance(info.get("tasks", []), list):
+            problems.append(f"adapter entry {name!r} is malformed")
+            continue
+        for rel, digest in info["files"].items():
+            if not valid_rel(rel, adapter=name) or not isinstance(digest, str):
+                problems.append(f"adapter {name!r} lists a path outside its folders: {rel!r}")
+    return problems + _check_tasks(manifest, adapters)
+
+
+def check_files(root: Path, manifest: dict[str, Any]) -> list[str]:
+    """Problems with the manifest and the files it lists (missing, truncated or changed)."""
+    problems = [f"manifest: {p}" for p in check_manifest(manifest)]
+    for name, info in (manifest.get("adapters") or {}).items():
+        if not isinstance(info, dict) or not isinstance(info.get("files"), dict):
             continue
         for rel, digest in info["files"].items():
             if not valid_rel(rel, adapter=name):
-                problems.append(f"manifest: adapter {name!r} lists a path outside its folders: {rel!r}")
-            elif not (root / rel).is_file():
+                continue
+            if not (root / rel).is_file():
                 problems.append(f"{rel} is missing")
             elif sha256_file(root / rel) != digest:
                 problems.append(f"{rel} does not match its sha256 in the manifest (changed or truncated)")
-    return problems + _check_tasks(manifest, adapters)
+    return problems
 
 
 def _check_tasks(manifest: dict[str, Any], adapters: dict[str, Any]) -> list[str]:
     tasks = manifest.get("tasks")
     if not isinstance(tasks, dict):
-        return ["manifest: `tasks` is not a mapping"]
+        return ["`tasks` is not a mapping"]
     problems = []
     for task, entry in tasks.items():
-        if not isinstance(entry, dict) or entry.get("adapter") not in adapters:
-            problems.append(f"manifest: task {task!r} points to no adapter of the library")
+        if not isinstance(entry, dict) or not isinstance(entry.get("adapter"), str) or entry["adapter"] not in adapters:
+            problems.append(f"task {task!r} points to no adapter of the library")
             continue
         try:
-            spec = TaskSpec.from_dict(entry.get("spec") or {})
+            spec = TaskSpec.from_dict(entry.get("spec") if isinstance(entry.get("spec"), dict) else {})
             if spec.name != task:
                 raise UserError(f"its spec is named {spec.name!r}")
-        except (UserError, TypeError) as exc:
-            problems.append(f"manifest: task {task!r} has a malformed spec ({exc})")
+        except (UserError, TypeError, AttributeError) as exc:
+            problems.append(f"task {task!r} has a malformed spec ({exc})")
     if not isinstance(manifest.get("history"), list):
-        problems.append("manifest: `history` is not a list")
+        problems.append("`history` is not a list")
     return problems
 
 
