@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -33,7 +32,7 @@ from .backbone import same_backbone
 from .errors import LibraryError
 from .fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
 from .library_check import check_file_name, check_manifest
-from .library_txn import MANIFEST, apply_plan, committed, lock_timeout, recover, recover_on_open, write_error
+from .library_txn import MANIFEST, apply_plan, committed, drop_txn, lock_timeout, recover, recover_on_open, write_error
 from .library_txn import flock as _flock
 from .library_txn import fsync_tree as _fsync_tree
 from .tasks.spec import TaskSpec, check_name
@@ -176,7 +175,7 @@ class AdapterLibrary:
                 yield tx
                 tx.stage_manifest()
             except BaseException as exc:
-                shutil.rmtree(tx.root, ignore_errors=True)
+                drop_txn(tx.root)
                 if isinstance(exc, OSError):
                     raise write_error(self.path, exc, committed=False) from None
                 raise
@@ -283,7 +282,7 @@ class Transaction:
             atomic_write_json(self.root / "plan.json", {"install": self.install, "remove": self.remove,
                                                         "manifest": "staged"})
         except OSError as exc:
-            shutil.rmtree(self.root, ignore_errors=True)
+            drop_txn(self.root)
             raise write_error(self.lib.path, exc, committed=False) from None
         testhooks.write_point("committed")
         try:

@@ -59,7 +59,7 @@ def apply_plan(lib: Path, txn: Path) -> None:
     else:  # a plan written by an older version carries the manifest itself
         atomic_write_json(lib / MANIFEST, plan["manifest"])
     testhooks.write_point("manifest replaced")
-    shutil.rmtree(txn, ignore_errors=True)
+    drop_txn(txn)
 
 
 def recover(lib: Path) -> None:
@@ -74,13 +74,22 @@ def recover(lib: Path) -> None:
             try:
                 read_json(txn / "plan.json")
             except (ValueError, UnicodeDecodeError):
-                shutil.rmtree(txn, ignore_errors=True)  # plan itself never completed: not committed
+                drop_txn(txn)  # plan itself never completed: not committed
                 continue
             apply_plan(lib, txn)
         elif txn.is_dir():
-            shutil.rmtree(txn, ignore_errors=True)
+            drop_txn(txn)
         else:
             txn.unlink(missing_ok=True)
+
+
+def drop_txn(txn: Path) -> None:
+    """Delete a transaction's folder, and ``.txn`` itself once empty (a library at rest has none)."""
+    shutil.rmtree(txn, ignore_errors=True)
+    try:
+        txn.parent.rmdir()
+    except OSError:
+        pass  # another transaction's folder is still there, or it is gone already
 
 
 def committed(lib: Path) -> bool:
