@@ -12,6 +12,7 @@ from ..adapters import BASE
 from ..prompting import Encoded
 from ..tasks.spec import TaskData
 from ..training.forgetting import ForgettingOptions, make_forgetting_regularisers, store_forgetting_state
+from ..training.ewc import EWC
 from ..training.replay import Replay
 from .base import Strategy, register
 
@@ -40,6 +41,9 @@ class EWCReplay(Strategy):
         regs = make_forgetting_regularisers(self.memory, SHARED, self.options, task)
         self.train(SHARED, items, regs, desc=f"{self.name} {task.name}")
         self.generated += sum(len(r.generated) for r in regs if isinstance(r, Replay))
+        for r in regs:
+            if isinstance(r, EWC) and r.history:  # how strong the penalty got, beside the task loss
+                self.reports[-1]["ewc_penalty_max"] = round(max(r.history), 4)
         store_forgetting_state(self.memory, SHARED, regs)
 
     def adapter_for(self, task: str) -> str:

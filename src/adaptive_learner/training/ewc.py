@@ -131,6 +131,7 @@ class EWC(Regulariser):
         self.tasks = tasks
         self._local: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # local name -> (fisher, anchor)
         self.adapter: str | None = None
+        self.history: list[float] = []  # penalty value at each step of the current task
 
     @classmethod
     def from_tensors(cls, cfg: EWCConfig | None, tensors: dict[str, torch.Tensor] | None,
@@ -168,7 +169,9 @@ class EWC(Regulariser):
         if not self._local or self.cfg.strength == 0 or self.cfg.gain == 0:
             return None
         total = sum((f * (params[n] - a) ** 2).sum() for n, (f, a) in self._local.items())
-        return 0.5 * self.cfg.strength * self.cfg.gain * total
+        out = 0.5 * self.cfg.strength * self.cfg.gain * total
+        self.history.append(float(out.detach()))  # to report how strong the penalty was against the loss
+        return out
 
     def end(self, host: Any, adapter: str, items: Sequence[Encoded]) -> None:
         """Estimate the Fisher on the task just learned and fold it into the accumulated one."""
