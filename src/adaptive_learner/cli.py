@@ -26,8 +26,8 @@ def _train_cfg(steps: int, batch_size: int, lr: float, max_length: int, seed: in
     for name, v in (("--steps", steps), ("--batch-size", batch_size), ("--max-length", max_length)):
         if v <= 0:
             raise UserError(f"{name} must be positive, got {v}")
-    if lr <= 0:
-        raise UserError(f"--lr must be positive, got {lr}")
+    if not 0 < lr < float("inf"):  # also refuses nan, which every comparison fails
+        raise UserError(f"--lr must be a positive number, got {lr}")
     return TrainConfig(steps=steps, batch_size=batch_size, lr=lr, max_length=max_length, seed=seed)
 
 
@@ -67,6 +67,8 @@ def run(sequence: Optional[str] = typer.Argument(None, help="built-in sequence n
                     max_test=max_test, seed=seed, train=_train_cfg(steps, batch_size, lr, max_length, seed))
     out = out or Path("runs") / f"{sequence.replace('/', '_').replace('.yaml', '')}-{strategy}-seed{seed}"
     res = run_sequence(cfg, out)
+    if res.info.get("world_size", 1) > 1 and os.environ.get("RANK", "0") != "0":
+        return  # under `accelerate launch` only the main process reports
     typer.echo(summary_markdown(res, cfg))
     typer.echo(f"results written to {out}/ (results.json, matrix.png, summary.md)")
 

@@ -29,6 +29,7 @@ from ..tasks import load_sequence
 from ..tasks.spec import TaskData
 from ..training import TrainConfig
 from . import checkpoint
+from .distributed import is_main_process, maybe_accelerator
 from .metrics import all_metrics
 from .plots import plot_matrix
 
@@ -86,6 +87,10 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
     cfg.train.seed = cfg.seed
     ctx = Context(host=host, train=cfg.train, n_tasks=len(tasks), workdir=workdir,
                   eval_batch_size=cfg.eval_batch_size, options=dict(cfg.options))
+    accelerator = maybe_accelerator()  # several processes under `accelerate launch`: data-parallel training
+    if accelerator is not None:
+        ctx.options["accelerator"] = accelerator
+    main = is_main_process(accelerator)
     strategy = make(cfg.strategy, ctx)
     tok, L = backbone.tokenizer, cfg.train.max_length
     train_items = [encode_examples(tok, t.spec, t.train, L) for t in tasks]
@@ -115,7 +120,8 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
                     cache[key] = accuracy(strategy.score(other.name, test_items[j]), test_items[j])
                 R[i, j] = cache[key]
             t_eval += time.perf_counter() - t0
-        checkpoint.save(workdir, cfg, [t.name for t in tasks], i + 1, R, b, (t_train, t_eval), host, strategy)
+        if main:
+            checkpoint.save(workdir, cfg, [t.name for t in tasks], i + 1, R, b, (t_train, t_eval), host, strategy)
     metrics = all_metrics(R, b)
     extra = strategy.finish_info() if hasattr(strategy, "finish_info") else {}
     info = {
@@ -123,9 +129,12 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
         "trainable_params": strategy.trainable_params(), "train_reports": strategy.reports,
         "timings_s": {"train": round(t_train, 1), "eval": round(t_eval, 1),
                       "total": round(time.perf_counter() - t_start, 1)},
-        "n_train": [len(x) for x in train_items], "n_test": [len(x) for x in test_items], **extra,
+        "n_train": [len(x) for x in train_items], "n_test": [len(x) for x in test_items],
+        "world_size": accelerator.num_processes if accelerator is not None else 1, **extra,
     }
     result = RunResult([t.name for t in tasks], R, b, metrics, info)
+    if not main:
+        return result
     write_results(result, cfg, workdir, tasks)
     checkpoint.remove(workdir)  # the run is complete: results.json replaces it
     return result
