@@ -85,7 +85,10 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | None = None, dtype
     elif spec in PACKAGED_MODELS:
         model, tok = _load_dir(prepare_packaged(spec), dtype)
     elif spec.endswith(".gguf"):
-        path = Path(spec).expanduser()
+        try:
+            path = Path(spec).expanduser()
+        except RuntimeError:  # "~nobody/x.gguf": no such user
+            path = Path(spec)
         if not path.is_file():
             raise UserError(f"GGUF file not found: {spec}")
         model, tok = _load_gguf(path)

@@ -20,12 +20,17 @@ app.add_typer(library_app, name="library")
 app.add_typer(data_app, name="data")
 
 
-def _train_cfg(steps: int, batch_size: int, lr: float, max_length: int, seed: int):
+def _train_cfg(steps: int, batch_size: int, lr: float, max_length: int, seed: int, **counts: int):
+    """The training budget, with every number checked (``counts``: more options that must be positive)."""
     from .training import TrainConfig
 
-    for name, v in (("--steps", steps), ("--batch-size", batch_size), ("--max-length", max_length)):
+    sizes = (("--steps", steps), ("--batch-size", batch_size), ("--max-length", max_length),
+             *((f"--{k.replace('_', '-')}", v) for k, v in counts.items()))
+    for name, v in sizes:
         if v <= 0:
             raise UserError(f"{name} must be positive, got {v}")
+    if not 0 <= seed < 2**32:
+        raise UserError(f"--seed must be between 0 and {2**32 - 1}, got {seed}")
     if not 0 < lr < float("inf"):  # also refuses nan, which every comparison fails
         raise UserError(f"--lr must be a positive number, got {lr}")
     return TrainConfig(steps=steps, batch_size=batch_size, lr=lr, max_length=max_length, seed=seed)
@@ -64,7 +69,8 @@ def run(sequence: Optional[str] = typer.Argument(None, help="built-in sequence n
     if strategy not in REGISTRY:
         raise UserError(f"unknown strategy {strategy!r}; available: {', '.join(sorted(REGISTRY))}")
     cfg = RunConfig(sequence=sequence, strategy=strategy, backbone=backbone, max_train=max_train,
-                    max_test=max_test, seed=seed, train=_train_cfg(steps, batch_size, lr, max_length, seed))
+                    max_test=max_test, seed=seed,
+                    train=_train_cfg(steps, batch_size, lr, max_length, seed, max_train=max_train, max_test=max_test))
     out = out or Path("runs") / f"{sequence.replace('/', '_').replace('.yaml', '')}-{strategy}-seed{seed}"
     res = run_sequence(cfg, out)
     if res.info.get("world_size", 1) > 1 and os.environ.get("RANK", "0") != "0":
@@ -170,8 +176,9 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
             t = t.renamed(name or t.name, description)
     if force_new and reuse:
         raise UserError("--force-new and --reuse exclude each other")
+    cfg = _train_cfg(steps, batch_size, lr, max_length, seed, max_train=max_train)
     t = t.subsample(max_train, 200, seed)
-    learner = Learner(library, backbone=backbone, train=_train_cfg(steps, batch_size, lr, max_length, seed))
+    learner = Learner(library, backbone=backbone, train=cfg)
     o = learner.learn(t, force_new=force_new, reuse=reuse)
     typer.echo(f"{o.task}: {o.action} adapter {o.adapter} (confidence {o.confidence:.2f}) - {o.explanation}")
     typer.echo(f"accuracy on {o.task} test: {o.accuracy_before:.3f} before, {o.accuracy_after:.3f} after "

@@ -28,6 +28,7 @@ from safetensors.torch import save as save_tensors
 
 from ..errors import UserError
 from ..fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
+from ..tasks.files import user_path
 
 STATE_FILE = "checkpoint.json"
 FORMAT = 1
@@ -191,7 +192,7 @@ def _floats(a: np.ndarray) -> list[Any]:
 def save(out: Path, cfg: Any, tasks: list[str], done: int, matrix: np.ndarray, zero_shot: np.ndarray,
          timings: tuple[float, float], host: Any, strategy: Any) -> None:
     """The harness's checkpoint after ``done`` tasks."""
-    seq = Path(cfg.sequence).expanduser()
+    seq = user_path(cfg.sequence)
     state = {"config": cfg.to_dict(), "sequence_file": str(seq.resolve()) if seq.is_file() else None,
              "tasks": tasks, "done": done, "zero_shot": _floats(zero_shot)[0], "matrix": _floats(matrix),
              "timings": {"train": timings[0], "eval": timings[1]}}
@@ -230,6 +231,6 @@ def config_from(out: Path) -> Any:
 
     doc = read_checkpoint(out)
     d = dict(doc["config"])
-    if doc.get("sequence_file") and not Path(d["sequence"]).expanduser().is_file():
+    if doc.get("sequence_file") and not user_path(d["sequence"]).is_file():
         d["sequence"] = doc["sequence_file"]  # resumed from another directory: the file it named
     return RunConfig(**{**d, "train": TrainConfig(**d["train"]), "lora": LoraSettings(**d["lora"])})

@@ -26,7 +26,7 @@ import yaml
 
 from ..errors import UserError
 from .catalog import load_catalog_task
-from .files import load_file_task, load_hf_task
+from .files import load_file_task, load_hf_task, user_path
 from .spec import TaskData, check_name
 
 
@@ -51,7 +51,7 @@ def builtin_sequences() -> list[str]:
 
 def load_sequence(ref: str) -> Sequence:
     """A built-in sequence by name, or a YAML file by path."""
-    path = Path(ref).expanduser()
+    path = user_path(ref)
     if ref in builtin_sequences():
         text = resources.files("adaptive_learner").joinpath("sequences", f"{ref}.yaml").read_text("utf-8")
         base, source = Path.cwd(), f"builtin:{ref}"
@@ -82,25 +82,39 @@ def parse_sequence(doc: Any, base: Path, source: str) -> Sequence:
     return Sequence(name=str(doc.get("name") or Path(source).stem), tasks=tasks, source=source)
 
 
+KEYS = {"task", "name", "description", "data", "test_data", "hf", "text_columns", "text_column", "label_column",
+        "labels", "verbalizers", "template", "family"}
+
+
 def _task_entry(entry: Any, base: Path, source: str) -> TaskData:
     if isinstance(entry, str):
         return load_catalog_task(entry)
     if not isinstance(entry, dict):
-        raise UserError(f"{source}: each task is a name or a mapping, got {entry!r}")
+        raise UserError(f"{source}: each task is a name or a mapping, got {repr(entry)[:80]}")
+    unknown = sorted(str(k) for k in entry if k not in KEYS)
+    if unknown:
+        raise UserError(f"{source}: unknown key(s) {unknown} in a task; known: {', '.join(sorted(KEYS))}")
+    for key in ("task", "name", "description", "data", "test_data", "label_column", "family"):
+        if key in entry and not (isinstance(entry[key], (str, int, float)) and not isinstance(entry[key], bool)):
+            raise UserError(f"{source}: `{key}:` must be a single value, got {repr(entry[key])[:60]}")
     if "task" in entry:
         task = load_catalog_task(str(entry["task"]))
         name = check_name(str(entry.get("name", task.name)))
-        return task.renamed(name, entry.get("description"))
+        return task.renamed(name, str(entry["description"]) if entry.get("description") is not None else None)
     for key in ("name", "description"):
-        if not entry.get(key):
+        if entry.get(key) is None or not str(entry[key]).strip():
             raise UserError(f"{source}: a task defined from data needs `{key}:`")
     common = dict(name=check_name(str(entry["name"])), description=str(entry["description"]),
-                  text_columns=_as_list(entry.get("text_columns", entry.get("text_column"))),
+                  text_columns=_as_list(entry.get("text_columns", entry.get("text_column")), source),
                   label_column=str(entry.get("label_column", "label")), family=str(entry.get("family", "unknown")),
                   verbalizers=entry.get("verbalizers"), template=entry.get("template"))
     if "hf" in entry:
         hf = entry["hf"] if isinstance(entry["hf"], dict) else {"path": entry["hf"]}
-        return load_hf_task(str(hf["path"]), config=hf.get("name"), train_split=hf.get("train_split", "train"),
+        if not isinstance(hf.get("path"), str) or not all(isinstance(hf.get(k, ""), str) for k in
+                                                           ("name", "train_split", "test_split")):
+            raise UserError(f"{source}: `hf:` is a dataset id, or a mapping with `path:` (and `name:`, "
+                            f"`train_split:`, `test_split:`)")
+        return load_hf_task(hf["path"], config=hf.get("name"), train_split=hf.get("train_split", "train"),
                             test_split=hf.get("test_split", "validation"), **common)
     if "data" not in entry:
         raise UserError(f"{source}: task {entry['name']!r} needs `task:` (built-in), `data:` (file) or `hf:`")
@@ -109,7 +123,10 @@ def _task_entry(entry: Any, base: Path, source: str) -> TaskData:
                           test_path=(base / str(test)) if test else None, **common)
 
 
-def _as_list(v: Any) -> list[str] | None:
+def _as_list(v: Any, source: str) -> list[str] | None:
     if v is None:
         return None
-    return [str(x) for x in v] if isinstance(v, list) else [str(v)]
+    items = v if isinstance(v, list) else [v]
+    if not items or not all(isinstance(x, (str, int)) and not isinstance(x, bool) for x in items):
+        raise UserError(f"{source}: `text_columns:` is a column name or a list of them, got {repr(v)[:60]}")
+    return [str(x) for x in items]
