@@ -4,6 +4,7 @@
     learner = Learner("my-lib", backbone="smollm2-135m")
     outcome = learner.learn(load_catalog_task("sst2"))
     learner.predict(["a gorgeous, witty film"], task="sst2")
+    learner.predict(["a gorgeous, witty film"])  # no task: each input is routed to a learned task
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from .adapters import AdapterHost, LoraSettings
 from .backbone import DEFAULT_BACKBONE, Backbone, load_backbone
 from .errors import LibraryError, UserError
 from .library import MANIFEST, AdapterLibrary
+from .features import FeatureConfig
 from .prompting import encode_examples
+from .router.inference import answer_routed
+from .router.service import LibraryRouter
+from .router.store import load_profiles, save_profile, write_router_state
 from .scoring import accuracy, score
 from .tasks.spec import Example, TaskData, TaskSpec, check_name
 from .training import TrainConfig, train_adapter
@@ -39,6 +44,7 @@ class LearnOutcome:
     accuracy_before: float | None = None
     accuracy_after: float | None = None
     train: dict[str, Any] = field(default_factory=dict)
+    decision: dict[str, Any] | None = None  # the router's decision as JSON (None when the user forced it)
 
 
 @dataclass
@@ -50,6 +56,7 @@ class Prediction:
     adapter: str
     label: str
     confidence: float
+    route_confidence: float | None = None  # when the task was inferred: the router's posterior for it
 
 
 class Learner:
@@ -57,8 +64,11 @@ class Learner:
 
     def __init__(self, path: str | Path, backbone: str | Backbone | None = None, lora: LoraSettings | None = None,
                  train: TrainConfig | None = None, create: bool = True,
-                 forgetting: ForgettingOptions | None = None) -> None:
+                 forgetting: ForgettingOptions | None = None, router: str = "calibrated",
+                 features: FeatureConfig | None = None) -> None:
         self.path = Path(path)
+        self.router_kind = router
+        self.features = features  # for a new library; an existing one keeps the settings it was built with
         self.train_cfg = train or TrainConfig()
         # EWC + replay state is kept for every adapter and used whenever one is reused
         self.forgetting = forgetting or ForgettingOptions.from_mapping(
@@ -84,6 +94,35 @@ class Learner:
             self.lora = LoraSettings(**self.library.manifest.get("lora", {}))
         self.host = AdapterHost(self.backbone, self.lora)
         self._loaded: dict[str, str] = {}  # adapter -> updated stamp loaded
+        self._router: tuple[str, LibraryRouter] | None = None
+
+    @property
+    def router(self) -> LibraryRouter:
+        """The router over this library (rebuilt when the library's stored router settings change)."""
+        import json
+
+        key = json.dumps(self.library.manifest.get("router"), sort_keys=True)
+        if self._router is None or self._router[0] != key:
+            self._router = (key, LibraryRouter.for_library(self.host, self.library, self.router_kind, self.features))
+        return self._router[1]
+
+    def decide(self, task: TaskData):
+        """The router's reuse-or-create decision for ``task`` (nothing is trained or written)."""
+        if not task.train:
+            raise UserError(f"task {task.name} has no training examples")
+        self.library.reload()
+        stored = load_profiles(self.library)  # a task learned again is its own best candidate
+        examples = self.router.probe_examples(task)
+
+        def trial(adapters: Sequence[str]) -> dict[str, dict[str, float]]:
+            from .router.trial import run_trial
+
+            return run_trial(self.host, task.spec, examples, adapters, self.train_cfg.max_length,
+                             ensure_loaded=self.ensure_loaded)
+        decision = self.router.decide(task, stored, trial, self.router.probe(task, self.train_cfg.max_length))
+        if decision.action == "new":
+            decision.adapter = self._fresh_name(task.name)
+        return decision
 
     # ------------------------------------------------------------------ adapters in memory
     def ensure_loaded(self, adapter: str) -> None:
@@ -103,20 +142,32 @@ class Learner:
 
     # ------------------------------------------------------------------ learning
     def learn(self, task: TaskData, force_new: bool = False, reuse: str | None = None,
-              adapter_name: str | None = None, eval_limit: int | None = 200) -> LearnOutcome:
-        """Learn a task: decide reuse-or-create, train, and commit adapter, spec and history atomically."""
+              adapter_name: str | None = None, eval_limit: int | None = 200, dry_run: bool = False) -> LearnOutcome:
+        """Learn a task: the router decides reuse-or-create (unless forced), then train, and commit
+        adapter, spec, profile and history atomically. ``dry_run``: decide only, change nothing."""
         if not task.train:
             raise UserError(f"task {task.name} has no training examples")
+        if reuse is not None and reuse not in self.library.adapters:
+            raise UserError(f"--reuse {reuse}: no such adapter; adapters: {sorted(self.library.adapters)}")
+        if dry_run and reuse is None and not force_new:
+            d = self.decide(task)
+            return LearnOutcome(task.name, d.action, d.adapter, d.confidence, d.explanation, decision=d.to_json())
         with self.library.locked():
             self.library.reload()
+            decision = None
             if reuse is not None:
                 if reuse not in self.library.adapters:
                     raise UserError(f"--reuse {reuse}: no such adapter; adapters: {sorted(self.library.adapters)}")
                 action, adapter, conf, why = "reuse", reuse, 1.0, f"reuse forced by the user: {reuse}"
-            else:
+            elif force_new or adapter_name is not None:
                 adapter = check_name(adapter_name or self._fresh_name(task.name), "adapter")
-                action, conf, why = "new", 1.0, ("new adapter forced by the user" if force_new
-                                                 else "one adapter per task (no router configured)")
+                action, conf, why = "new", 1.0, "new adapter forced by the user"
+            else:
+                decision = self.decide(task)
+                action, adapter, conf, why = decision.action, decision.adapter, decision.confidence, \
+                    decision.explanation
+            if dry_run:
+                return LearnOutcome(task.name, action, adapter, conf, why)
             before = self.evaluate(task, adapter if action == "reuse" else None, eval_limit)
             items = encode_examples(self.backbone.tokenizer, task.spec, task.train, self.train_cfg.max_length)
             if action == "reuse":
@@ -125,19 +176,24 @@ class Learner:
                 self.host.create(adapter, seed=self.train_cfg.seed)
             # a new adapter starts fresh state; a reused one continues its stored Fisher and buffer
             regs = make_forgetting_regularisers(self.library if action == "reuse" else None, adapter,
-                                                self.forgetting, task)
+                                                self.forgetting, task, gain=conf if decision is not None else 1.0)
             rep = train_adapter(self.host, adapter, items, self.train_cfg, regs, desc=f"learn {task.name} -> {adapter}")
             after = self.evaluate(task, adapter, eval_limit)
+            profile = self.router.profile(task, self.train_cfg.max_length)
             with self.library.transaction(timeout=0) as tx:
                 tx.save_adapter(self.host, adapter, trainable_params=self.host.count_trainable(adapter))
+                save_profile(tx, adapter, profile)  # before set_task: it drops a profile the task leaves behind
+                write_router_state(tx, self.router.features, self.router.extractor.encoder_name, self.router.combiner)
                 tx.set_task(task.spec, adapter, accuracy=after, n_train=len(task.train))
                 store_forgetting_state(tx, adapter, regs)
                 tx.record({"task": task.name, "action": action, "adapter": adapter, "confidence": conf,
-                           "reason": why, "accuracy_before": before, "accuracy_after": after})
+                           "reason": why, "accuracy_before": before, "accuracy_after": after,
+                           **({"decision": _brief(decision.to_json())} if decision is not None else {})})
             self._loaded[adapter] = self.library.adapters[adapter].get("updated", "")
         return LearnOutcome(task.name, action, adapter, conf, why, before, after,
                             {"steps": rep.steps, "examples": rep.examples, "seconds": round(rep.seconds, 1),
-                             "final_loss": round(rep.final_loss, 4), "regularisers": [r.name for r in regs]})
+                             "final_loss": round(rep.final_loss, 4), "regularisers": [r.name for r in regs]},
+                            decision.to_json() if decision is not None else None)
 
     def _fresh_name(self, task: str) -> str:
         base = f"lora-{task}"[:60]
@@ -147,8 +203,13 @@ class Learner:
         return name
 
     # ------------------------------------------------------------------ inference
-    def predict(self, texts: Sequence[str], task: str) -> list[Prediction]:
-        """Label each text with ``task``'s adapter. Pair tasks take ``first ||| second``."""
+    def predict(self, texts: Sequence[str], task: str | None = None) -> list[Prediction]:
+        """Label each text with ``task``'s adapter. Pair tasks take ``first ||| second``.
+
+        Without ``task``, each text is routed to a learned task by its backbone features, and all
+        texts are scored together in peft mixed-adapter batches."""
+        if task is None:
+            return self._predict_routed(texts)
         spec = self.library.task_spec(task)
         adapter = self.library.adapter_of(task)
         self.ensure_loaded(adapter)
@@ -163,6 +224,22 @@ class Learner:
             k = int(np.argmax(p))
             out.append(Prediction(t, task, adapter, spec.label_names[k], float(p[k])))
         return out
+
+
+    def _predict_routed(self, texts: Sequence[str]) -> list[Prediction]:
+        profiles = load_profiles(self.library)
+        if not profiles:
+            raise UserError(f"library {self.path} has no learned task to route inputs to; give --task")
+        specs = {p.task: self.library.task_spec(p.task) for p in profiles}
+        answers = answer_routed(self.host, self.router, profiles, specs, texts, self.train_cfg.max_length,
+                                ensure_loaded=self.ensure_loaded)
+        return [Prediction(a.text, a.task, a.adapter, a.label_name, a.probability, a.route_confidence)
+                for a in answers]
+
+
+def _brief(decision: dict[str, Any], top: int = 5) -> dict[str, Any]:
+    """A decision for the history: the best few candidates only."""
+    return {**decision, "candidates": decision["candidates"][:top]}
 
 
 def split_fields(text: str, spec: TaskSpec) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from . import mtl, naive, per_task, zero_shot  # noqa: F401  (registration)
 from . import ewc, ewc_replay, o_lora, replay  # noqa: F401  (forgetting control: issue 4)
+from . import router  # noqa: F401  (reuse-or-create by the router)
 from .base import REGISTRY, Context, Strategy, register
 
 

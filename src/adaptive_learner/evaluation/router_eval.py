@@ -1,0 +1,340 @@
+"""The router's own benchmark: a gauntlet of reuse-or-create questions with the family as the truth.
+
+What "right" means for each kind of case (the library holds one adapter per stored task):
+
+* ``repeat`` - the probe task is stored, same description, fresh examples: reuse an adapter of its
+  family (its own adapter, ideally; the report gives that rate too).
+* ``reworded`` - the same, with the description said differently: the same answer.
+* ``family`` - the probe is not stored but a task of its family is (sst2 / imdb / rotten_tomatoes;
+  mrpc / stsb; rte / cb): reuse an adapter of that family.
+* ``new-family`` - no task of the probe's family is stored: create a new adapter.
+
+Libraries are random subsets of the catalog of sizes 3, 6, 10 and 11; each task of the catalog is a
+probe against each library, with its original description and each rewording. Fast mode: the
+library is made of profiles (features) only, no adapter is trained, so the trial signal is absent.
+
+The calibrated router is fitted leave-one-task-out: the combiner that decides for probe task T was
+fitted on rows in which T is neither the probe nor in the library, so no decision is judged by a
+model that saw its task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..router.baseline import SoftmaxThresholdRouter
+from ..router.calibration import Combiner, expected_calibration_error, fit_combiner
+from ..router.decision import RouteDecision, Router, RouterConfig
+from ..router.evidence import TaskProfile, evidence_for_all
+from .router_bank import TaskBank
+
+
+@dataclass
+class GauntletConfig:
+    """The shape of the gauntlet."""
+
+    library_sizes: list[int] = field(default_factory=lambda: [3, 6, 10, 11],
+                                      metadata={"help": "stored tasks per library"})
+    draws: int = field(default=10, metadata={"help": "random libraries per size (fewer if fewer exist)"})
+    k: int = field(default=32, metadata={"help": "examples a request brings"})
+    rewordings: bool = field(default=True, metadata={"help": "also ask with each reworded description"})
+    signals: list[str] = field(default_factory=lambda: ["description", "examples", "labels"],
+                               metadata={"help": "signals the calibrated router uses"})
+    permutations: int = field(default=200, metadata={"help": "permutations of the two-sample test"})
+    cost_false_reuse: float = field(default=2.0, metadata={"help": "cost of a wrong reuse vs a missed one"})
+    seed: int = field(default=0, metadata={"help": "seed of libraries and example draws"})
+
+
+@dataclass
+class Case:
+    """One question: a library, a probe task with one description variant and k examples."""
+
+    id: int
+    library: tuple[str, ...]
+    probe: str
+    variant: int
+    kind: str
+    rows: np.ndarray
+
+
+def adapter_of(task: str) -> str:
+    """In the gauntlet every stored task has its own adapter."""
+    return f"lora-{task}"
+
+
+def libraries(names: Sequence[str], sizes: Sequence[int], draws: int, seed: int) -> list[tuple[str, ...]]:
+    """Random distinct libraries of each size (all of them when there are few)."""
+    from itertools import combinations
+    from math import comb
+
+    rng = np.random.RandomState(seed)
+    out = []
+    for size in sizes:
+        size = min(size, len(names))
+        if comb(len(names), size) <= draws:
+            out.extend(tuple(c) for c in combinations(sorted(names), size))
+            continue
+        seen: set[tuple[str, ...]] = set()
+        while len(seen) < draws:
+            seen.add(tuple(sorted(rng.choice(names, size, replace=False))))
+        out.extend(sorted(seen))
+    return out
+
+
+def make_cases(bank: dict[str, TaskBank], cfg: GauntletConfig) -> list[Case]:
+    """Every probe task (and rewording) against every library."""
+    rng = np.random.RandomState(cfg.seed + 1)
+    cases = []
+    for lib in libraries(sorted(bank), cfg.library_sizes, cfg.draws, cfg.seed):
+        families = {bank[t].family for t in lib}
+        for probe in sorted(bank):
+            b = bank[probe]
+            variants = range(len(b.descriptions)) if cfg.rewordings else range(1)
+            for v in variants:
+                if probe in lib:
+                    kind = "repeat" if v == 0 else "reworded"
+                else:
+                    kind = "family" if b.family in families else "new-family"
+                rows = rng.permutation(len(b.pool))[: cfg.k]
+                cases.append(Case(len(cases), lib, probe, v, kind, rows))
+    return cases
+
+
+def expected(case: Case, bank: dict[str, TaskBank]) -> set[str]:
+    """Adapters whose reuse is right (empty: a new adapter is right)."""
+    fam = bank[case.probe].family
+    return {adapter_of(t) for t in case.library if bank[t].family == fam}
+
+
+def profiles_of(library: Sequence[str], bank: dict[str, TaskBank]) -> list[TaskProfile]:
+    return [TaskProfile(t, adapter_of(t), bank[t].profile) for t in library]
+
+
+def case_evidence(cases: Sequence[Case], bank: dict[str, TaskBank], cfg: GauntletConfig) -> list[list[dict]]:
+    """Evidence rows (one per stored task) of every case, with signals outside ``cfg.signals`` removed."""
+    from ..router.calibration import SIGNALS
+
+    keep = {f for s in cfg.signals for f in SIGNALS[s]}
+    cache: dict = {}
+    out = []
+    for c in tqdm(cases, desc="evidence", leave=False):
+        probe = bank[c.probe].request(c.rows, c.variant)
+        ev = evidence_for_all(probe, profiles_of(c.library, bank), cfg.permutations, cfg.seed + c.id, cache=cache)
+        out.append([{k: v for k, v in e.items() if k in keep} for e in ev])
+    return out
+
+
+def fit_fold(held_out: str, cases: Sequence[Case], evidence: Sequence[list[dict]], bank: dict[str, TaskBank],
+             cfg: GauntletConfig) -> Combiner:
+    """The combiner for probes of ``held_out``: fitted on cases that do not involve that task at all."""
+    rows, labels, groups = [], [], []
+    for c, ev in zip(cases, evidence):
+        if c.probe == held_out or held_out in c.library:
+            continue
+        for t, e in zip(c.library, ev):
+            rows.append(e)
+            labels.append(int(bank[t].family == bank[c.probe].family))
+            groups.append(c.probe)
+    sets = [tuple(sorted(cfg.signals)), tuple(s for s in sorted(cfg.signals) if s != "examples")]
+    return fit_combiner(rows, labels, groups, [s for s in sets if s], cfg.cost_false_reuse,
+                        {"held_out": held_out})
+
+
+@dataclass
+class Outcome:
+    """One decision and how it was judged."""
+
+    case: Case
+    router: str
+    action: str
+    adapter: str | None
+    confidence: float
+    correct: bool
+    wrong_family_reuse: bool
+    false_new_family_reuse: bool
+    own_adapter: bool
+
+
+def judge(case: Case, d: RouteDecision, bank: dict[str, TaskBank], router: str) -> Outcome:
+    """Score a decision against the family truth."""
+    right = expected(case, bank)
+    reuse = d.action == "reuse"
+    correct = (reuse and d.adapter in right) or (not reuse and not right)
+    return Outcome(case, router, d.action, d.adapter, d.confidence, correct,
+                   reuse and bool(right) and d.adapter not in right, reuse and not right,
+                   reuse and d.adapter == adapter_of(case.probe))
+
+
+def run_gauntlet(bank: dict[str, TaskBank], cfg: GauntletConfig,
+                 router_config: RouterConfig | None = None) -> tuple[list[Outcome], dict[str, Combiner]]:
+    """Every case decided by the calibrated router (leave-one-task-out) and by the softmax baseline."""
+    cases = make_cases(bank, cfg)
+    evidence = case_evidence(cases, bank, cfg)
+    folds = {t: fit_fold(t, cases, evidence, bank, cfg) for t in tqdm(sorted(bank), desc="folds", leave=False)}
+    baseline = SoftmaxThresholdRouter()
+    out = []
+    for c, ev in zip(cases, evidence):
+        profiles = profiles_of(c.library, bank)
+        d = Router(folds[c.probe], router_config).decide_from_evidence(c.probe, profiles, ev)
+        out.append(judge(c, d, bank, "calibrated"))
+        out.append(judge(c, baseline.decide(bank[c.probe].request(c.rows, c.variant), profiles), bank,
+                         "softmax-threshold"))
+    return out, folds
+
+
+def decision_metrics(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    """Accuracy, reuse precision/recall, the two kinds of wrong reuse, ECE, and accuracy by size and kind."""
+    if not outcomes:
+        return {}
+    reuse = [o for o in outcomes if o.action == "reuse"]
+    should = [o for o in outcomes if o.case.kind in ("repeat", "reworded", "family")]
+    repeats = [o for o in outcomes if o.case.kind in ("repeat", "reworded")]
+    sizes = sorted({len(o.case.library) for o in outcomes})
+    kinds = ["repeat", "reworded", "family", "new-family"]
+    acc = lambda xs: float(np.mean([o.correct for o in xs])) if xs else None  # noqa: E731
+    return {
+        "n": len(outcomes), "decision_accuracy": acc(outcomes),
+        "reuse_precision": float(np.mean([o.correct for o in reuse])) if reuse else None,
+        "reuse_recall": float(np.mean([o.action == "reuse" and o.correct for o in should])) if should else None,
+        "wrong_adapter_reuses": int(sum(o.wrong_family_reuse or o.false_new_family_reuse for o in outcomes)),
+        "reuses_of_another_family": int(sum(o.wrong_family_reuse for o in outcomes)),
+        "false_reuses_of_new_family": int(sum(o.false_new_family_reuse for o in outcomes)),
+        "own_adapter_rate_on_repeats": float(np.mean([o.own_adapter for o in repeats])) if repeats else None,
+        "ece": expected_calibration_error([o.confidence for o in outcomes], [o.correct for o in outcomes]),
+        "mean_confidence": float(np.mean([o.confidence for o in outcomes])),
+        "accuracy_by_size": {s: acc([o for o in outcomes if len(o.case.library) == s]) for s in sizes},
+        "accuracy_by_kind": {k: acc([o for o in outcomes if o.case.kind == k]) for k in kinds},
+        "cases_by_kind": {k: sum(o.case.kind == k for o in outcomes) for k in kinds},
+    }
+
+
+def routing_eval(bank: dict[str, TaskBank], kind: str = "calibrated") -> dict[str, Any]:
+    """Per-input routing over a library of every bank task, one adapter per family.
+
+    An input is routed right when its task's adapter and label set are the ones it was sent to
+    (sst2 and rotten_tomatoes share an adapter and labels: either is right for the other); the
+    strict task-level rate is reported beside it.
+    """
+    from ..router.service import make_input_router
+
+    adapter = {t: f"lora-{b.family}" for t, b in bank.items()}
+    profiles = [TaskProfile(t, adapter[t], bank[t].profile) for t in sorted(bank)]
+    router = make_input_router(kind, profiles)
+    labels = {t: b.profile.label_names for t, b in bank.items()}
+    per_task, conf, hits, strict = {}, [], [], []
+    for t, b in sorted(bank.items()):
+        routed = router.route(b.test, [b.profile.n_fields] * len(b.test))
+        ok = [r is not None and r.adapter == adapter[t] and labels[r.task] == labels[t] for r in routed]
+        per_task[t] = float(np.mean(ok))
+        hits += ok
+        strict += [r is not None and r.task == t for r in routed]
+        conf += [r.confidence if r is not None else 0.0 for r in routed]
+    return {"router": kind, "n_tasks": len(bank), "n_inputs": len(hits), "routing_accuracy": float(np.mean(hits)),
+            "routing_task_accuracy": float(np.mean(strict)), "ece": expected_calibration_error(conf, hits),
+            "per_task": per_task}
+
+
+def fit_default(bank: dict[str, TaskBank], cfg: GauntletConfig) -> Combiner:
+    """A combiner fitted on every gauntlet case (what ships as the package default), all signal subsets."""
+    from ..router.calibration import SIGNALS
+
+    cases = make_cases(bank, cfg)
+    full = GauntletConfig(**{**cfg.__dict__, "signals": [s for s in SIGNALS if s in cfg.signals]})
+    evidence = case_evidence(cases, bank, full)
+    rows, labels, groups = [], [], []
+    for c, ev in zip(cases, evidence):
+        for t, e in zip(c.library, ev):
+            rows.append(e)
+            labels.append(int(bank[t].family == bank[c.probe].family))
+            groups.append(c.probe)
+    return fit_combiner(rows, labels, groups, None, cfg.cost_false_reuse,
+                        {"fitted_on": "router-eval gauntlet over the built-in catalog", "tasks": sorted(bank),
+                         "n_cases": len(cases), "signals": full.signals})
+
+
+def summary_table(metrics: dict[str, dict[str, Any]], routing: dict[str, dict[str, Any]]) -> str:
+    """The targets of the issue beside each router's figures, as markdown."""
+    def f(x: Any, pct: bool = False) -> str:
+        if x is None:
+            return "n/a"
+        return f"{x:.3f}" if isinstance(x, float) else str(x)
+
+    names = list(metrics)
+    lines = ["| measure | target | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    rows = [("decision accuracy", ">= 0.95", lambda m, r: f(m["decision_accuracy"])),
+            ("wrong-adapter reuses", "0", lambda m, r: f(m["wrong_adapter_reuses"])),
+            ("  of another family / of a new family", "", lambda m, r: f"{m['reuses_of_another_family']} / "
+                                                                         f"{m['false_reuses_of_new_family']}"),
+            ("reuse precision", "", lambda m, r: f(m["reuse_precision"])),
+            ("reuse recall", "", lambda m, r: f(m["reuse_recall"])),
+            ("ECE of the decision confidence", "<= 0.05", lambda m, r: f(m["ece"])),
+            ("per-input routing accuracy", ">= 0.95", lambda m, r: f(r.get("routing_accuracy"))),
+            ("  strict (exact task)", "", lambda m, r: f(r.get("routing_task_accuracy")))]
+    for label, target, get in rows:
+        lines.append(f"| {label} | {target} | " + " | ".join(get(metrics[n], routing.get(n, {})) for n in names) + " |")
+    sizes = sorted({s for m in metrics.values() for s in m["accuracy_by_size"]}, key=int)
+    for s in sizes:
+        lines.append(f"| accuracy, {s} adapters | | " + " | ".join(f(metrics[n]["accuracy_by_size"].get(s))
+                                                                  for n in names) + " |")
+    for k in ["repeat", "reworded", "family", "new-family"]:
+        lines.append(f"| accuracy on {k} ({metrics[names[0]]['cases_by_kind'][k]} cases) | | "
+                     + " | ".join(f(metrics[n]["accuracy_by_kind"][k]) for n in names) + " |")
+    return "\n".join(lines)
+
+
+def run_router_eval(backbone: str, out: Any, cfg: GauntletConfig, layer: int | None = None,
+                    bank_path: Any = None, tasks: Sequence[str] | None = None,
+                    fit_default_to: Any = None) -> dict[str, Any]:
+    """Build (or read) the feature bank, run the gauntlet and the routing test, write results and a report."""
+    import json
+    import time
+    from pathlib import Path
+
+    from ..features import FeatureConfig
+    from ..fileio import atomic_write_json, atomic_write_text
+    from .router_bank import build_bank, load_bank, save_bank
+
+    out = Path(out)
+    t0 = time.perf_counter()
+    bank_file = Path(bank_path) if bank_path else out / "bank"
+    if bank_file.with_suffix(".json").exists():
+        bank, meta = load_bank(bank_file)
+    else:
+        bank, meta = _build(backbone, cfg, layer, tasks)
+        save_bank(bank, bank_file, meta)
+    t_bank = time.perf_counter() - t0
+    outcomes, folds = run_gauntlet(bank, cfg)
+    metrics = {r: decision_metrics([o for o in outcomes if o.router == r]) for r in ("calibrated", "softmax-threshold")}
+    routing = {r: routing_eval(bank, r) for r in ("calibrated", "softmax-threshold")}
+    doc = {"config": {**cfg.__dict__, "backbone": backbone}, "bank": meta, "metrics": metrics, "routing": routing,
+           "thresholds": {t: {k: h.threshold for k, h in c.heads.items()} for t, c in folds.items()},
+           "seconds": {"bank": round(t_bank, 1), "total": round(time.perf_counter() - t0, 1)},
+           "decisions": [{"library": list(o.case.library), "probe": o.case.probe, "variant": o.case.variant,
+                          "kind": o.case.kind, "router": o.router, "action": o.action, "adapter": o.adapter,
+                          "confidence": round(o.confidence, 4), "correct": o.correct} for o in outcomes]}
+    if fit_default_to:
+        combiner = fit_default(bank, cfg)
+        combiner.info.update({"backbone": backbone, "features": meta.get("features")})
+        atomic_write_json(Path(fit_default_to), combiner.to_dict())
+    atomic_write_json(out / "router_eval.json", json.loads(json.dumps(doc, default=str)))
+    atomic_write_text(out / "summary.md", summary_table(metrics, routing) + "\n")
+    return doc
+
+
+def _build(backbone: str, cfg: GauntletConfig, layer: int | None, tasks: Sequence[str] | None):
+    from ..adapters import AdapterHost
+    from ..backbone import load_backbone
+    from ..features import FeatureConfig, FeatureExtractor
+    from ..tasks import catalog_names, load_catalog_task
+    from .router_bank import build_bank
+
+    fc = FeatureConfig(k=cfg.k, seed=cfg.seed, **({"layer": layer} if layer is not None else {}))
+    host = AdapterHost(load_backbone(backbone))
+    extractor = FeatureExtractor(host, fc)
+    data = [load_catalog_task(t) for t in (tasks or catalog_names())]
+    bank = build_bank(extractor, data, seed=cfg.seed)
+    return bank, {"backbone": backbone, "features": fc.to_dict(), "encoder": extractor.encoder_name}

@@ -1,0 +1,145 @@
+"""The reuse-or-create decision for a new task, and the record of it.
+
+For every stored task the combiner turns that pair's evidence into a calibrated probability that
+the new task belongs with it (same family); an adapter's probability is that of its best task. The
+best adapter is reused when its probability reaches the threshold the combiner chose from data;
+otherwise a new adapter is created. The trial (the candidate adapter's loss on the k examples
+against the base model's) is run only for a short list of the most likely adapters, because it
+costs a forward pass per candidate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+from ..features import TaskFeatures
+from .calibration import Combiner, signals_of
+from .evidence import TaskProfile, evidence_for_all
+
+Trial = Callable[[Sequence[str]], dict[str, dict[str, float]]]  # adapters -> {adapter: {"trial_gain": ..}}
+
+
+@dataclass
+class CandidateScore:
+    """One adapter's case for being reused."""
+
+    adapter: str
+    task: str  # the adapter's task that matched best
+    probability: float
+    evidence: dict[str, float] = field(default_factory=dict)
+    head: str = ""
+
+
+@dataclass
+class RouteDecision:
+    """What the router decided for a task, how sure it is, and why."""
+
+    task: str
+    action: str  # "reuse" or "new"
+    adapter: str | None  # the adapter reused, or the one to create (filled in by the caller)
+    confidence: float
+    candidates: list[CandidateScore]
+    explanation: str
+    threshold: float | None = None
+    router: str = "calibrated"
+
+    def to_json(self) -> dict[str, Any]:
+        """The decision as plain JSON (keys action, adapter, confidence, candidates, explanation, ...)."""
+        return {"task": self.task, "action": self.action, "adapter": self.adapter,
+                "confidence": round(self.confidence, 4), "threshold": self.threshold, "router": self.router,
+                "candidates": [{**asdict(c), "probability": round(c.probability, 4),
+                                "evidence": {k: round(v, 4) for k, v in c.evidence.items()}}
+                               for c in self.candidates],
+                "explanation": self.explanation}
+
+
+@dataclass
+class RouterConfig:
+    """Knobs of the calibrated router."""
+
+    permutations: int = field(default=200, metadata={"help": "permutations of the two-sample test"})
+    trial_shortlist: int = field(default=3, metadata={"help": "adapters given the (costly) trial, most likely first"})
+    threshold: float | None = field(default=None, metadata={"help": "override the data-chosen reuse threshold"})
+    seed: int = field(default=0, metadata={"help": "seed of the permutation test"})
+
+
+class Router:
+    """The calibrated reuse-or-create router."""
+
+    name = "calibrated"
+
+    def __init__(self, combiner: Combiner, config: RouterConfig | None = None) -> None:
+        self.combiner = combiner
+        self.config = config or RouterConfig()
+
+    def decide(self, probe: TaskFeatures, profiles: Sequence[TaskProfile], trial: Trial | None = None) -> RouteDecision:
+        """Decide for the task ``probe`` against the stored ``profiles`` (one per stored task)."""
+        if not profiles:
+            return RouteDecision(probe.task, "new", None, 1.0, [], "the library is empty: a new adapter")
+        evidence = evidence_for_all(probe, profiles, self.config.permutations, self.config.seed)
+        return self.decide_from_evidence(probe.task, profiles, evidence, trial)
+
+    def decide_from_evidence(self, task: str, profiles: Sequence[TaskProfile], evidence: list[dict[str, float]],
+                             trial: Trial | None = None) -> RouteDecision:
+        """The decision once each stored task's evidence is known (one dict per profile)."""
+        if not profiles:
+            return RouteDecision(task, "new", None, 1.0, [], "the library is empty: a new adapter")
+        cfg = self.config
+        cands = self._per_adapter(profiles, evidence)
+        if trial is not None and cfg.trial_shortlist > 0:
+            self._add_trial(cands, profiles, evidence, trial)
+        cands.sort(key=lambda c: -c.probability)
+        best = cands[0]
+        head = self.combiner.heads.get(best.head)
+        tau = cfg.threshold if cfg.threshold is not None else (head.threshold if head else 0.5)
+        if best.probability >= tau:
+            return RouteDecision(task, "reuse", best.adapter, best.probability, cands, _explain_reuse(best, tau), tau)
+        return RouteDecision(task, "new", None, 1.0 - best.probability, cands, _explain_new(best, tau), tau)
+
+    def _score(self, ev: dict[str, float]) -> tuple[float, str]:
+        head = self.combiner.head_for(signals_of(ev))
+        if head is None:
+            return 0.0, ""
+        return head.probability(ev), "+".join(head.signals)
+
+    def _per_adapter(self, profiles: Sequence[TaskProfile], evidence: list[dict[str, float]]) -> list[CandidateScore]:
+        best: dict[str, CandidateScore] = {}
+        for prof, ev in zip(profiles, evidence):
+            p, head = self._score(ev)
+            if prof.adapter not in best or p > best[prof.adapter].probability:
+                best[prof.adapter] = CandidateScore(prof.adapter, prof.task, p, dict(ev), head)
+        return list(best.values())
+
+    def _add_trial(self, cands: list[CandidateScore], profiles: Sequence[TaskProfile],
+                   evidence: list[dict[str, float]], trial: Trial) -> None:
+        short = sorted(cands, key=lambda c: -c.probability)[: self.config.trial_shortlist]
+        results = trial([c.adapter for c in short])
+        for c in short:
+            if c.adapter not in results:
+                continue
+            # the trial is per adapter: every task of that adapter gets it, and the best is kept again
+            rescored = []
+            for prof, ev in zip(profiles, evidence):
+                if prof.adapter == c.adapter:
+                    ev2 = {**ev, **results[c.adapter]}
+                    rescored.append((*self._score(ev2), prof.task, ev2))
+            p, head, task, ev2 = max(rescored, key=lambda r: r[0])
+            c.task, c.probability, c.evidence, c.head = task, p, ev2, head
+
+
+def _fmt_evidence(c: CandidateScore) -> str:
+    keys = [("desc_cos", "description similarity"), ("label_cos", "label similarity"),
+            ("conformal_p", "example p-value"), ("trial_gain", "trial gain (nats)")]
+    parts = [f"{label} {c.evidence[k]:.2f}" for k, label in keys if k in c.evidence]
+    return ", ".join(parts)
+
+
+def _explain_reuse(best: CandidateScore, tau: float) -> str:
+    return (f"reuse {best.adapter}: matches its task {best.task} with probability {best.probability:.2f} "
+            f">= threshold {tau:.2f} ({_fmt_evidence(best)})")
+
+
+def _explain_new(best: CandidateScore, tau: float) -> str:
+    return (f"new adapter: the closest, {best.adapter} (task {best.task}), matches with probability "
+            f"{best.probability:.2f} < threshold {tau:.2f} ({_fmt_evidence(best)})")

@@ -1,0 +1,159 @@
+"""Evidence that a new task matches one stored task, each on that candidate's own scale.
+
+Nothing here compares candidates with each other: every number is a function of the new task and
+one candidate (whitened by a covariance pooled over the other stored tasks), so it does not flatten
+as the library grows.
+
+* ``conformal_p``: the mean, over the new task's examples, of a conformal p-value: the example's
+  Mahalanobis distance to the candidate's mean against the candidate's own leave-one-out distances.
+  About 0.5 when the examples come from the candidate's distribution, near 0 when not.
+* ``two_sample_p`` / ``log_effect``: a permutation two-sample test on the whitened means over the
+  k examples, and the log ratio of the observed statistic to its permutation mean (0: same task).
+* ``desc_cos`` / ``label_cos`` / ``grad_cos``: cosine similarities of the unit embeddings.
+* ``same_n_labels`` / ``same_fields``: 1 when the label count / number of input fields agree.
+* ``trial_gain`` / ``trial_acc_gain``: from a trial of the candidate's adapter on the k examples
+  (classification cross-entropy and accuracy, base model minus adapter); added by the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..features import TaskFeatures
+
+
+@dataclass
+class TaskProfile:
+    """A stored task and the adapter that serves it."""
+
+    task: str
+    adapter: str
+    features: TaskFeatures
+
+
+class FeatureSpace:
+    """Whitening by the pooled within-task covariance of the library (Ledoit-Wolf shrinkage)."""
+
+    def __init__(self, groups: Sequence[np.ndarray]) -> None:
+        from sklearn.covariance import LedoitWolf
+
+        usable = [g for g in groups if g is not None and len(g) >= 2]
+        if not usable:
+            raise ValueError("no task with two or more examples to estimate a covariance from")
+        centred = np.vstack([g - g.mean(0) for g in usable]).astype(np.float64)
+        cov = LedoitWolf(assume_centered=True).fit(centred).covariance_
+        evals, evecs = np.linalg.eigh(cov)
+        evals = np.maximum(evals, evals.max() * 1e-9)
+        self.whitener = evecs / np.sqrt(evals)  # z = x @ whitener has identity within-task covariance
+
+    def whiten(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.float64) @ self.whitener
+
+
+def conformal_p(z_probe: np.ndarray, z_cand: np.ndarray) -> float:
+    """Mean conformal p-value of the probe examples against the candidate's leave-one-out distances."""
+    n = len(z_cand)
+    if n < 2:
+        return float("nan")
+    mean = z_cand.mean(0)
+    # distance of each stored example to the mean of the other n-1 (closed form of leave-one-out)
+    calib = (n / (n - 1)) ** 2 * ((z_cand - mean) ** 2).sum(1)
+    scores = ((z_probe - mean) ** 2).sum(1)
+    calib_sorted = np.sort(calib)
+    ge = n - np.searchsorted(calib_sorted, scores, side="left")  # how many calibration scores >= each score
+    return float(np.mean((1 + ge) / (n + 1)))
+
+
+def two_sample(z_probe: np.ndarray, z_cand: np.ndarray, permutations: int, seed: int) -> tuple[float, float]:
+    """Permutation p-value of the squared distance between whitened means, and log(observed / null mean)."""
+    pooled = np.vstack([z_probe, z_cand])
+    n_p, n = len(z_probe), len(pooled)
+    observed = float(((z_probe.mean(0) - z_cand.mean(0)) ** 2).sum())
+    rng = np.random.RandomState(seed)
+    assign = np.zeros((permutations, n))
+    for b in range(permutations):
+        assign[b, rng.permutation(n)[:n_p]] = 1.0
+    mean_p = assign @ pooled / n_p
+    mean_c = (1 - assign) @ pooled / (n - n_p)
+    null = ((mean_p - mean_c) ** 2).sum(1)
+    p = (1 + int((null >= observed).sum())) / (permutations + 1)
+    return p, float(np.log(max(observed, 1e-12) / max(null.mean(), 1e-12)))
+
+
+def _cos(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
+    if a is None or b is None:
+        return None
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else 0.0
+
+
+def example_evidence(z_probe: np.ndarray, z_cand: np.ndarray, permutations: int, seed: int) -> dict[str, float]:
+    """The example-feature signals for whitened probe and candidate examples."""
+    p, effect = two_sample(z_probe, z_cand, permutations, seed)
+    return {"conformal_p": conformal_p(z_probe, z_cand), "two_sample_p": p, "log_effect": effect}
+
+
+def pair_evidence(probe: TaskFeatures, cand: TaskFeatures) -> dict[str, float]:
+    """The embedding and format signals of one (new task, stored task) pair; absent ones are left out."""
+    ev: dict[str, float] = {}
+    for key, a, b in (("desc_cos", probe.description, cand.description), ("label_cos", probe.labels, cand.labels),
+                      ("grad_cos", probe.gradient, cand.gradient)):
+        c = _cos(a, b)
+        if c is not None:
+            ev[key] = c
+    if probe.labels is not None and cand.labels is not None:
+        ev["same_n_labels"] = float(probe.n_labels == cand.n_labels)
+        ev["same_fields"] = float(probe.n_fields == cand.n_fields)
+    return ev
+
+
+def whitening_for(index: int, groups: Sequence[np.ndarray | None]) -> tuple[FeatureSpace, np.ndarray] | None:
+    """The whitening to test candidate ``index`` with, and the candidate examples to test.
+
+    The covariance must not come from the two samples being compared, or the permutation test is
+    biased (the within-sample covariance shrinks exactly the direction that separates them). So it
+    is pooled over every *other* stored task; with no other task, the candidate's examples are split
+    in half: one half gives the covariance, the other is tested.
+    """
+    own = groups[index]
+    if own is None or len(own) < 2:
+        return None
+    others = [g for i, g in enumerate(groups) if i != index and g is not None and len(g) >= 2]
+    if others:
+        return FeatureSpace(others), own
+    if len(own) < 4:
+        return None
+    half = len(own) // 2
+    return FeatureSpace([own[:half]]), own[half:]
+
+
+def evidence_for_all(probe: TaskFeatures, profiles: Sequence[TaskProfile], permutations: int = 200,
+                     seed: int = 0, min_examples: int = 4, cache: dict | None = None) -> list[dict[str, float]]:
+    """Evidence of the probe against every stored task.
+
+    ``cache`` (optional) keeps each candidate's whitening between calls with the same stored tasks,
+    for benchmarks that ask thousands of questions of a few libraries.
+    """
+    groups = [p.features.examples for p in profiles]
+    use_examples = probe.examples is not None and probe.n_examples >= min_examples
+    names = tuple(p.task for p in profiles)
+    out = []
+    for i, prof in enumerate(profiles):
+        ev = pair_evidence(probe, prof.features)
+        fit = None
+        if use_examples:
+            key = (names, i)
+            if cache is None or key not in cache:
+                fit = whitening_for(i, groups)
+                if cache is not None:
+                    cache[key] = fit
+            else:
+                fit = cache[key]
+        if fit is not None:
+            space, cand = fit
+            ev.update(example_evidence(space.whiten(probe.examples), space.whiten(cand), permutations, seed))
+        out.append(ev)
+    return out

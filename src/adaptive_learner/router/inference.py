@@ -1,0 +1,84 @@
+"""Answering inputs that come without a task id: route each one, then score them all together.
+
+Each input goes to a task (and so to its adapter, prompt and labels) by the input router; the
+prompts of all inputs are then scored in shared peft mixed-adapter batches (``adapter_names``),
+so inputs for different adapters cost no more than inputs for one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..adapters import BASE
+from ..errors import UserError
+from ..features import PAIR_JOIN
+from ..prompting import encode_examples
+from ..scoring import score
+from ..tasks.spec import Example, TaskSpec
+from .evidence import TaskProfile
+from .service import LibraryRouter
+
+
+@dataclass
+class RoutedAnswer:
+    """One input, the task it was routed to, and the label that task's adapter gives it."""
+
+    text: str
+    task: str
+    adapter: str
+    route_confidence: float
+    label: int
+    label_name: str
+    probability: float
+    scores: np.ndarray
+
+
+def fields_from_text(text: str, spec: TaskSpec) -> dict[str, str]:
+    """The task's fields from one input (pairs separated by ``|||``)."""
+    if not text or not text.strip():
+        raise UserError("empty input text")
+    parts = text.split(PAIR_JOIN.strip()) if len(spec.input_fields) > 1 else [text]
+    if len(parts) != len(spec.input_fields):
+        raise UserError(f"task {spec.name} takes {len(spec.input_fields)} fields ({', '.join(spec.input_fields)}); "
+                        f"separate them with '{PAIR_JOIN.strip()}'")
+    return {f: p.strip() for f, p in zip(spec.input_fields, parts)}
+
+
+def answer_routed(host: Any, router: LibraryRouter, profiles: Sequence[TaskProfile], specs: dict[str, TaskSpec],
+                  texts: Sequence[str], max_length: int, batch_size: int = 16,
+                  ensure_loaded: Callable[[str], None] | None = None) -> list[RoutedAnswer]:
+    """Route every text to a stored task and label it with that task's adapter, in mixed batches."""
+    for t in texts:
+        if not t or not t.strip():
+            raise UserError("empty input text")
+    routed, _ = router.route(texts, profiles)
+    for text, r in zip(texts, routed):
+        if r is None:
+            raise UserError(f"no learned task takes {text.count(PAIR_JOIN.strip()) + 1} field(s) like {text[:60]!r}")
+    items, names = [], []
+    for text, r in zip(texts, routed):
+        spec = specs[r.task]
+        items.extend(encode_examples(host.backbone.tokenizer, spec, [Example(fields_from_text(text, spec), 0)],
+                                     max_length))
+        names.append(r.adapter if r.adapter in host.names or ensure_loaded is not None else BASE)
+    for a in sorted(set(names) - {BASE}):
+        if ensure_loaded is not None:
+            ensure_loaded(a)
+    pad = host.backbone.tokenizer.pad_token_id
+    if host.peft is None:
+        with host.base() as model:
+            scores = score(model, items, pad, batch_size)
+    else:
+        host.model.eval()  # peft refuses per-row adapter names in training mode
+        scores = score(host.model, items, pad, batch_size, adapter_names=names)
+    out = []
+    for text, r, s in zip(texts, routed, scores):
+        p = np.exp(s - s.max())
+        p /= p.sum()
+        k = int(np.argmax(p))
+        out.append(RoutedAnswer(text, r.task, r.adapter, r.confidence, k, specs[r.task].label_names[k],
+                                float(p[k]), s))
+    return out

@@ -1,0 +1,147 @@
+"""``router``: reuse an adapter or create one as the router decides; evaluated with and without task ids.
+
+On each task the router compares the task (description, k examples, labels; and a trial of the
+short-listed adapters) with every task seen so far. A reused adapter is trained further under the
+forgetting regularisers: by default EWC and replay (``training/forgetting.py``, options
+``ewc_*``/``replay_*``), or the factories in ``options["regularisers"]``, each called as
+``factory(adapter, task, gain)`` before every training of an adapter (``gain``: the router's
+confidence when reusing, 1.0 for a new adapter) and returning a ``Regulariser`` or a list of them;
+a factory with an ``after(adapter, regularisers)`` method is told when the training ended.
+
+The accuracy matrix is measured with the task id given. ``finish_info`` adds the final row with the
+task id inferred: every test input is routed to a task by its backbone features and scored with
+that task's prompt, labels and adapter (peft mixed-adapter batches), plus the routing accuracy.
+Options: ``router`` (calibrated | softmax-threshold), ``router_k``, ``router_layer``,
+``router_trial`` (default true), ``router_forgetting`` (default true).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..adapters import BASE
+from ..features import FeatureConfig, input_text
+from ..prompting import Encoded
+from ..router.evidence import TaskProfile
+from ..router.inference import answer_routed
+from ..router.service import LibraryRouter
+from ..router.trial import run_trial
+from ..tasks.spec import TaskData
+from .base import Strategy, register
+
+
+class _DefaultForgetting:
+    """EWC + replay from ``training/forgetting.py``, with state kept in memory between tasks."""
+
+    def __init__(self, options: dict[str, Any], seed: int, max_length: int) -> None:
+        from ..training.forgetting import ForgettingOptions
+
+        opts = dict(options)
+        opts.setdefault("replay_max_length", max_length)
+        self.options = ForgettingOptions.from_mapping(opts, seed=seed)
+        self.memory: dict[str, Any] = {}
+
+    def __call__(self, adapter: str, task: TaskData, gain: float) -> list[Any]:
+        from ..training.forgetting import make_forgetting_regularisers
+
+        return make_forgetting_regularisers(self.memory, adapter, self.options, task, gain=gain)
+
+    def after(self, adapter: str, regs: Sequence[Any]) -> None:
+        from ..training.forgetting import store_forgetting_state
+
+        store_forgetting_state(self.memory, adapter, regs)
+
+
+@register("router")
+class RouterStrategy(Strategy):
+    """Reuse-or-create by the calibrated router (or the softmax-threshold baseline)."""
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        o = ctx.options
+        layer = o.get("router_layer")
+        feats = FeatureConfig(k=int(o.get("router_k", 32)), layer=None if layer is None else int(layer),
+                              seed=ctx.train.seed)
+        self.router = LibraryRouter(ctx.host, str(o.get("router", "calibrated")), feats)
+        self.use_trial = str(o.get("router_trial", True)).lower() not in ("0", "false", "no")
+        self.factories = list(o.get("regularisers") or [])
+        if not self.factories and str(o.get("router_forgetting", True)).lower() not in ("0", "false", "no"):
+            self.factories = [_DefaultForgetting(o, ctx.train.seed, ctx.train.max_length)]
+        self.profiles: list[TaskProfile] = []
+        self.by_task: dict[str, str] = {}
+        self.tasks: dict[str, TaskData] = {}
+        self.decisions: list[dict[str, Any]] = []
+
+    def learn(self, task: TaskData, items: list[Encoded]) -> None:
+        trial = self._trial(task) if self.use_trial else None
+        decision = self.router.decide(task, self.profiles, trial)  # a revisited task is its own best candidate
+        if decision.action == "reuse":
+            adapter, gain = decision.adapter, decision.confidence
+        else:
+            adapter, gain = self.new_adapter(self._fresh(task.name)), 1.0
+            decision.adapter = adapter
+        regs = [r for f in self.factories for r in _as_list(f(adapter, task, gain))]
+        self.train(adapter, items, regs, desc=f"router {task.name} -> {adapter} ({decision.action})")
+        for f in self.factories:
+            if hasattr(f, "after"):
+                f.after(adapter, regs)
+        self.by_task[task.name] = adapter
+        self.tasks[task.name] = task
+        self.profiles = [p for p in self.profiles if p.task != task.name] + [TaskProfile(task.name, adapter, self.router.profile(task, self.ctx.train.max_length))]
+        self.decisions.append({**decision.to_json(), "family": task.spec.family,
+                               "regularisers": [getattr(r, "name", type(r).__name__) for r in regs]})
+
+    def _trial(self, task: TaskData):
+        examples = self.router.probe_examples(task)
+
+        def trial(adapters: Sequence[str]) -> dict[str, dict[str, float]]:
+            trained = [a for a in adapters if a in self.version]
+            return run_trial(self.ctx.host, task.spec, examples, trained, self.ctx.train.max_length,
+                             self.ctx.eval_batch_size)
+        return trial
+
+    def _fresh(self, task: str) -> str:
+        name, k = f"lora-{task}"[:60], 2
+        while name in self.version:
+            name, k = f"lora-{task}"[:56] + f"-{k}", k + 1
+        return name
+
+    def adapter_for(self, task: str) -> str:
+        return self.by_task.get(task, BASE)
+
+    def finish_info(self) -> dict[str, Any]:
+        """The decisions, and the final row with task ids inferred per input (both in results.json)."""
+        return {"router": {"kind": self.router.kind, "features": self.router.features.to_dict(),
+                           "decisions": self.decisions, "task_inferred": self.inferred_eval()}}
+
+    def inferred_eval(self) -> dict[str, Any]:
+        """Accuracy on each learned task's test split when every input's task is inferred."""
+        if not self.profiles:
+            return {}
+        specs = {t: d.spec for t, d in self.tasks.items()}
+        per_task, routed_ok, routed_task_ok, n_all = {}, 0, 0, 0
+        for name, data in self.tasks.items():
+            texts = [input_text(e.fields, data.spec) for e in data.test]
+            if not texts:
+                continue
+            answers = answer_routed(self.ctx.host, self.router, self.profiles, specs, texts,
+                                    self.ctx.train.max_length, self.ctx.eval_batch_size)
+            ok = [specs[a.task].label_names == data.spec.label_names and a.label == e.label
+                  for a, e in zip(answers, data.test)]
+            right_route = [a.adapter == self.by_task[name] and specs[a.task].label_names == data.spec.label_names
+                           for a in answers]
+            per_task[name] = {"accuracy": float(np.mean(ok)), "routing_accuracy": float(np.mean(right_route)),
+                              "n": len(texts)}
+            routed_ok += sum(right_route)
+            routed_task_ok += sum(a.task == name for a in answers)
+            n_all += len(texts)
+        accs = [v["accuracy"] for v in per_task.values()]
+        return {"per_task": per_task, "avg_acc": float(np.mean(accs)) if accs else None,
+                "routing_accuracy": routed_ok / n_all if n_all else None,
+                "routing_task_accuracy": routed_task_ok / n_all if n_all else None}
+
+
+def _as_list(x: Any) -> list[Any]:
+    return list(x) if isinstance(x, (list, tuple)) else [x]

@@ -1,0 +1,226 @@
+"""The router's parts on synthetic features: evidence, calibration, the decision, the baseline, routing."""
+
+import json
+
+import numpy as np
+import pytest
+
+from adaptive_learner.features import TaskFeatures
+from adaptive_learner.router import calibration as C
+from adaptive_learner.router.baseline import SoftmaxThresholdRouter
+from adaptive_learner.router.decision import Router, RouterConfig
+from adaptive_learner.router.evidence import TaskProfile, conformal_p, evidence_for_all, two_sample
+from adaptive_learner.router.routing import InputRouter, count_fields
+
+D = 24
+
+
+def cluster(center: int, n: int, seed: int, d: int = D) -> np.ndarray:
+    """n points around one of several well-separated centres."""
+    rng = np.random.RandomState(seed)
+    mu = np.zeros(d)
+    mu[center % d] = 4.0
+    return (mu + rng.randn(n, d)).astype(np.float32)
+
+
+def unit(i: int, d: int = 16, tilt: float = 0.0) -> np.ndarray:
+    v = np.zeros(d, dtype=np.float32)
+    v[i] = 1.0
+    v[(i + 1) % d] = tilt
+    return v / np.linalg.norm(v)
+
+
+def feats(name: str, center: int, seed: int, n: int = 32, desc: int | None = None, labels: int = 0,
+          n_labels: int = 2, n_fields: int = 1) -> TaskFeatures:
+    return TaskFeatures(name, cluster(center, n, seed), unit(center if desc is None else desc), unit(labels),
+                        None, n_labels, n_fields, [f"l{i}" for i in range(n_labels)])
+
+
+# ------------------------------------------------------------------ evidence on its own scale
+def test_conformal_p_is_about_a_half_for_the_same_distribution_and_small_otherwise():
+    cand = cluster(0, 64, 1)
+    assert 0.3 < conformal_p(cluster(0, 32, 2), cand) < 0.7
+    assert conformal_p(cluster(5, 32, 3), cand) < 0.05
+
+
+def test_two_sample_test_separates_same_from_different():
+    cand = cluster(0, 64, 1)
+    p_same, eff_same = two_sample(cluster(0, 32, 2), cand, 200, 0)
+    p_diff, eff_diff = two_sample(cluster(3, 32, 3), cand, 200, 0)
+    assert p_same > 0.05 and p_diff < 0.01 and eff_diff > eff_same + 1.0
+
+
+def test_evidence_of_a_candidate_does_not_depend_on_unrelated_candidates_scale():
+    probe = feats("p", 0, 10)
+    match = TaskProfile("m", "lora-m", feats("m", 0, 11, n=64))
+    small = evidence_for_all(probe, [match, TaskProfile("x", "lora-x", feats("x", 3, 12, n=64))])[0]
+    others = [TaskProfile(f"o{i}", f"lora-o{i}", feats(f"o{i}", 3 + i, 20 + i, n=64)) for i in range(8)]
+    big = evidence_for_all(probe, [match, *others])[0]
+    assert small["desc_cos"] == big["desc_cos"] == pytest.approx(1.0)
+    assert small["two_sample_p"] > 0.05 and big["two_sample_p"] > 0.05
+
+
+def test_a_single_stored_task_is_tested_with_a_split_half_covariance():
+    probe = feats("p", 0, 10)
+    ev = evidence_for_all(probe, [TaskProfile("m", "lora-m", feats("m", 0, 11, n=64))])[0]
+    assert ev["two_sample_p"] > 0.05
+    ev = evidence_for_all(feats("q", 4, 10), [TaskProfile("m", "lora-m", feats("m", 0, 11, n=64))])[0]
+    assert ev["two_sample_p"] < 0.01
+
+
+def test_too_few_examples_leave_only_description_and_labels():
+    probe = feats("p", 0, 10, n=2)
+    ev = evidence_for_all(probe, [TaskProfile("m", "lora-m", feats("m", 0, 11))])[0]
+    assert C.signals_of(ev) == frozenset({"description", "labels"})
+
+
+# ------------------------------------------------------------------ calibration
+def synthetic_rows(n: int, seed: int):
+    """Pairs where 'same' rows have high p-values and similar descriptions, others not (with noise)."""
+    rng = np.random.RandomState(seed)
+    rows, labels, groups = [], [], []
+    for i in range(n):
+        same = int(rng.rand() < 0.4)
+        rows.append({"conformal_p": rng.beta(5, 5) if same else rng.beta(1, 8),
+                     "two_sample_p": rng.beta(2, 2) if same else rng.beta(1, 30),
+                     "log_effect": rng.normal(0.2 if same else 1.5, 0.4),
+                     "desc_cos": rng.normal(0.7 if same else 0.3, 0.15),
+                     "label_cos": rng.normal(0.8 if same else 0.5, 0.15),
+                     "same_n_labels": float(rng.rand() < (0.9 if same else 0.5)),
+                     "same_fields": float(rng.rand() < (0.95 if same else 0.5))})
+        labels.append(same)
+        groups.append(f"t{i % 6}")
+    return rows, labels, groups
+
+
+@pytest.fixture(scope="module")
+def combiner():
+    rows, labels, groups = synthetic_rows(600, 0)
+    return C.fit_combiner(rows, labels, groups)
+
+
+def test_combiner_is_calibrated_on_held_out_pairs(combiner):
+    rows, labels, _ = synthetic_rows(2000, 1)
+    head = combiner.head_for(frozenset({"examples", "description", "labels"}))
+    probs = [head.probability(r) for r in rows]
+    assert C.expected_calibration_error(probs, labels) < 0.05
+
+
+def test_combiner_has_a_head_per_signal_subset_and_falls_back(combiner):
+    assert len(combiner.heads) == 7  # every non-empty subset of examples, description, labels
+    head = combiner.head_for(frozenset({"description", "labels", "trial"}))
+    assert head.signals == ["description", "labels"]
+    assert combiner.head_for(frozenset({"gradient"})) is None
+
+
+def test_threshold_comes_from_data_and_respects_the_cost_of_a_wrong_reuse():
+    rows, labels, groups = synthetic_rows(600, 0)
+    cheap = C.fit_combiner(rows, labels, groups, [("description",)], cost_false_reuse=1.0)
+    dear = C.fit_combiner(rows, labels, groups, [("description",)], cost_false_reuse=5.0)
+    assert dear.heads["description"].threshold > cheap.heads["description"].threshold
+
+
+def test_combiner_round_trips_through_json(combiner, tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(combiner.to_dict()))
+    back = C.Combiner.load(path)
+    r = synthetic_rows(1, 5)[0][0]
+    key = "description+examples+labels"
+    assert back.heads[key].probability(r) == pytest.approx(combiner.heads[key].probability(r))
+
+
+@pytest.mark.parametrize("conf,correct,ece", [
+    ([1.0, 1.0], [True, True], 0.0),
+    ([0.9] * 10, [True] * 9 + [False], 0.0),
+    ([0.9] * 10, [True] * 5 + [False] * 5, 0.4),
+    ([0.2, 0.8], [False, True], 0.2),
+])
+def test_expected_calibration_error(conf, correct, ece):
+    assert C.expected_calibration_error(conf, correct) == pytest.approx(ece)
+
+
+def test_the_shipped_combiner_loads_with_the_heads_the_router_needs():
+    c = C.Combiner.load()
+    for signals in ({"description", "examples", "labels"}, {"description", "labels"}):
+        head = c.head_for(frozenset(signals))
+        assert head is not None and sorted(head.signals) == sorted(signals) and 0.0 < head.threshold < 1.0
+
+
+# ------------------------------------------------------------------ the decision
+def library(n_unrelated: int):
+    profs = [TaskProfile("sent", "lora-sent", feats("sent", 0, 1, n=64, desc=0, labels=0))]
+    for i in range(n_unrelated):
+        profs.append(TaskProfile(f"t{i}", f"lora-t{i}", feats(f"t{i}", 3 + i, 50 + i, n=64, desc=3 + i,
+                                                                labels=5 + i, n_labels=3, n_fields=2)))
+    return profs
+
+
+def test_empty_library_always_creates_with_full_confidence(combiner):
+    d = Router(combiner).decide(feats("p", 0, 2), [])
+    assert d.action == "new" and d.confidence == 1.0 and "empty" in d.explanation
+
+
+@pytest.mark.parametrize("k", [1, 3, 9])
+def test_repeat_is_reused_and_unrelated_is_new_at_any_library_size(combiner, k):
+    router = Router(combiner)
+    again = router.decide(feats("sent2", 0, 7, desc=0, labels=0), library(k - 1))
+    assert again.action == "reuse" and again.adapter == "lora-sent" and again.confidence > 0.5
+    other = router.decide(feats("topic", 14, 8, desc=14, labels=14, n_labels=5), library(k - 1))
+    assert other.action == "new" and other.adapter is None and other.confidence > 0.5
+
+
+def test_decision_json_has_the_documented_keys_and_reads_as_a_sentence(combiner):
+    d = Router(combiner).decide(feats("sent2", 0, 7), library(2))
+    j = d.to_json()
+    assert {"action", "adapter", "confidence", "candidates", "explanation"} <= set(j)
+    assert [c["adapter"] for c in j["candidates"]][0] == "lora-sent" and "\n" not in j["explanation"]
+    json.dumps(j)
+
+
+def test_trial_runs_only_on_the_short_list_and_enters_the_probability():
+    rows, labels, groups = synthetic_rows(600, 0)
+    rng = np.random.RandomState(0)
+    for r, y in zip(rows, labels):
+        r["trial_gain"] = rng.normal(0.5 if y else 0.0, 0.1)
+        r["trial_acc_gain"] = rng.normal(0.2 if y else 0.0, 0.05)
+    comb = C.fit_combiner(rows, labels, groups, [("description", "examples", "labels"),
+                                                 ("description", "examples", "labels", "trial")])
+    asked = []
+
+    def trial(adapters):
+        asked.append(list(adapters))
+        return {a: {"trial_gain": 0.6 if a == "lora-sent" else 0.0, "trial_acc_gain": 0.2} for a in adapters}
+
+    d = Router(comb, RouterConfig(trial_shortlist=2)).decide(feats("sent2", 0, 7), library(5), trial)
+    assert len(asked) == 1 and len(asked[0]) == 2 and asked[0][0] == "lora-sent"
+    assert d.candidates[0].head == "description+examples+labels+trial" and "trial_gain" in d.candidates[0].evidence
+
+
+# ------------------------------------------------------------------ the original design, as a baseline
+def test_softmax_threshold_reuses_whatever_with_two_adapters_and_never_with_many():
+    base = SoftmaxThresholdRouter()
+    unrelated = feats("topic", 14, 8, desc=14)
+    assert base.decide(unrelated, library(1)).action == "reuse"  # softmax of 2 is always >= 0.5
+    d = base.decide(feats("sent2", 0, 7, desc=0), library(9))
+    assert d.action == "new" and d.candidates[0].probability < 0.4  # flattened although it matches
+
+
+# ------------------------------------------------------------------ routing single inputs
+def test_input_router_sends_inputs_to_their_task_with_calibrated_posteriors():
+    profs = [TaskProfile(f"t{i}", f"lora-{i}", feats(f"t{i}", i * 2, i, n=64, n_fields=1 + i % 2))
+             for i in range(6)]
+    router = InputRouter(profs)
+    x = np.vstack([cluster(i * 2, 20, 100 + i) for i in range(6)])
+    truth = np.repeat(np.arange(6), 20)
+    routed = router.route(x, [1 + i % 2 for i in truth])
+    assert np.mean([r.task == f"t{t}" for r, t in zip(routed, truth)]) > 0.95
+    assert all(0.0 < r.confidence <= 1.0 for r in routed)
+
+
+def test_input_router_only_considers_tasks_with_as_many_fields():
+    profs = [TaskProfile("single", "a", feats("single", 0, 1, n_fields=1)),
+             TaskProfile("pair", "b", feats("pair", 6, 2, n_fields=2))]
+    router = InputRouter(profs)
+    r_pair, r_none = router.route(cluster(0, 2, 3), [2, 3])
+    assert r_pair.task == "pair" and r_none is None
+    assert count_fields("a ||| b") == 2 and count_fields("plain") == 1
