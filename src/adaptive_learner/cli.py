@@ -158,8 +158,11 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
           batch_size: int = typer.Option(8), lr: float = typer.Option(1e-3), max_length: int = typer.Option(256),
           seed: int = typer.Option(0),
           force_new: bool = typer.Option(False, "--force-new", help="always create a new adapter"),
-          reuse: Optional[str] = typer.Option(None, help="reuse (and adapt) this adapter")) -> None:
-    """Learn one task into an adapter library."""
+          reuse: Optional[str] = typer.Option(None, help="reuse (and adapt) this adapter"),
+          dry_run: bool = typer.Option(False, "--dry-run", help="print the router's decision as JSON; train nothing"),
+          router: str = typer.Option("calibrated", help="decision rule: calibrated or softmax-threshold "
+                                                        "(the original design, for comparison)")) -> None:
+    """Learn one task into an adapter library: the router decides to reuse an adapter or create one."""
     from .learner import Learner
     from .tasks import load_catalog_task, load_file_task
 
@@ -178,9 +181,24 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
         raise UserError("--force-new and --reuse exclude each other")
     cfg = _train_cfg(steps, batch_size, lr, max_length, seed, max_train=max_train)
     t = t.subsample(max_train, 200, seed)
-    learner = Learner(library, backbone=backbone, train=cfg)
-    o = learner.learn(t, force_new=force_new, reuse=reuse)
+    if router not in ("calibrated", "softmax-threshold"):
+        raise UserError(f"unknown router {router!r}; available: calibrated, softmax-threshold")
+    if dry_run and not (library / "manifest.json").exists():
+        # nothing to compare with: no backbone to load, no library to create
+        typer.echo(json.dumps({"task": t.name, "action": "new", "adapter": f"lora-{t.name}"[:60], "confidence": 1.0,
+                               "candidates": [], "explanation": "the library is empty: a new adapter"}, indent=2))
+        return
+    learner = Learner(library, backbone=backbone, train=cfg, router=router)
+    o = learner.learn(t, force_new=force_new, reuse=reuse, dry_run=dry_run)
+    if dry_run:
+        typer.echo(json.dumps(o.decision or {"task": o.task, "action": o.action, "adapter": o.adapter,
+                                             "confidence": o.confidence, "candidates": [],
+                                             "explanation": o.explanation}, indent=2))
+        return
     typer.echo(f"{o.task}: {o.action} adapter {o.adapter} (confidence {o.confidence:.2f}) - {o.explanation}")
+    if o.decision and o.decision["candidates"]:
+        typer.echo("candidates: " + ", ".join(f"{c['adapter']} {c['probability']:.2f}"
+                                              for c in o.decision["candidates"][:5]))
     typer.echo(f"accuracy on {o.task} test: {o.accuracy_before:.3f} before, {o.accuracy_after:.3f} after "
                f"({o.train['steps']} steps, {o.train['seconds']} s)")
 
@@ -188,17 +206,62 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
 @app.command()
 def predict(texts: List[str] = typer.Argument(..., help="inputs; for pair tasks write 'first ||| second'"),
             library: Path = typer.Option(..., help="library directory"),
-            task: str = typer.Option(..., help="task whose adapter, prompt and labels to use"),
+            task: Optional[str] = typer.Option(None, help="task whose adapter, prompt and labels to use; without "
+                                                          "it each input is routed to a learned task"),
             as_json: bool = typer.Option(False, "--json", help="print JSON lines")) -> None:
-    """Label inputs with a learned task's adapter."""
+    """Label inputs with a learned task's adapter (given, or inferred per input by the router).
+
+    Prints label, confidence, task, adapter and text; with routing also the router's confidence in the task.
+    """
     from .learner import Learner
 
     learner = Learner(library, create=False)
     for p in learner.predict(texts, task):
         if as_json:
             typer.echo(json.dumps(p.__dict__))
+        elif p.route_confidence is not None:
+            typer.echo(f"{p.label}\t{p.confidence:.3f}\t{p.task} (routed, {p.route_confidence:.3f})\t{p.adapter}\t{p.text}")
         else:
             typer.echo(f"{p.label}\t{p.confidence:.3f}\t{p.task}\t{p.adapter}\t{p.text}")
+
+
+@app.command("router-eval")
+def router_eval(backbone: str = typer.Option("smollm2-135m", help="backbone whose features the router uses"),
+                out: Path = typer.Option(Path("runs/router-eval"), help="output directory"),
+                sizes: str = typer.Option("3,6,10,11", help="library sizes (stored tasks, one adapter each)"),
+                draws: int = typer.Option(10, help="random libraries per size"),
+                k: int = typer.Option(32, help="examples a new task brings"),
+                layer: Optional[int] = typer.Option(None, help="backbone layer of the features (default: 4)"),
+                tasks: Optional[str] = typer.Option(None, help="comma-separated catalog tasks (default: all)"),
+                signals: str = typer.Option("description,examples,labels", help="signals the router uses"),
+                rewordings: bool = typer.Option(True, help="also ask with reworded descriptions"),
+                bank: Optional[Path] = typer.Option(None, help="reuse features saved by an earlier run (no path "
+                                                                "suffix)"),
+                fit_default: Optional[Path] = typer.Option(None, help="also fit a combiner on all cases, write it "
+                                                                       "here (JSON)")) -> None:
+    """The router's benchmark: the gauntlet (repeats, rewordings, same family, new families) in fast mode.
+
+    Profiles are built from features without training adapters. Reports decision accuracy, reuse
+    precision and recall, wrong-adapter reuses, ECE, accuracy by library size, and per-input routing
+    accuracy, beside the original softmax-threshold design.
+    """
+    from .evaluation.router_eval import GauntletConfig, run_router_eval, summary_table
+    from .router.calibration import SIGNALS
+
+    try:
+        size_list = [int(x) for x in sizes.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--sizes must be comma-separated integers, got {sizes!r}") from None
+    sig = [x.strip() for x in signals.split(",") if x.strip()]
+    if not sig or any(x not in SIGNALS or x in ("trial", "gradient") for x in sig):
+        raise UserError(f"--signals takes description, examples, labels; got {signals!r}")
+    if k < 1 or draws < 1 or not size_list or min(size_list) < 1:
+        raise UserError("--k, --draws and --sizes must be positive")
+    cfg = GauntletConfig(library_sizes=size_list, draws=draws, k=k, rewordings=rewordings, signals=sig)
+    task_list = [x.strip() for x in tasks.split(",")] if tasks else None
+    doc = run_router_eval(backbone, out, cfg, layer, bank, task_list, fit_default)
+    typer.echo(summary_table(doc["metrics"], doc["routing"]))
+    typer.echo(f"results written to {out}/ (router_eval.json, summary.md, bank.*)")
 
 
 @library_app.command("ls")
