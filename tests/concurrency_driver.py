@@ -117,7 +117,7 @@ def reader(base: Path, work: Path, commits: int = 8) -> dict[str, Any]:
 def write_many(argv: list[str]) -> int:
     """``n`` committed changes of one adapter and its data, one after another."""
     for i in range(int(argv[1])):
-        data_txn(Path(argv[0]), f"r{i}", "lora-t0")
+        data_txn(Path(argv[0]), "lora-data")
     return 0
 
 

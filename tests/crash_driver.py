@@ -3,8 +3,9 @@
     python tests/crash_driver.py --work DIR --trials 26 --seed 0 [--mode fork|exec] [--slow 0.05]
 
 Writers (``scenario_argv``): ``alearn learn`` into a new adapter, ``alearn learn --reuse`` (replaces an
-adapter's folder), a transaction writing an adapter with its profile, Fisher and replay buffer, and
-``alearn library rm``. Each is first run uninterrupted from the same starting library, which gives
+adapter's folder; both write the adapter with whatever state the learner keeps beside it: EWC's
+Fisher, the replay buffer, the router's profile), a transaction writing an adapter with a profile,
+Fisher and buffer (so every kind is covered whatever the learner writes), and ``alearn library rm``. Each is first run uninterrupted from the same starting library, which gives
 the "after" state and the list of write points it passes (test hooks, see ``adaptive_learner.testhooks``).
 Two thirds of the trials kill at a write point chosen from a category in turn (adapter, profile,
 Fisher, buffer, manifest, commit, install, remove), a random 0-0.5x (first round) or 0-1.5x the
@@ -57,7 +58,7 @@ def setup(work: Path, mode: str, slow: float) -> dict[str, Any]:
     base = work / "base"
     log = work / "children.log"
     assert run_child(learn_args(base, "t0"), log, mode=mode) == 0, log.read_text()[-3000:]
-    assert run_child(["data-txn", str(base), "t0", "lora-t0"], log, mode=mode) == 0, log.read_text()[-3000:]
+    assert run_child(["data-txn", str(base), "lora-data"], log, mode=mode) == 0, log.read_text()[-3000:]
     refs: dict[str, Any] = {"base": base, "before": snapshot(base), "after": {}, "points": {}, "seconds": {}}
     for kind in KINDS:
         ref, trace = fresh_copy(base, work / f"ref-{kind}"), work / f"trace-{kind}.txt"

@@ -389,8 +389,9 @@ def main() -> None:
         sys.exit(2)
     except OSError as exc:
         if exc.errno is not None and exc.errno in (28, 30, 122):  # ENOSPC, EROFS, EDQUOT
-            typer.echo(f"error: cannot write ({os.strerror(exc.errno)}): {exc.filename or ''}; "
-                       f"nothing was changed", err=True)
+            # every file is written to a temp name and renamed: what was there before is still whole
+            typer.echo(f"error: cannot write ({os.strerror(exc.errno)}): {exc.filename or ''}; files written "
+                       f"before are intact", err=True)
             sys.exit(2)
         raise
     except KeyboardInterrupt:

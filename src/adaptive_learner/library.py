@@ -164,6 +164,7 @@ class AdapterLibrary:
         """Stage changes and commit them atomically on exit (nothing is written if the block raises).
 
         Waits up to ``timeout`` s (default: ``$ADAPTIVE_LEARNER_LOCK_TIMEOUT`` or 600) for another writer."""
+        self._check_writable()
         with _flock(self.path, lock_timeout(timeout)):
             recover(self.path)
             self.reload()
@@ -185,11 +186,14 @@ class AdapterLibrary:
     @contextlib.contextmanager
     def locked(self, timeout: float | None = None) -> Iterator[None]:
         """Hold the writer lock (for a whole learn: decision, training and commit); waits as ``transaction``."""
-        if not os.access(self.path, os.W_OK):
-            raise LibraryError(f"cannot write to library {self.path}: the directory is read-only; nothing was changed")
+        self._check_writable()
         with _flock(self.path, lock_timeout(timeout)):
             recover(self.path)  # finish a change a crashed writer committed, before this one starts
             yield
+
+    def _check_writable(self) -> None:
+        if not os.access(self.path, os.W_OK):  # before any work: a read-only library fails fast
+            raise LibraryError(f"cannot write to library {self.path}: the directory is read-only; nothing was changed")
 
 
 class Transaction:
