@@ -6,7 +6,8 @@ Each task gets a new LoRA adapter. While it trains, the earlier adapters stay ac
 loss gains ``lambda1 * sum_i |A_i A_t^T|_1`` over every LoRA layer and earlier task i, pushing the
 new A's rows (the subspace it writes into) orthogonal to the earlier ones, plus an optional
 ``lambda2 * |theta_t|^2``. At test time every adapter is active at once, their updates summed, and
-no task id is used: the same weights answer every task.
+no task id is used: the same weights answer every task. Options: ``olora_lambda1`` (default 0.5,
+the paper's value) and ``olora_lambda2`` (default 0).
 """
 
 from __future__ import annotations
