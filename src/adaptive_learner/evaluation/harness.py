@@ -51,7 +51,10 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["options"] = {k: v for k, v in self.options.items() if isinstance(v, (int, float, str, bool, list, type(None)))}
+        scalar = (int, float, str, bool, type(None))
+        # options may hold objects (e.g. regulariser factories): only plain values are recorded
+        d["options"] = {k: v for k, v in self.options.items()
+                        if isinstance(v, scalar) or (isinstance(v, list) and all(isinstance(x, scalar) for x in v))}
         return d
 
 

@@ -78,11 +78,17 @@ class CosineInputRouter:
         self.means = np.stack([_unit(p.features.examples.mean(0)) for p in usable])
 
     def route(self, feats: np.ndarray, n_fields: Sequence[int] | None = None) -> list[RoutedInput | None]:
-        """Top-cosine task for each input, its softmax share as the confidence (fields are not checked)."""
+        """Top-cosine task for each input among tasks with as many fields, its softmax share as the confidence."""
         x = np.asarray(feats, dtype=np.float64)
         cos = (x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)) @ self.means.T
+        fields = np.array([p.features.n_fields for p in self.profiles])
         out: list[RoutedInput | None] = []
-        for row in cos:
+        for i, row in enumerate(cos):
+            ok = np.ones(len(row), dtype=bool) if n_fields is None else fields == n_fields[i]
+            if not ok.any():
+                out.append(None)
+                continue
+            row = np.where(ok, row, -np.inf)
             p = np.exp(row - row.max())
             p /= p.sum()
             j = int(np.argmax(row))

@@ -111,6 +111,20 @@ class RouterStrategy(Strategy):
     def adapter_for(self, task: str) -> str:
         return self.by_task.get(task, BASE)
 
+    def state_dict(self) -> dict[str, Any]:
+        """What ``alearn run --resume`` must keep (the router itself is rebuilt from the options)."""
+        memory = next((f.memory for f in self.factories if isinstance(f, _DefaultForgetting)), None)
+        return {"version": self.version, "reports": self.reports, "by_task": self.by_task, "tasks": self.tasks,
+                "profiles": self.profiles, "decisions": self.decisions, "forgetting_memory": memory}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
+        memory = state.pop("forgetting_memory", None)
+        vars(self).update(state)
+        for f in self.factories:
+            if isinstance(f, _DefaultForgetting) and memory is not None:
+                f.memory = memory
+
     def finish_info(self) -> dict[str, Any]:
         """The decisions, and the final row with task ids inferred per input (both in results.json)."""
         return {"router": {"kind": self.router.kind, "features": self.router.features.to_dict(),
