@@ -11,7 +11,9 @@ Scenarios (each round), every writer a forked child running ``alearn``'s ``main(
 * ``lock-timeout``: a writer that finds the library locked for longer than
   ``ADAPTIVE_LEARNER_LOCK_TIMEOUT`` stops with one clear line and changes nothing;
 * ``reader``: a process opening and reading the library over and over while another commits
-  changes: it never sees a damaged or half-written library.
+  changes: it never sees a damaged or half-written library;
+* ``stress`` (``--stress-writers W --stress-learns K``, off by default): W processes each learning
+  K tasks into one library at once: all W*K tasks and decisions must be there.
 """
 
 from __future__ import annotations
@@ -114,6 +116,23 @@ def reader(base: Path, work: Path, commits: int = 8) -> dict[str, Any]:
     return {"ok": ok, "writer_code": wcode, "reader_code": rcode, "commits": commits, **res}
 
 
+def learn_many(argv: list[str]) -> int:
+    """``alearn learn`` of ``k`` tasks named ``<prefix>-<j>``, one after another, in this process."""
+    lib, prefix, k = Path(argv[0]), argv[1], int(argv[2])
+    return max(run_argv(learn_args(lib, f"{prefix}-{j}")) for j in range(k))
+
+
+def stress(base: Path, work: Path, writers: int, learns: int) -> dict[str, Any]:
+    lib, log = fresh_copy(base, work / "stress"), work / "stress.log"
+    codes = together([["learn-many", str(lib), f"w{i}", str(learns)] for i in range(writers)], log)
+    st = _lib_state(lib)
+    want = {f"w{i}-{j}" for i in range(writers) for j in range(learns)}
+    lost = len(want - set(st["tasks"]))
+    ok = codes == [0] * writers and lost == 0 and st["history"] == 1 + len(want) and not st["problems"]
+    return {"ok": ok, "writers": writers, "learns": writers * learns, "codes": codes, "lost_updates": lost,
+            "history": st["history"], "problems": st["problems"]}
+
+
 def write_many(argv: list[str]) -> int:
     """``n`` committed changes of one adapter and its data, one after another."""
     for i in range(int(argv[1])):
@@ -144,7 +163,7 @@ def read_loop(argv: list[str]) -> int:
     return 0
 
 
-EXTRA_COMMANDS.update({"write-many": write_many, "read-loop": read_loop})
+EXTRA_COMMANDS.update({"write-many": write_many, "read-loop": read_loop, "learn-many": learn_many})
 
 
 def main(argv: list[str]) -> int:
@@ -154,6 +173,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--report", type=Path)
+    ap.add_argument("--stress-writers", type=int, default=0)
+    ap.add_argument("--stress-learns", type=int, default=3)
     args = ap.parse_args(argv)
     import adaptive_learner.cli  # noqa: F401 - import once, before forking
     import adaptive_learner.learner  # noqa: F401
@@ -168,6 +189,8 @@ def main(argv: list[str]) -> int:
         w.mkdir(parents=True, exist_ok=True)
         rounds.append({"two-new": two_new(base, w), "two-reuse": two_reuse(base, w), "create-race": create_race(w),
                        "lock-timeout": lock_timeout(base, w), "reader": reader(base, w)})
+        if args.stress_writers:
+            rounds[-1]["stress"] = stress(base, w, args.stress_writers, args.stress_learns)
     writers = sum(s["writers"] for rd in rounds for k, s in rd.items() if "writers" in s)
     lost = sum(s["lost_updates"] for rd in rounds for k, s in rd.items() if "lost_updates" in s)
     failed = [f"round {i}: {k}" for i, rd in enumerate(rounds) for k, s in rd.items() if not s["ok"]]

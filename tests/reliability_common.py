@@ -27,15 +27,16 @@ LEARN = ["learn", "--backbone", "tiny-random", "--data", str(TOY), "--steps", "3
          "--batch-size", "4", "--max-train", "24"]
 
 
-def learn_args(lib: Path, task: str, reuse: str | None = None) -> list[str]:
-    """``alearn`` arguments that learn ``task`` from the toy file (into a new adapter, or reusing one)."""
+def learn_args(lib: Path, task: str, reuse: str | None = None, force_new: bool = False) -> list[str]:
+    """``alearn`` arguments that learn ``task`` from the toy file (as the router decides, into a new adapter,
+    or reusing the one given)."""
     args = [*LEARN, "--library", str(lib), "--name", task, "--description", f"Is review {task} positive?"]
-    return args + (["--reuse", reuse] if reuse else [])
+    return args + (["--reuse", reuse] if reuse else []) + (["--force-new"] if force_new else [])
 
 
 def scenario_argv(kind: str, lib: Path) -> list[str]:
     """The writer each crash scenario runs: argv for ``alearn`` (or for ``data-txn`` below)."""
-    return {"new": learn_args(lib, "t1"), "reuse": learn_args(lib, "t1", reuse="lora-t0"),
+    return {"new": learn_args(lib, "t1", force_new=True), "reuse": learn_args(lib, "t1", reuse="lora-t0"),
             "data": ["data-txn", str(lib), "lora-data"], "rm": ["library", "rm", str(lib), "lora-t0"]}[kind]
 
 
@@ -99,8 +100,8 @@ def run_argv(argv: list[str]) -> int:
 def spawn(argv: list[str], env: dict[str, str], log: Path, mode: str = "fork") -> int:
     """Start a writer: a forked child running ``argv`` (``fork``) or a real ``alearn`` process (``exec``)."""
     if mode == "exec":
-        cmd = ([sys.executable, str(HERE / "crash_driver.py"), *argv] if argv[0] == "data-txn"
-               else [str(ALEARN), *argv])
+        helper = argv[0] in ("data-txn", "check-loadable", "open-library", *EXTRA_COMMANDS)
+        cmd = [sys.executable, str(HERE / "crash_driver.py"), *argv] if helper else [str(ALEARN), *argv]
         with open(log, "ab") as fh:
             return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=fh, stderr=fh).pid
     pid = os.fork()

@@ -40,6 +40,15 @@ def _count(name: str) -> None:
     TRIED[name] = TRIED.get(name, 0) + 1
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _tally():
+    """With RELIABILITY_TALLY=<file>, append how many inputs each property tried (for RELIABILITY.md)."""
+    yield
+    if os.environ.get("RELIABILITY_TALLY"):
+        with open(os.environ["RELIABILITY_TALLY"], "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"bad_inputs": TRIED}) + "\n")
+
+
 def _event(what: str) -> None:
     """Tally an outcome in hypothesis's statistics (``--hypothesis-show-statistics``), inside a property only."""
     from hypothesis.control import currently_in_test_context

@@ -30,10 +30,11 @@ def report(tmp_path_factory):
 
 
 def test_two_learns_at_once_both_land(report):
+    """Two `alearn learn` (the router deciding each, under the lock, from what the other committed)."""
     s = report["details"][0]["two-new"]
     assert s["codes"] == [0, 0] and s["lost_updates"] == 0 and s["ok"], s
     assert s["waited"], "the second writer should have waited for the first"
-    assert s["state"]["tasks"] == {"t0": "lora-t0", "t1": "lora-t1", "t2": "lora-t2"} and not s["state"]["problems"]
+    assert set(s["state"]["tasks"]) == {"t0", "t1", "t2"} and not s["state"]["problems"]
 
 
 def test_two_reuses_of_one_adapter_equal_running_them_one_after_the_other(report):
