@@ -125,14 +125,14 @@ def main(argv: list[str]) -> int:
     args.work.mkdir(parents=True)
     rng, seed, t0 = random.Random(args.seed), str(args.seed), time.monotonic()
     res: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "seed": args.seed}
-    res["crash_fork"] = _driver("crash_driver", "crash-fork", args.work, "--trials", "30" if q else "300",
+    res["crash_fork"] = _driver("crash_driver", "crash-fork", args.work, "--trials", "30" if q else "200",
                                 "--seed", seed)
     shutil.copytree(args.work / "crash-fork" / "base", args.work / "base")
-    res["crash_exec"] = _driver("crash_driver", "crash-exec", args.work, "--trials", "3" if q else "24",
+    res["crash_exec"] = _driver("crash_driver", "crash-exec", args.work, "--trials", "3" if q else "20",
                                 "--seed", seed, "--mode", "exec")
-    res["resume"] = _driver("resume_driver", "resume", args.work, "--trials", "3" if q else "24", "--seed", seed)
-    res["concurrency"] = _driver("concurrency_driver", "concurrency", args.work, "--rounds", "1" if q else "5",
-                                 "--stress-writers", "2" if q else "4", "--stress-learns", "2" if q else "5")
+    res["resume"] = _driver("resume_driver", "resume", args.work, "--trials", "3" if q else "12", "--seed", seed)
+    res["concurrency"] = _driver("concurrency_driver", "concurrency", args.work, "--rounds", "1" if q else "3",
+                                 "--stress-writers", "2" if q else "4", "--stress-learns", "2" if q else "4")
     res["tamper"] = tamper_trials(args.work / "base", args.work, 50 if q else 1000, rng)
     tally = args.work / "tally.jsonl"
     res["bad_input"] = _pytest("test_bad_input_properties.py", {"BAD_INPUT_EXAMPLES": "2" if q else "20",
