@@ -10,7 +10,7 @@
 4. tamper:      random damage to every file the manifest lists (a bit, a truncation, bytes appended,
                 deletion, replacement, a swap with another file) and planted files: each must be
                 detected and named
-5. bad input:   the hypothesis properties of tests/test_bad_input_properties.py, 20x the CI examples
+5. bad input:   the hypothesis properties of tests/test_bad_input_{properties,cli}.py, 20x the CI examples
 6. disk errors: tests/test_disk_errors.py (ENOSPC at every write of a learn, EROFS, EDQUOT, read-only)
 
 Prints one markdown table (the figures of RELIABILITY.md) and writes every detail as JSON.
@@ -41,8 +41,8 @@ def _driver(name: str, tag: str, work: Path, *args: str) -> dict[str, Any]:
     return json.loads(report.read_text())
 
 
-def _pytest(target: str, env: dict[str, str]) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(TESTS / target)]
+def _pytest(targets: list[str], env: dict[str, str]) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *(str(TESTS / t) for t in targets)]
     print("$", " ".join(f"{k}={v}" for k, v in env.items()), " ".join(cmd[1:]), flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env}, cwd=ROOT)
     last = (proc.stdout.strip().splitlines() or [""])[-1]
@@ -135,9 +135,9 @@ def main(argv: list[str]) -> int:
                                  "--stress-writers", "2" if q else "4", "--stress-learns", "2" if q else "4")
     res["tamper"] = tamper_trials(args.work / "base", args.work, 50 if q else 1000, rng)
     tally = args.work / "tally.jsonl"
-    res["bad_input"] = _pytest("test_bad_input_properties.py", {"BAD_INPUT_EXAMPLES": "2" if q else "20",
-                                                                "RELIABILITY_TALLY": str(tally)})
-    res["disk"] = _pytest("test_disk_errors.py", {"RELIABILITY_TALLY": str(tally)})
+    res["bad_input"] = _pytest(["test_bad_input_properties.py", "test_bad_input_cli.py"],
+                               {"BAD_INPUT_EXAMPLES": "2" if q else "20", "RELIABILITY_TALLY": str(tally)})
+    res["disk"] = _pytest(["test_disk_errors.py"], {"RELIABILITY_TALLY": str(tally)})
     res["tally"] = _tally(tally)
     res["seconds"] = round(time.monotonic() - t0)
     args.out.parent.mkdir(parents=True, exist_ok=True)

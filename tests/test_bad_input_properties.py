@@ -1,82 +1,29 @@
-"""Bad input, tried widely (hypothesis): files, task specs, sequence YAML and command lines.
+"""Bad input, tried widely (hypothesis): data files, task specs and sequence YAML.
 
-Every property is the same contract: a bad input ends in exactly one clear error (``UserError``
-from the Python API; from ``alearn``, exit code 2 and no traceback) and a library it was aimed
-at is byte-for-byte untouched; a good input gives a usable task. Nothing else may escape.
-The number of examples per property is small for CI (``BAD_INPUT_EXAMPLES`` scales it);
-benchmarks/reliability_long.py runs many more.
+Every property is the same contract: a bad input ends in exactly one clear error (``UserError``,
+which ``alearn`` prints as one line with exit code 2) and never anything else; a good input gives a
+usable task. The command line itself is tried in test_bad_input_cli.py. The number of examples per
+property is small for CI (``BAD_INPUT_EXAMPLES`` scales it); benchmarks/reliability_long.py runs more.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
-import math
-import os
-import sys
 import tempfile
 from pathlib import Path
 
-import pytest
 import yaml
-from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adaptive_learner import cli
 from adaptive_learner.errors import UserError
 from adaptive_learner.tasks import load_file_task
 from adaptive_learner.tasks.sequences import parse_sequence
+from bad_input_common import FAST, SCALE, count, no_downloads, one_thread, outcome, tally  # noqa: F401 (fixtures)
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SCALE = float(os.environ.get("BAD_INPUT_EXAMPLES", "1"))
-FAST = settings(max_examples=int(60 * SCALE), deadline=None, derandomize=False,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-TRIED: dict[str, int] = {}  # examples tried per property (read by benchmarks/reliability_long.py)
-
-
-def _count(name: str) -> None:
-    TRIED[name] = TRIED.get(name, 0) + 1
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _tally():
-    """With RELIABILITY_TALLY=<file>, append how many inputs each property tried (for RELIABILITY.md)."""
-    yield
-    if os.environ.get("RELIABILITY_TALLY"):
-        with open(os.environ["RELIABILITY_TALLY"], "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"bad_inputs": TRIED}) + "\n")
-
-
-def _event(what: str) -> None:
-    """Tally an outcome in hypothesis's statistics (``--hypothesis-show-statistics``), inside a property only."""
-    from hypothesis.control import currently_in_test_context
-
-    if currently_in_test_context():
-        event(what)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny-model work runs fastest on one thread (two contend badly on a busy 2-core machine)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _no_downloads(monkeypatch):
-    """A catalog name in generated input must fail fast, never try the network."""
-    import adaptive_learner.sources as S
-
-    def offline(wheel, dest):
-        raise S.SourceError(f"cannot download {wheel.requirement} (offline in tests)")
-
-    monkeypatch.setattr(S, "_download", offline)
 
 
 def _check_task(task) -> None:
@@ -96,10 +43,10 @@ def _load(path: Path, **kw):
     except UserError as exc:
         msg = str(exc)
         assert msg.strip() and "\n" not in msg.strip() and "Traceback" not in msg
-        _event(f"error: {msg.split(': ', 1)[-1][:30]}")
+        outcome(f"error: {msg.split(': ', 1)[-1][:30]}")
         return None
     _check_task(task)
-    _event("loaded a task")
+    outcome("loaded a task")
     return task
 
 
@@ -150,7 +97,7 @@ def _csv_text(header, rows) -> str:
        st.sampled_from(["label", "label", "nope", "text"]),
        st.sampled_from([None, None, ["negative", "positive"], ["0", "1"], ["a"], ["positive", "negative", "x"]]))
 def test_csv_tables(table, text_columns, label_column, names):
-    _count("csv tables")
+    count("csv tables")
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "data.csv"
         p.write_text(_csv_text(*table), encoding="utf-8")
@@ -190,7 +137,7 @@ def records(draw):
 @FAST
 @given(records(), st.booleans())
 def test_jsonl_records(recs, trailing_newline):
-    _count("jsonl records")
+    count("jsonl records")
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "data.jsonl"
         lines = [json.dumps(r, allow_nan=True) for r in recs]
@@ -202,7 +149,7 @@ def test_jsonl_records(recs, trailing_newline):
 @given(st.binary(max_size=400), st.sampled_from(["data.csv", "data.tsv", "data.jsonl", "data.json", "data.txt",
                                                  "data.xlsx"]))
 def test_random_bytes(blob, name):
-    _count("random bytes")
+    count("random bytes")
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / name
         p.write_bytes(blob)
@@ -212,7 +159,7 @@ def test_random_bytes(blob, name):
 @settings(max_examples=int(12 * SCALE), deadline=None)
 @given(st.sampled_from(["csv", "jsonl"]), st.integers(100_000, 400_000), st.sampled_from(["text", "header", "label"]))
 def test_very_long_lines(kind, length, where):
-    _count("very long lines")
+    count("very long lines")
     long = "w" * length
     header = ["text", "label"] if where != "header" else [long, "label"]
     rows = [[long if where == "text" else "good film", long if where == "label" else ("pos", "neg")[i % 2]]
@@ -229,7 +176,7 @@ def test_very_long_lines(kind, length, where):
 @settings(max_examples=int(20 * SCALE), deadline=None)
 @given(st.sampled_from(["latin-1", "utf-16", "cp1252", "utf-32"]), st.sampled_from(["csv", "jsonl"]))
 def test_non_utf8(encoding, kind):
-    _count("non-UTF-8 files")
+    count("non-UTF-8 files")
     text = (FIXTURES / "toy_sentiment.csv").read_text().replace("wonderful", "wönderfül ☃")
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / f"data.{kind}"
@@ -293,16 +240,16 @@ def task_entries(draw):
 @given(st.one_of(st.lists(st.one_of(task_entries(), task_entries(), task_entries(), junk_values), min_size=1,
                           max_size=3), st.lists(task_entries(), min_size=1, max_size=2), junk_values))
 def test_sequence_documents(tasks):
-    _count("sequence documents")
+    count("sequence documents")
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "toy.csv").write_text((FIXTURES / "toy_sentiment.csv").read_text())
         try:
             seq = parse_sequence({"name": "s", "tasks": tasks}, Path(d), "seq.yaml")
         except UserError as exc:
             assert str(exc).strip() and "\n" not in str(exc).strip()
-            _event(f"error: {str(exc).split(': ', 1)[-1][:30]}")
+            outcome(f"error: {str(exc).split(': ', 1)[-1][:30]}")
             return
-        _event("loaded a sequence")
+        outcome("loaded a sequence")
         for t in seq.tasks:
             _check_task(t)
 
@@ -311,7 +258,7 @@ def test_sequence_documents(tasks):
 @given(st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode),
                  json_values.map(lambda v: yaml.safe_dump(v).encode())))
 def test_sequence_files(blob):
-    _count("sequence files")
+    count("sequence files")
     from adaptive_learner.tasks import load_sequence
 
     with tempfile.TemporaryDirectory() as d:
@@ -321,104 +268,3 @@ def test_sequence_files(blob):
             load_sequence(str(p))
         except UserError as exc:
             assert str(exc).strip()
-
-
-# --------------------------------------------------------------------------- the command line
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".lock"):
-        h.update(str(f.relative_to(path)).encode() + f.read_bytes())
-    return h.hexdigest()
-
-
-def _alearn(args: list[str]) -> tuple[int, str]:
-    old, sys.argv = sys.argv, ["alearn", *args]
-    out, err = io.StringIO(), io.StringIO()
-    old_out, old_err = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = out, err
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv, sys.stdout, sys.stderr = old, old_out, old_err
-    return code, err.getvalue()
-
-
-@pytest.fixture(scope="module")
-def built_library(tmp_path_factory):
-    lib = tmp_path_factory.mktemp("badcli") / "lib"
-    code, err = _alearn(["learn", "--library", str(lib), "--backbone", "tiny-random", "--data",
-                         str(FIXTURES / "toy_sentiment.csv"), "--description", "Positive?", "--name", "toy",
-                         "--steps", "1", "--max-length", "48", "--batch-size", "4", "--max-train", "8"])
-    assert code == 0, err
-    return lib
-
-
-junk = st.one_of(st.text(max_size=20), st.sampled_from(["0", "-1", "1e9", "nan", "inf", "", "../x", "/", "a,b",
-                                                        "--steps", "-", "toy", "lora-toy"]))
-NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
-BAD = {  # one thing wrong in an otherwise good `alearn learn`, and values that make it wrong
-    "--steps": st.sampled_from(["0", "-1", "x", "", "1.5"]),
-    "--batch-size": st.sampled_from(["0", "-3", "x"]),
-    "--max-length": st.sampled_from(["0", "-8", "x"]),
-    "--lr": st.sampled_from(["0", "-1", "nan", "inf", "x"]),
-    "--max-train": st.sampled_from(["x", "", "0", "-1"]),
-    "--seed": st.sampled_from(["x", "1.5", "-1", "4294967296"]),
-    "--name": junk.filter(lambda v: bool(v) and (not set(v) <= NAME_OK or ".." in v or not v[0].isalnum()
-                                                 or len(v) > 64)),
-    "--label-column": junk.filter(lambda v: v not in ("label", "text")),
-    "--text-column": junk.filter(lambda v: v not in ("label", "text")),
-    "--labels": junk.filter(lambda v: v and not {"negative", "positive"} <= {x.strip() for x in v.split(",")}),
-    "--reuse": junk.filter(lambda v: v != "lora-toy" and not v.startswith("-")),
-    "--task": junk,  # given together with --data: exactly one of them is allowed
-    "--backbone": junk.filter(lambda v: v != "tiny-random" and not v.startswith("-")),
-    "--description": st.sampled_from(["", " ", "\t"]),
-    "--data": junk.map(lambda v: str(FIXTURES / f"missing-{len(v)}.csv")),
-}
-
-
-@st.composite
-def bad_learns(draw):
-    opt = draw(st.sampled_from(sorted(BAD)))
-    return opt, draw(BAD[opt])
-
-
-@settings(max_examples=int(60 * SCALE), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(bad_learns(), st.booleans())
-def test_learn_with_one_bad_argument(built_library, fault, with_force_new):
-    _count("alearn learn arguments")
-    opt, value = fault
-    good = {"--data": str(FIXTURES / "toy_sentiment.csv"), "--description": "Positive?", "--steps": "1",
-            "--max-length": "48", "--batch-size": "4", "--max-train": "8", "--name": "toy2"}
-    args = ["learn", "--library", str(built_library)]
-    for k, v in {**good, opt: value}.items():
-        args.append(f"{k}={v}")  # one token, so a value like "-1" or "--steps" stays a value
-    if with_force_new and opt != "--reuse":
-        args.append("--force-new")
-    before = _digest(built_library)
-    code, err = _alearn(args)
-    assert code == 2 and "Traceback" not in err and err.strip(), (args, code, err)
-    assert _digest(built_library) == before
-
-
-@settings(max_examples=int(40 * SCALE), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.sampled_from(["predict", "library ls", "library show", "library rm", "library verify", "run", "data show",
-                        "learn"]), st.lists(junk, min_size=0, max_size=3))
-def test_any_command_with_junk_arguments(built_library, command, extra):
-    _count("alearn commands with junk")
-    assume(not (command == "run" and extra and extra[0] in ("seed",)))
-    args = command.split() + (["--library", str(built_library)] if command in ("predict",) else [])
-    if command in ("library rm", "library ls", "library show", "library verify") and extra:
-        args.append(extra[0] if not extra[0].startswith("-") else str(built_library))
-        extra = extra[1:]
-    if command == "library rm":
-        assume("lora-toy" not in extra)  # removing the real adapter is not bad input
-    before = _digest(built_library)
-    code, err = _alearn(args + extra)
-    assert "Traceback" not in err, (args + extra, err)
-    assert code in (0, 1, 2), (args + extra, code, err)
-    if code != 0:
-        assert err.strip()
-    assert _digest(built_library) == before

@@ -1,0 +1,120 @@
+"""Bad input on the command line (hypothesis): one wrong argument in an otherwise good ``alearn learn``,
+and junk arguments to every command. Each ends with exit code 2 (or 1 for ``verify``), an error on
+stderr and no traceback, and the library it was aimed at is byte-for-byte untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from adaptive_learner import cli
+from bad_input_common import SCALE, count, no_downloads, one_thread, tally  # noqa: F401 (fixtures)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".lock"):
+        h.update(str(f.relative_to(path)).encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def _alearn(args: list[str]) -> tuple[int, str]:
+    old, sys.argv = sys.argv, ["alearn", *args]
+    out, err = io.StringIO(), io.StringIO()
+    old_out, old_err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err
+    try:
+        cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv, sys.stdout, sys.stderr = old, old_out, old_err
+    return code, err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def built_library(tmp_path_factory):
+    lib = tmp_path_factory.mktemp("badcli") / "lib"
+    code, err = _alearn(["learn", "--library", str(lib), "--backbone", "tiny-random", "--data",
+                         str(FIXTURES / "toy_sentiment.csv"), "--description", "Positive?", "--name", "toy",
+                         "--steps", "1", "--max-length", "48", "--batch-size", "4", "--max-train", "8"])
+    assert code == 0, err
+    return lib
+
+
+junk = st.one_of(st.text(max_size=20), st.sampled_from(["0", "-1", "1e9", "nan", "inf", "", "../x", "/", "a,b",
+                                                        "--steps", "-", "toy", "lora-toy"]))
+NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+BAD = {  # one thing wrong in an otherwise good `alearn learn`, and values that make it wrong
+    "--steps": st.sampled_from(["0", "-1", "x", "", "1.5"]),
+    "--batch-size": st.sampled_from(["0", "-3", "x"]),
+    "--max-length": st.sampled_from(["0", "-8", "x"]),
+    "--lr": st.sampled_from(["0", "-1", "nan", "inf", "x"]),
+    "--max-train": st.sampled_from(["x", "", "0", "-1"]),
+    "--seed": st.sampled_from(["x", "1.5", "-1", "4294967296"]),
+    "--name": junk.filter(lambda v: bool(v) and (not set(v) <= NAME_OK or ".." in v or not v[0].isalnum()
+                                                 or len(v) > 64)),
+    "--label-column": junk.filter(lambda v: v not in ("label", "text")),
+    "--text-column": junk.filter(lambda v: v not in ("label", "text")),
+    "--labels": junk.filter(lambda v: v and not {"negative", "positive"} <= {x.strip() for x in v.split(",")}),
+    "--reuse": junk.filter(lambda v: v != "lora-toy" and not v.startswith("-")),
+    "--task": junk,  # given together with --data: exactly one of them is allowed
+    "--backbone": junk.filter(lambda v: v != "tiny-random" and not v.startswith("-")),
+    "--description": st.sampled_from(["", " ", "\t"]),
+    "--data": junk.map(lambda v: str(FIXTURES / f"missing-{len(v)}.csv")),
+}
+
+
+@st.composite
+def bad_learns(draw):
+    opt = draw(st.sampled_from(sorted(BAD)))
+    return opt, draw(BAD[opt])
+
+
+@settings(max_examples=int(60 * SCALE), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(bad_learns(), st.booleans())
+def test_learn_with_one_bad_argument(built_library, fault, with_force_new):
+    count("alearn learn arguments")
+    opt, value = fault
+    good = {"--data": str(FIXTURES / "toy_sentiment.csv"), "--description": "Positive?", "--steps": "1",
+            "--max-length": "48", "--batch-size": "4", "--max-train": "8", "--name": "toy2"}
+    args = ["learn", "--library", str(built_library)]
+    for k, v in {**good, opt: value}.items():
+        args.append(f"{k}={v}")  # one token, so a value like "-1" or "--steps" stays a value
+    if with_force_new and opt != "--reuse":
+        args.append("--force-new")
+    before = _digest(built_library)
+    code, err = _alearn(args)
+    assert code == 2 and "Traceback" not in err and err.strip(), (args, code, err)
+    assert _digest(built_library) == before
+
+
+@settings(max_examples=int(40 * SCALE), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(["predict", "library ls", "library show", "library rm", "library verify", "run", "data show",
+                        "learn"]), st.lists(junk, min_size=0, max_size=3))
+def test_any_command_with_junk_arguments(built_library, command, extra):
+    count("alearn commands with junk")
+    assume(not (command == "run" and extra and extra[0] in ("seed",)))
+    args = command.split() + (["--library", str(built_library)] if command in ("predict",) else [])
+    if command in ("library rm", "library ls", "library show", "library verify") and extra:
+        args.append(extra[0] if not extra[0].startswith("-") else str(built_library))
+        extra = extra[1:]
+    if command == "library rm":
+        assume("lora-toy" not in extra)  # removing the real adapter is not bad input
+    before = _digest(built_library)
+    code, err = _alearn(args + extra)
+    assert "Traceback" not in err, (args + extra, err)
+    assert code in (0, 1, 2), (args + extra, code, err)
+    if code != 0:
+        assert err.strip()
+    assert _digest(built_library) == before
