@@ -5,13 +5,14 @@ Layout::
     LIB/manifest.json           schema, backbone identity, adapters (with file sha256), tasks, history
     LIB/adapters/<name>/        exactly peft's save_pretrained output (loads in peft, vLLM, LoRAX)
     LIB/data/<name>/            router profiles and regulariser state (safetensors, JSON)
-    LIB/.lock                   an advisory lock held by the one writer
+    LIB/.lock                   an advisory lock held by the one writer (and who holds it)
     LIB/.txn/<id>/              a transaction being staged; its plan.json is the commit point
 
-Every change goes through ``transaction()``: files are staged under ``.txn``; writing ``plan.json``
-commits; the plan is then applied (renames) and the manifest replaced atomically. Opening a library
-rolls a committed plan forward and deletes an uncommitted one, so a crash at any moment leaves the
-state before the change or the state after it, never a mix.
+Every change goes through ``transaction()``: files and the new manifest are staged under ``.txn``;
+writing ``plan.json`` commits; the plan is then applied by renames only (``library_txn.py``).
+Opening a library rolls a committed plan forward and deletes an uncommitted one, so a crash at any
+moment leaves the state before the change or the state after it, never a mix. Opening also checks
+the manifest's structure and every listed file's sha256 (``library_check.py``).
 """
 
 from __future__ import annotations
