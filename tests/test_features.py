@@ -11,30 +11,48 @@ from adaptive_learner.adapters import AdapterHost
 from adaptive_learner.prompting import left_pad
 
 
-def _pooled_reference(model, tok, texts, layer, max_tokens):
-    """The same pooling, from a full forward with output_hidden_states."""
-    out = []
-    for t in texts:
-        ids = tok(t)["input_ids"][:max_tokens]
-        b = left_pad([ids], tok.pad_token_id)
-        with torch.no_grad():
-            hs = model(**b, output_hidden_states=True).hidden_states[layer][0]
-        out.append((hs[1:] if len(ids) > 1 else hs).mean(0).numpy())
-    return np.stack(out)
+def _reference(model, tok, text, layer):
+    """Pooled features of a single-field text from a full forward with output_hidden_states."""
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    prefix = tok("", add_special_tokens=True)["input_ids"]
+    b = left_pad([prefix + ids], tok.pad_token_id)
+    with torch.no_grad():
+        hs = model(**b, output_hidden_states=True).hidden_states[layer][0]
+    return hs[len(prefix):].mean(0).numpy(), np.log1p(len(ids))
 
 
 @pytest.mark.parametrize("layer", [0, 1])
 def test_early_exit_features_match_the_full_forward(tiny_backbone, layer):
+    model, tok = tiny_backbone.model, tiny_backbone.tokenizer
     texts = ["a lovely film", "terrible plot and worse acting, truly", "x"]
-    got = F.hidden_features(tiny_backbone.model, tiny_backbone.tokenizer, texts, layer, 32, batch_size=2)
-    want = _pooled_reference(tiny_backbone.model, tiny_backbone.tokenizer, texts, layer, 32)
-    # padding and batching change nothing but float rounding
-    np.testing.assert_allclose(got, want, atol=1e-4)
+    got = F.hidden_features(model, tok, texts, layer, 64, batch_size=2)
+    assert got.shape == (3, F.feature_dim(64))
+    for row, text in zip(got, texts):
+        mean, loglen = _reference(model, tok, text, layer)
+        # padding and batching change nothing but float rounding; one field: both halves are the same mean
+        np.testing.assert_allclose(row[:64], mean, atol=1e-4)
+        np.testing.assert_allclose(row[64:128], mean, atol=1e-4)
+        assert row[128] == pytest.approx(loglen) and row[129] == 0.0
+
+
+def test_pairs_are_pooled_per_field_and_each_field_gets_a_share_of_the_budget(tiny_backbone):
+    model, tok = tiny_backbone.model, tiny_backbone.tokenizer
+    long_first = "a very long premise " * 20
+    inp = F.feature_input(tok, long_first + " ||| short hypothesis", 40)
+    assert len(inp.ids) <= 40 and 1 in inp.segment and inp.lengths[0] > 40
+    row = F.hidden_features(model, tok, [long_first + " ||| short hypothesis"], 1, 40)[0]
+    assert not np.allclose(row[:64], row[64:128])
+    assert row[128] == pytest.approx(np.log1p(inp.lengths[0])) and row[129] == pytest.approx(np.log1p(inp.lengths[1]))
 
 
 def test_negative_layers_count_from_the_top(tiny_backbone):
     args = (tiny_backbone.model, tiny_backbone.tokenizer, ["some words", "more"])
     assert np.allclose(F.hidden_features(*args, -1, 16), F.hidden_features(*args, 2, 16))
+
+
+def test_default_layer_is_clamped_to_a_shallow_model(tiny_backbone):
+    args = (tiny_backbone.model, tiny_backbone.tokenizer, ["some words"])
+    assert np.allclose(F.hidden_features(*args, None, 16), F.hidden_features(*args, 2, 16))
 
 
 def test_early_exit_really_stops_before_later_layers(tiny_backbone):
@@ -71,7 +89,7 @@ def test_task_features_switches_turn_signals_off(fresh_backbone, toy_task):
     host = AdapterHost(fresh_backbone)
     ex = toy_task.train[:6]
     full = F.FeatureExtractor(host, F.FeatureConfig()).task_features(toy_task.spec, ex)
-    assert full.examples.shape == (6, 64) and full.description is not None and full.labels is not None
+    assert full.examples.shape == (6, F.feature_dim(64)) and full.description is not None and full.labels is not None
     assert full.gradient is None and full.n_labels == 2 and full.n_fields == 1
     off = F.FeatureExtractor(host, F.FeatureConfig(examples=False, description=False, labels=False)) \
         .task_features(toy_task.spec, ex)

@@ -57,7 +57,7 @@ def test_each_task_has_a_profile_in_its_adapters_data(lib):
     lib_ = AdapterLibrary.open(path)
     profiles = {p.task: p for p in load_profiles(lib_)}
     assert set(profiles) == {"toy", "pairs"}
-    assert profiles["pairs"].features.n_fields == 2 and profiles["toy"].features.examples.shape[1] == 64
+    assert profiles["pairs"].features.n_fields == 2 and profiles["toy"].features.examples.shape[1] == 2 * 64 + 2
     for task, prof in profiles.items():
         for name in profile_files(task):
             assert (path / "data" / prof.adapter / name).is_file()

@@ -47,7 +47,7 @@ class FeatureConfig:
                 f"None = layer {DEFAULT_LAYER}, or the top of a shallower model)"})
     max_tokens: int = field(default=64, metadata={"help": "input tokens fed to the backbone for features (head kept)"})
     k: int = field(default=32, metadata={"help": "labelled examples a decision looks at"})
-    profile_examples: int = field(default=64, metadata={"help": "examples whose features are stored per task"})
+    profile_examples: int = field(default=128, metadata={"help": "examples whose features are stored per task"})
     min_examples: int = field(default=4, metadata={"help": "fewer than this: decide from description and labels only"})
     examples: bool = field(default=True, metadata={"help": "use backbone hidden-state statistics of the examples"})
     description: bool = field(default=True, metadata={"help": "use the description embedding"})
@@ -87,6 +87,7 @@ class TaskFeatures:
     n_labels: int
     n_fields: int
     label_names: list[str] = field(default_factory=list)
+    verbalizers: list[str] = field(default_factory=list)  # the answer space (two tasks may share it)
 
     @property
     def n_examples(self) -> int:
@@ -104,13 +105,14 @@ class TaskFeatures:
     def meta(self) -> dict[str, Any]:
         """The scalars, for a JSON file."""
         return {"task": self.task, "n_labels": self.n_labels, "n_fields": self.n_fields,
-                "label_names": self.label_names}
+                "label_names": self.label_names, "verbalizers": self.verbalizers}
 
     @classmethod
     def from_stored(cls, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "TaskFeatures":
         get = lambda k: tensors[k].numpy().astype(np.float32) if k in tensors else None  # noqa: E731
         return cls(meta["task"], get("examples"), get("description"), get("labels"), get("gradient"),
-                   int(meta["n_labels"]), int(meta["n_fields"]), list(meta.get("label_names", [])))
+                   int(meta["n_labels"]), int(meta["n_fields"]), list(meta.get("label_names", [])),
+                   list(meta.get("verbalizers", [])))
 
 
 # ---------------------------------------------------------------------------------------------- text
@@ -217,7 +219,17 @@ def feature_module(model: Any, layer: int | None) -> Any:
     return model.get_input_embeddings() if idx == 0 else layers[idx - 1]
 
 
-def feature_ids(tokenizer: Any, text: str, max_tokens: int) -> list[int]:
+@dataclass
+class FeatureInput:
+    """An input prepared for features: token ids, which field each token belongs to (-1: BOS or a
+    separator), and the full length of each field in tokens (before the budget cut)."""
+
+    ids: list[int]
+    segment: list[int]
+    lengths: list[int]
+
+
+def feature_input(tokenizer: Any, text: str, max_tokens: int) -> FeatureInput:
     """Token ids of an input for features: each field gets an equal share of ``max_tokens``.
 
     Cutting the joined text instead would drop the second field of a pair whenever the first is
@@ -227,54 +239,82 @@ def feature_ids(tokenizer: Any, text: str, max_tokens: int) -> list[int]:
     parts = [p.strip() for p in text.split(PAIR_JOIN.strip())]
     sep = tokenizer(" " + PAIR_JOIN.strip(), add_special_tokens=False)["input_ids"]
     budget = max(1, (max_tokens - len(prefix) - len(sep) * (len(parts) - 1)) // len(parts))
-    ids = list(prefix)
+    ids, segment, lengths = list(prefix), [-1] * len(prefix), []
     for i, part in enumerate(parts):
         if i:
             ids += sep
-        ids += tokenizer((" " if i else "") + part, add_special_tokens=False)["input_ids"][:budget]
-    return ids or [tokenizer.pad_token_id]
+            segment += [-1] * len(sep)
+        toks = tokenizer((" " if i else "") + part, add_special_tokens=False)["input_ids"]
+        lengths.append(len(toks))
+        ids += toks[:budget]
+        segment += [i] * len(toks[:budget])
+    if not any(s >= 0 for s in segment):  # an empty input: pool over whatever there is
+        ids = ids or [tokenizer.pad_token_id]
+        segment = [0] * len(ids)
+    return FeatureInput(ids, segment, lengths)
+
+
+def feature_dim(hidden_size: int) -> int:
+    """Size of one input's feature vector: two pooled segments and two log lengths."""
+    return 2 * hidden_size + 2
 
 
 @torch.no_grad()
 def hidden_features(model: Any, tokenizer: Any, texts: Sequence[str], layer: int | None, max_tokens: int,
                     batch_size: int = 16) -> np.ndarray:
-    """Mean-pooled hidden states at ``layer`` of each text, the forward stopped right after that layer.
+    """Per input: the hidden states at ``layer`` mean-pooled over the first field and over the rest
+    (for a single-field input, both are the whole text), then the log lengths of the two, in tokens.
 
-    The first token is left out of the mean when there are others: early positions carry very
-    large activations (attention sinks) that would swamp the average.
+    The forward stops right after ``layer``. Pooling the two fields of a pair apart keeps what each
+    looks like (a passage and a question, a premise and a short hypothesis); a BOS token and the
+    separator are left out of the means (early positions carry very large activations).
     """
+    hidden = model.config.hidden_size
     if not texts:
-        return np.zeros((0, model.config.hidden_size), dtype=np.float32)
+        return np.zeros((0, feature_dim(hidden)), dtype=np.float32)
     captured: list[torch.Tensor] = []
 
     def hook(_module: Any, _inputs: Any, output: Any) -> None:
         captured.append(output[0] if isinstance(output, tuple) else output)
         raise _Stop
 
-    ids = [feature_ids(tokenizer, t, max_tokens) for t in texts]
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-    out = np.zeros((len(ids), model.config.hidden_size), dtype=np.float32)
+    inputs = [feature_input(tokenizer, t, max_tokens) for t in texts]
+    order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i].ids))
+    out = np.zeros((len(inputs), feature_dim(hidden)), dtype=np.float32)
     device = next(model.parameters()).device
     handle = feature_module(model, layer).register_forward_hook(hook)
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start: start + batch_size]
-            batch = {k: v.to(device) for k, v in left_pad([ids[i] for i in idx], tokenizer.pad_token_id).items()}
+            group = [inputs[i] for i in idx]
+            batch = {k: v.to(device) for k, v in left_pad([g.ids for g in group], tokenizer.pad_token_id).items()}
             captured.clear()
             try:
                 model(**batch, use_cache=False)
             except _Stop:
                 pass
-            hs = captured[0].float()
-            mask = batch["attention_mask"].clone()
-            first = mask.argmax(dim=1)  # left padding: the first real token
-            long_enough = mask.sum(dim=1) > 1
-            mask[torch.arange(len(idx))[long_enough], first[long_enough]] = 0
-            pooled = (hs * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-            out[idx] = pooled.cpu().numpy()
+            out[idx, : 2 * hidden] = _pool_segments(captured[0].float(), group).cpu().numpy()
     finally:
         handle.remove()
+    for row, inp in enumerate(inputs):
+        lengths = inp.lengths + [0] * (2 - len(inp.lengths))
+        out[row, 2 * hidden:] = np.log1p([lengths[0], sum(lengths[1:])])
     return out
+
+
+def _pool_segments(hs: torch.Tensor, group: Sequence[FeatureInput]) -> torch.Tensor:
+    """(batch, 2 * hidden): mean over field 0 and over fields 1.. (the same mean twice for one field)."""
+    width = hs.shape[1]
+    masks = torch.zeros(2, len(group), width, dtype=hs.dtype)
+    for r, g in enumerate(group):
+        seg = torch.tensor(g.segment)
+        offset = width - len(seg)  # left padding
+        first, rest = (seg == 0).to(hs.dtype), (seg >= 1).to(hs.dtype)
+        masks[0, r, offset:] = first
+        masks[1, r, offset:] = rest if rest.any() else first
+    masks = masks.to(hs.device)
+    pooled = [(hs * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1) for m in masks]
+    return torch.cat(pooled, dim=1)
 
 
 def gradient_sketch(host: Any, spec: TaskSpec, examples: Sequence[Example], dim: int, seed: int,
@@ -345,4 +385,4 @@ class FeatureExtractor:
         if cfg.gradient and examples:
             grad = gradient_sketch(self.host, spec, list(examples)[: cfg.k], cfg.gradient_dim, cfg.seed, max_length)
         return TaskFeatures(spec.name, feats, desc, labels, grad, len(spec.label_names), len(spec.input_fields),
-                            list(spec.label_names))
+                            list(spec.label_names), list(spec.verbalizers))

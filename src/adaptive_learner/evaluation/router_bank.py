@@ -68,10 +68,11 @@ class TaskBank:
         p = self.profile
         ex = self.pool[rows] if len(rows) else None
         desc = self.descriptions[variant] if p.description is not None else None
-        return TaskFeatures(self.task, ex, desc, p.labels, None, p.n_labels, p.n_fields, list(p.label_names))
+        return TaskFeatures(self.task, ex, desc, p.labels, None, p.n_labels, p.n_fields, list(p.label_names),
+                            list(p.verbalizers))
 
 
-def build_bank(extractor: FeatureExtractor, tasks: Sequence[TaskData], profile_n: int = 64, pool_n: int = 64,
+def build_bank(extractor: FeatureExtractor, tasks: Sequence[TaskData], profile_n: int = 128, pool_n: int = 64,
                test_n: int = 64, seed: int = 0) -> dict[str, TaskBank]:
     """Compute the bank for every task. A small task is split in half between profile and pool."""
     out = {}

@@ -142,10 +142,10 @@ class RouterStrategy(Strategy):
                 continue
             answers = answer_routed(self.ctx.host, self.router, self.profiles, specs, texts,
                                     self.ctx.train.max_length, self.ctx.eval_batch_size)
-            ok = [specs[a.task].label_names == data.spec.label_names and a.label == e.label
-                  for a, e in zip(answers, data.test)]
-            right_route = [a.adapter == self.by_task[name] and specs[a.task].label_names == data.spec.label_names
-                           for a in answers]
+            # right when the input got its task's adapter and answer space (verbalizers) and the right answer
+            same = [specs[a.task].verbalizers == data.spec.verbalizers for a in answers]
+            ok = [s and a.label == e.label for s, a, e in zip(same, answers, data.test)]
+            right_route = [s and a.adapter == self.by_task[name] for s, a in zip(same, answers)]
             per_task[name] = {"accuracy": float(np.mean(ok)), "routing_accuracy": float(np.mean(right_route)),
                               "n": len(texts)}
             routed_ok += sum(right_route)
