@@ -13,7 +13,10 @@ hook's pause after it is reached; the rest kill at a uniformly random time over 
 whole run. When a kill leaves a committed change, half the time the process that finishes it is
 killed too. Then the library is opened as any later process would open it, and must be
 byte-for-byte the state before the change or the state after it (time stamps aside); both of those
-states are checked to load through peft and to answer a prediction. Prints and writes (``--report``) a JSON summary.
+states are checked to load through peft and to answer a prediction. An after-state whose bytes
+differ from the reference's (which only an order-of-keys difference between processes could cause)
+counts as "after (equivalent)" only if it is complete and self-consistent (``equivalent``); anything
+else is "mixed". Prints and writes (``--report``) a JSON summary.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reliability_common import (diff, fresh_copy, learn_args, run_argv, run_child,  # noqa: E402
+from reliability_common import (diff, equivalent, fresh_copy, learn_args, run_argv, run_child,  # noqa: E402
                                 scenario_argv, snapshot, spawn, wait)
 
 TRACE, SLOW = "ADAPTIVE_LEARNER_TEST_TRACE", "ADAPTIVE_LEARNER_TEST_SLOW_WRITES"
@@ -127,7 +130,8 @@ def trial(i: int, rng: random.Random, refs: dict[str, Any], work: Path, mode: st
     leftovers = [p.name for p in (lib / ".txn").iterdir()] if (lib / ".txn").is_dir() else []
     snap = snapshot(lib)
     after = refs["after"][plan["kind"]]
-    plan["outcome"] = ("before" if snap == refs["before"] else "after" if snap == after else "mixed")
+    plan["outcome"] = ("before" if snap == refs["before"] else "after" if snap == after else
+                       "after (equivalent)" if equivalent(lib, snap, refs["before"], after) else "mixed")
     if plan["outcome"] == "mixed" or leftovers:
         plan.update(outcome="mixed", detail=f"leftovers {leftovers}; vs before: {diff(snap, refs['before'])}; "
                                             f"vs after: {diff(snap, after)}")
@@ -144,7 +148,8 @@ def summarise(trials: list[dict[str, Any]], args: argparse.Namespace, seconds: f
         cats[t["category"]] = cats.get(t["category"], 0) + 1
     return {"trials": len(trials), "killed": count("killed", True), "finished_before_kill": count("killed", False),
             "recovery_killed": sum(1 for t in trials if t.get("recovery_killed_at") not in (None, "completed")),
-            "outcomes": {o: count("outcome", o) for o in ("before", "after", "mixed", "unloadable")},
+            "outcomes": {o: count("outcome", o) for o in ("before", "after", "after (equivalent)", "mixed",
+                                                          "unloadable")},
             "corrupted": count("outcome", "mixed") + count("outcome", "unloadable"),
             "killed_in": cats, "mode": args.mode, "seed": args.seed, "slow_s": args.slow,
             "seconds": round(seconds, 1), "details": trials}

@@ -102,6 +102,9 @@ def spawn(argv: list[str], env: dict[str, str], log: Path, mode: str = "fork") -
     if mode == "exec":
         helper = argv[0] in ("data-txn", "check-loadable", "open-library", *EXTRA_COMMANDS)
         cmd = [sys.executable, str(HERE / "crash_driver.py"), *argv] if helper else [str(ALEARN), *argv]
+        # one hash seed for every process: peft and the router write sets and dicts into JSON, whose order
+        # (never meaning) follows it; forked children share the parent's seed already
+        env = {"PYTHONHASHSEED": "0", **env}
         with open(log, "ab") as fh:
             return subprocess.Popen(cmd, env={**os.environ, **env}, stdout=fh, stderr=fh).pid
     pid = os.fork()
@@ -161,6 +164,20 @@ def snapshot(lib: Path) -> dict[str, Any]:
             files[rel] = "manifest" if rel == "manifest.json" else hashlib.sha256(f.read_bytes()).hexdigest()
     manifest = json.loads((lib / "manifest.json").read_text())
     return {"files": files, "manifest": _normal(manifest)}
+
+
+def equivalent(lib: Path, snap: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """A complete after-state whose bytes differ from the reference's (same files, same tasks and adapters,
+    every file matching the manifest, nothing unlisted, and what the change does not touch as before)."""
+    from adaptive_learner.library import AdapterLibrary
+
+    f, fb, fa = snap["files"], before["files"], after["files"]
+    same_untouched = all(f.get(k) == v for k, v in fb.items() if fa.get(k) == v)
+    m, ma = snap["manifest"], after["manifest"]
+    shape = (set(m["adapters"]), set(m["tasks"]), len(m["history"]))
+    return (set(f) == set(fa) and same_untouched and shape == (set(ma["adapters"]), set(ma["tasks"]),
+                                                                len(ma["history"]))
+            and not AdapterLibrary.open(lib, verify=False).verify())
 
 
 def diff(a: dict[str, Any], b: dict[str, Any]) -> str:
