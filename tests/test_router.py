@@ -113,11 +113,20 @@ def test_combiner_has_a_head_per_signal_subset_and_falls_back(combiner):
     assert combiner.head_for(frozenset({"gradient"})) is None
 
 
-def test_threshold_comes_from_data_and_respects_the_cost_of_a_wrong_reuse():
+def test_threshold_is_the_cost_optimal_cut_and_the_held_out_cut_is_recorded():
     rows, labels, groups = synthetic_rows(600, 0)
     cheap = C.fit_combiner(rows, labels, groups, [("description",)], cost_false_reuse=1.0)
     dear = C.fit_combiner(rows, labels, groups, [("description",)], cost_false_reuse=5.0)
-    assert dear.heads["description"].threshold > cheap.heads["description"].threshold
+    assert cheap.heads["description"].threshold == pytest.approx(0.5)
+    assert dear.heads["description"].threshold == pytest.approx(5 / 6)
+    assert dear.heads["description"].threshold_oof > cheap.heads["description"].threshold_oof
+
+
+def test_choose_threshold_minimises_the_cost_on_held_out_pairs():
+    probs = np.array([0.1, 0.2, 0.45, 0.55, 0.7, 0.9])
+    truth = np.array([0, 0, 1, 0, 1, 1])
+    assert 0.2 < C.choose_threshold(probs, truth, 1.0) <= 0.45  # one false reuse costs 1, one miss 1
+    assert 0.55 < C.choose_threshold(probs, truth, 3.0) <= 0.7  # a false reuse now costs more than a miss
 
 
 def test_combiner_round_trips_through_json(combiner, tmp_path):
