@@ -116,3 +116,12 @@ def test_cli_bench_mistakes_are_one_line_errors(capsys, toy_sequence):
                       (["--set", "ewc_strength"], "KEY=VALUE")]:
         code, out, err = alearn(capsys, "bench", toy_sequence, "--backbone", "tiny-random", *args)
         assert code == 2 and msg in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_each_run_records_only_the_options_its_strategy_reads():
+    from adaptive_learner.evaluation.bench import strategy_options
+
+    opts = {"ewc_strength": 3.0, "replay_ratio": 0.5, "olora_lambda1": 0.1}
+    assert strategy_options("naive", opts) == {}
+    assert strategy_options("ewc-replay", opts) == {"ewc_strength": 3.0, "replay_ratio": 0.5}
+    assert strategy_options("o-lora", opts) == {"olora_lambda1": 0.1}

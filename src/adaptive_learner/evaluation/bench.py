@@ -40,6 +40,7 @@ from .plots import plot_bars
 DEFAULT_STRATEGIES = ["zero-shot", "naive", "per-task", "ewc", "replay", "ewc-replay", "o-lora", "mtl"]
 METRICS = [("avg_acc", "AvgAcc"), ("bwt", "BWT"), ("fwt", "FWT"), ("forgetting", "Forgetting")]
 NO_TRAINING = {"zero-shot"}  # nothing to tune
+TAKES_NO_OPTIONS = {"zero-shot", "naive", "per-task", "mtl"}  # the plain baselines read no strategy options
 
 
 @dataclass
@@ -99,10 +100,21 @@ def task_orders(n: int, count: int) -> list[list[int]]:
     return orders
 
 
+def strategy_options(strategy: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options ``strategy`` reads: those under its ``option_prefixes`` (all when it declares none).
+
+    A run records (and is reused by) only these, so tuning one strategy does not repeat the others."""
+    from ..strategies import REGISTRY
+
+    prefixes = () if strategy in TAKES_NO_OPTIONS else getattr(REGISTRY[strategy], "option_prefixes", None)
+    return dict(options) if prefixes is None else {k: v for k, v in options.items() if k.startswith(tuple(prefixes))}
+
+
 def _run_config(cfg: BenchConfig, strategy: str, seed: int, lr: float) -> RunConfig:
     return RunConfig(sequence=cfg.sequence, strategy=strategy, backbone=cfg.backbone, max_train=cfg.max_train,
                      max_test=cfg.max_test, eval_batch_size=cfg.eval_batch_size, seed=seed,
-                     train=replace(cfg.train, lr=lr, seed=seed), lora=cfg.lora, options=dict(cfg.options))
+                     train=replace(cfg.train, lr=lr, seed=seed), lora=cfg.lora,
+                     options=strategy_options(strategy, cfg.options))
 
 
 def cached_run(rc: RunConfig, tasks: list[TaskData], out: Path) -> RunResult:

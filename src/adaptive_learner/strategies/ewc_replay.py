@@ -25,6 +25,7 @@ class EWCReplay(Strategy):
 
     use_ewc = True
     use_replay = True
+    option_prefixes = ("ewc_", "replay_")  # the run options it reads
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)

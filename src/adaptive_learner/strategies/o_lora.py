@@ -80,6 +80,8 @@ def overlap(host: Any, a: str, b: str) -> float:
 class OLoRA(Strategy):
     """A new LoRA per task, trained orthogonal to the earlier ones; all of them summed at inference."""
 
+    option_prefixes = ("olora_",)  # the run options it reads
+
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         self.order: list[str] = []
