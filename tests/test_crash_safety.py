@@ -124,3 +124,31 @@ def test_resume_errors_are_one_clear_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "corrupted" in err and "Traceback" not in err
     assert _alearn("run") == 2 and "--resume" in capsys.readouterr().err
+
+
+def test_a_strategy_whose_state_cannot_be_saved_still_runs_and_resume_says_why(tmp_path, monkeypatch, capsys):
+    from adaptive_learner.strategies import REGISTRY
+    from adaptive_learner.strategies.naive import Naive
+
+    class Opaque(Naive):
+        def __init__(self, ctx):
+            super().__init__(ctx)
+            self.helper = object()  # neither data nor a tensor
+
+        def learn(self, task, items):
+            if task.name == "t1":
+                raise KeyboardInterrupt
+            return super().learn(task, items)
+
+    monkeypatch.setitem(REGISTRY, "opaque", Opaque)
+    (tmp_path / "toy.csv").write_text((HERE / "fixtures" / "toy_sentiment.csv").read_text())
+    seq = tmp_path / "seq.yaml"
+    seq.write_text("tasks:\n" + "".join(f"  - name: t{i}\n    data: toy.csv\n    description: Review {i} good?\n"
+                                        for i in range(2)))
+    out = tmp_path / "run"
+    assert _alearn("run", seq, "--strategy", "opaque", "--backbone", "tiny-random", "--out", out, "--steps", "1",
+                   "--max-train", "8", "--max-test", "4", "--max-length", "48", "--batch-size", "4") == 130
+    capsys.readouterr()
+    assert _alearn("run", "--resume", out) == 2
+    err = capsys.readouterr().err
+    assert "cannot be resumed" in err and "strategy.helper" in err and "Traceback" not in err

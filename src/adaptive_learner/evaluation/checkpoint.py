@@ -62,7 +62,7 @@ def encode(obj: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
         fields = {f.name: encode(getattr(obj, f.name), f"{key}.{f.name}", tensors)
                   for f in dataclasses.fields(obj) if f.init}
         return {"__dataclass__": f"{type(obj).__module__}:{type(obj).__qualname__}", "fields": fields}
-    raise NotCheckpointable(f"{key}: cannot checkpoint a {type(obj).__name__}")
+    raise NotCheckpointable(f"{key}: cannot save a {type(obj).__name__}")
 
 
 def decode(doc: Any, tensors: dict[str, torch.Tensor]) -> Any:
@@ -134,9 +134,15 @@ def save_checkpoint(out: Path, state: dict[str, Any], host: Any, strategy: Any) 
     for name in adapters:
         for pname, t in host.state(name).items():
             tensors[f"adapter/{name}/{pname}"] = t.cpu().contiguous()
+    try:
+        kept = strategy_state(strategy, tensors)
+    except NotCheckpointable as exc:  # the run goes on; only --resume is lost, and says why
+        atomic_write_json(out / STATE_FILE, {"format": FORMAT, "resumable": False, "done": state["done"],
+                                             "reason": str(exc)})
+        return
     doc = {**state, "format": FORMAT, "adapters": adapters,
            "active": getattr(host.peft, "active_adapter", None) if host.peft is not None else None,
-           "strategy": strategy_state(strategy, tensors), "rng": _rng_state(tensors)}
+           "strategy": kept, "rng": _rng_state(tensors)}
     weights = out / f"checkpoint-{state['done']}.safetensors"
     atomic_write_bytes(weights, save_tensors(tensors))
     doc["weights"] = {"file": weights.name, "sha256": sha256_file(weights)}
@@ -166,6 +172,9 @@ def read_checkpoint(out: Path) -> dict[str, Any]:
         raise UserError(f"{path} is corrupted: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise UserError(f"{path} is not a checkpoint this version can read")
+    if doc.get("resumable") is False:
+        raise UserError(f"the run in {out} cannot be resumed: its strategy keeps state that cannot be saved "
+                        f"({doc.get('reason')}); give the strategy state_dict() and load_state_dict()")
     weights = Path(out) / doc["weights"]["file"]
     if not weights.is_file() or sha256_file(weights) != doc["weights"]["sha256"]:
         raise UserError(f"{weights} is missing or does not match its sha256 in {STATE_FILE}")
