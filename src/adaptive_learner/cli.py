@@ -245,19 +245,9 @@ def router_eval(backbone: str = typer.Option("smollm2-135m", help="backbone whos
     precision and recall, wrong-adapter reuses, ECE, accuracy by library size, and per-input routing
     accuracy, beside the original softmax-threshold design.
     """
-    from .evaluation.router_eval import GauntletConfig, run_router_eval, summary_table
-    from .router.calibration import SIGNALS
+    from .evaluation.router_eval import gauntlet_config, run_router_eval, summary_table
 
-    try:
-        size_list = [int(x) for x in sizes.split(",") if x.strip()]
-    except ValueError:
-        raise UserError(f"--sizes must be comma-separated integers, got {sizes!r}") from None
-    sig = [x.strip() for x in signals.split(",") if x.strip()]
-    if not sig or any(x not in SIGNALS or x in ("trial", "gradient") for x in sig):
-        raise UserError(f"--signals takes description, examples, labels; got {signals!r}")
-    if k < 1 or draws < 1 or not size_list or min(size_list) < 1:
-        raise UserError("--k, --draws and --sizes must be positive")
-    cfg = GauntletConfig(library_sizes=size_list, draws=draws, k=k, rewordings=rewordings, signals=sig)
+    cfg = gauntlet_config(sizes, draws, k, rewordings, signals)
     task_list = [x.strip() for x in tasks.split(",")] if tasks else None
     doc = run_router_eval(backbone, out, cfg, layer, bank, task_list, fit_default)
     typer.echo(summary_table(doc["metrics"], doc["routing"]))

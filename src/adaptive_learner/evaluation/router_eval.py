@@ -49,6 +49,22 @@ class GauntletConfig:
     seed: int = field(default=0, metadata={"help": "seed of libraries and example draws"})
 
 
+def gauntlet_config(sizes: str, draws: int, k: int, rewordings: bool, signals: str) -> GauntletConfig:
+    """A ``GauntletConfig`` from command-line strings, with one clear error for a bad value."""
+    from ..errors import UserError
+
+    try:
+        size_list = [int(x) for x in sizes.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--sizes must be comma-separated integers, got {sizes!r}") from None
+    sig = [x.strip() for x in signals.split(",") if x.strip()]
+    if not sig or any(x not in ("description", "examples", "labels") for x in sig):
+        raise UserError(f"--signals takes description, examples, labels; got {signals!r}")
+    if k < 1 or draws < 1 or not size_list or min(size_list) < 1:
+        raise UserError("--k, --draws and --sizes must be positive")
+    return GauntletConfig(library_sizes=size_list, draws=draws, k=k, rewordings=rewordings, signals=sig)
+
+
 @dataclass
 class Case:
     """One question: a library, a probe task with one description variant and k examples."""
@@ -169,11 +185,12 @@ def judge(case: Case, d: RouteDecision, bank: dict[str, TaskBank], router: str) 
                    reuse and d.adapter == adapter_of(case.probe))
 
 
-def run_gauntlet(bank: dict[str, TaskBank], cfg: GauntletConfig,
-                 router_config: RouterConfig | None = None) -> tuple[list[Outcome], dict[str, Combiner]]:
+def run_gauntlet(bank: dict[str, TaskBank], cfg: GauntletConfig, router_config: RouterConfig | None = None,
+                 cases: list[Case] | None = None,
+                 evidence: list[list[dict]] | None = None) -> tuple[list[Outcome], dict[str, Combiner]]:
     """Every case decided by the calibrated router (leave-one-task-out) and by the softmax baseline."""
-    cases = make_cases(bank, cfg)
-    evidence = case_evidence(cases, bank, cfg)
+    cases = cases if cases is not None else make_cases(bank, cfg)
+    evidence = evidence if evidence is not None else case_evidence(cases, bank, cfg)
     folds = {t: fit_fold(t, cases, evidence, bank, cfg) for t in tqdm(sorted(bank), desc="folds", leave=False)}
     baseline = SoftmaxThresholdRouter()
     out = []
@@ -239,13 +256,11 @@ def routing_eval(bank: dict[str, TaskBank], kind: str = "calibrated") -> dict[st
             "ece": expected_calibration_error(conf, strict), "per_task": per_task}
 
 
-def fit_default(bank: dict[str, TaskBank], cfg: GauntletConfig) -> Combiner:
+def fit_default(bank: dict[str, TaskBank], cfg: GauntletConfig, cases: list[Case] | None = None,
+                evidence: list[list[dict]] | None = None) -> Combiner:
     """A combiner fitted on every gauntlet case (what ships as the package default), all signal subsets."""
-    from ..router.calibration import SIGNALS
-
-    cases = make_cases(bank, cfg)
-    full = GauntletConfig(**{**cfg.__dict__, "signals": [s for s in SIGNALS if s in cfg.signals]})
-    evidence = case_evidence(cases, bank, full)
+    cases = cases if cases is not None else make_cases(bank, cfg)
+    evidence = evidence if evidence is not None else case_evidence(cases, bank, cfg)
     rows, labels, groups = [], [], []
     for c, ev in zip(cases, evidence):
         for t, e in zip(c.library, ev):
@@ -254,7 +269,7 @@ def fit_default(bank: dict[str, TaskBank], cfg: GauntletConfig) -> Combiner:
             groups.append(c.probe)
     return fit_combiner(rows, labels, groups, None, cfg.cost_false_reuse,
                         {"fitted_on": "router-eval gauntlet over the built-in catalog", "tasks": sorted(bank),
-                         "n_cases": len(cases), "signals": full.signals})
+                         "n_cases": len(cases), "signals": list(cfg.signals)})
 
 
 def summary_table(metrics: dict[str, dict[str, Any]], routing: dict[str, dict[str, Any]]) -> str:
@@ -297,9 +312,8 @@ def run_router_eval(backbone: str, out: Any, cfg: GauntletConfig, layer: int | N
     import time
     from pathlib import Path
 
-    from ..features import FeatureConfig
     from ..fileio import atomic_write_json, atomic_write_text
-    from .router_bank import build_bank, load_bank, save_bank
+    from .router_bank import load_bank, save_bank
 
     out = Path(out)
     t0 = time.perf_counter()
@@ -310,17 +324,20 @@ def run_router_eval(backbone: str, out: Any, cfg: GauntletConfig, layer: int | N
         bank, meta = _build(backbone, cfg, layer, tasks)
         save_bank(bank, bank_file, meta)
     t_bank = time.perf_counter() - t0
-    outcomes, folds = run_gauntlet(bank, cfg)
+    cases = make_cases(bank, cfg)
+    evidence = case_evidence(cases, bank, cfg)
+    outcomes, folds = run_gauntlet(bank, cfg, None, cases, evidence)
     metrics = {r: decision_metrics([o for o in outcomes if o.router == r]) for r in ("calibrated", "softmax-threshold")}
     routing = {r: routing_eval(bank, r) for r in ("calibrated", "softmax-threshold")}
     doc = {"config": {**cfg.__dict__, "backbone": backbone}, "bank": meta, "metrics": metrics, "routing": routing,
-           "thresholds": {t: {k: h.threshold for k, h in c.heads.items()} for t, c in folds.items()},
+           "thresholds": {t: {k: [h.threshold, h.threshold_oof] for k, h in c.heads.items()}
+                          for t, c in folds.items()},
            "seconds": {"bank": round(t_bank, 1), "total": round(time.perf_counter() - t0, 1)},
            "decisions": [{"library": list(o.case.library), "probe": o.case.probe, "variant": o.case.variant,
                           "kind": o.case.kind, "router": o.router, "action": o.action, "adapter": o.adapter,
                           "confidence": round(o.confidence, 4), "correct": o.correct} for o in outcomes]}
     if fit_default_to:
-        combiner = fit_default(bank, cfg)
+        combiner = fit_default(bank, cfg, cases, evidence)
         combiner.info.update({"backbone": backbone, "features": meta.get("features")})
         atomic_write_json(Path(fit_default_to), combiner.to_dict())
     atomic_write_json(out / "router_eval.json", json.loads(json.dumps(doc, default=str)))
