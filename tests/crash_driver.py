@@ -8,9 +8,9 @@ Fisher, the replay buffer, the router's profile), a transaction writing an adapt
 Fisher and buffer (so every kind is covered whatever the learner writes), and ``alearn library rm``. Each is first run uninterrupted from the same starting library, which gives
 the "after" state and the list of write points it passes (test hooks, see ``adaptive_learner.testhooks``).
 Two thirds of the trials kill at a write point chosen from a category in turn (adapter, profile,
-Fisher, buffer, manifest, commit, install, remove), a random 0-0.5x (first round) or 0-1.5x the
-hook's pause after it is reached; the rest kill at a uniformly random time over the writer's
-whole run. When a kill leaves a committed change, half the time the process that finishes it is
+Fisher, buffer, manifest, commit, install, remove): in the first round exactly there (the writer
+stops at that point), later a random 0-1.5x the hook's pause after it is reached; the rest kill at
+a uniformly random time over the writer's whole run. When a kill leaves a committed change, half the time the process that finishes it is
 killed too. Then the library is opened as any later process would open it, and must be
 byte-for-byte the state before the change or the state after it (time stamps aside); both of those
 states are checked to load through peft and to answer a prediction. An after-state whose bytes
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reliability_common import (diff, equivalent, fresh_copy, learn_args, run_argv, run_child,  # noqa: E402
                                 scenario_argv, snapshot, spawn, wait)
 
-TRACE, SLOW = "ADAPTIVE_LEARNER_TEST_TRACE", "ADAPTIVE_LEARNER_TEST_SLOW_WRITES"
+TRACE, SLOW, STOP = "ADAPTIVE_LEARNER_TEST_TRACE", "ADAPTIVE_LEARNER_TEST_SLOW_WRITES", "ADAPTIVE_LEARNER_TEST_STOP_AT"
 KINDS = ("new", "reuse", "data", "rm")
 CATEGORIES = {
     "adapter": lambda p: p.startswith(("stage adapters/", "staged adapters/")),
@@ -47,9 +47,12 @@ CATEGORIES = {
 }
 
 
-def category(point: str | None) -> str:
-    """The write category a trace line belongs to ("training" before the first write point)."""
-    return next((c for c, f in CATEGORIES.items() if point and f(point)), "training" if not point else "other")
+def categories(point: str | None) -> list[str]:
+    """The write categories a trace line belongs to (installing a Fisher file is both), or "training"
+    before the first write point."""
+    if not point:
+        return ["training"]
+    return [c for c, f in CATEGORIES.items() if f(point)] or ["other"]
 
 
 def lines(path: Path) -> list[str]:
@@ -80,12 +83,14 @@ def choose(i: int, rng: random.Random, refs: dict[str, Any], slow: float) -> dic
     if i % 3 == 2:
         kind = rng.choice(KINDS)
         return {"kind": kind, "how": "random time", "at_s": rng.uniform(0, 0.9 * refs["seconds"][kind])}
-    n = i - i // 3  # targeted trials so far: the categories in turn; the first round inside the pause
+    n = i - i // 3  # targeted trials so far: the categories in turn; the first round stops exactly there
     cat = list(CATEGORIES)[n % len(CATEGORIES)]
     kind = rng.choice([k for k in KINDS if any(CATEGORIES[cat](p) for p in refs["points"][k])])
     idx = rng.choice([j for j, p in enumerate(refs["points"][kind]) if CATEGORIES[cat](p)])
-    return {"kind": kind, "how": f"at write point ({cat})", "point": idx, "target": refs["points"][kind][idx],
-            "delay_s": rng.uniform(0, (0.5 if n < len(CATEGORIES) else 1.5) * slow)}
+    plan = {"kind": kind, "how": f"at write point ({cat})", "point": idx, "target": refs["points"][kind][idx]}
+    if n < len(CATEGORIES):
+        return {**plan, "stop_at": idx, "delay_s": 0.0}
+    return {**plan, "delay_s": rng.uniform(0, 1.5 * slow)}
 
 
 def kill_when(pid: int, trace: Path, point: int | None, delay: float) -> int:
@@ -111,11 +116,12 @@ def trial(i: int, rng: random.Random, refs: dict[str, Any], work: Path, mode: st
     plan = choose(i, rng, refs, slow)
     lib, trace, log = fresh_copy(refs["base"], work / "trial"), work / "trace-trial.txt", work / "children.log"
     trace.unlink(missing_ok=True)
-    pid = spawn(scenario_argv(plan["kind"], lib), {TRACE: str(trace), SLOW: str(slow)}, log, mode)
+    env = {TRACE: str(trace), SLOW: str(slow), **({STOP: str(plan["stop_at"])} if "stop_at" in plan else {})}
+    pid = spawn(scenario_argv(plan["kind"], lib), env, log, mode)
     code = kill_when(pid, trace, plan.get("point"), plan.get("delay_s", plan.get("at_s", 0.0)))
     reached = lines(trace)
     plan.update(exit=code, killed=code == -signal.SIGKILL, killed_at=reached[-1] if reached else None)
-    plan["category"] = category(plan["killed_at"]) if plan["killed"] else "completed"
+    plan["categories"] = categories(plan["killed_at"]) if plan["killed"] else ["completed"]
     if plan["killed"] and committed(lib) and rng.random() < 0.5:
         trace2 = work / "trace-recovery.txt"
         trace2.unlink(missing_ok=True)
@@ -143,9 +149,10 @@ def summarise(trials: list[dict[str, Any]], args: argparse.Namespace, seconds: f
     def count(key: str, value: Any) -> int:
         return sum(1 for t in trials if t.get(key) == value)
 
-    cats: dict[str, int] = {}
+    cats: dict[str, int] = {}  # a kill counts in every category its write point belongs to
     for t in trials:
-        cats[t["category"]] = cats.get(t["category"], 0) + 1
+        for c in t["categories"]:
+            cats[c] = cats.get(c, 0) + 1
     return {"trials": len(trials), "killed": count("killed", True), "finished_before_kill": count("killed", False),
             "recovery_killed": sum(1 for t in trials if t.get("recovery_killed_at") not in (None, "completed")),
             "outcomes": {o: count("outcome", o) for o in ("before", "after", "after (equivalent)", "mixed",

@@ -7,7 +7,10 @@ Two environment variables, both unset by default (then every hook is a no-op):
     which write a process was in when it was killed;
 ``ADAPTIVE_LEARNER_TEST_SLOW_WRITES=<seconds>``
     sleep that long at each write point (and half-way through each atomic file write), so a
-    test can deliver SIGKILL while a file is staged, half-written, committed or being installed.
+    test can deliver SIGKILL while a file is staged, half-written, committed or being installed;
+``ADAPTIVE_LEARNER_TEST_STOP_AT=<n>``
+    stop (sleep for minutes) at this process's n-th write point (from 0), so a test kills it at
+    exactly that point however slowly the machine schedules it.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import time
 
 TRACE_ENV = "ADAPTIVE_LEARNER_TEST_TRACE"
 SLOW_ENV = "ADAPTIVE_LEARNER_TEST_SLOW_WRITES"
+STOP_ENV = "ADAPTIVE_LEARNER_TEST_STOP_AT"
+_reached = [0]  # write points this process has passed
 
 
 def active() -> bool:
     """Whether any test hook is switched on."""
-    return bool(os.environ.get(TRACE_ENV) or os.environ.get(SLOW_ENV))
+    return bool(os.environ.get(TRACE_ENV) or os.environ.get(SLOW_ENV) or os.environ.get(STOP_ENV))
 
 
 def write_point(name: str) -> None:
@@ -34,6 +39,11 @@ def write_point(name: str) -> None:
             os.write(fd, (name.replace("\n", " ") + "\n").encode("utf-8"))
         finally:
             os.close(fd)
+    stop = os.environ.get(STOP_ENV)
+    if stop:
+        _reached[0] += 1
+        if _reached[0] - 1 == int(stop):
+            time.sleep(600)  # the test kills the process here
     slow = os.environ.get(SLOW_ENV)
     if slow:
         time.sleep(float(slow))
