@@ -40,15 +40,16 @@ def _lib_state(lib: Path) -> dict[str, Any]:
             "problems": AdapterLibrary.open(lib, verify=False).verify()}
 
 
-def together(argvs: list[list[str]], log: Path) -> list[int]:
+def together(argvs: list[list[str]], log: Path, env: dict[str, str] | None = None) -> list[int]:
     """Start writers at the same moment; their exit codes."""
-    pids = [spawn(a, {}, log) for a in argvs]
+    pids = [spawn(a, env or {}, log) for a in argvs]
     return [wait(p) for p in pids]
 
 
 def two_new(base: Path, work: Path) -> dict[str, Any]:
     lib, log = fresh_copy(base, work / "two-new"), work / "two-new.log"
-    codes = together([learn_args(lib, "t1"), learn_args(lib, "t2")], log)
+    # slower writes keep the first writer's lock long enough that the second surely meets it
+    codes = together([learn_args(lib, "t1"), learn_args(lib, "t2")], log, {"ADAPTIVE_LEARNER_TEST_SLOW_WRITES": "0.1"})
     st = _lib_state(lib)
     ok = codes == [0, 0] and set(st["tasks"]) == {"t0", "t1", "t2"} and st["history"] == 3 and not st["problems"]
     return {"ok": ok, "writers": 2, "codes": codes, "state": st, "waited": "waiting for the lock" in log.read_text(),
