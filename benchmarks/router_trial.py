@@ -6,9 +6,12 @@ classification loss on the probe's examples is compared with the base model's (t
 combiner is fitted leave-one-task-out as in ``alearn router-eval``, once with the trial's two
 features and once without, and both decide the same cases.
 
-    python benchmarks/router_trial.py --bank runs/router-eval-smollm2/bank --steps 24
+    python benchmarks/router_trial.py --bank runs/router-eval-smollm2/bank --steps 24 \
+        --merge-into src/adaptive_learner/router/default_combiner.json
 
-Needs the feature bank written by ``alearn router-eval`` (same backbone).
+Needs the feature bank written by ``alearn router-eval`` (same backbone). ``--merge-into`` adds
+heads with the trial (fitted on all these cases) to a combiner file, so the router weighs the
+trial wherever a candidate adapter exists.
 """
 
 from __future__ import annotations
@@ -62,8 +65,8 @@ def trials(args, bank) -> tuple[dict, dict]:
     return out, timing
 
 
-def evaluate(bank, trial_table, k: int) -> dict:
-    """Decisions with and without the trial on every library drawn from the trained tasks."""
+def trial_cases(bank, trial_table, k: int):
+    """Every library drawn from the trained tasks against every probe; evidence includes the trial."""
     libs = [c for n in range(1, len(TRAINED) + 1) for c in itertools.combinations(TRAINED, n)]
     cfg = E.GauntletConfig(k=k, signals=["description", "examples", "labels"])
     cases = []
@@ -78,6 +81,11 @@ def evaluate(bank, trial_table, k: int) -> dict:
     for c, ev in zip(cases, evidence):
         for t, e in zip(c.library, ev):
             e.update(trial_table[(c.probe, E.adapter_of(t))])
+    return cases, evidence
+
+
+def evaluate(bank, cases, evidence) -> dict:
+    """Decisions with and without the trial, each combiner fitted leave-one-task-out."""
     results = {}
     for label, sets in (("with trial", [("description", "examples", "labels", "trial")]),
                         ("without trial", [("description", "examples", "labels")])):
@@ -102,6 +110,29 @@ def evaluate(bank, trial_table, k: int) -> dict:
     return results
 
 
+def merge_trial_heads(bank, cases, evidence, path: Path, args: dict) -> None:
+    """Fit every head that includes the trial on all cases and add them to the combiner at ``path``."""
+    import json
+
+    from adaptive_learner.fileio import atomic_write_json
+    from adaptive_learner.router.calibration import Combiner
+
+    rows, labels, groups = [], [], []
+    for c, ev in zip(cases, evidence):
+        for t, e in zip(c.library, ev):
+            rows.append(e)
+            labels.append(int(bank[t].family == bank[c.probe].family))
+            groups.append(c.probe)
+    base = ["description", "examples", "labels"]
+    sets = [tuple(x) + ("trial",) for n in range(0, 4) for x in itertools.combinations(base, n)]
+    fitted = fit_combiner(rows, labels, groups, sets)
+    target = Combiner.load(path)
+    target.heads.update({k: h for k, h in fitted.heads.items() if "trial" in h.signals})
+    target.info["trial_heads"] = {"fitted_on": "benchmarks/router_trial.py", "trained": TRAINED,
+                                  "n_rows": len(rows), "args": {k: str(v) for k, v in args.items()}}
+    atomic_write_json(path, json.loads(json.dumps(target.to_dict())))
+
+
 def _only(e: dict, keep: set) -> dict:
     return {k: v for k, v in e.items() if not k.startswith("trial") or k in keep}
 
@@ -114,11 +145,15 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--k", type=int, default=16, help="examples per probe (and per trial)")
     ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--merge-into", type=Path, default=None, help="combiner JSON to add the trial heads to")
     args = ap.parse_args()
     torch.set_num_threads(2)
     bank, meta = load_bank(args.bank)
     table, timing = trials(args, bank)
-    results = evaluate(bank, table, args.k)
+    cases, evidence = trial_cases(bank, table, args.k)
+    results = evaluate(bank, cases, evidence)
+    if args.merge_into:
+        merge_trial_heads(bank, cases, evidence, args.merge_into, vars(args))
     for label, m in results.items():
         print(label, {k: m[k] for k in ("decision_accuracy", "wrong_adapter_reuses", "reuse_recall", "ece")},
               m["accuracy_by_kind"])

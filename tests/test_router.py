@@ -205,6 +205,12 @@ def test_trial_runs_only_on_the_short_list_and_enters_the_probability():
     assert d.candidates[0].head == "description+examples+labels+trial" and "trial_gain" in d.candidates[0].evidence
 
 
+def test_trial_is_not_run_when_no_head_weighs_it(combiner):
+    asked = []
+    Router(combiner).decide(feats("sent2", 0, 7), library(3), lambda a: asked.append(a) or {})
+    assert asked == []
+
+
 # ------------------------------------------------------------------ the original design, as a baseline
 def test_softmax_threshold_reuses_whatever_with_two_adapters_and_never_with_many():
     base = SoftmaxThresholdRouter()

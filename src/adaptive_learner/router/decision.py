@@ -87,7 +87,7 @@ class Router:
             return RouteDecision(task, "new", None, 1.0, [], "the library is empty: a new adapter")
         cfg = self.config
         cands = self._per_adapter(profiles, evidence)
-        if trial is not None and cfg.trial_shortlist > 0:
+        if trial is not None and cfg.trial_shortlist > 0 and self.uses_trial:
             self._add_trial(cands, profiles, evidence, trial)
         cands.sort(key=lambda c: -c.probability)
         best = cands[0]
@@ -96,6 +96,11 @@ class Router:
         if best.probability >= tau:
             return RouteDecision(task, "reuse", best.adapter, best.probability, cands, _explain_reuse(best, tau), tau)
         return RouteDecision(task, "new", None, 1.0 - best.probability, cands, _explain_new(best, tau), tau)
+
+    @property
+    def uses_trial(self) -> bool:
+        """Whether any head weighs the trial (if none does, running it would be wasted forward passes)."""
+        return any("trial" in h.signals for h in self.combiner.heads.values())
 
     def _score(self, ev: dict[str, float]) -> tuple[float, str]:
         head = self.combiner.head_for(signals_of(ev))
