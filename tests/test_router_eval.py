@@ -121,7 +121,7 @@ def test_router_eval_command_on_a_saved_bank(tmp_path, capsys, bank):
     default = tmp_path / "combiner.json"
     old = sys.argv
     sys.argv = ["alearn", "router-eval", "--bank", str(tmp_path / "bank"), "--out", str(tmp_path / "out"),
-                "--sizes", "2,5", "--draws", "2", "--k", "12", "--fit-default", str(default)]
+                "--sizes", "2,5", "--draws", "2", "--k", "12", "--fit-default", str(default), "--ablations"]
     try:
         cli.main()
     except SystemExit as exc:
@@ -133,6 +133,9 @@ def test_router_eval_command_on_a_saved_bank(tmp_path, capsys, bank):
     doc = json.loads((tmp_path / "out" / "router_eval.json").read_text())
     assert doc["metrics"]["calibrated"]["n"] == len(doc["decisions"]) // 2
     assert "description+examples+labels" in json.loads(default.read_text())["heads"]
+    assert set(doc["ablation"]) == {"description", "examples", "labels", "description+examples",
+                                    "description+labels", "examples+labels", "description+examples+labels"}
+    assert "calibrated, c=2" in doc["metrics"] and "| signals |" in out
 
 
 def test_router_eval_bad_options_are_one_line(tmp_path, capsys):

@@ -238,19 +238,20 @@ def router_eval(backbone: str = typer.Option("smollm2-135m", help="backbone whos
                 bank: Optional[Path] = typer.Option(None, help="reuse features saved by an earlier run (no path "
                                                                 "suffix)"),
                 fit_default: Optional[Path] = typer.Option(None, help="also fit a combiner on all cases, write it "
-                                                                       "here (JSON)")) -> None:
+                                                                       "here (JSON)"),
+                ablations: bool = typer.Option(False, help="also decide with every subset of the signals")) -> None:
     """The router's benchmark: the gauntlet (repeats, rewordings, same family, new families) in fast mode.
 
     Profiles are built from features without training adapters. Reports decision accuracy, reuse
     precision and recall, wrong-adapter reuses, ECE, accuracy by library size, and per-input routing
     accuracy, beside the original softmax-threshold design.
     """
-    from .evaluation.router_eval import gauntlet_config, run_router_eval, summary_table
+    from .evaluation.router_eval import gauntlet_config, run_router_eval
 
     cfg = gauntlet_config(sizes, draws, k, rewordings, signals)
     task_list = [x.strip() for x in tasks.split(",")] if tasks else None
-    doc = run_router_eval(backbone, out, cfg, layer, bank, task_list, fit_default)
-    typer.echo(summary_table(doc["metrics"], doc["routing"]))
+    doc = run_router_eval(backbone, out, cfg, layer, bank, task_list, fit_default, ablations)
+    typer.echo(doc["summary"])
     typer.echo(f"results written to {out}/ (router_eval.json, summary.md, bank.*)")
 
 

@@ -45,7 +45,7 @@ class GauntletConfig:
     signals: list[str] = field(default_factory=lambda: ["description", "examples", "labels"],
                                metadata={"help": "signals the calibrated router uses"})
     permutations: int = field(default=200, metadata={"help": "permutations of the two-sample test"})
-    cost_false_reuse: float = field(default=2.0, metadata={"help": "cost of a wrong reuse vs a missed one"})
+    cost_false_reuse: float = field(default=3.0, metadata={"help": "cost of a wrong reuse vs a missed one"})
     seed: int = field(default=0, metadata={"help": "seed of libraries and example draws"})
 
 
@@ -156,7 +156,7 @@ def fit_fold(held_out: str, cases: Sequence[Case], evidence: Sequence[list[dict]
             labels.append(int(bank[t].family == bank[c.probe].family))
             groups.append(c.probe)
     sets = [tuple(sorted(cfg.signals)), tuple(s for s in sorted(cfg.signals) if s != "examples")]
-    return fit_combiner(rows, labels, groups, [s for s in sets if s], cfg.cost_false_reuse,
+    return fit_combiner(rows, labels, groups, list(dict.fromkeys(s for s in sets if s)), cfg.cost_false_reuse,
                         {"held_out": held_out})
 
 
@@ -192,15 +192,38 @@ def run_gauntlet(bank: dict[str, TaskBank], cfg: GauntletConfig, router_config: 
     cases = cases if cases is not None else make_cases(bank, cfg)
     evidence = evidence if evidence is not None else case_evidence(cases, bank, cfg)
     folds = {t: fit_fold(t, cases, evidence, bank, cfg) for t in tqdm(sorted(bank), desc="folds", leave=False)}
+    out = decide_all(cases, evidence, folds, bank, router_config, "calibrated")
     baseline = SoftmaxThresholdRouter()
-    out = []
-    for c, ev in zip(cases, evidence):
-        profiles = profiles_of(c.library, bank)
-        d = Router(folds[c.probe], router_config).decide_from_evidence(c.probe, profiles, ev)
-        out.append(judge(c, d, bank, "calibrated"))
-        out.append(judge(c, baseline.decide(bank[c.probe].request(c.rows, c.variant), profiles), bank,
-                         "softmax-threshold"))
+    for c in cases:
+        d = baseline.decide(bank[c.probe].request(c.rows, c.variant), profiles_of(c.library, bank))
+        out.append(judge(c, d, bank, "softmax-threshold"))
     return out, folds
+
+
+def decide_all(cases: Sequence[Case], evidence: Sequence[list[dict]], folds: dict[str, Combiner],
+               bank: dict[str, TaskBank], router_config: RouterConfig | None, label: str) -> list[Outcome]:
+    """Every case decided by the calibrated router with its probe's leave-one-task-out combiner."""
+    return [judge(c, Router(folds[c.probe], router_config).decide_from_evidence(c.probe, profiles_of(c.library, bank),
+                                                                                ev), bank, label)
+            for c, ev in zip(cases, evidence)]
+
+
+def ablation(cases: Sequence[Case], evidence: Sequence[list[dict]], bank: dict[str, TaskBank],
+             cfg: GauntletConfig) -> dict[str, dict[str, Any]]:
+    """Decision metrics with each non-empty subset of the configured signals (evidence reused)."""
+    from itertools import combinations
+
+    from ..router.calibration import SIGNALS
+
+    out = {}
+    for n in range(1, len(cfg.signals) + 1):
+        for subset in combinations(sorted(cfg.signals), n):
+            keep = {f for s in subset for f in SIGNALS[s]}
+            ev = [[{k: v for k, v in e.items() if k in keep} for e in rows] for rows in evidence]
+            sub = GauntletConfig(**{**cfg.__dict__, "signals": list(subset)})
+            folds = {t: fit_fold(t, cases, ev, bank, sub) for t in sorted(bank)}
+            out["+".join(subset)] = decision_metrics(decide_all(cases, ev, folds, bank, None, "+".join(subset)))
+    return out
 
 
 def decision_metrics(outcomes: Sequence[Outcome]) -> dict[str, Any]:
@@ -306,7 +329,7 @@ def summary_table(metrics: dict[str, dict[str, Any]], routing: dict[str, dict[st
 
 def run_router_eval(backbone: str, out: Any, cfg: GauntletConfig, layer: int | None = None,
                     bank_path: Any = None, tasks: Sequence[str] | None = None,
-                    fit_default_to: Any = None) -> dict[str, Any]:
+                    fit_default_to: Any = None, ablations: bool = False) -> dict[str, Any]:
     """Build (or read) the feature bank, run the gauntlet and the routing test, write results and a report."""
     import json
     import time
@@ -328,6 +351,9 @@ def run_router_eval(backbone: str, out: Any, cfg: GauntletConfig, layer: int | N
     evidence = case_evidence(cases, bank, cfg)
     outcomes, folds = run_gauntlet(bank, cfg, None, cases, evidence)
     metrics = {r: decision_metrics([o for o in outcomes if o.router == r]) for r in ("calibrated", "softmax-threshold")}
+    if cfg.cost_false_reuse != 2.0:  # the same probabilities cut at c = 2, for comparison
+        metrics["calibrated, c=2"] = decision_metrics(decide_all(cases, evidence, folds, bank,
+                                                                 RouterConfig(threshold=2 / 3), "c=2"))
     routing = {r: routing_eval(bank, r) for r in ("calibrated", "softmax-threshold")}
     doc = {"config": {**cfg.__dict__, "backbone": backbone}, "bank": meta, "metrics": metrics, "routing": routing,
            "thresholds": {t: {k: [h.threshold, h.threshold_oof] for k, h in c.heads.items()}
@@ -340,9 +366,28 @@ def run_router_eval(backbone: str, out: Any, cfg: GauntletConfig, layer: int | N
         combiner = fit_default(bank, cfg, cases, evidence)
         combiner.info.update({"backbone": backbone, "features": meta.get("features")})
         atomic_write_json(Path(fit_default_to), combiner.to_dict())
+    summary = summary_table(metrics, routing) + "\n"
+    if ablations:
+        doc["ablation"] = ablation(cases, evidence, bank, cfg)
+        summary += "\n" + ablation_table(doc["ablation"]) + "\n"
     atomic_write_json(out / "router_eval.json", json.loads(json.dumps(doc, default=str)))
-    atomic_write_text(out / "summary.md", summary_table(metrics, routing) + "\n")
+    atomic_write_text(out / "summary.md", summary)
+    doc["summary"] = summary
     return doc
+
+
+def ablation_table(abl: dict[str, dict[str, Any]]) -> str:
+    """One row per signal subset: accuracy, wrong reuses, ECE, accuracy by kind and by size."""
+    kinds = ["repeat", "reworded", "family", "new-family"]
+    sizes = sorted({s for m in abl.values() for s in m["accuracy_by_size"]}, key=int)
+    head = ["signals", "accuracy", "wrong reuses", "ECE", *kinds, *(f"{s} adapters" for s in sizes)]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for name, m in abl.items():
+        cells = [name, f"{m['decision_accuracy']:.3f}", str(m["wrong_adapter_reuses"]), f"{m['ece']:.3f}",
+                 *(f"{m['accuracy_by_kind'][k]:.3f}" for k in kinds),
+                 *(f"{m['accuracy_by_size'][s]:.3f}" for s in sizes)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _build(backbone: str, cfg: GauntletConfig, layer: int | None, tasks: Sequence[str] | None):

@@ -6,8 +6,8 @@ only, when a task brings too few examples; and every subset, for ablations). Hea
 synthetic (new task, stored task) pairs built from the catalog, where "same family" is the truth.
 
 The reuse threshold is the cost-optimal cut of a calibrated probability: reuse when
-p >= c / (1 + c), c being the cost of a wrong reuse relative to a missed one (2 by default, so
-2/3). That cut is only right if the probabilities are calibrated, which is what the fitting is for
+p >= c / (1 + c), c being the cost of a wrong reuse relative to a missed one (3 by default, so
+3/4: a wrong reuse damages an adapter that serves other tasks; a missed one costs some memory). That cut is only right if the probabilities are calibrated, which is what the fitting is for
 and what the benchmark checks (ECE). The cut that minimises the cost on held-out pairs
 (leave-one-task-out) is recorded beside it as ``threshold_oof``; with seven families it swings
 between about 0.3 and 0.7 from fold to fold, so it is reported, not used. Everything is plain
@@ -112,7 +112,7 @@ def fit_head(rows: Sequence[dict[str, float]], labels: Sequence[int], signals: S
 
 
 def fit_combiner(rows: Sequence[dict[str, float]], labels: Sequence[int], groups: Sequence[str],
-                 signal_sets: Sequence[Sequence[str]] | None = None, cost_false_reuse: float = 2.0,
+                 signal_sets: Sequence[Sequence[str]] | None = None, cost_false_reuse: float = 3.0,
                  info: dict[str, Any] | None = None) -> Combiner:
     """Fit a head per signal set; its threshold is the cost-optimal cut c / (1 + c).
 
