@@ -40,11 +40,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--layer", type=int, default=None, help="feature layer (default: the router's default)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     backbone = load_backbone(args.backbone)
     host = AdapterHost(backbone)
-    extractor = FeatureExtractor(host, FeatureConfig())
+    extractor = FeatureExtractor(host, FeatureConfig(layer=args.layer))
     profiles = []
     for name in catalog_names():  # the router chooses among all 11 tasks, as in a full library
         t = load_catalog_task(name)
@@ -78,7 +79,7 @@ def main() -> None:
     doc = {"machine": machine(), "backbone": args.backbone, "features": extractor.config.to_dict(),
            "args": vars(args), "tasks": rows, "overall_overhead": total_r / total_s}
     print(f"overall: routing adds {100 * total_r / total_s:.1f}% to scoring")
-    save("router_overhead", doc)
+    save(f"router_overhead_layer{extractor.config.layer if args.layer is not None else 'default'}", doc)
 
 
 def _features(task, feats):

@@ -29,17 +29,9 @@ def ours(backbone, items, test, cfg, lora):
     rep = train_adapter(host, "bench", items, cfg)
     with host.using("bench") as m:
         acc = accuracy(score(m, test, backbone.tokenizer.pad_token_id), test)
-    padded = _padded_tokens(rep, items, cfg)
     host.delete("bench")
-    return rep.seconds, rep.examples, rep.tokens, padded, acc
-
-
-def _padded_tokens(rep, items, cfg):
-    # the trainer's batches are length-bucketed; recompute what it processed, padding included
-    from adaptive_learner.training.trainer import batches_for
-
-    plan = batches_for(len(items), [len(it.prompt) for it in items], cfg, np.random.RandomState(cfg.seed))
-    return sum(len(b) * max(len(items[i].prompt) + len(items[i].choices[items[i].label]) for i in b) for b in plan)
+    # positions: the tokens the model computed, padding included and each batch's shared prefix once
+    return rep.seconds, rep.examples, rep.tokens, rep.positions, acc
 
 
 class _ListDataset(torch.utils.data.Dataset):

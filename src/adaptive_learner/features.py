@@ -333,7 +333,7 @@ def gradient_sketch(host: Any, spec: TaskSpec, examples: Sequence[Example], dim:
         params = host.trainable(SKETCH_ADAPTER)
         device = next(host.model.parameters()).device
         for start in range(0, len(items), 8):
-            loss, _ = label_loss(host.model, items[start: start + 8], host.backbone.tokenizer.pad_token_id, device)
+            loss = label_loss(host.model, items[start: start + 8], host.backbone.tokenizer.pad_token_id, device)[0]
             (loss * len(items[start: start + 8]) / len(items)).backward()
         sketch = np.zeros(dim, dtype=np.float64)
         rng = np.random.RandomState(seed)

@@ -4,10 +4,17 @@ With single-token verbalizers (the common case) one forward per example scores e
 only the last position's logits are computed (``logits_to_keep``), not the whole vocabulary at
 every position. Multi-token verbalizers score each (prompt, label) pair, keeping only the logits
 at the label positions.
+
+Prompts of one task start with the same tokens (the description and the template's head). The
+longest prefix shared by every sequence of a batch runs once, with batch size 1, and its keys and
+values are repeated for the batch (:func:`tail_logits`); the rest runs as usual. Causal attention
+makes this the same computation as running every full sequence (up to float rounding), with or
+without gradients: the training loss uses the same function.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -17,12 +24,71 @@ from tqdm.auto import tqdm
 from .prompting import Encoded, left_pad, length_batches
 
 
-def _forward_tail(model: Any, batch: dict[str, torch.Tensor], keep: int, adapter_names: list[str] | None) -> torch.Tensor:
-    kwargs = dict(batch)
+MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forward
+
+
+def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest prefix of token ids shared by every sequence."""
+    first = seqs[0]
+    n = min(len(s) for s in seqs)
+    for s in seqs[1:]:
+        i = 0
+        while i < n and s[i] == first[i]:
+            i += 1
+        n = i
+        if n == 0:
+            break
+    return n
+
+
+def _window_exceeded(model: Any, length: int) -> bool:
+    """True when a sliding-window (or chunked) attention layer would not see the whole sequence: its
+    cache keeps only the window, so a cached prefix would no longer match the full computation."""
+    cfg = getattr(getattr(model, "module", model), "config", None)
+    windows = [getattr(cfg, k, None) for k in ("sliding_window", "attention_chunk_size")]
+    return any(isinstance(w, int) and 0 < w < length for w in windows)
+
+
+@dataclass
+class Tail:
+    """Logits at the last ``keep`` positions of each sequence, and what was computed to get them."""
+
+    logits: torch.Tensor  # (batch, keep, vocab), float32
+    input_ids: torch.Tensor  # (batch, width) left-padded; row i ends with the last tokens of sequence i
+    shared: int  # tokens of the shared prefix, run once
+    positions: int  # token positions the model computed (padding included, shared prefix once)
+
+
+def tail_logits(model: Any, seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device, keep: int,
+                adapter_names: Sequence[str] | None = None, share_prefix: bool = True) -> Tail:
+    """Logits at the last ``keep`` positions of every sequence, running their common prefix once.
+
+    Works with gradients (training) and without (scoring). A mixed-adapter batch (``adapter_names``)
+    is run whole: its rows do not share one adapter for the prefix.
+    """
+    shared = 0
+    if share_prefix and adapter_names is None and len(seqs) > 1:
+        # every row keeps at least ``keep`` tokens after the prefix: the logits asked for are its own
+        shared = min(common_prefix_len(seqs), min(len(s) for s in seqs) - keep)
+        if shared < MIN_SHARED_PREFIX or _window_exceeded(model, max(len(s) for s in seqs)):
+            shared = 0
+    kwargs: dict[str, Any] = {}
     if adapter_names is not None:
-        kwargs["adapter_names"] = adapter_names
-    out = model(**kwargs, logits_to_keep=keep, use_cache=False)
-    return out.logits.float()
+        kwargs["adapter_names"] = list(adapter_names)
+    enc = {k: v.to(device) for k, v in left_pad([s[shared:] for s in seqs], pad_id).items()}
+    if shared:
+        prefix = torch.as_tensor([list(seqs[0][:shared])], dtype=torch.long, device=device)
+        cache = model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
+        cache.batch_repeat_interleave(len(seqs))
+        ones = torch.ones((len(seqs), shared), dtype=enc["attention_mask"].dtype, device=device)
+        kwargs.update(past_key_values=cache, use_cache=True,
+                      attention_mask=torch.cat([ones, enc["attention_mask"]], dim=1),
+                      position_ids=enc["position_ids"] + shared)
+        out = model(input_ids=enc["input_ids"], logits_to_keep=keep, **kwargs)
+    else:
+        out = model(**enc, logits_to_keep=keep, use_cache=False, **kwargs)
+    width = enc["input_ids"].shape[1]
+    return Tail(out.logits.float(), enc["input_ids"], shared, shared + len(seqs) * width)
 
 
 @torch.no_grad()
@@ -46,8 +112,8 @@ def score(model: Any, items: Sequence[Encoded], pad_id: int, batch_size: int = 1
 
 
 def _score_single(model, group: list[Encoded], pad_id: int, device, names) -> list[np.ndarray]:
-    batch = {k: v.to(device) for k, v in left_pad([g.prompt for g in group], pad_id).items()}
-    logp = torch.log_softmax(_forward_tail(model, batch, 1, names)[:, -1, :], dim=-1)
+    logp = torch.log_softmax(tail_logits(model, [g.prompt for g in group], pad_id, device, 1, names).logits[:, -1, :],
+                             dim=-1)
     return [logp[i, [c[0] for c in g.choices]].cpu().numpy() for i, g in enumerate(group)]
 
 
@@ -61,10 +127,9 @@ def _score_multi(model, group: list[Encoded], pad_id: int, device, names) -> lis
             if names is not None:
                 flat_names.append(names[i])
     keep = max(lens) + 1
-    batch = {k: v.to(device) for k, v in left_pad(seqs, pad_id).items()}
-    logits = _forward_tail(model, batch, keep, flat_names if names is not None else None)
-    logp = torch.log_softmax(logits, dim=-1)
-    ids = batch["input_ids"]
+    tail = tail_logits(model, seqs, pad_id, device, keep, flat_names if names is not None else None)
+    logp = torch.log_softmax(tail.logits, dim=-1)
+    ids = tail.input_ids
     sums = []
     for row, n in enumerate(lens):
         # tokens at the last n positions are predicted by the logits one step earlier

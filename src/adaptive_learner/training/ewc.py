@@ -105,7 +105,7 @@ def estimate_fisher(host: Any, adapter: str, items: Sequence[Encoded], labels: s
                 it = Encoded(it.prompt, it.choices, int(rng.choice(len(p), p=p / p.sum())), it.task)
             for p in params.values():
                 p.grad = None
-            loss, _ = label_loss(model, [it], pad_id, device)
+            loss = label_loss(model, [it], pad_id, device)[0]
             # label_loss is the mean over label tokens; the log-likelihood of the label is its sum
             (loss * len(it.choices[it.label])).backward()
             for n, p in params.items():

@@ -12,7 +12,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from ..prompting import Encoded, left_pad
+from ..prompting import Encoded
+from ..scoring import tail_logits
 from .regularisers import Regulariser
 
 
@@ -43,6 +44,7 @@ class TrainReport:
     seconds: float
     final_loss: float
     losses: list[float]
+    positions: int = 0  # token positions computed: padding included, each batch's shared prefix once
 
 
 def batches_for(n_items: int, lengths: Sequence[int], cfg: TrainConfig, rng: np.random.RandomState) -> list[list[int]]:
@@ -60,20 +62,23 @@ def batches_for(n_items: int, lengths: Sequence[int], cfg: TrainConfig, rng: np.
     return [list(map(int, b)) for b in out[: cfg.steps]]
 
 
-def label_loss(model: Any, batch: list[Encoded], pad_id: int, device: torch.device) -> tuple[torch.Tensor, int]:
-    """Cross-entropy of the gold verbalizer tokens only; logits computed at those positions alone."""
+def label_loss(model: Any, batch: list[Encoded], pad_id: int, device: torch.device,
+               share_prefix: bool = True) -> tuple[torch.Tensor, int, int]:
+    """Cross-entropy of the gold verbalizer tokens only; logits computed at those positions alone.
+
+    The prompt prefix shared by the whole batch runs once (:func:`~adaptive_learner.scoring.tail_logits`).
+    Returns the loss, the examples' tokens, and the token positions actually computed.
+    """
     seqs = [b.prompt + b.choices[b.label] for b in batch]
     lens = [len(b.choices[b.label]) for b in batch]
-    enc = {k: v.to(device) for k, v in left_pad(seqs, pad_id).items()}
     keep = max(lens) + 1
-    logits = model(**enc, logits_to_keep=keep, use_cache=False).logits.float()
+    tail = tail_logits(model, seqs, pad_id, device, keep, share_prefix=share_prefix)
     losses = []
     for row, n in enumerate(lens):
-        pred = logits[row, keep - n - 1: keep - 1, :]
-        tgt = enc["input_ids"][row, -n:]
+        pred = tail.logits[row, keep - n - 1: keep - 1, :]
+        tgt = tail.input_ids[row, -n:]
         losses.append(torch.nn.functional.cross_entropy(pred, tgt, reduction="sum"))
-    tokens = int(enc["attention_mask"].sum())
-    return torch.stack(losses).sum() / sum(lens), tokens
+    return torch.stack(losses).sum() / sum(lens), sum(len(s) for s in seqs), tail.positions
 
 
 def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainConfig,
@@ -103,7 +108,7 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
     pad_id = host.backbone.tokenizer.pad_token_id
     model.train()
     losses: list[float] = []
-    n_ex = n_tok = 0
+    n_ex = n_tok = n_pos = 0
     t0 = time.perf_counter()
     bar = tqdm(plan, desc=desc or f"train {adapter}", leave=False, disable=accelerator is not None
                and not accelerator.is_local_main_process)
@@ -113,7 +118,7 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
             batch = r.mix(batch, rng)
         if accelerator is not None:
             batch = batch[accelerator.process_index:: accelerator.num_processes] or batch[:1]
-        loss, tokens = label_loss(model, batch, pad_id, device)
+        loss, tokens, positions = label_loss(model, batch, pad_id, device)
         total = loss
         for r in regularisers:
             extra = r.penalty(params)
@@ -130,9 +135,10 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
         losses.append(loss.item())
         n_ex += len(batch)
         n_tok += tokens
+        n_pos += positions
         bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
     model.eval()
     seconds = time.perf_counter() - t0
     for r in regularisers:
         r.end(host, adapter, items)
-    return TrainReport(len(plan), n_ex, n_tok, seconds, float(np.mean(losses[-10:])), losses)
+    return TrainReport(len(plan), n_ex, n_tok, seconds, float(np.mean(losses[-10:])), losses, n_pos)

@@ -1,0 +1,85 @@
+"""The prompt prefix shared by a batch runs once: same logits, same loss, same gradients as running it per row."""
+
+import torch
+
+from adaptive_learner.adapters import AdapterHost
+from adaptive_learner.prompting import encode_examples
+from adaptive_learner.scoring import MIN_SHARED_PREFIX, common_prefix_len, tail_logits
+from adaptive_learner.training.trainer import label_loss
+
+
+def test_common_prefix_len():
+    assert common_prefix_len([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
+    assert common_prefix_len([[1, 2], [3, 2]]) == 0
+    assert common_prefix_len([[7, 8, 9]]) == 3
+
+
+def test_shared_prefix_gives_the_same_logits(tiny_backbone, toy_task):
+    items = encode_examples(tiny_backbone.tokenizer, toy_task.spec, toy_task.test[:6], 64)
+    seqs = [it.prompt + it.choices[it.label] for it in items]
+    pad = tiny_backbone.tokenizer.pad_token_id
+    with torch.no_grad():
+        shared = tail_logits(tiny_backbone.model, seqs, pad, torch.device("cpu"), 3)
+        whole = tail_logits(tiny_backbone.model, seqs, pad, torch.device("cpu"), 3, share_prefix=False)
+    assert shared.shared >= MIN_SHARED_PREFIX, "the task's prompts share their description: the prefix must be used"
+    assert whole.shared == 0
+    assert shared.positions < whole.positions
+    torch.testing.assert_close(shared.logits, whole.logits, rtol=1e-4, atol=1e-4)
+    assert torch.equal(shared.input_ids[:, -3:], whole.input_ids[:, -3:])
+
+
+def test_shared_prefix_gives_the_same_loss_and_gradients(fresh_backbone, toy_task):
+    host = AdapterHost(fresh_backbone)
+    host.create("toy", seed=1)
+    host.activate("toy")
+    # move the LoRA B matrices off zero so the adapter changes the prefix's keys and values too
+    params = host.trainable("toy")
+    with torch.no_grad():
+        for name, p in params.items():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    items = encode_examples(fresh_backbone.tokenizer, toy_task.spec, toy_task.train[:8], 64)
+    grads = []
+    losses = []
+    for share in (True, False):
+        for p in params.values():
+            p.grad = None
+        loss, tokens, positions = label_loss(host.model, items, fresh_backbone.tokenizer.pad_token_id,
+                                             torch.device("cpu"), share_prefix=share)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({n: p.grad.clone() for n, p in params.items()})
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-5)
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-5, msg=f"gradient of {n}")
+    assert any(g.abs().sum() > 0 for n, g in grads[0].items() if "lora_A" in n)
+
+
+def test_mixed_adapter_batches_are_not_shared(fresh_backbone, toy_task):
+    host = AdapterHost(fresh_backbone)
+    host.create("toy", seed=1)
+    host.model.eval()
+    items = encode_examples(fresh_backbone.tokenizer, toy_task.spec, toy_task.test[:4], 64)
+    seqs = [it.prompt for it in items]
+    with torch.no_grad():
+        tail = tail_logits(host.model, seqs, fresh_backbone.tokenizer.pad_token_id, torch.device("cpu"), 1,
+                           adapter_names=["toy", "__base__", "toy", "__base__"])
+    assert tail.shared == 0
+
+
+def test_sliding_window_models_share_only_within_the_window():
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    seqs = [[1] + list(range(10, 22)) + [30 + i] * (i + 2) for i in range(4)]
+    for window, expect_shared in ((64, True), (6, False)):
+        cfg = Gemma3TextConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                               num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=window,
+                               layer_types=["sliding_attention"] * 3 + ["full_attention"])
+        model = Gemma3ForCausalLM(cfg).eval()
+        with torch.no_grad():
+            tail = tail_logits(model, seqs, 0, torch.device("cpu"), 2)
+            for i, s in enumerate(seqs):
+                want = model(input_ids=torch.tensor([s])).logits[0, -2:]
+                torch.testing.assert_close(tail.logits[i], want, rtol=1e-4, atol=1e-4)
+        assert (tail.shared > 0) == expect_shared
