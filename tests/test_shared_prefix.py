@@ -83,3 +83,28 @@ def test_sliding_window_models_share_only_within_the_window():
                 want = model(input_ids=torch.tensor([s])).logits[0, -2:]
                 torch.testing.assert_close(tail.logits[i], want, rtol=1e-4, atol=1e-4)
         assert (tail.shared > 0) == expect_shared
+
+
+def test_micro_batches_give_the_same_update(toy_task):
+    """A batch split into micro-batches (to bound activation memory) trains the same weights."""
+    from dataclasses import replace
+
+    from adaptive_learner.backbone import load_backbone
+    from adaptive_learner.training import TrainConfig, train_adapter
+    from adaptive_learner.training.trainer import micro_batches
+
+    cfg = TrainConfig(steps=3, batch_size=8, lr=1e-2, max_length=64, seed=0)
+    states = []
+    for budget in (100_000, 1):  # one forward per batch; one forward per example
+        bb = load_backbone("tiny-random")
+        host = AdapterHost(bb)
+        host.create("toy", seed=0)
+        items = encode_examples(bb.tokenizer, toy_task.spec, toy_task.train, 64)
+        if budget == 1:
+            assert len(micro_batches(items[:8], budget)) == 8
+        rep = train_adapter(host, "toy", items, replace(cfg, max_batch_tokens=budget))
+        states.append(({n: p.detach().clone() for n, p in host.trainable("toy").items()}, rep.losses))
+    np_losses = [s[1] for s in states]
+    torch.testing.assert_close(torch.tensor(np_losses[0]), torch.tensor(np_losses[1]), rtol=1e-4, atol=1e-5)
+    for n in states[0][0]:
+        torch.testing.assert_close(states[0][0][n], states[1][0][n], rtol=1e-3, atol=1e-5, msg=n)

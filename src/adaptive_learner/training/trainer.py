@@ -28,6 +28,9 @@ class TrainConfig:
     warmup_ratio: float = field(default=0.1, metadata={"help": "fraction of steps of linear warm-up"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm"})
     max_length: int = field(default=256, metadata={"help": "max tokens per example (prompt head+tail kept)"})
+    max_batch_tokens: int = field(default=512, metadata={
+        "help": "token positions per forward: a longer batch is split into micro-batches whose gradients add up "
+                "to the same update (bounds activation memory)"})
     seed: int = field(default=0, metadata={"help": "seed of batch order and dropout"})
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,6 +63,23 @@ def batches_for(n_items: int, lengths: Sequence[int], cfg: TrainConfig, rng: np.
         rng.shuffle(epoch)
         out.extend(b for b in epoch if b)
     return [list(map(int, b)) for b in out[: cfg.steps]]
+
+
+def micro_batches(batch: Sequence[Encoded], max_tokens: int) -> list[list[Encoded]]:
+    """Split a batch, in order, into chunks of at most ``max_tokens`` padded positions (one item at least)."""
+    chunks: list[list[Encoded]] = []
+    cur: list[Encoded] = []
+    width = 0
+    for it in batch:
+        n = len(it.prompt) + len(it.choices[it.label])
+        if cur and (len(cur) + 1) * max(width, n) > max_tokens:
+            chunks.append(cur)
+            cur, width = [], 0
+        cur.append(it)
+        width = max(width, n)
+    if cur:
+        chunks.append(cur)
+    return chunks
 
 
 def label_loss(model: Any, batch: list[Encoded], pad_id: int, device: torch.device,
@@ -118,24 +138,36 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
             batch = r.mix(batch, rng)
         if accelerator is not None:
             batch = batch[accelerator.process_index:: accelerator.num_processes] or batch[:1]
-        loss, tokens, positions = label_loss(model, batch, pad_id, device)
-        total = loss
-        for r in regularisers:
-            extra = r.penalty(params)
-            if extra is not None:
-                total = total + extra
         opt.zero_grad(set_to_none=True)
-        if accelerator is not None:
-            accelerator.backward(total)
-        else:
-            total.backward()
+        # micro-batches: each chunk's mean label loss weighted by its share of the label tokens, so the
+        # accumulated gradient is the full batch's; the regularisers' penalties join the last backward
+        chunks = micro_batches(batch, cfg.max_batch_tokens)
+        n_label = sum(len(b.choices[b.label]) for b in batch)
+        loss_value = 0.0
+        for k, chunk in enumerate(chunks):
+            part, tokens, positions = label_loss(model, chunk, pad_id, device)
+            part = part * (sum(len(b.choices[b.label]) for b in chunk) / n_label)
+            loss_value += part.item()
+            n_tok += tokens
+            n_pos += positions
+            last = k == len(chunks) - 1
+            if last:
+                for r in regularisers:
+                    extra = r.penalty(params)
+                    if extra is not None:
+                        part = part + extra
+            if accelerator is None:
+                part.backward()
+            elif last:
+                accelerator.backward(part)
+            else:
+                with accelerator.no_sync(model):
+                    accelerator.backward(part)
         torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip)
         opt.step()
         sched.step()
-        losses.append(loss.item())
+        losses.append(loss_value)
         n_ex += len(batch)
-        n_tok += tokens
-        n_pos += positions
         bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
     model.eval()
     seconds = time.perf_counter() - t0
