@@ -118,3 +118,10 @@ def test_any_command_with_junk_arguments(built_library, command, extra):
     if code != 0:
         assert err.strip()
     assert _digest(built_library) == before
+
+
+@pytest.mark.parametrize("flag", ["--max-train", "--max-test", "--steps"])
+def test_bench_refuses_non_positive_sizes(flag, tmp_path):
+    code, err = _alearn(["bench", "seed", flag, "-3", "--out", str(tmp_path / "b")])
+    assert code == 2 and "must be positive" in err and "Traceback" not in err
+    assert not (tmp_path / "b").exists()

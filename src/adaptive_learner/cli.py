@@ -134,7 +134,8 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
         raise UserError(f"--orders must be >= 1, got {orders}")
     cfg = BenchConfig(sequence=sequence, strategies=_csv(strategies, str, "--strategies"),
                       seeds=_csv(seeds, int, "--seeds"), orders=orders, backbone=backbone, max_train=max_train,
-                      max_test=max_test, train=_train_cfg(steps, batch_size, lr, max_length, 0),
+                      max_test=max_test, train=_train_cfg(steps, batch_size, lr, max_length, 0,
+                                                          max_train=max_train, max_test=max_test),
                       options=_set_options(set_), lr_search=lr_search, lr_grid=_csv(lr_grid, float, "--lr-grid"))
     out = out or Path("runs") / f"bench-{Path(sequence).stem}"
     run_bench(cfg, out)
