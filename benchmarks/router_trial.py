@@ -92,14 +92,7 @@ def evaluate(bank, cases, evidence) -> dict:
         keep = {"trial_gain", "trial_acc_gain"} if label == "with trial" else set()
         outs = []
         for held in sorted(bank):
-            rows, labels, groups = [], [], []
-            for c, ev in zip(cases, evidence):
-                if c.probe == held or held in c.library:
-                    continue
-                for t, e in zip(c.library, ev):
-                    rows.append(_only(e, keep))
-                    labels.append(int(bank[t].family == bank[c.probe].family))
-                    groups.append(c.probe)
+            rows, labels, groups = E.training_rows(cases, evidence, bank, held, lambda e: _only(e, keep))
             comb = fit_combiner(rows, labels, groups, sets)
             for c, ev in zip(cases, evidence):
                 if c.probe == held:
@@ -117,12 +110,7 @@ def merge_trial_heads(bank, cases, evidence, path: Path, args: dict) -> None:
     from adaptive_learner.fileio import atomic_write_json
     from adaptive_learner.router.calibration import Combiner
 
-    rows, labels, groups = [], [], []
-    for c, ev in zip(cases, evidence):
-        for t, e in zip(c.library, ev):
-            rows.append(e)
-            labels.append(int(bank[t].family == bank[c.probe].family))
-            groups.append(c.probe)
+    rows, labels, groups = E.training_rows(cases, evidence, bank)
     base = ["description", "examples", "labels"]
     sets = [tuple(x) + ("trial",) for n in range(0, 4) for x in itertools.combinations(base, n)]
     fitted = fit_combiner(rows, labels, groups, sets)

@@ -21,7 +21,7 @@ model that saw its task.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -144,17 +144,26 @@ def case_evidence(cases: Sequence[Case], bank: dict[str, TaskBank], cfg: Gauntle
     return out
 
 
+def training_rows(cases: Sequence[Case], evidence: Sequence[list[dict]], bank: dict[str, TaskBank],
+                  held_out: str | None = None, transform: Callable[[dict], dict] | None = None
+                  ) -> tuple[list[dict], list[int], list[str]]:
+    """Rows (evidence per candidate), labels (same family = reuse) and groups (the probe) to fit a combiner on;
+    cases that involve ``held_out`` (as probe or in the library) are left out."""
+    rows, labels, groups = [], [], []
+    for c, ev in zip(cases, evidence):
+        if held_out is not None and (c.probe == held_out or held_out in c.library):
+            continue
+        for t, e in zip(c.library, ev):
+            rows.append(transform(e) if transform is not None else e)
+            labels.append(int(bank[t].family == bank[c.probe].family))
+            groups.append(c.probe)
+    return rows, labels, groups
+
+
 def fit_fold(held_out: str, cases: Sequence[Case], evidence: Sequence[list[dict]], bank: dict[str, TaskBank],
              cfg: GauntletConfig) -> Combiner:
     """The combiner for probes of ``held_out``: fitted on cases that do not involve that task at all."""
-    rows, labels, groups = [], [], []
-    for c, ev in zip(cases, evidence):
-        if c.probe == held_out or held_out in c.library:
-            continue
-        for t, e in zip(c.library, ev):
-            rows.append(e)
-            labels.append(int(bank[t].family == bank[c.probe].family))
-            groups.append(c.probe)
+    rows, labels, groups = training_rows(cases, evidence, bank, held_out)
     sets = [tuple(sorted(cfg.signals)), tuple(s for s in sorted(cfg.signals) if s != "examples")]
     return fit_combiner(rows, labels, groups, list(dict.fromkeys(s for s in sets if s)), cfg.cost_false_reuse,
                         {"held_out": held_out})
@@ -284,12 +293,7 @@ def fit_default(bank: dict[str, TaskBank], cfg: GauntletConfig, cases: list[Case
     """A combiner fitted on every gauntlet case (what ships as the package default), all signal subsets."""
     cases = cases if cases is not None else make_cases(bank, cfg)
     evidence = evidence if evidence is not None else case_evidence(cases, bank, cfg)
-    rows, labels, groups = [], [], []
-    for c, ev in zip(cases, evidence):
-        for t, e in zip(c.library, ev):
-            rows.append(e)
-            labels.append(int(bank[t].family == bank[c.probe].family))
-            groups.append(c.probe)
+    rows, labels, groups = training_rows(cases, evidence, bank)
     return fit_combiner(rows, labels, groups, None, cfg.cost_false_reuse,
                         {"fitted_on": "router-eval gauntlet over the built-in catalog", "tasks": sorted(bank),
                          "n_cases": len(cases), "signals": list(cfg.signals)})
