@@ -59,8 +59,11 @@ class AdapterHost:
         """The model to call: the peft wrapper once an adapter exists, else the bare backbone."""
         return self.peft if self.peft is not None else self.backbone.model
 
-    def create(self, name: str, seed: int = 0) -> None:
-        """Add a fresh adapter (seeded initialisation) and make it active and trainable."""
+    def create(self, name: str, seed: int = 0, init_from: str | None = None) -> None:
+        """Add an adapter and make it active and trainable: a fresh one (seeded initialisation), or,
+        with ``init_from``, a copy of that adapter's weights (warm start; the source is left as it was)."""
+        if init_from is not None and init_from not in self.names:
+            raise KeyError(f"cannot start {name!r} from {init_from!r}: no such adapter in memory")
         cfg = self.lora.to_peft(self.backbone.model)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
@@ -68,6 +71,12 @@ class AdapterHost:
                 self.peft = get_peft_model(self.backbone.model, cfg, adapter_name=name)
             else:
                 self.peft.add_adapter(name, cfg)
+        if init_from is not None:
+            src = self.trainable(init_from)
+            dst = self.trainable(name)
+            with torch.no_grad():
+                for n, p in dst.items():
+                    p.copy_(src[n.replace(f".{name}.", f".{init_from}.")])
         self.activate(name)
 
     def activate(self, name: str) -> None:

@@ -162,7 +162,9 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
           reuse: Optional[str] = typer.Option(None, help="reuse (and adapt) this adapter"),
           dry_run: bool = typer.Option(False, "--dry-run", help="print the router's decision as JSON; train nothing"),
           router: str = typer.Option("calibrated", help="decision rule: calibrated or softmax-threshold "
-                                                        "(the original design, for comparison)")) -> None:
+                                                        "(the original design, for comparison)"),
+          init: str = typer.Option("nearest", help="where a new adapter the router creates starts: nearest "
+                                                   "(a copy of its best candidate) or fresh")) -> None:
     """Learn one task into an adapter library: the router decides to reuse an adapter or create one."""
     from .learner import Learner
     from .tasks import load_catalog_task, load_file_task
@@ -189,7 +191,7 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
         typer.echo(json.dumps({"task": t.name, "action": "new", "adapter": f"lora-{t.name}"[:60], "confidence": 1.0,
                                "candidates": [], "explanation": "the library is empty: a new adapter"}, indent=2))
         return
-    learner = Learner(library, backbone=backbone, train=cfg, router=router)
+    learner = Learner(library, backbone=backbone, train=cfg, router=router, init=init)
     o = learner.learn(t, force_new=force_new, reuse=reuse, dry_run=dry_run)
     if dry_run:
         typer.echo(json.dumps(o.decision or {"task": o.task, "action": o.action, "adapter": o.adapter,

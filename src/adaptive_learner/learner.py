@@ -23,6 +23,7 @@ from .features import FeatureConfig
 from .prompting import encode_examples
 from .router.inference import answer_routed
 from .router.service import LibraryRouter
+from .router.warm_start import DEFAULT_INIT, check_init, warm_start_source
 from .router.store import load_profiles, save_profile, write_router_state
 from .scoring import accuracy, score
 from .tasks.spec import Example, TaskData, TaskSpec, check_name
@@ -65,9 +66,10 @@ class Learner:
     def __init__(self, path: str | Path, backbone: str | Backbone | None = None, lora: LoraSettings | None = None,
                  train: TrainConfig | None = None, create: bool = True,
                  forgetting: ForgettingOptions | None = None, router: str = "calibrated",
-                 features: FeatureConfig | None = None) -> None:
+                 features: FeatureConfig | None = None, init: str = DEFAULT_INIT) -> None:
         self.path = Path(path)
         self.router_kind = router
+        self.init = check_init(init)  # where a router-made new adapter starts: nearest | fresh
         self.features = features  # for a new library; an existing one keeps the settings it was built with
         self.train_cfg = train or TrainConfig()
         # EWC + replay state is kept for every adapter and used whenever one is reused
@@ -170,10 +172,16 @@ class Learner:
                 return LearnOutcome(task.name, action, adapter, conf, why)
             before = self.evaluate(task, adapter if action == "reuse" else None, eval_limit)
             items = encode_examples(self.backbone.tokenizer, task.spec, task.train, self.train_cfg.max_length)
+            init_from = None
             if action == "reuse":
                 self.ensure_loaded(adapter)
             else:
-                self.host.create(adapter, seed=self.train_cfg.seed)
+                # a router-made new adapter starts from its best candidate (forward transfer); forced: fresh
+                if decision is not None:
+                    init_from = warm_start_source(self.init, decision, self.library.adapters)
+                if init_from is not None:
+                    self.ensure_loaded(init_from)
+                self.host.create(adapter, seed=self.train_cfg.seed, init_from=init_from)
             # a new adapter starts fresh state; a reused one continues its stored Fisher and buffer
             regs = make_forgetting_regularisers(self.library if action == "reuse" else None, adapter,
                                                 self.forgetting, task, gain=conf if decision is not None else 1.0)
@@ -186,7 +194,8 @@ class Learner:
                 write_router_state(tx, self.router.features, self.router.extractor.encoder_name, self.router.combiner)
                 tx.set_task(task.spec, adapter, accuracy=after, n_train=len(task.train))
                 store_forgetting_state(tx, adapter, regs)
-                tx.record({"task": task.name, "action": action, "adapter": adapter, "confidence": conf,
+                tx.record({"task": task.name, "action": action, "adapter": adapter, "init_from": init_from,
+                           "confidence": conf,
                            "reason": why, "accuracy_before": before, "accuracy_after": after,
                            **({"decision": _brief(decision.to_json())} if decision is not None else {})})
             self._loaded[adapter] = self.library.adapters[adapter].get("updated", "")

@@ -64,8 +64,9 @@ class Strategy:
         a = self.adapter_for(task)
         return (a, self.version.get(a, 0))
 
-    def new_adapter(self, name: str) -> str:
-        self.ctx.host.create(name, seed=self.ctx.train.seed)
+    def new_adapter(self, name: str, init_from: str | None = None) -> str:
+        """Create adapter ``name``: fresh, or a copy of ``init_from`` (warm start)."""
+        self.ctx.host.create(name, seed=self.ctx.train.seed, init_from=init_from)
         self.version[name] = 0
         return name
 

@@ -11,8 +11,11 @@ a factory with an ``after(adapter, regularisers)`` method is told when the train
 The accuracy matrix is measured with the task id given. ``finish_info`` adds the final row with the
 task id inferred: every test input is routed to a task by its backbone features and scored with
 that task's prompt, labels and adapter (peft mixed-adapter batches), plus the routing accuracy.
+A new adapter starts as a copy of the router's best candidate (``router_init=nearest``, the
+default: forward transfer from the library, the candidate itself is not changed) or from peft's
+fresh initialisation (``router_init=fresh``).
 Options: ``router`` (calibrated | softmax-threshold), ``router_k``, ``router_layer``,
-``router_trial`` (default true), ``router_forgetting`` (default true).
+``router_trial`` (default true), ``router_forgetting`` (default true), ``router_init``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ..router.evidence import TaskProfile
 from ..router.inference import answer_routed
 from ..router.service import LibraryRouter
 from ..router.trial import run_trial
+from ..router.warm_start import DEFAULT_INIT, check_init, warm_start_source
 from ..tasks.spec import TaskData
 from .base import Strategy, register
 
@@ -66,6 +70,7 @@ class RouterStrategy(Strategy):
                               seed=ctx.train.seed)
         self.router = LibraryRouter(ctx.host, str(o.get("router", "calibrated")), feats)
         self.use_trial = str(o.get("router_trial", True)).lower() not in ("0", "false", "no")
+        self.init = check_init(str(o.get("router_init", DEFAULT_INIT)))
         self.factories = list(o.get("regularisers") or [])
         if not self.factories and str(o.get("router_forgetting", True)).lower() not in ("0", "false", "no"):
             self.factories = [_DefaultForgetting(o, ctx.train.seed, ctx.train.max_length)]
@@ -77,10 +82,12 @@ class RouterStrategy(Strategy):
     def learn(self, task: TaskData, items: list[Encoded]) -> None:
         trial = self._trial(task) if self.use_trial else None
         decision = self.router.decide(task, self.profiles, trial)  # a revisited task is its own best candidate
+        init_from = None
         if decision.action == "reuse":
             adapter, gain = decision.adapter, decision.confidence
         else:
-            adapter, gain = self.new_adapter(self._fresh(task.name)), 1.0
+            init_from = warm_start_source(self.init, decision, self.version)
+            adapter, gain = self.new_adapter(self._fresh(task.name), init_from=init_from), 1.0
             decision.adapter = adapter
         regs = [r for f in self.factories for r in _as_list(f(adapter, task, gain))]
         self.train(adapter, items, regs, desc=f"router {task.name} -> {adapter} ({decision.action})")
@@ -90,7 +97,7 @@ class RouterStrategy(Strategy):
         self.by_task[task.name] = adapter
         self.tasks[task.name] = task
         self.profiles = [p for p in self.profiles if p.task != task.name] + [TaskProfile(task.name, adapter, self.router.profile(task, self.ctx.train.max_length))]
-        self.decisions.append({**decision.to_json(), "family": task.spec.family,
+        self.decisions.append({**decision.to_json(), "family": task.spec.family, "init_from": init_from,
                                "regularisers": [getattr(r, "name", type(r).__name__) for r in regs]})
 
     def _trial(self, task: TaskData):
