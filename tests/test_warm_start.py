@@ -54,7 +54,7 @@ def test_the_source_is_the_best_scored_candidate_that_exists():
 
 def test_unknown_init_is_a_user_error():
     assert check_init("fresh") == "fresh"
-    with pytest.raises(UserError, match="router_init='warm'"):
+    with pytest.raises(UserError, match="router_init 'warm': use one of nearest, fresh"):
         check_init("warm")
 
 
@@ -91,7 +91,7 @@ def test_learner_records_where_a_new_adapter_started(tmp_path, fresh_backbone, t
     learner.learn(toy_task, eval_limit=4)
     toy_file = (tmp_path / "lib" / "adapters" / "lora-toy" / "adapter_model.safetensors").read_bytes()
     out = learner.learn(pairs, eval_limit=4)
-    assert out.action == "new"
+    assert out.action == "new" and out.init_from == "lora-toy"
     hist = json.loads((tmp_path / "lib" / "manifest.json").read_text())["history"]
     assert hist[0]["init_from"] is None and hist[1]["init_from"] == "lora-toy"
     assert (tmp_path / "lib" / "adapters" / "lora-toy" / "adapter_model.safetensors").read_bytes() == toy_file

@@ -198,7 +198,8 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
                                              "confidence": o.confidence, "candidates": [],
                                              "explanation": o.explanation}, indent=2))
         return
-    typer.echo(f"{o.task}: {o.action} adapter {o.adapter} (confidence {o.confidence:.2f}) - {o.explanation}")
+    started = f", started from {o.init_from}" if o.init_from else ""
+    typer.echo(f"{o.task}: {o.action} adapter {o.adapter}{started} (confidence {o.confidence:.2f}) - {o.explanation}")
     if o.decision and o.decision["candidates"]:
         typer.echo("candidates: " + ", ".join(f"{c['adapter']} {c['probability']:.2f}"
                                               for c in o.decision["candidates"][:5]))
@@ -378,7 +379,8 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="output directory"),
     typer.echo(summary_markdown(res, cfg))
     router = res.info.get("router") or {}
     for d in router.get("decisions", []):
-        typer.echo(f"router: {d['task']}: {d['action']} {d['adapter']} (confidence {d['confidence']:.2f}) "
+        started = f", started from {d['init_from']}" if d.get("init_from") else ""
+        typer.echo(f"router: {d['task']}: {d['action']} {d['adapter']}{started} (confidence {d['confidence']:.2f}) "
                    f"- {d['explanation']}")
     inferred = router.get("task_inferred") or {}
     if inferred.get("avg_acc") is not None:

@@ -46,6 +46,7 @@ class LearnOutcome:
     accuracy_after: float | None = None
     train: dict[str, Any] = field(default_factory=dict)
     decision: dict[str, Any] | None = None  # the router's decision as JSON (None when the user forced it)
+    init_from: str | None = None  # the adapter a new one was copied from (None: fresh or reused)
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Learner:
                  features: FeatureConfig | None = None, init: str = DEFAULT_INIT) -> None:
         self.path = Path(path)
         self.router_kind = router
-        self.init = check_init(init)  # where a router-made new adapter starts: nearest | fresh
+        self.init = check_init(init, "--init")  # where a router-made new adapter starts: nearest | fresh
         self.features = features  # for a new library; an existing one keeps the settings it was built with
         self.train_cfg = train or TrainConfig()
         # EWC + replay state is kept for every adapter and used whenever one is reused
@@ -202,7 +203,7 @@ class Learner:
         return LearnOutcome(task.name, action, adapter, conf, why, before, after,
                             {"steps": rep.steps, "examples": rep.examples, "seconds": round(rep.seconds, 1),
                              "final_loss": round(rep.final_loss, 4), "regularisers": [r.name for r in regs]},
-                            decision.to_json() if decision is not None else None)
+                            decision.to_json() if decision is not None else None, init_from)
 
     def _fresh_name(self, task: str) -> str:
         base = f"lora-{task}"[:60]

@@ -18,10 +18,10 @@ INITS = ("nearest", "fresh")
 DEFAULT_INIT = "nearest"
 
 
-def check_init(init: str) -> str:
-    """``init`` if it is a known way to start a new adapter, else a one-line error."""
+def check_init(init: str, option: str = "router_init") -> str:
+    """``init`` if it is a known way to start a new adapter, else a one-line error naming ``option``."""
     if init not in INITS:
-        raise UserError(f"router_init={init!r}: use one of {', '.join(INITS)}")
+        raise UserError(f"{option} {init!r}: use one of {', '.join(INITS)}")
     return init
 
 
