@@ -72,11 +72,8 @@ class AdapterHost:
             else:
                 self.peft.add_adapter(name, cfg)
         if init_from is not None:
-            src = self.trainable(init_from)
-            dst = self.trainable(name)
-            with torch.no_grad():
-                for n, p in dst.items():
-                    p.copy_(src[n.replace(f".{name}.", f".{init_from}.")])
+            self.load_state(name, {n.replace(f".{init_from}.", f".{name}."): p
+                                   for n, p in self.trainable(init_from).items()})
         self.activate(name)
 
     def activate(self, name: str) -> None:

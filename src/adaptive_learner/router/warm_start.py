@@ -29,5 +29,5 @@ def warm_start_source(init: str, decision: RouteDecision, available: Collection[
     """The adapter a new one copies (``None``: fresh): the decision's best-scored candidate that exists."""
     if init == "fresh":
         return None
-    ranked = sorted((c for c in decision.candidates if c.adapter in available), key=lambda c: -c.probability)
-    return ranked[0].adapter if ranked else None
+    best = max((c for c in decision.candidates if c.adapter in available), key=lambda c: c.probability, default=None)
+    return best.adapter if best is not None else None
