@@ -43,7 +43,7 @@ TRAINED = ["sst2", "mrpc", "rte", "trec"]
 def trials(args, bank) -> tuple[dict, dict]:
     """Train the adapters and run every trial once: {(probe, adapter): {trial_gain, trial_acc_gain}}."""
     host = AdapterHost(load_backbone(args.backbone))
-    cfg = TrainConfig(steps=args.steps, batch_size=8, lr=args.lr, max_length=args.max_length, seed=0)
+    cfg = TrainConfig(steps=args.steps, batch_size=8, lr=args.lr, max_length=args.max_length, seed=0, early_stop=False)
     timing = {}
     for name in TRAINED:
         t = load_catalog_task(name)

@@ -60,8 +60,8 @@ def reference_trainer(backbone, items, test, cfg, lora, workdir):
     model = get_peft_model(backbone.model, lora.to_peft(backbone.model), adapter_name="ref")
     tok.padding_side = "right"
     args = TrainingArguments(output_dir=str(workdir), per_device_train_batch_size=cfg.batch_size, max_steps=cfg.steps,
-                             learning_rate=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
-                             lr_scheduler_type="linear", max_grad_norm=cfg.grad_clip, seed=cfg.seed,
+                             learning_rate=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
+                             lr_scheduler_type="linear" if cfg.schedule == "linear" else "constant_with_warmup", max_grad_norm=cfg.grad_clip, seed=cfg.seed,
                              report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True,
                              use_cpu=True, dataloader_num_workers=0)
     trainer = Trainer(model=model, args=args, train_dataset=_ListDataset(rows),
@@ -93,7 +93,7 @@ def main() -> None:
 
     backbone = load_backbone(a.backbone)
     task = load_catalog_task(a.task).subsample(a.max_train, a.max_test, 0)
-    cfg = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, max_length=256, seed=0)
+    cfg = TrainConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, max_length=256, seed=0, early_stop=False)
     lora = LoraSettings()
     items = encode_examples(backbone.tokenizer, task.spec, task.train, cfg.max_length)
     test = encode_examples(backbone.tokenizer, task.spec, task.test, cfg.max_length)

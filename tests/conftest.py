@@ -45,4 +45,4 @@ def toy_task():
 def fast_train():
     from adaptive_learner.training import TrainConfig
 
-    return TrainConfig(steps=30, batch_size=8, lr=1e-2, max_length=64, seed=0)
+    return TrainConfig(steps=30, batch_size=8, lr=1e-2, max_length=64, seed=0, early_stop=False)

@@ -21,6 +21,6 @@ task = load_file_task(Path(__file__).parent / "fixtures" / "toy_sentiment.csv", 
 host = AdapterHost(bb)
 host.create("toy", seed=0)
 items = encode_examples(bb.tokenizer, task.spec, task.train, 64)
-rep = train_adapter(host, "toy", items, TrainConfig(steps=4, batch_size=8, lr=1e-2), accelerator=acc)
+rep = train_adapter(host, "toy", items, TrainConfig(steps=4, batch_size=8, lr=1e-2, early_stop=False), accelerator=acc)
 save_file({k: v.contiguous() for k, v in host.state("toy").items()}, str(out / f"rank{acc.process_index}.safetensors"))
 print(f"rank {acc.process_index} examples {rep.examples}")

@@ -27,7 +27,7 @@ def toy_sequence(tmp_path_factory):
 
 def tiny_bench(sequence, **kw):
     base = dict(sequence=sequence, strategies=["zero-shot", "naive", "ewc-replay"], backbone="tiny-random",
-                max_train=24, max_test=6, train=TrainConfig(steps=2, batch_size=4, lr=1e-2, max_length=64),
+                max_train=24, max_test=6, train=TrainConfig(steps=2, batch_size=4, lr=1e-2, max_length=64, early_stop=False),
                 options={"ewc_samples": 4, "replay_buffer_size": 8})
     return BenchConfig(**{**base, **kw})
 

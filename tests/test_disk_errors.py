@@ -141,7 +141,7 @@ def _learn(lib: Path, reuse: bool):
 
     task = load_file_task(TOY, "toy2", "Positive again?").subsample(8, 200, 0)
     learner = Learner(lib, backbone=load_backbone("tiny-random"),
-                      train=TrainConfig(steps=1, batch_size=4, max_length=48))
+                      train=TrainConfig(steps=1, batch_size=4, max_length=48, early_stop=False))
     return learner.learn(task, reuse="lora-toy" if reuse else None)
 
 

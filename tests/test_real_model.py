@@ -52,7 +52,7 @@ def test_short_training_beats_zero_shot_on_sst2(real_backbone):
     with host.base() as m:
         zero = accuracy(score(m, test, tok.pad_token_id), test)
     host.create("sst2")
-    train_adapter(host, "sst2", train, TrainConfig(steps=20, batch_size=8, lr=1e-3))
+    train_adapter(host, "sst2", train, TrainConfig(steps=20, batch_size=8, lr=1e-3, early_stop=False))
     with host.using("sst2") as m:
         trained = accuracy(score(m, test, tok.pad_token_id), test)
     assert trained > zero + 0.05, (zero, trained)

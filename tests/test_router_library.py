@@ -15,7 +15,7 @@ from adaptive_learner.training import TrainConfig
 
 from conftest import FIXTURES
 
-TRAIN = TrainConfig(steps=2, batch_size=4, lr=1e-2, max_length=64, seed=0)
+TRAIN = TrainConfig(steps=2, batch_size=4, lr=1e-2, max_length=64, seed=0, early_stop=False)
 
 
 def digest(path: Path) -> str:

@@ -23,7 +23,7 @@ def revisit_sequence(tmp_path_factory):
 
 def run(sequence, out, **options):
     cfg = RunConfig(sequence=sequence, strategy="router", backbone="tiny-random", max_train=40, max_test=8,
-                    train=TrainConfig(steps=3, batch_size=4, lr=1e-2, max_length=64),
+                    train=TrainConfig(steps=3, batch_size=4, lr=1e-2, max_length=64, early_stop=False),
                     options={"ewc_samples": 4, "replay_buffer_size": 8, **options})
     return run_sequence(cfg, out)
 

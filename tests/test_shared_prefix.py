@@ -93,7 +93,7 @@ def test_micro_batches_give_the_same_update(toy_task):
     from adaptive_learner.training import TrainConfig, train_adapter
     from adaptive_learner.training.trainer import micro_batches
 
-    cfg = TrainConfig(steps=3, batch_size=8, lr=1e-2, max_length=64, seed=0)
+    cfg = TrainConfig(steps=3, batch_size=8, lr=1e-2, max_length=64, seed=0, early_stop=False)
     states = []
     for budget in (100_000, 1):  # one forward per batch; one forward per example
         bb = load_backbone("tiny-random")

@@ -39,7 +39,7 @@ def toy_sequence(tmp_path_factory):
 
 def small_run(sequence, strategy, out, **options):
     cfg = RunConfig(sequence=sequence, strategy=strategy, backbone="tiny-random", max_train=32, max_test=8,
-                    train=TrainConfig(steps=4, batch_size=4, lr=1e-2, max_length=64),
+                    train=TrainConfig(steps=4, batch_size=4, lr=1e-2, max_length=64, early_stop=False),
                     options={"ewc_samples": 8, "replay_buffer_size": 16, **options})
     return run_sequence(cfg, out)
 
@@ -58,7 +58,7 @@ def test_ewc_replay_keeps_fisher_and_buffer_of_every_task(toy_sequence, tiny_bac
     cfg = RunConfig(sequence=toy_sequence, strategy="ewc-replay", max_train=32, max_test=8)
     tasks = prepare_tasks(cfg)
     host = AdapterHost(load_backbone("tiny-random"))
-    ctx = Context(host=host, train=TrainConfig(steps=3, batch_size=4, lr=1e-2, max_length=64), n_tasks=2,
+    ctx = Context(host=host, train=TrainConfig(steps=3, batch_size=4, lr=1e-2, max_length=64, early_stop=False), n_tasks=2,
                   workdir=tmp_path, options={"ewc_samples": 4, "replay_buffer_size": 16})
     strat = make("ewc-replay", ctx)
     for t in tasks:
@@ -82,7 +82,7 @@ def test_unknown_or_malformed_forgetting_options_are_user_errors():
 def two_adapters(toy_task, pair_task, lambda1):
     bb = load_backbone("tiny-random")
     host = AdapterHost(bb)
-    cfg = TrainConfig(steps=8, batch_size=4, lr=1e-2, max_length=64)
+    cfg = TrainConfig(steps=8, batch_size=4, lr=1e-2, max_length=64, early_stop=False)
     host.create("olora-0", seed=0)
     train_adapter(host, "olora-0", encode_examples(bb.tokenizer, toy_task.spec, toy_task.train, 64), cfg)
     before = host.state("olora-0")
@@ -107,7 +107,7 @@ def test_o_lora_scores_with_every_adapter_summed(toy_sequence, tmp_path, toy_tas
 
     tasks = prepare_tasks(RunConfig(sequence=toy_sequence, strategy="o-lora", max_train=32, max_test=8))
     host = AdapterHost(load_backbone("tiny-random"))
-    ctx = Context(host=host, train=TrainConfig(steps=3, batch_size=4, lr=1e-2, max_length=64), n_tasks=2,
+    ctx = Context(host=host, train=TrainConfig(steps=3, batch_size=4, lr=1e-2, max_length=64, early_stop=False), n_tasks=2,
                   workdir=tmp_path)
     strat = make("o-lora", ctx)
     tok = host.backbone.tokenizer
@@ -131,7 +131,7 @@ def test_learner_stores_fisher_and_buffer_and_uses_them_when_reusing(tmp_path, t
     from adaptive_learner.library import AdapterLibrary
     from adaptive_learner.training.forgetting import load_forgetting_state
 
-    train = TrainConfig(steps=3, batch_size=4, lr=1e-2, max_length=64)
+    train = TrainConfig(steps=3, batch_size=4, lr=1e-2, max_length=64, early_stop=False)
     opts = ForgettingOptions.from_mapping({"ewc_samples": 4, "replay_buffer_size": 12})
     learner = Learner(tmp_path / "lib", backbone="tiny-random", train=train, forgetting=opts)
     first = learner.learn(toy_task.subsample(24, 8, 0))

@@ -87,7 +87,7 @@ def test_learner_records_where_a_new_adapter_started(tmp_path, fresh_backbone, t
     pairs = load_file_task(FIXTURES / "toy_pairs.jsonl", "pairs", "Do the two phrases mean the same?",
                            ["first", "second"], "same", family="paraphrase")
     learner = Learner(tmp_path / "lib", backbone=fresh_backbone,
-                      train=TrainConfig(steps=2, batch_size=4, lr=1e-2, max_length=64))
+                      train=TrainConfig(steps=2, batch_size=4, lr=1e-2, max_length=64, early_stop=False))
     learner.learn(toy_task, eval_limit=4)
     toy_file = (tmp_path / "lib" / "adapters" / "lora-toy" / "adapter_model.safetensors").read_bytes()
     out = learner.learn(pairs, eval_limit=4)

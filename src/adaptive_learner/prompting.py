@@ -1,4 +1,16 @@
-"""Turning task examples into token ids: prompts (head+tail truncated), label verbalizers, padded batches."""
+"""Turning task examples into token ids: prompts (head+tail truncated), label verbalizers, padded batches.
+
+How a label is scored (``TaskSpec.label_scoring``) is decided here, at encoding time:
+
+- ``first-token`` (the default): the verbalizers' common leading tokens join the prompt and each
+  label is scored by its first token after them, the one that tells the labels apart. "X" vs
+  "not X" is then one decision between " X" and " not", with no bias towards the shorter label,
+  and every label is scored in one forward. Where no single token tells every label apart (two
+  labels share a first token but not the rest), the task falls back to ``mean``.
+- ``mean``: the log-likelihood of the whole verbalizer divided by its token count.
+- ``sum``: the whole verbalizer's summed log-likelihood (the scoring of earlier releases; it
+  favours short labels when labels share words).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +32,7 @@ class Encoded:
     choices: list[list[int]]
     label: int
     task: str
+    normalise: bool = False  # score a choice by its mean token log-likelihood (``mean`` scoring)
 
 
 def verbalizer_ids(tokenizer: Any, spec: TaskSpec) -> list[list[int]]:
@@ -29,6 +42,45 @@ def verbalizer_ids(tokenizer: Any, spec: TaskSpec) -> list[list[int]]:
         if not ids:
             raise ValueError(f"verbalizer {v!r} of task {spec.name} encodes to no tokens")
     return out
+
+
+LABEL_SCORING = ("first-token", "mean", "sum")
+DEFAULT_LABEL_SCORING = "first-token"
+
+
+def check_label_scoring(mode: str) -> str:
+    if mode not in LABEL_SCORING:
+        from .errors import UserError
+
+        raise UserError(f"unknown label scoring {mode!r}; choose one of {', '.join(LABEL_SCORING)}")
+    return mode
+
+
+def distinguishing_tokens(choices: Sequence[Sequence[int]]) -> tuple[list[int], list[list[int]]] | None:
+    """The verbalizers' common leading tokens and, after them, one token per label that tells every
+    label apart; None when no such token exists (a label ends inside the common part, or two labels
+    share the token after it)."""
+    n = min(len(c) for c in choices)
+    k = 0
+    while k < n and all(c[k] == choices[0][k] for c in choices):
+        k += 1
+    if k == n:
+        return None
+    firsts = [c[k] for c in choices]
+    if len(set(firsts)) != len(firsts):
+        return None
+    return list(choices[0][:k]), [[t] for t in firsts]
+
+
+def scoring_plan(choices: list[list[int]], mode: str) -> tuple[str, list[int], list[list[int]]]:
+    """(effective mode, tokens appended to every prompt, choices as scored) for ``mode``."""
+    check_label_scoring(mode)
+    if mode == "first-token":
+        split = distinguishing_tokens(choices)
+        if split is None:
+            return "mean", [], choices
+        return "first-token", split[0], split[1]
+    return mode, [], choices
 
 
 def encode_prompt(tokenizer: Any, text: str, max_length: int) -> list[int]:
@@ -42,9 +94,10 @@ def encode_prompt(tokenizer: Any, text: str, max_length: int) -> list[int]:
 
 def encode_examples(tokenizer: Any, spec: TaskSpec, examples: Sequence[Example], max_length: int) -> list[Encoded]:
     """Encode examples of one task."""
-    choices = verbalizer_ids(tokenizer, spec)
-    budget = max_length - max(len(c) for c in choices)
-    return [Encoded(encode_prompt(tokenizer, spec.prompt(e.fields), budget), choices, e.label, spec.name)
+    mode, head, choices = scoring_plan(verbalizer_ids(tokenizer, spec), spec.label_scoring)
+    budget = max_length - len(head) - max(len(c) for c in choices)
+    return [Encoded(encode_prompt(tokenizer, spec.prompt(e.fields), budget) + head, choices, e.label, spec.name,
+                    normalise=mode == "mean")
             for e in examples]
 
 

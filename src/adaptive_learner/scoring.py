@@ -118,12 +118,13 @@ def _score_single(model, group: list[Encoded], pad_id: int, device, names) -> li
 
 
 def _score_multi(model, group: list[Encoded], pad_id: int, device, names) -> list[np.ndarray]:
-    seqs, owners, lens, flat_names = [], [], [], []
+    seqs, owners, lens, flat_names, norms = [], [], [], [], []
     for i, g in enumerate(group):
         for c in g.choices:
             seqs.append(g.prompt + c)
             owners.append(i)
             lens.append(len(c))
+            norms.append(g.normalise)
             if names is not None:
                 flat_names.append(names[i])
     keep = max(lens) + 1
@@ -135,7 +136,8 @@ def _score_multi(model, group: list[Encoded], pad_id: int, device, names) -> lis
         # tokens at the last n positions are predicted by the logits one step earlier
         pred = logp[row, keep - n - 1: keep - 1, :]
         tgt = ids[row, -n:]
-        sums.append(pred.gather(-1, tgt[:, None]).sum().item())
+        total = pred.gather(-1, tgt[:, None]).sum().item()
+        sums.append(total / n if norms[row] else total)
     out: list[list[float]] = [[] for _ in group]
     for owner, s in zip(owners, sums):
         out[owner].append(s)

@@ -242,4 +242,4 @@ def config_from(out: Path) -> Any:
     d = dict(doc["config"])
     if doc.get("sequence_file") and not user_path(d["sequence"]).is_file():
         d["sequence"] = doc["sequence_file"]  # resumed from another directory: the file it named
-    return RunConfig(**{**d, "train": TrainConfig(**d["train"]), "lora": LoraSettings(**d["lora"])})
+    return RunConfig(**{**d, "train": TrainConfig.from_dict(d["train"]), "lora": LoraSettings(**d["lora"])})

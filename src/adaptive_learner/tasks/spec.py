@@ -35,6 +35,9 @@ class TaskSpec:
     verbalizers: list[str]
     source: str = "user"
     splits: dict[str, Any] = field(default_factory=dict)
+    label_scoring: str = field(default="first-token", metadata={
+        "help": "how a label is scored: first-token (the token that tells the labels apart), mean "
+                "(length-normalised log-likelihood) or sum (summed log-likelihood, earlier releases)"})
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -46,6 +49,9 @@ class TaskSpec:
             raise UserError(f"task {self.name}: {len(self.verbalizers)} verbalizers for {len(self.label_names)} labels")
         if len(set(self.verbalizers)) != len(self.verbalizers):
             raise UserError(f"task {self.name}: verbalizers must differ, got {self.verbalizers}")
+        if self.label_scoring not in ("first-token", "mean", "sum"):
+            raise UserError(f"task {self.name}: unknown label scoring {self.label_scoring!r}; "
+                            f"choose first-token, mean or sum")
         for f in self.input_fields:
             if "{" + f + "}" not in self.template:
                 raise UserError(f"task {self.name}: template does not use input field {{{f}}}")
@@ -61,6 +67,8 @@ class TaskSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TaskSpec":
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        # a spec stored before label scoring was a setting was scored by summed log-likelihood
+        known.setdefault("label_scoring", "sum")
         return cls(**known)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
@@ -10,31 +9,66 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
 from ..prompting import Encoded
 from ..scoring import tail_logits
 from .regularisers import Regulariser
 
 
+OBJECTIVES = ("choices", "lm")
+SCHEDULES = ("constant", "linear")
+
+
 @dataclass
 class TrainConfig:
-    """Optimisation budget and hyperparameters for one task."""
+    """Optimisation budget and hyperparameters for one task.
 
-    steps: int = field(default=60, metadata={"help": "optimizer steps per task"})
+    By default a task trains until it is learned: a stratified part of its training examples is
+    held out, the adapter is scored on it every ``eval_every`` steps, training stops after
+    ``patience`` evaluations without improvement (or at ``steps``), and the best checkpoint is kept.
+    ``early_stop=False`` trains exactly ``steps`` steps on every example.
+    """
+
+    steps: int = field(default=300, metadata={"help": "optimizer steps per task: the cap with early stopping, "
+                                                      "else exactly this many"})
     batch_size: int = field(default=8, metadata={"help": "examples per step (before replay is mixed in)"})
-    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    lr: float = field(default=2e-3, metadata={"help": "AdamW learning rate"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
-    warmup_ratio: float = field(default=0.1, metadata={"help": "fraction of steps of linear warm-up"})
+    warmup_steps: int = field(default=5, metadata={"help": "steps of linear warm-up"})
+    schedule: str = field(default="constant", metadata={
+        "help": "after warm-up: constant, or linear (decay to 0 at `steps`)"})
+    objective: str = field(default="choices", metadata={
+        "help": "choices: cross-entropy over the task's labels (each scored by its distinguishing token; needs "
+                "single-token choices, else lm); lm: the gold verbalizer's tokens over the whole vocabulary"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm"})
     max_length: int = field(default=256, metadata={"help": "max tokens per example (prompt head+tail kept)"})
     max_batch_tokens: int = field(default=512, metadata={
         "help": "token positions per forward: a longer batch is split into micro-batches whose gradients add up "
                 "to the same update (bounds activation memory)"})
-    seed: int = field(default=0, metadata={"help": "seed of batch order and dropout"})
+    early_stop: bool = field(default=True, metadata={"help": "hold out validation examples and stop when "
+                                                             "they stop improving (best checkpoint kept)"})
+    val_fraction: float = field(default=0.2, metadata={"help": "fraction of the training examples held out"})
+    val_max: int = field(default=64, metadata={"help": "at most this many held-out examples"})
+    eval_every: int = field(default=10, metadata={"help": "steps between validation scores"})
+    patience: int = field(default=3, metadata={"help": "validation scores without improvement before stopping"})
+    seed: int = field(default=0, metadata={"help": "seed of batch order, validation split and dropout"})
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """From ``to_dict`` output; keys of other versions are ignored."""
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+MIN_VALIDATION = 8  # fewer held-out examples than this: no early stopping, a fixed number of steps
 
 
 @dataclass
@@ -48,6 +82,44 @@ class TrainReport:
     final_loss: float
     losses: list[float]
     positions: int = 0  # token positions computed: padding included, each batch's shared prefix once
+    validation: list[dict[str, float]] = field(default_factory=list)  # {step, accuracy, loss} per evaluation
+    best_step: int | None = None  # the step whose weights were kept (early stopping)
+    stopped: str = "steps"  # why training ended: steps (the cap) or patience
+
+
+def split_validation(items: Sequence[Encoded], cfg: TrainConfig) -> tuple[list[Encoded], list[Encoded]]:
+    """(train, validation): a label-stratified ``val_fraction`` (at most ``val_max``) held out, seeded.
+    Empty validation when early stopping is off or the task is too small to spare it."""
+    n_val = min(cfg.val_max, int(round(cfg.val_fraction * len(items))))
+    if not cfg.early_stop or n_val < MIN_VALIDATION or len(items) - n_val < MIN_VALIDATION:
+        return list(items), []
+    rng = np.random.RandomState(cfg.seed + 7919)
+    by_label: dict[int, list[int]] = {}
+    for i in rng.permutation(len(items)):
+        by_label.setdefault(items[i].label, []).append(int(i))
+    # proportional quotas, rounded so they add up to n_val; every label keeps a training example
+    quota = {k: int(len(v) * n_val / len(items)) for k, v in by_label.items()}
+    for k in sorted(by_label, key=lambda k: -(len(by_label[k]) * n_val / len(items) - quota[k])):
+        if sum(quota.values()) >= n_val:
+            break
+        quota[k] += 1
+    held = {i for k, v in by_label.items() for i in v[: min(quota[k], len(v) - 1)]}
+    return [it for i, it in enumerate(items) if i not in held], [it for i, it in enumerate(items) if i in held]
+
+
+def validate(model: Any, items: Sequence[Encoded], pad_id: int) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy over the choices' scores) on held-out items."""
+    from ..scoring import score
+
+    was_training = model.training
+    model.eval()
+    try:
+        scores = score(model, items, pad_id)
+    finally:
+        model.train(was_training)
+    acc = float(np.mean([int(np.argmax(s)) == it.label for s, it in zip(scores, items)]))
+    loss = float(np.mean([np.logaddexp.reduce(s) - s[it.label] for s, it in zip(scores, items)]))
+    return acc, loss
 
 
 def batches_for(n_items: int, lengths: Sequence[int], cfg: TrainConfig, rng: np.random.RandomState) -> list[list[int]]:
@@ -82,13 +154,28 @@ def micro_batches(batch: Sequence[Encoded], max_tokens: int) -> list[list[Encode
     return chunks
 
 
-def label_loss(model: Any, batch: list[Encoded], pad_id: int, device: torch.device,
-               share_prefix: bool = True) -> tuple[torch.Tensor, int, int]:
-    """Cross-entropy of the gold verbalizer tokens only; logits computed at those positions alone.
+def single_token(batch: Sequence[Encoded]) -> bool:
+    """Every choice of every item is one token (the ``choices`` objective applies)."""
+    return all(len(c) == 1 for it in batch for c in it.choices)
 
+
+def label_loss(model: Any, batch: list[Encoded], pad_id: int, device: torch.device,
+               share_prefix: bool = True, objective: str = "choices") -> tuple[torch.Tensor, int, int]:
+    """The training loss of a batch; logits computed only where needed.
+
+    ``choices`` (with single-token choices): cross-entropy of the gold label against the task's other
+    labels, from the prompt's last position alone: what the classifier decides, with no pull on the
+    rest of the vocabulary. ``lm`` (or multi-token choices): cross-entropy of the gold verbalizer tokens
+    over the whole vocabulary, averaged over those tokens.
     The prompt prefix shared by the whole batch runs once (:func:`~adaptive_learner.scoring.tail_logits`).
     Returns the loss, the examples' tokens, and the token positions actually computed.
     """
+    if objective == "choices" and single_token(batch):
+        seqs = [b.prompt for b in batch]
+        tail = tail_logits(model, seqs, pad_id, device, 1, share_prefix=share_prefix)
+        losses = [-torch.log_softmax(tail.logits[row, -1, [c[0] for c in b.choices]], dim=-1)[b.label]
+                  for row, b in enumerate(batch)]
+        return torch.stack(losses).mean(), sum(len(s) + 1 for s in seqs), tail.positions
     seqs = [b.prompt + b.choices[b.label] for b in batch]
     lens = [len(b.choices[b.label]) for b in batch]
     keep = max(lens) + 1
@@ -101,13 +188,29 @@ def label_loss(model: Any, batch: list[Encoded], pad_id: int, device: torch.devi
     return torch.stack(losses).sum() / sum(lens), sum(len(s) for s in seqs), tail.positions
 
 
+def _schedule(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    warm = max(0, cfg.warmup_steps)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        if cfg.schedule == "linear":
+            return max(0.0, (cfg.steps - step) / max(1, cfg.steps - warm))
+        return 1.0
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
 def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainConfig,
                   regularisers: Sequence[Regulariser] = (), desc: str | None = None,
                   accelerator: Any = None) -> TrainReport:
     """Train the adapter ``adapter`` of ``host`` on ``items`` with the given regularisers.
 
-    With an ``accelerate.Accelerator``, the model and optimizer are prepared by it and each
-    process trains on its shard of every batch (data parallel); gradients are averaged by it.
+    With early stopping (``cfg.early_stop``) a part of ``items`` is held out (:func:`split_validation`),
+    scored before training and every ``cfg.eval_every`` steps; training ends after ``cfg.patience``
+    scores without improvement (accuracy, then loss) or at ``cfg.steps``, and the adapter is left
+    at its best-scored weights. With an ``accelerate.Accelerator``, the model and optimizer are
+    prepared by it and each process trains on its shard of every batch (data parallel); gradients
+    are averaged by it.
     """
     if not items:
         raise ValueError("no training examples")
@@ -117,23 +220,43 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
     device = next(model.parameters()).device
     torch.manual_seed(cfg.seed)
     rng = np.random.RandomState(cfg.seed)
+    train_items, val_items = split_validation(items, cfg)
     for r in regularisers:
         r.begin(host, adapter)
     opt = torch.optim.AdamW(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = get_linear_schedule_with_warmup(opt, math.ceil(cfg.warmup_ratio * cfg.steps), cfg.steps)
-    plan = batches_for(len(items), [len(it.prompt) for it in items], cfg, rng)
+    sched = _schedule(opt, cfg)
+    plan = batches_for(len(train_items), [len(it.prompt) for it in train_items], cfg, rng)
     if accelerator is not None:
         model, opt = accelerator.prepare(model, opt)
         device = accelerator.device
     pad_id = host.backbone.tokenizer.pad_token_id
+    curve: list[dict[str, float]] = []
+    best: tuple[float, float] | None = None
+    best_step, best_state, since_best = 0, None, 0
+
+    def check(step: int) -> bool:
+        """Score the held-out items; remember the best weights. True when patience has run out."""
+        nonlocal best, best_step, best_state, since_best
+        acc, loss = validate(model, val_items, pad_id)
+        curve.append({"step": step, "accuracy": round(acc, 4), "loss": round(loss, 4)})
+        if best is None or (acc, -loss) > best:
+            best, best_step, since_best = (acc, -loss), step, 0
+            best_state = {n: p.detach().clone() for n, p in params.items()}
+        else:
+            since_best += 1
+        return since_best >= cfg.patience
+
+    if val_items:
+        check(0)
     model.train()
     losses: list[float] = []
     n_ex = n_tok = n_pos = 0
+    stopped = "steps"
     t0 = time.perf_counter()
     bar = tqdm(plan, desc=desc or f"train {adapter}", leave=False, disable=accelerator is not None
                and not accelerator.is_local_main_process)
-    for idx in bar:
-        batch = [items[i] for i in idx]
+    for step, idx in enumerate(bar, start=1):
+        batch = [train_items[i] for i in idx]
         for r in regularisers:
             batch = r.mix(batch, rng)
         if accelerator is not None:
@@ -145,7 +268,7 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
         n_label = sum(len(b.choices[b.label]) for b in batch)
         loss_value = 0.0
         for k, chunk in enumerate(chunks):
-            part, tokens, positions = label_loss(model, chunk, pad_id, device)
+            part, tokens, positions = label_loss(model, chunk, pad_id, device, objective=cfg.objective)
             part = part * (sum(len(b.choices[b.label]) for b in chunk) / n_label)
             loss_value += part.item()
             n_tok += tokens
@@ -168,9 +291,25 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
         sched.step()
         losses.append(loss_value)
         n_ex += len(batch)
-        bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
+        post = {"loss": f"{np.mean(losses[-10:]):.3f}"}
+        if val_items and (step % cfg.eval_every == 0 or step == len(plan)):
+            done = check(step)
+            post["val_acc"] = f"{curve[-1]['accuracy']:.3f}"
+            post["best"] = f"{best[0]:.3f}@{best_step}"  # type: ignore[index]
+            bar.set_postfix(post)
+            if done:
+                stopped = "patience"
+                break
+        bar.set_postfix(post)
+    bar.close()
     model.eval()
+    if best_state is not None:
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(best_state[n])
     seconds = time.perf_counter() - t0
     for r in regularisers:
         r.end(host, adapter, items)
-    return TrainReport(len(plan), n_ex, n_tok, seconds, float(np.mean(losses[-10:])), losses, n_pos)
+    final = float(np.mean(losses[-10:])) if losses else float("nan")
+    return TrainReport(len(losses), n_ex, n_tok, seconds, final, losses, n_pos, curve,
+                       best_step if val_items else None, stopped)
