@@ -61,6 +61,9 @@ BAD = {  # one thing wrong in an otherwise good `alearn learn`, and values that 
     "--max-length": st.sampled_from(["0", "-8", "x"]),
     "--lr": st.sampled_from(["0", "-1", "nan", "inf", "x"]),
     "--max-train": st.sampled_from(["x", "", "0", "-1"]),
+    "--patience": st.sampled_from(["0", "-1", "x"]),
+    "--eval-every": st.sampled_from(["0", "-2", "x"]),
+    "--label-scoring": st.sampled_from(["", "longest", "x", "SUM"]),
     "--seed": st.sampled_from(["x", "1.5", "-1", "4294967296"]),
     "--name": junk.filter(lambda v: bool(v) and (not set(v) <= NAME_OK or ".." in v or not v[0].isalnum()
                                                  or len(v) > 64)),

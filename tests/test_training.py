@@ -26,7 +26,9 @@ def reference_scores(model, items):
 
 @pytest.mark.parametrize("verbalizers", [["N", "P"], [" negative", " positive"]], ids=["single-token", "multi-token"])
 def test_batched_scoring_matches_one_at_a_time(tiny_backbone, toy_task, verbalizers):
-    spec = toy_task.spec.__class__.from_dict({**toy_task.spec.to_dict(), "verbalizers": verbalizers})
+    # summed scoring: every token of a multi-token verbalizer is scored
+    spec = toy_task.spec.__class__.from_dict({**toy_task.spec.to_dict(), "verbalizers": verbalizers,
+                                              "label_scoring": "sum"})
     items = encode_examples(tiny_backbone.tokenizer, spec, toy_task.test[:6], 64)
     got = score(tiny_backbone.model, items, tiny_backbone.tokenizer.pad_token_id, batch_size=4)
     want = reference_scores(tiny_backbone.model, items)

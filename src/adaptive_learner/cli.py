@@ -20,11 +20,24 @@ app.add_typer(library_app, name="library")
 app.add_typer(data_app, name="data")
 
 
-def _train_cfg(steps: int, batch_size: int, lr: float, max_length: int, seed: int, **counts: int):
+# the training defaults (``TrainConfig``'s; kept here so that `alearn --help` needs no torch import)
+DEFAULT_STEPS = 300
+DEFAULT_LR = 2e-3
+DEFAULT_PATIENCE = 3
+DEFAULT_EVAL_EVERY = 10
+STEPS_HELP = "most optimizer steps per task (training stops earlier once held-out accuracy stops improving; " \
+             "exactly this many with --no-early-stop)"
+EARLY_STOP_HELP = "hold out a fifth of the training examples (at most 64), score them every --eval-every steps, " \
+                  "stop after --patience scores without improvement and keep the best weights"
+
+
+def _train_cfg(steps: int, batch_size: int, lr: float, max_length: int, seed: int, early_stop: bool = True,
+               patience: int = DEFAULT_PATIENCE, eval_every: int = DEFAULT_EVAL_EVERY, **counts: int):
     """The training budget, with every number checked (``counts``: more options that must be positive)."""
     from .training import TrainConfig
 
     sizes = (("--steps", steps), ("--batch-size", batch_size), ("--max-length", max_length),
+             ("--patience", patience), ("--eval-every", eval_every),
              *((f"--{k.replace('_', '-')}", v) for k, v in counts.items()))
     for name, v in sizes:
         if v <= 0:
@@ -33,7 +46,8 @@ def _train_cfg(steps: int, batch_size: int, lr: float, max_length: int, seed: in
         raise UserError(f"--seed must be between 0 and {2**32 - 1}, got {seed}")
     if not 0 < lr < float("inf"):  # also refuses nan, which every comparison fails
         raise UserError(f"--lr must be a positive number, got {lr}")
-    return TrainConfig(steps=steps, batch_size=batch_size, lr=lr, max_length=max_length, seed=seed)
+    return TrainConfig(steps=steps, batch_size=batch_size, lr=lr, max_length=max_length, seed=seed,
+                       early_stop=early_stop, patience=patience, eval_every=eval_every)
 
 
 @app.command()
@@ -43,9 +57,12 @@ def run(sequence: Optional[str] = typer.Argument(None, help="built-in sequence n
         out: Optional[Path] = typer.Option(None, help="output directory (default runs/<strategy>-<time>)"),
         max_train: int = typer.Option(256, help="training examples per task (stratified subsample)"),
         max_test: int = typer.Option(100, help="test examples per task"),
-        steps: int = typer.Option(40, help="optimizer steps per task"),
+        steps: int = typer.Option(DEFAULT_STEPS, help=STEPS_HELP),
+        early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help=EARLY_STOP_HELP),
+        patience: int = typer.Option(DEFAULT_PATIENCE, help="held-out scores without improvement before stopping"),
+        eval_every: int = typer.Option(DEFAULT_EVAL_EVERY, help="steps between held-out scores"),
         batch_size: int = typer.Option(8, help="examples per step"),
-        lr: float = typer.Option(1e-3, help="learning rate"),
+        lr: float = typer.Option(DEFAULT_LR, help="learning rate"),
         max_length: int = typer.Option(256, help="max tokens per example"),
         seed: int = typer.Option(0, help="seed for sampling, initialisation and batch order"),
         resume: Optional[Path] = typer.Option(None, help="continue the interrupted run in this directory from its "
@@ -70,7 +87,8 @@ def run(sequence: Optional[str] = typer.Argument(None, help="built-in sequence n
         raise UserError(f"unknown strategy {strategy!r}; available: {', '.join(sorted(REGISTRY))}")
     cfg = RunConfig(sequence=sequence, strategy=strategy, backbone=backbone, max_train=max_train,
                     max_test=max_test, seed=seed,
-                    train=_train_cfg(steps, batch_size, lr, max_length, seed, max_train=max_train, max_test=max_test))
+                    train=_train_cfg(steps, batch_size, lr, max_length, seed, early_stop, patience, eval_every,
+                                     max_train=max_train, max_test=max_test))
     out = out or Path("runs") / f"{sequence.replace('/', '_').replace('.yaml', '')}-{strategy}-seed{seed}"
     res = run_sequence(cfg, out)
     if res.info.get("world_size", 1) > 1 and os.environ.get("RANK", "0") != "0":
@@ -121,9 +139,12 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
           out: Optional[Path] = typer.Option(None, help="output directory (default runs/bench-<sequence>)"),
           max_train: int = typer.Option(256, help="training examples per task (stratified subsample)"),
           max_test: int = typer.Option(100, help="test examples per task"),
-          steps: int = typer.Option(40, help="optimizer steps per task"),
+          steps: int = typer.Option(DEFAULT_STEPS, help=STEPS_HELP),
+          early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help=EARLY_STOP_HELP),
+          patience: int = typer.Option(DEFAULT_PATIENCE, help="held-out scores without improvement before stopping"),
+          eval_every: int = typer.Option(DEFAULT_EVAL_EVERY, help="steps between held-out scores"),
           batch_size: int = typer.Option(8, help="examples per step"),
-          lr: float = typer.Option(1e-3, help="learning rate (without --lr-search)"),
+          lr: float = typer.Option(DEFAULT_LR, help="learning rate (without --lr-search)"),
           max_length: int = typer.Option(256, help="max tokens per example")) -> None:
     """Compare strategies on the same data, seeds and budget: one table, every matrix, a bar chart.
 
@@ -134,8 +155,8 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
         raise UserError(f"--orders must be >= 1, got {orders}")
     cfg = BenchConfig(sequence=sequence, strategies=_csv(strategies, str, "--strategies"),
                       seeds=_csv(seeds, int, "--seeds"), orders=orders, backbone=backbone, max_train=max_train,
-                      max_test=max_test, train=_train_cfg(steps, batch_size, lr, max_length, 0,
-                                                          max_train=max_train, max_test=max_test),
+                      max_test=max_test, train=_train_cfg(steps, batch_size, lr, max_length, 0, early_stop, patience,
+                                                          eval_every, max_train=max_train, max_test=max_test),
                       options=_set_options(set_), lr_search=lr_search, lr_grid=_csv(lr_grid, float, "--lr-grid"))
     out = out or Path("runs") / f"bench-{Path(sequence).stem}"
     run_bench(cfg, out)
@@ -155,9 +176,17 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
           family: str = typer.Option("unknown", help="task family, if known"),
           backbone: Optional[str] = typer.Option(None, help="backbone for a new library (read from it afterwards)"),
           max_train: int = typer.Option(256, help="training examples (stratified subsample)"),
-          steps: int = typer.Option(40, help="optimizer steps"),
-          batch_size: int = typer.Option(8), lr: float = typer.Option(1e-3), max_length: int = typer.Option(256),
-          seed: int = typer.Option(0),
+          steps: int = typer.Option(DEFAULT_STEPS, help=STEPS_HELP),
+          early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help=EARLY_STOP_HELP),
+          patience: int = typer.Option(DEFAULT_PATIENCE, help="held-out scores without improvement before stopping"),
+          eval_every: int = typer.Option(DEFAULT_EVAL_EVERY, help="steps between held-out scores"),
+          batch_size: int = typer.Option(8, help="examples per step"),
+          lr: float = typer.Option(DEFAULT_LR, help="learning rate"),
+          max_length: int = typer.Option(256, help="max tokens per example"),
+          seed: int = typer.Option(0, help="seed for sampling, the validation split, initialisation and batch order"),
+          label_scoring: Optional[str] = typer.Option(None, help="how labels are scored, for --data: first-token "
+                                                      "(default; the token that tells the labels apart), mean "
+                                                      "(length-normalised log-likelihood) or sum"),
           force_new: bool = typer.Option(False, "--force-new", help="always create a new adapter"),
           reuse: Optional[str] = typer.Option(None, help="reuse (and adapt) this adapter"),
           dry_run: bool = typer.Option(False, "--dry-run", help="print the router's decision as JSON; train nothing"),
@@ -167,6 +196,7 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
                                                    "(a copy of its best candidate) or fresh")) -> None:
     """Learn one task into an adapter library: the router decides to reuse an adapter or create one."""
     from .learner import Learner
+    from .prompting import DEFAULT_LABEL_SCORING
     from .tasks import load_catalog_task, load_file_task
 
     if (task is None) == (data is None):
@@ -175,14 +205,17 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
         if not description or not description.strip():
             raise UserError("--data needs --description: the instruction a person would give for this task")
         t = load_file_task(data, name or data.stem.replace(" ", "_"), description, text_column or None,
-                           label_column, [x.strip() for x in labels.split(",")] if labels else None, family=family)
+                           label_column, [x.strip() for x in labels.split(",")] if labels else None, family=family,
+                           label_scoring=DEFAULT_LABEL_SCORING if label_scoring is None else label_scoring)
     else:
         t = load_catalog_task(task)
+        if label_scoring is not None:
+            t = t.with_label_scoring(label_scoring)
         if name or description:
             t = t.renamed(name or t.name, description)
     if force_new and reuse:
         raise UserError("--force-new and --reuse exclude each other")
-    cfg = _train_cfg(steps, batch_size, lr, max_length, seed, max_train=max_train)
+    cfg = _train_cfg(steps, batch_size, lr, max_length, seed, early_stop, patience, eval_every, max_train=max_train)
     t = t.subsample(max_train, 200, seed)
     if router not in ("calibrated", "softmax-threshold"):
         raise UserError(f"unknown router {router!r}; available: calibrated, softmax-threshold")
@@ -203,6 +236,11 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
     if o.decision and o.decision["candidates"]:
         typer.echo("candidates: " + ", ".join(f"{c['adapter']} {c['probability']:.2f}"
                                               for c in o.decision["candidates"][:5]))
+    curve = o.train.get("validation") or []
+    if curve:
+        typer.echo("held-out accuracy by step: " + ", ".join(f"{v['step']}: {v['accuracy']:.3f}" for v in curve))
+        why_end = "no improvement for --patience scores" if o.train["stopped"] == "patience" else "--steps reached"
+        typer.echo(f"kept the weights of step {o.train['best_step']} ({why_end})")
     typer.echo(f"accuracy on {o.task} test: {o.accuracy_before:.3f} before, {o.accuracy_after:.3f} after "
                f"({o.train['steps']} steps, {o.train['seconds']} s)")
 
@@ -361,7 +399,7 @@ def data_fetch(models: bool = typer.Option(True, help="also fetch and prepare th
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="output directory"),
          strategy: str = typer.Option("router", help="strategy to show (router: reuse-or-create + routing)"),
-         steps: int = typer.Option(24, help="optimizer steps per task"),
+         steps: int = typer.Option(60, help=STEPS_HELP),
          max_train: int = typer.Option(192, help="training examples per task"),
          max_test: int = typer.Option(80, help="test examples per task"),
          max_length: int = typer.Option(160, help="max tokens per example")) -> None:
@@ -374,7 +412,7 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="output directory"),
     from .evaluation.harness import RunConfig, run_sequence, summary_markdown
 
     cfg = RunConfig(sequence="seed", strategy=strategy, backbone="smollm2-135m", max_train=max_train,
-                    max_test=max_test, seed=0, train=_train_cfg(steps, 8, 1e-3, max_length, 0))
+                    max_test=max_test, seed=0, train=_train_cfg(steps, 8, DEFAULT_LR, max_length, 0))
     res = run_sequence(cfg, out)
     typer.echo(summary_markdown(res, cfg))
     router = res.info.get("router") or {}

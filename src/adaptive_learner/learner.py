@@ -188,6 +188,10 @@ class Learner:
                                                 self.forgetting, task, gain=conf if decision is not None else 1.0)
             rep = train_adapter(self.host, adapter, items, self.train_cfg, regs, desc=f"learn {task.name} -> {adapter}")
             after = self.evaluate(task, adapter, eval_limit)
+            train_summary = {"steps": rep.steps, "examples": rep.examples, "seconds": round(rep.seconds, 1),
+                             "final_loss": round(rep.final_loss, 4), "regularisers": [r.name for r in regs],
+                             "lr": self.train_cfg.lr, "stopped": rep.stopped, "best_step": rep.best_step,
+                             "validation": rep.validation}
             profile = self.router.profile(task, self.train_cfg.max_length)
             with self.library.transaction(timeout=0) as tx:
                 tx.save_adapter(self.host, adapter, trainable_params=self.host.count_trainable(adapter))
@@ -196,13 +200,11 @@ class Learner:
                 tx.set_task(task.spec, adapter, accuracy=after, n_train=len(task.train))
                 store_forgetting_state(tx, adapter, regs)
                 tx.record({"task": task.name, "action": action, "adapter": adapter, "init_from": init_from,
-                           "confidence": conf,
+                           "confidence": conf, "train": train_summary,
                            "reason": why, "accuracy_before": before, "accuracy_after": after,
                            **({"decision": _brief(decision.to_json())} if decision is not None else {})})
             self._loaded[adapter] = self.library.adapters[adapter].get("updated", "")
-        return LearnOutcome(task.name, action, adapter, conf, why, before, after,
-                            {"steps": rep.steps, "examples": rep.examples, "seconds": round(rep.seconds, 1),
-                             "final_loss": round(rep.final_loss, 4), "regularisers": [r.name for r in regs]},
+        return LearnOutcome(task.name, action, adapter, conf, why, before, after, train_summary,
                             decision.to_json() if decision is not None else None, init_from)
 
     def _fresh_name(self, task: str) -> str:

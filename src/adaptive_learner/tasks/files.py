@@ -177,7 +177,7 @@ def default_template(text_columns: list[str]) -> str:
 def load_file_task(path: str | Path, name: str, description: str, text_columns: list[str] | None = None,
                    label_column: str = "label", labels: list[str] | None = None,
                    verbalizers: list[str] | None = None, family: str = "unknown", template: str | None = None,
-                   test_path: str | Path | None = None) -> TaskData:
+                   test_path: str | Path | None = None, label_scoring: str = "first-token") -> TaskData:
     """A task from a user's CSV/TSV/JSONL file (one text column, or several for sentence pairs).
 
     Without ``test_path`` the file is split 70/30, stratified, with a fixed seed recorded in the spec.
@@ -203,7 +203,7 @@ def load_file_task(path: str | Path, name: str, description: str, text_columns: 
     verbalizers = verbalizers or [" " + n.replace("_", " ") for n in names]
     spec = TaskSpec(name=name, description=description, family=family, input_fields=list(text_columns),
                     template=template or default_template(list(text_columns)), label_names=names,
-                    verbalizers=verbalizers, source=f"file:{path}", splits=split)
+                    verbalizers=verbalizers, source=f"file:{path}", splits=split, label_scoring=label_scoring)
     return TaskData(spec, train, test)
 
 

@@ -83,10 +83,18 @@ def parse_sequence(doc: Any, base: Path, source: str) -> Sequence:
 
 
 KEYS = {"task", "name", "description", "data", "test_data", "hf", "text_columns", "text_column", "label_column",
-        "labels", "verbalizers", "template", "family"}
+        "labels", "verbalizers", "template", "family", "label_scoring"}
 
 
 def _task_entry(entry: Any, base: Path, source: str) -> TaskData:
+    mode = entry.get("label_scoring") if isinstance(entry, dict) else None
+    if mode is not None and mode not in ("first-token", "mean", "sum"):
+        raise UserError(f"{source}: `label_scoring:` is first-token, mean or sum, got {repr(mode)[:40]}")
+    task = _task_of(entry, base, source)
+    return task.with_label_scoring(mode) if mode is not None else task
+
+
+def _task_of(entry: Any, base: Path, source: str) -> TaskData:
     if isinstance(entry, str):
         return load_catalog_task(entry)
     if not isinstance(entry, dict):

@@ -97,6 +97,10 @@ class TaskData:
         return TaskData(self.spec, stratified_take(self.train, max_train, seed),
                         stratified_take(self.test, max_test, seed + 1))
 
+    def with_label_scoring(self, mode: str) -> "TaskData":
+        """The same task with its labels scored by ``mode`` (first-token, mean or sum)."""
+        return TaskData(TaskSpec.from_dict({**self.spec.to_dict(), "label_scoring": mode}), self.train, self.test)
+
     def renamed(self, name: str, description: str | None = None) -> "TaskData":
         d = self.spec.to_dict()
         d["name"] = name

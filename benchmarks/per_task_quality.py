@@ -1,0 +1,174 @@
+"""Per-task quality: adaptive-learner's adapter against adaptive-classifier, side by side.
+
+For every task, both learn from the same training examples and are scored on the same test
+examples. The peer is adaptive-classifier (a frozen all-MiniLM-L6-v2 from the pinned wheel, its
+prototype memory and head; a benchmark-only dependency: ``pip install adaptive-classifier==0.3.1``).
+Ours: a new LoRA adapter on the backbone trained as ``alearn learn --force-new`` trains it (the
+``TrainConfig`` defaults unless ``--set`` says otherwise), with the task's label scoring.
+
+Tasks: catalog tasks, and user-style CSV tasks with multi-word labels ("spam" / "not spam"), made
+from packaged data, written as CSV files and loaded the way ``alearn learn --data`` loads them.
+
+    python benchmarks/per_task_quality.py --n-train 160 --out benchmarks/results/per_task_quality_160.json
+    python benchmarks/per_task_quality.py --tasks sst2,trec --set lr=1e-3 --no-peer
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adaptive_learner.adapters import AdapterHost
+from adaptive_learner.backbone import load_backbone
+from adaptive_learner.prompting import encode_examples
+from adaptive_learner.scoring import accuracy, score
+from adaptive_learner.tasks import load_catalog_task
+from adaptive_learner.tasks.files import load_file_task
+from adaptive_learner.tasks.spec import Example, TaskData, TaskSpec
+from adaptive_learner.training import TrainConfig, train_adapter
+from common import machine, peak_rss_gb, save
+
+CATALOG = ["sst2", "imdb", "rotten_tomatoes", "mrpc", "stsb", "rte", "cb", "boolq", "trec", "sms_spam", "bbc_news"]
+
+# user-style tasks: (name, source task, description, {source label: new label name}); labels of several words
+CSV_TASKS: list[tuple[str, str, str, dict[str, str]]] = [
+    ("spam-or-not", "sms_spam", "Is this text message spam?", {"spam": "spam", "ham": "not spam"}),
+    ("recommend", "rotten_tomatoes", "Would the critic who wrote this recommend the film?",
+     {"positive": "recommended", "negative": "not recommended"}),
+    ("business-news", "bbc_news", "Is this news article about business?",
+     {"business": "business", **{c: "not business" for c in ("entertainment", "politics", "sport", "tech")}}),
+    ("question-wants", "trec", "What does this question want as its answer?",
+     {"human": "a person", "location": "a place", "numeric": "a number"}),
+    ("review-tone", "imdb", "What is the tone of this review?",
+     {"positive": "positive review", "negative": "negative review"}),
+]
+
+
+def csv_task(name: str, source: str, description: str, mapping: dict[str, str], folder: Path) -> TaskData:
+    """Write the source task's rows, relabelled, as CSV files and load them as a user's file task."""
+    t = load_catalog_task(source)
+    cols = t.spec.input_fields
+    paths = {}
+    for split, rows in (("train", t.train), ("test", t.test)):
+        p = folder / f"{name}-{split}.csv"
+        with p.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow([*cols, "label"])
+            for e in rows:
+                lab = t.spec.label_names[e.label]
+                if lab in mapping:
+                    w.writerow([*(e.fields[c] for c in cols), mapping[lab]])
+        paths[split] = p
+    labels = list(dict.fromkeys(mapping.values()))
+    return load_file_task(paths["train"], name, description, cols, "label", labels, test_path=paths["test"])
+
+
+def peer_text(spec: TaskSpec, e: Example) -> str:
+    return "\n".join(f"{f}: {e.fields[f]}" for f in spec.input_fields)
+
+
+def run_peer(encoder_dir: str, task: TaskData) -> dict[str, Any]:
+    from adaptive_classifier import AdaptiveClassifier
+
+    spec = task.spec
+    t0 = time.perf_counter()
+    clf = AdaptiveClassifier(encoder_dir, device="cpu", seed=0, use_onnx=False)
+    t_load = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    texts = [peer_text(spec, e) for e in task.train]
+    labels = [spec.label_names[e.label] for e in task.train]
+    for i in range(0, len(texts), 32):
+        clf.add_examples(texts[i: i + 32], labels[i: i + 32])
+    t_train = time.perf_counter() - t0
+    preds = clf.predict_batch([peer_text(spec, e) for e in task.test], k=1)
+    acc = float(np.mean([p[0][0] == spec.label_names[e.label] for p, e in zip(preds, task.test)]))
+    return {"accuracy": acc, "train_seconds": round(t_train, 1), "load_seconds": round(t_load, 1),
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int) -> dict[str, Any]:
+    tok = backbone.tokenizer
+    items = encode_examples(tok, task.spec, task.train, cfg.max_length)
+    test = encode_examples(tok, task.spec, task.test, cfg.max_length)
+    host = AdapterHost(backbone)
+    t0 = time.perf_counter()
+    with host.using(None) as m:
+        zero = accuracy(score(m, test, tok.pad_token_id), test)
+    t_zero = time.perf_counter() - t0
+    host.create("q", seed=seed)
+    t0 = time.perf_counter()
+    rep = train_adapter(host, "q", items, cfg, desc=f"train {task.name}")
+    t_train = time.perf_counter() - t0
+    with host.using("q") as m:
+        acc = accuracy(score(m, test, tok.pad_token_id), test)
+    host.delete("q")
+    return {"accuracy": acc, "zero_shot": zero, "train_seconds": round(t_train, 1), "zero_shot_seconds": round(t_zero, 1),
+            "steps": rep.steps, "best_step": rep.best_step, "stopped": rep.stopped, "validation": rep.validation}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backbone", default="smollm2-135m")
+    ap.add_argument("--tasks", default=",".join(CATALOG), help="catalog tasks, comma-separated ('' for none)")
+    ap.add_argument("--csv-tasks", default=",".join(t[0] for t in CSV_TASKS), help="user-style CSV tasks ('' for none)")
+    ap.add_argument("--n-train", type=int, default=160)
+    ap.add_argument("--max-test", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], help="TrainConfig field=value (repeatable)")
+    ap.add_argument("--label-scoring", default=None, help="override every task's label scoring")
+    ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+
+    cfg = TrainConfig()
+    for kv in a.set:
+        k, v = kv.split("=", 1)
+        cur = getattr(cfg, k)
+        cfg = replace(cfg, **{k: (v.lower() in ("1", "true", "yes")) if isinstance(cur, bool) else type(cur)(v)})
+    backbone = load_backbone(a.backbone)
+    encoder = None
+    if not a.no_peer:
+        from adaptive_learner.features import minilm_dir
+        encoder = str(minilm_dir())
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tasks: list[TaskData] = [load_catalog_task(n) for n in a.tasks.split(",") if n]
+        wanted = [n for n in a.csv_tasks.split(",") if n]
+        tasks += [csv_task(*t, Path(tmp)) for t in CSV_TASKS if t[0] in wanted]
+        for task in tasks:
+            if a.label_scoring:
+                task = TaskData(TaskSpec.from_dict({**task.spec.to_dict(), "label_scoring": a.label_scoring}),
+                                task.train, task.test)
+            task = task.subsample(a.n_train, a.max_test, a.seed)
+            counts = np.bincount([e.label for e in task.test], minlength=len(task.spec.label_names))
+            row: dict[str, Any] = {"task": task.name, "labels": task.spec.label_names, "n_train": len(task.train),
+                                   "n_test": len(task.test), "majority": round(float(counts.max() / counts.sum()), 4)}
+            row["ours"] = run_ours(backbone, task, cfg, a.seed)
+            if encoder is not None:
+                row["peer"] = run_peer(encoder, task)
+            rows.append(row)
+            peer = f"peer {row['peer']['accuracy']:.3f} ({row['peer']['train_seconds']} s)" if "peer" in row else ""
+            print(f"{task.name:16s} n={len(task.train)} majority {row['majority']:.3f} zero-shot "
+                  f"{row['ours']['zero_shot']:.3f} ours {row['ours']['accuracy']:.3f} ({row['ours']['train_seconds']} s, "
+                  f"{row['ours']['steps']} steps, best {row['ours']['best_step']}) {peer}", flush=True)
+    ours = [r["ours"]["accuracy"] for r in rows]
+    summary = {"ours_mean": round(float(np.mean(ours)), 4)}
+    if encoder is not None:
+        summary["peer_mean"] = round(float(np.mean([r["peer"]["accuracy"] for r in rows])), 4)
+    print(json.dumps(summary))
+    if a.out:
+        save(a.out, {"machine": machine(), "peak_rss_gb": round(peak_rss_gb(), 2), "config": cfg.to_dict(),
+                     "n_train": a.n_train, "max_test": a.max_test, "seed": a.seed, "label_scoring": a.label_scoring,
+                     "rows": rows, "summary": summary})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Training until learned: the held-out split, early stopping, the best checkpoint, the recorded curve."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from adaptive_learner.adapters import AdapterHost
+from adaptive_learner.prompting import encode_examples
+from adaptive_learner.training import TrainConfig, train_adapter
+from adaptive_learner.training.trainer import split_validation, validate
+
+
+@pytest.fixture()
+def items(tiny_backbone, toy_task):
+    return encode_examples(tiny_backbone.tokenizer, toy_task.spec, toy_task.train, 64)
+
+
+def cfg(**kw):
+    return replace(TrainConfig(steps=40, batch_size=8, lr=1e-2, max_length=64, seed=0, eval_every=4, patience=2), **kw)
+
+
+def test_validation_split_is_stratified_disjoint_and_seeded(items):
+    train, val = split_validation(items, cfg())
+    assert len(val) == round(0.2 * len(items)) and len(train) + len(val) == len(items)
+    assert not {id(x) for x in train} & {id(x) for x in val}
+    frac = [np.mean([it.label for it in part]) for part in (train, val, items)]
+    assert abs(frac[1] - frac[2]) <= 1 / len(val) + 1e-9  # label proportions kept
+    assert [id(x) for x in split_validation(items, cfg())[1]] == [id(x) for x in val]
+    assert [id(x) for x in split_validation(items, cfg(seed=1))[1]] != [id(x) for x in val]
+    assert split_validation(items, cfg(early_stop=False)) == (list(items), [])
+    assert split_validation(items[:20], cfg()) == (list(items[:20]), [])  # too few to hold out 8
+    assert len(split_validation(items, cfg(val_max=9))[1]) == 9
+
+
+def test_stops_when_held_out_scores_stop_improving(fresh_backbone, items):
+    host = AdapterHost(fresh_backbone)
+    host.create("a")
+    # lr 0: the weights never move, so no held-out score improves on the first
+    rep = train_adapter(host, "a", items, cfg(lr=0.0, steps=100))
+    assert rep.stopped == "patience" and rep.best_step == 0
+    assert rep.steps == 2 * 4 and [v["step"] for v in rep.validation] == [0, 4, 8]
+
+
+def test_the_best_checkpoint_is_kept(fresh_backbone, items):
+    host = AdapterHost(fresh_backbone)
+    host.create("a")
+    c = cfg(lr=5e-2, steps=24, patience=100)
+    rep = train_adapter(host, "a", items, c)
+    assert rep.stopped == "steps" and rep.steps == 24 and len(rep.validation) == 7
+    best = max(rep.validation, key=lambda v: (v["accuracy"], -v["loss"]))
+    assert rep.best_step == best["step"]
+    # the adapter left behind scores exactly what the curve recorded at the best step
+    acc, loss = validate(host.model, split_validation(items, c)[1], fresh_backbone.tokenizer.pad_token_id)
+    assert acc == pytest.approx(best["accuracy"], abs=1e-4) and loss == pytest.approx(best["loss"], abs=1e-3)
+
+
+def test_without_early_stopping_every_step_runs_on_every_example(fresh_backbone, items):
+    host = AdapterHost(fresh_backbone)
+    host.create("a")
+    rep = train_adapter(host, "a", items, cfg(early_stop=False, steps=7))
+    assert rep.steps == 7 and rep.validation == [] and rep.best_step is None and rep.examples == 7 * 8
+
+
+def test_learn_records_the_validation_curve_in_the_history(tmp_path, fresh_backbone, toy_task):
+    from adaptive_learner import Learner
+    from adaptive_learner.library import AdapterLibrary
+
+    learner = Learner(tmp_path / "lib", backbone=fresh_backbone, train=cfg(steps=8))
+    out = learner.learn(toy_task, force_new=True)
+    assert out.train["validation"] and out.train["validation"][0]["step"] == 0
+    event = AdapterLibrary.open(tmp_path / "lib").history[-1]
+    assert event["train"]["validation"] == out.train["validation"]
+    assert event["train"]["best_step"] == out.train["best_step"]
+
+
+def test_the_command_line_defaults_are_the_train_configs():
+    from adaptive_learner import cli
+
+    d = TrainConfig()
+    assert (cli.DEFAULT_STEPS, cli.DEFAULT_LR, cli.DEFAULT_PATIENCE, cli.DEFAULT_EVAL_EVERY) == \
+        (d.steps, d.lr, d.patience, d.eval_every)
