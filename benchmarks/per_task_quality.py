@@ -114,6 +114,74 @@ def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int) -> dict
             "steps": rep.steps, "best_step": rep.best_step, "stopped": rep.stopped, "validation": rep.validation}
 
 
+def pooled_features(backbone: Any, items: list, layer: int) -> "torch.Tensor":
+    """Mean over the prompt's tokens of the frozen backbone's hidden states at ``layer``."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for it in items:
+            hs = backbone.model(input_ids=torch.tensor([it.prompt]), output_hidden_states=True).hidden_states[layer]
+            out.append(hs[0].mean(0))
+    return torch.stack(out)
+
+
+def run_probe(backbone: Any, task: TaskData, cfg: TrainConfig) -> dict[str, Any]:
+    """A linear head (L2-regularised logistic regression, L-BFGS) on the frozen backbone's pooled
+    features: the 'strong classifier within seconds' candidate."""
+    import torch
+
+    tok = backbone.tokenizer
+    items = encode_examples(tok, task.spec, task.train, cfg.max_length)
+    test = encode_examples(tok, task.spec, task.test, cfg.max_length)
+    layer = backbone.model.config.num_hidden_layers * 2 // 3
+    t0 = time.perf_counter()
+    x = pooled_features(backbone, items, layer)
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    x = (x - mu) / sd
+    y = torch.tensor([it.label for it in items])
+    w = torch.zeros(x.shape[1], len(task.spec.label_names), requires_grad=True)
+    b = torch.zeros(len(task.spec.label_names), requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=200)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x @ w + b, y) + 1e-2 * (w ** 2).sum()
+        loss.backward()
+        return loss
+    opt.step(closure)
+    t_train = time.perf_counter() - t0
+    xt = (pooled_features(backbone, test, layer) - mu) / sd
+    acc = float(((xt @ w + b).argmax(1) == torch.tensor([it.label for it in test])).float().mean())
+    return {"accuracy": acc, "train_seconds": round(t_train, 1), "layer": layer}
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The results as a table: accuracy and training seconds of each method, per task and on average."""
+    kinds = [k for k in ("ours", "probe", "peer") if rows and k in rows[0]]
+    head = {"ours": "alearn (adapter)", "probe": "linear probe", "peer": "adaptive-classifier"}
+    lines = ["| task | train | test | majority | " + ("zero-shot | " if "ours" in kinds else "")
+             + " | ".join(head[k] for k in kinds) + " | steps (kept) |" * ("ours" in kinds),
+             "|---" * (4 + ("ours" in kinds) + len(kinds) + ("ours" in kinds)) + "|"]
+    for r in rows:
+        cells = [r["task"], str(r["n_train"]), str(r["n_test"]), f"{r['majority']:.3f}"]
+        if "ours" in kinds:
+            cells.append(f"{r['ours']['zero_shot']:.3f}")
+        cells += [f"{r[k]['accuracy']:.3f} ({r[k]['train_seconds']:.0f} s)" for k in kinds]
+        if "ours" in kinds:
+            cells.append(f"{r['ours']['steps']} ({r['ours']['best_step']})")
+        lines.append("| " + " | ".join(cells) + " |")
+    mean = ["**mean**", "", "", f"{np.mean([r['majority'] for r in rows]):.3f}"]
+    if "ours" in kinds:
+        mean.append(f"{np.mean([r['ours']['zero_shot'] for r in rows]):.3f}")
+    mean += [f"**{np.mean([r[k]['accuracy'] for r in rows]):.3f}** ({np.mean([r[k]['train_seconds'] for r in rows]):.0f} s)"
+             for k in kinds]
+    if "ours" in kinds:
+        mean.append("")
+    lines.append("| " + " | ".join(mean) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backbone", default="smollm2-135m")
@@ -125,6 +193,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="TrainConfig field=value (repeatable)")
     ap.add_argument("--label-scoring", default=None, help="override every task's label scoring")
     ap.add_argument("--no-peer", action="store_true")
+    ap.add_argument("--probe", action="store_true", help="also a linear head on the frozen backbone's features")
+    ap.add_argument("--no-ours", action="store_true", help="skip the adapter (peer and probe only)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
 
@@ -151,19 +221,26 @@ def main() -> None:
             counts = np.bincount([e.label for e in task.test], minlength=len(task.spec.label_names))
             row: dict[str, Any] = {"task": task.name, "labels": task.spec.label_names, "n_train": len(task.train),
                                    "n_test": len(task.test), "majority": round(float(counts.max() / counts.sum()), 4)}
-            row["ours"] = run_ours(backbone, task, cfg, a.seed)
+            if not a.no_ours:
+                row["ours"] = run_ours(backbone, task, cfg, a.seed)
+            if a.probe:
+                row["probe"] = run_probe(backbone, task, cfg)
             if encoder is not None:
                 row["peer"] = run_peer(encoder, task)
             rows.append(row)
-            peer = f"peer {row['peer']['accuracy']:.3f} ({row['peer']['train_seconds']} s)" if "peer" in row else ""
-            print(f"{task.name:16s} n={len(task.train)} majority {row['majority']:.3f} zero-shot "
-                  f"{row['ours']['zero_shot']:.3f} ours {row['ours']['accuracy']:.3f} ({row['ours']['train_seconds']} s, "
-                  f"{row['ours']['steps']} steps, best {row['ours']['best_step']}) {peer}", flush=True)
-    ours = [r["ours"]["accuracy"] for r in rows]
-    summary = {"ours_mean": round(float(np.mean(ours)), 4)}
-    if encoder is not None:
-        summary["peer_mean"] = round(float(np.mean([r["peer"]["accuracy"] for r in rows])), 4)
+            line = f"{task.name:16s} n={len(task.train)} majority {row['majority']:.3f}"
+            if "ours" in row:
+                o = row["ours"]
+                line += (f" zero-shot {o['zero_shot']:.3f} ours {o['accuracy']:.3f} ({o['train_seconds']} s, "
+                         f"{o['steps']} steps, best {o['best_step']})")
+            for k in ("probe", "peer"):
+                if k in row:
+                    line += f" {k} {row[k]['accuracy']:.3f} ({row[k]['train_seconds']} s)"
+            print(line, flush=True)
+    summary = {f"{k}_mean": round(float(np.mean([r[k]["accuracy"] for r in rows])), 4)
+               for k in ("ours", "probe", "peer") if rows and k in rows[0]}
     print(json.dumps(summary))
+    print(markdown(rows))
     if a.out:
         save(a.out, {"machine": machine(), "peak_rss_gb": round(peak_rss_gb(), 2), "config": cfg.to_dict(),
                      "n_train": a.n_train, "max_test": a.max_test, "seed": a.seed, "label_scoring": a.label_scoring,

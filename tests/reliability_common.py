@@ -22,7 +22,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 TOY = HERE / "fixtures" / "toy_sentiment.csv"
 ALEARN = Path(sys.executable).with_name("alearn")
-TIME_KEYS = {"time", "updated", "created"}  # wall-clock stamps: the only fields two identical runs differ in
+TIME_KEYS = {"time", "updated", "created", "seconds"}  # wall-clock stamps and durations: the only fields two identical runs differ in
 LEARN = ["learn", "--backbone", "tiny-random", "--data", str(TOY), "--steps", "3", "--max-length", "64",
          "--batch-size", "4", "--max-train", "24"]
 

@@ -29,6 +29,7 @@ from safetensors.torch import save as save_tensors
 from ..errors import UserError
 from ..fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
 from ..tasks.files import user_path
+from .config import RunConfig
 
 STATE_FILE = "checkpoint.json"
 FORMAT = 1
@@ -232,14 +233,10 @@ def remove(out: Path) -> None:
         f.unlink(missing_ok=True)
 
 
-def config_from(out: Path) -> Any:
+def config_from(out: Path) -> RunConfig:
     """The ``RunConfig`` an interrupted run in ``out`` was started with."""
-    from ..adapters import LoraSettings
-    from ..training import TrainConfig
-    from .harness import RunConfig
-
     doc = read_checkpoint(out)
     d = dict(doc["config"])
     if doc.get("sequence_file") and not user_path(d["sequence"]).is_file():
         d["sequence"] = doc["sequence_file"]  # resumed from another directory: the file it named
-    return RunConfig(**{**d, "train": TrainConfig.from_dict(d["train"]), "lora": LoraSettings(**d["lora"])})
+    return RunConfig.from_dict(d)

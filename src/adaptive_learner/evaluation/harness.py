@@ -10,7 +10,7 @@ import json
 import platform
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,43 +19,19 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from ..adapters import AdapterHost, LoraSettings
-from ..backbone import Backbone, DEFAULT_BACKBONE, load_backbone
+from ..adapters import AdapterHost
+from ..backbone import Backbone, load_backbone
 from ..fileio import atomic_write_json, atomic_write_text
 from ..prompting import encode_examples
 from ..scoring import accuracy, score
 from ..strategies import Context, make
 from ..tasks import load_sequence
 from ..tasks.spec import TaskData
-from ..training import TrainConfig
 from . import checkpoint
+from .config import RunConfig
 from .distributed import is_main_process, maybe_accelerator
 from .metrics import all_metrics
 from .plots import plot_matrix
-
-
-@dataclass
-class RunConfig:
-    """One run: which sequence, strategy and backbone, and the per-task budget."""
-
-    sequence: str = "seed"
-    strategy: str = "per-task"
-    backbone: str = DEFAULT_BACKBONE
-    max_train: int | None = 256
-    max_test: int | None = 100
-    eval_batch_size: int = 16
-    seed: int = 0
-    train: TrainConfig = field(default_factory=TrainConfig)
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        scalar = (int, float, str, bool, type(None))
-        # options may hold objects (e.g. regulariser factories): only plain values are recorded
-        d["options"] = {k: v for k, v in self.options.items()
-                        if isinstance(v, scalar) or (isinstance(v, list) and all(isinstance(x, scalar) for x in v))}
-        return d
 
 
 @dataclass

@@ -1,0 +1,42 @@
+"""What one run is: the sequence, strategy, backbone and per-task budget (``RunConfig``).
+
+Its own module so that the harness and the checkpoint both read it and neither imports the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..adapters import LoraSettings
+from ..backbone import DEFAULT_BACKBONE
+from ..training import TrainConfig
+
+
+@dataclass
+class RunConfig:
+    """One run: which sequence, strategy and backbone, and the per-task budget."""
+
+    sequence: str = "seed"
+    strategy: str = "per-task"
+    backbone: str = DEFAULT_BACKBONE
+    max_train: int | None = 256
+    max_test: int | None = 100
+    eval_batch_size: int = 16
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        scalar = (int, float, str, bool, type(None))
+        # options may hold objects (e.g. regulariser factories): only plain values are recorded
+        d["options"] = {k: v for k, v in self.options.items()
+                        if isinstance(v, scalar) or (isinstance(v, list) and all(isinstance(x, scalar) for x in v))}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        """From ``to_dict`` output (training settings of other versions are ignored)."""
+        return cls(**{**d, "train": TrainConfig.from_dict(d["train"]), "lora": LoraSettings(**d["lora"])})
