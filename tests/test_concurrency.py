@@ -81,7 +81,7 @@ def test_reader_does_not_wait_for_a_training_writer(tmp_path):
 
 
 def test_lock_timeout_from_the_environment(monkeypatch):
-    from adaptive_learner.library_txn import lock_timeout
+    from adaptive_learner.library.txn import lock_timeout
 
     assert lock_timeout() == 600.0 and lock_timeout(3) == 3
     monkeypatch.setenv("ADAPTIVE_LEARNER_LOCK_TIMEOUT", "2.5")

@@ -70,7 +70,7 @@ def test_failed_transaction_changes_nothing(lib, toy_task):
 
 def test_committed_plan_is_rolled_forward_on_open(lib, toy_task, monkeypatch):
     """A crash after the commit point (plan written) but before it was applied: open finishes it."""
-    import adaptive_learner.library as L
+    import adaptive_learner.library.store as L
 
     monkeypatch.setattr(L, "apply_plan", lambda lib, txn: None)  # "crash" right after plan.json
     with lib.transaction() as tx:

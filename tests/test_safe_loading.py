@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adaptive_learner.errors import UserError
-from adaptive_learner.library_check import check_file_name
+from adaptive_learner.library.check import check_file_name
 from adaptive_learner.tasks.spec import check_name
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "adaptive_learner"

@@ -12,9 +12,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .errors import LibraryError, UserError
-from .fileio import sha256_file
-from .tasks.spec import TaskSpec, check_name
+from ..errors import LibraryError, UserError
+from ..fileio import sha256_file
+from ..tasks.spec import TaskSpec, check_name
 
 TOP_DIRS = ("adapters", "data")
 FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")  # room for "profile-<64-char task>.safetensors"

@@ -9,10 +9,10 @@ Layout::
     LIB/.txn/<id>/              a transaction being staged; its plan.json is the commit point
 
 Every change goes through ``transaction()``: files and the new manifest are staged under ``.txn``;
-writing ``plan.json`` commits; the plan is then applied by renames only (``library_txn.py``).
+writing ``plan.json`` commits; the plan is then applied by renames only (``txn.py``).
 Opening a library rolls a committed plan forward and deletes an uncommitted one, so a crash at any
 moment leaves the state before the change or the state after it, never a mix. Opening also checks
-the manifest's structure and every listed file's sha256 (``library_check.py``).
+the manifest's structure and every listed file's sha256 (``check.py``).
 """
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from . import testhooks
-from .backbone import same_backbone
-from .errors import LibraryError
-from .fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
-from .library_check import check_file_name, check_manifest
-from .library_txn import MANIFEST, apply_plan, committed, drop_txn, lock_timeout, recover, recover_on_open, write_error
-from .library_txn import flock as _flock
-from .library_txn import fsync_tree as _fsync_tree
-from .tasks.spec import TaskSpec, check_name
+from .. import testhooks
+from ..backbone import same_backbone
+from ..errors import LibraryError
+from ..fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
+from .check import check_file_name, check_manifest
+from .txn import MANIFEST, apply_plan, committed, drop_txn, lock_timeout, recover, recover_on_open, write_error
+from .txn import flock as _flock
+from .txn import fsync_tree as _fsync_tree
+from ..tasks.spec import TaskSpec, check_name
 
 __all__ = ["MANIFEST", "SCHEMA_VERSION", "AdapterLibrary", "Transaction", "apply_plan", "recover"]
 
@@ -154,7 +154,7 @@ class AdapterLibrary:
     def verify(self, extra: bool = True) -> list[str]:
         """Every problem found: a file the manifest lists that is missing, truncated or changed, a
         manifest entry that is malformed, and (``extra``) a file under adapters/ or data/ it does not list."""
-        from .library_check import check_files, unlisted_files
+        from .check import check_files, unlisted_files
 
         problems = check_files(self.path, self.manifest)
         return problems + (unlisted_files(self.path, self.manifest) if extra else [])

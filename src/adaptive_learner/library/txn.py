@@ -18,16 +18,16 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from . import testhooks
-from .errors import LibraryError
-from .fileio import atomic_write_json, fsync_dir, read_json
+from .. import testhooks
+from ..errors import LibraryError
+from ..fileio import atomic_write_json, fsync_dir, read_json
 
 MANIFEST = "manifest.json"
 
 
 def apply_plan(lib: Path, txn: Path) -> None:
     """Apply a committed transaction; safe to run again after a crash part-way through."""
-    from .library_check import plan_paths
+    from .check import plan_paths
 
     plan = read_json(txn / "plan.json")
     removals, installs = plan_paths(plan)  # refuses a plan that points outside adapters/ and data/
