@@ -46,3 +46,46 @@ def fast_train():
     from adaptive_learner.training import TrainConfig
 
     return TrainConfig(steps=30, batch_size=8, lr=1e-2, max_length=64, seed=0, early_stop=False)
+
+
+TOY = str(FIXTURES / "toy_sentiment.csv")
+
+
+def run_alearn(*args) -> tuple[int, str, str]:
+    """Run the ``alearn`` entry point in this process; return (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+    import sys
+
+    from adaptive_learner import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    old = sys.argv
+    sys.argv = ["alearn", *map(str, args)]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = old
+    return code, out.getvalue(), err.getvalue()
+
+
+def tree_digest(path: Path) -> str:
+    """One hash of every file under ``path`` (names and bytes; the lock file aside)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(path).rglob("*") if p.is_file() and p.name != ".lock"):
+        h.update(str(f.relative_to(path)).encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def make_toy_library(lib: Path, *train_args: str, description: str = "Positive?") -> Path:
+    """A library holding the toy task, learned through ``alearn learn`` on the tiny backbone."""
+    code, _, err = run_alearn("learn", "--library", lib, "--backbone", "tiny-random", "--data", TOY,
+                              "--description", description, "--name", "toy", *train_args)
+    assert code == 0, err
+    return lib

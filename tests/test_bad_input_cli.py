@@ -5,51 +5,30 @@ stderr and no traceback, and the library it was aimed at is byte-for-byte untouc
 
 from __future__ import annotations
 
-import hashlib
-import io
-import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from adaptive_learner import cli
+from conftest import make_toy_library, run_alearn, tree_digest
 from bad_input_common import SCALE, count, no_downloads, one_thread, tally  # noqa: F401 (fixtures)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".lock"):
-        h.update(str(f.relative_to(path)).encode() + f.read_bytes())
-    return h.hexdigest()
+_digest = tree_digest
 
 
 def _alearn(args: list[str]) -> tuple[int, str]:
-    old, sys.argv = sys.argv, ["alearn", *args]
-    out, err = io.StringIO(), io.StringIO()
-    old_out, old_err = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = out, err
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv, sys.stdout, sys.stderr = old, old_out, old_err
-    return code, err.getvalue()
+    code, _, err = run_alearn(*args)
+    return code, err
 
 
 @pytest.fixture(scope="module")
 def built_library(tmp_path_factory):
-    lib = tmp_path_factory.mktemp("badcli") / "lib"
-    code, err = _alearn(["learn", "--library", str(lib), "--backbone", "tiny-random", "--data",
-                         str(FIXTURES / "toy_sentiment.csv"), "--description", "Positive?", "--name", "toy",
-                         "--steps", "1", "--max-length", "48", "--batch-size", "4", "--max-train", "8"])
-    assert code == 0, err
-    return lib
+    return make_toy_library(tmp_path_factory.mktemp("badcli") / "lib", "--steps", "1", "--max-length", "48",
+                            "--batch-size", "4", "--max-train", "8")
 
 
 junk = st.one_of(st.text(max_size=20), st.sampled_from(["0", "-1", "1e9", "nan", "inf", "", "../x", "/", "a,b",

@@ -1,57 +1,24 @@
 """The alearn command line on the tiny backbone: learn, predict, library, run; and user mistakes."""
 
-import hashlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from adaptive_learner import cli
 
-from conftest import FIXTURES
+from conftest import FIXTURES, make_toy_library, run_alearn, tree_digest
 
 TOY = str(FIXTURES / "toy_sentiment.csv")
 LEARN = ["learn", "--backbone", "tiny-random", "--steps", "3", "--max-length", "64", "--batch-size", "4"]
 
 
 def alearn(capsys, *args):
-    """Run the CLI entry point in-process; return (exit code, stdout, stderr)."""
-    old = sys.argv
-    sys.argv = ["alearn", *map(str, args)]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def tree_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".lock"):
-        h.update(str(f.relative_to(path)).encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
+    return run_alearn(*args)
 
 
 @pytest.fixture(scope="module")
 def built_library(tmp_path_factory):
-    lib = tmp_path_factory.mktemp("cli") / "lib"
-    capture = pytest.CaptureFixture  # noqa: F841 (capsys is function-scoped; call main directly)
-    old = sys.argv
-    sys.argv = ["alearn", *LEARN, "--library", str(lib), "--data", TOY, "--description", "Is the review positive?",
-                "--name", "toy"]
-    try:
-        cli.main()
-    except SystemExit as exc:
-        assert exc.code in (0, None)
-    finally:
-        sys.argv = old
-    return lib
+    return make_toy_library(tmp_path_factory.mktemp("cli") / "lib", *LEARN[3:], description="Is the review positive?")
 
 
 def test_learn_creates_a_library_with_a_peft_adapter(built_library):

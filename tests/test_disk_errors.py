@@ -7,20 +7,17 @@ chmod alone cannot be relied on) and, when not root, by a real ``chmod``.
 """
 
 import errno
-import hashlib
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-from adaptive_learner import cli, fileio
+from adaptive_learner import fileio
 from adaptive_learner.adapters import AdapterHost
 
-FIXTURES = Path(__file__).parent / "fixtures"
-TOY = str(FIXTURES / "toy_sentiment.csv")
+from conftest import TOY, make_toy_library, run_alearn, tree_digest
 TRAIN = ["--steps", "1", "--max-length", "48", "--batch-size", "4", "--max-train", "8"]
 
 
@@ -36,23 +33,10 @@ def _one_thread():
 
 
 def alearn(capsys, *args):
-    old, sys.argv = sys.argv, ["alearn", *map(str, args)]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_alearn(*args)
 
 
-def digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".lock"):
-        h.update(str(f.relative_to(path)).encode() + f.read_bytes())
-    return h.hexdigest()
+digest = tree_digest
 
 
 class DiskFull:
@@ -114,16 +98,7 @@ class DiskFull:
 
 @pytest.fixture(scope="module")
 def base_library(tmp_path_factory):
-    lib = tmp_path_factory.mktemp("disk") / "lib"
-    old, sys.argv = sys.argv, ["alearn", "learn", "--library", str(lib), "--backbone", "tiny-random", "--data", TOY,
-                               "--description", "Positive?", "--name", "toy", *TRAIN]
-    try:
-        cli.main()
-    except SystemExit as exc:
-        assert exc.code in (0, None)
-    finally:
-        sys.argv = old
-    return lib
+    return make_toy_library(tmp_path_factory.mktemp("disk") / "lib", *TRAIN)
 
 
 def _learn_args(lib, reuse: bool):

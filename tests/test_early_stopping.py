@@ -4,7 +4,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 from adaptive_learner.adapters import AdapterHost
 from adaptive_learner.prompting import encode_examples
