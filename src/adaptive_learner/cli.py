@@ -28,7 +28,7 @@ DEFAULT_EVAL_EVERY = 10
 STEPS_HELP = "most optimizer steps per task (training stops earlier once held-out accuracy stops improving; " \
              "exactly this many with --no-early-stop)"
 EARLY_STOP_HELP = "hold out a fifth of the training examples (at most 64), score them every --eval-every steps, " \
-                  "stop after --patience scores without improvement and keep the best weights"
+                  "stop after --patience scores without a lower held-out loss and keep the weights of the lowest"
 
 
 def _train_cfg(steps: int, batch_size: int, lr: float, max_length: int, seed: int, early_stop: bool = True,
@@ -59,7 +59,7 @@ def run(sequence: Optional[str] = typer.Argument(None, help="built-in sequence n
         max_test: int = typer.Option(100, help="test examples per task"),
         steps: int = typer.Option(DEFAULT_STEPS, help=STEPS_HELP),
         early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help=EARLY_STOP_HELP),
-        patience: int = typer.Option(DEFAULT_PATIENCE, help="held-out scores without improvement before stopping"),
+        patience: int = typer.Option(DEFAULT_PATIENCE, help="held-out scores without a lower loss before stopping"),
         eval_every: int = typer.Option(DEFAULT_EVAL_EVERY, help="steps between held-out scores"),
         batch_size: int = typer.Option(8, help="examples per step"),
         lr: float = typer.Option(DEFAULT_LR, help="learning rate"),
@@ -141,7 +141,7 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
           max_test: int = typer.Option(100, help="test examples per task"),
           steps: int = typer.Option(DEFAULT_STEPS, help=STEPS_HELP),
           early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help=EARLY_STOP_HELP),
-          patience: int = typer.Option(DEFAULT_PATIENCE, help="held-out scores without improvement before stopping"),
+          patience: int = typer.Option(DEFAULT_PATIENCE, help="held-out scores without a lower loss before stopping"),
           eval_every: int = typer.Option(DEFAULT_EVAL_EVERY, help="steps between held-out scores"),
           batch_size: int = typer.Option(8, help="examples per step"),
           lr: float = typer.Option(DEFAULT_LR, help="learning rate (without --lr-search)"),
@@ -178,7 +178,7 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
           max_train: int = typer.Option(256, help="training examples (stratified subsample)"),
           steps: int = typer.Option(DEFAULT_STEPS, help=STEPS_HELP),
           early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help=EARLY_STOP_HELP),
-          patience: int = typer.Option(DEFAULT_PATIENCE, help="held-out scores without improvement before stopping"),
+          patience: int = typer.Option(DEFAULT_PATIENCE, help="held-out scores without a lower loss before stopping"),
           eval_every: int = typer.Option(DEFAULT_EVAL_EVERY, help="steps between held-out scores"),
           batch_size: int = typer.Option(8, help="examples per step"),
           lr: float = typer.Option(DEFAULT_LR, help="learning rate"),
@@ -239,7 +239,7 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
     curve = o.train.get("validation") or []
     if curve:
         typer.echo("held-out accuracy by step: " + ", ".join(f"{v['step']}: {v['accuracy']:.3f}" for v in curve))
-        why_end = "no improvement for --patience scores" if o.train["stopped"] == "patience" else "--steps reached"
+        why_end = "no lower held-out loss in --patience scores" if o.train["stopped"] == "patience" else "--steps reached"
         typer.echo(f"kept the weights of step {o.train['best_step']} ({why_end})")
     typer.echo(f"accuracy on {o.task} test: {o.accuracy_before:.3f} before, {o.accuracy_after:.3f} after "
                f"({o.train['steps']} steps, {o.train['seconds']} s)")

@@ -50,7 +50,7 @@ class TrainConfig:
     val_fraction: float = field(default=0.2, metadata={"help": "fraction of the training examples held out"})
     val_max: int = field(default=64, metadata={"help": "at most this many held-out examples"})
     eval_every: int = field(default=10, metadata={"help": "steps between validation scores"})
-    patience: int = field(default=3, metadata={"help": "validation scores without improvement before stopping"})
+    patience: int = field(default=3, metadata={"help": "validation scores without a lower loss before stopping"})
     seed: int = field(default=0, metadata={"help": "seed of batch order, validation split and dropout"})
 
     def __post_init__(self) -> None:
@@ -207,8 +207,8 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
 
     With early stopping (``cfg.early_stop``) a part of ``items`` is held out (:func:`split_validation`),
     scored before training and every ``cfg.eval_every`` steps; training ends after ``cfg.patience``
-    scores without improvement (accuracy, then loss) or at ``cfg.steps``, and the adapter is left
-    at its best-scored weights. With an ``accelerate.Accelerator``, the model and optimizer are
+    scores without a lower held-out loss or at ``cfg.steps``, and the adapter is left at the weights
+    of its lowest held-out loss. With an ``accelerate.Accelerator``, the model and optimizer are
     prepared by it and each process trains on its shard of every batch (data parallel); gradients
     are averaged by it.
     """
@@ -231,16 +231,18 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
         device = accelerator.device
     pad_id = host.backbone.tokenizer.pad_token_id
     curve: list[dict[str, float]] = []
-    best: tuple[float, float] | None = None
+    best: float | None = None
     best_step, best_state, since_best = 0, None, 0
 
     def check(step: int) -> bool:
-        """Score the held-out items; remember the best weights. True when patience has run out."""
+        """Score the held-out items; remember the weights of the lowest held-out loss (accuracy on a few
+        dozen examples is too coarse to choose by: it ties, and it saturates at 1.0 on easy tasks).
+        True when patience has run out."""
         nonlocal best, best_step, best_state, since_best
         acc, loss = validate(model, val_items, pad_id)
         curve.append({"step": step, "accuracy": round(acc, 4), "loss": round(loss, 4)})
-        if best is None or (acc, -loss) > best:
-            best, best_step, since_best = (acc, -loss), step, 0
+        if best is None or loss < best:
+            best, best_step, since_best = loss, step, 0
             best_state = {n: p.detach().clone() for n, p in params.items()}
         else:
             since_best += 1
@@ -295,7 +297,7 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
         if val_items and (step % cfg.eval_every == 0 or step == len(plan)):
             done = check(step)
             post["val_acc"] = f"{curve[-1]['accuracy']:.3f}"
-            post["best"] = f"{best[0]:.3f}@{best_step}"  # type: ignore[index]
+            post["kept"] = f"step {best_step}"
             bar.set_postfix(post)
             if done:
                 stopped = "patience"
