@@ -29,6 +29,12 @@ STEPS_HELP = "most optimizer steps per task (training stops earlier once held-ou
              "exactly this many with --no-early-stop)"
 EARLY_STOP_HELP = "hold out a fifth of the training examples (at most 64), score them every --eval-every steps, " \
                   "stop after --patience scores without a lower held-out loss and keep the weights of the lowest"
+# the training options of `run`, `bench` and `learn` (one definition each)
+STEPS_OPTION = typer.Option(DEFAULT_STEPS, help=STEPS_HELP)
+EARLY_STOP_OPTION = typer.Option(True, "--early-stop/--no-early-stop", help=EARLY_STOP_HELP)
+PATIENCE_OPTION = typer.Option(DEFAULT_PATIENCE, help="held-out scores without a lower loss before stopping")
+EVAL_EVERY_OPTION = typer.Option(DEFAULT_EVAL_EVERY, help="steps between held-out scores")
+BATCH_SIZE_OPTION = typer.Option(8, help="examples per step")
 
 
 def _train_cfg(steps: int, batch_size: int, lr: float, max_length: int, seed: int, early_stop: bool = True,
@@ -57,11 +63,8 @@ def run(sequence: Optional[str] = typer.Argument(None, help="built-in sequence n
         out: Optional[Path] = typer.Option(None, help="output directory (default runs/<strategy>-<time>)"),
         max_train: int = typer.Option(256, help="training examples per task (stratified subsample)"),
         max_test: int = typer.Option(100, help="test examples per task"),
-        steps: int = typer.Option(DEFAULT_STEPS, help=STEPS_HELP),
-        early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help=EARLY_STOP_HELP),
-        patience: int = typer.Option(DEFAULT_PATIENCE, help="held-out scores without a lower loss before stopping"),
-        eval_every: int = typer.Option(DEFAULT_EVAL_EVERY, help="steps between held-out scores"),
-        batch_size: int = typer.Option(8, help="examples per step"),
+        steps: int = STEPS_OPTION, early_stop: bool = EARLY_STOP_OPTION, patience: int = PATIENCE_OPTION,
+        eval_every: int = EVAL_EVERY_OPTION, batch_size: int = BATCH_SIZE_OPTION,
         lr: float = typer.Option(DEFAULT_LR, help="learning rate"),
         max_length: int = typer.Option(256, help="max tokens per example"),
         seed: int = typer.Option(0, help="seed for sampling, initialisation and batch order"),
@@ -139,11 +142,8 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
           out: Optional[Path] = typer.Option(None, help="output directory (default runs/bench-<sequence>)"),
           max_train: int = typer.Option(256, help="training examples per task (stratified subsample)"),
           max_test: int = typer.Option(100, help="test examples per task"),
-          steps: int = typer.Option(DEFAULT_STEPS, help=STEPS_HELP),
-          early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help=EARLY_STOP_HELP),
-          patience: int = typer.Option(DEFAULT_PATIENCE, help="held-out scores without a lower loss before stopping"),
-          eval_every: int = typer.Option(DEFAULT_EVAL_EVERY, help="steps between held-out scores"),
-          batch_size: int = typer.Option(8, help="examples per step"),
+          steps: int = STEPS_OPTION, early_stop: bool = EARLY_STOP_OPTION, patience: int = PATIENCE_OPTION,
+          eval_every: int = EVAL_EVERY_OPTION, batch_size: int = BATCH_SIZE_OPTION,
           lr: float = typer.Option(DEFAULT_LR, help="learning rate (without --lr-search)"),
           max_length: int = typer.Option(256, help="max tokens per example")) -> None:
     """Compare strategies on the same data, seeds and budget: one table, every matrix, a bar chart.
@@ -176,11 +176,8 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
           family: str = typer.Option("unknown", help="task family, if known"),
           backbone: Optional[str] = typer.Option(None, help="backbone for a new library (read from it afterwards)"),
           max_train: int = typer.Option(256, help="training examples (stratified subsample)"),
-          steps: int = typer.Option(DEFAULT_STEPS, help=STEPS_HELP),
-          early_stop: bool = typer.Option(True, "--early-stop/--no-early-stop", help=EARLY_STOP_HELP),
-          patience: int = typer.Option(DEFAULT_PATIENCE, help="held-out scores without a lower loss before stopping"),
-          eval_every: int = typer.Option(DEFAULT_EVAL_EVERY, help="steps between held-out scores"),
-          batch_size: int = typer.Option(8, help="examples per step"),
+          steps: int = STEPS_OPTION, early_stop: bool = EARLY_STOP_OPTION, patience: int = PATIENCE_OPTION,
+          eval_every: int = EVAL_EVERY_OPTION, batch_size: int = BATCH_SIZE_OPTION,
           lr: float = typer.Option(DEFAULT_LR, help="learning rate"),
           max_length: int = typer.Option(256, help="max tokens per example"),
           seed: int = typer.Option(0, help="seed for sampling, the validation split, initialisation and batch order"),
