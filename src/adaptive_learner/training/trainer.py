@@ -51,6 +51,9 @@ class TrainConfig:
     val_max: int = field(default=64, metadata={"help": "at most this many held-out examples"})
     eval_every: int = field(default=10, metadata={"help": "steps between validation scores"})
     patience: int = field(default=3, metadata={"help": "validation scores without a lower loss before stopping"})
+    min_delta: float = field(default=0.01, metadata={
+        "help": "a held-out loss counts as lower when it is at least this much below the best so far (once "
+                "every held-out example is right, the loss keeps creeping down as the model grows confident)"})
     seed: int = field(default=0, metadata={"help": "seed of batch order, validation split and dropout"})
 
     def __post_init__(self) -> None:
@@ -207,8 +210,8 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
 
     With early stopping (``cfg.early_stop``) a part of ``items`` is held out (:func:`split_validation`),
     scored before training and every ``cfg.eval_every`` steps; training ends after ``cfg.patience``
-    scores without a lower held-out loss or at ``cfg.steps``, and the adapter is left at the weights
-    of its lowest held-out loss. With an ``accelerate.Accelerator``, the model and optimizer are
+    scores without a held-out loss ``cfg.min_delta`` below the best, or at ``cfg.steps``, and the
+    adapter is left at the weights of its best held-out loss. With an ``accelerate.Accelerator``, the model and optimizer are
     prepared by it and each process trains on its shard of every batch (data parallel); gradients
     are averaged by it.
     """
@@ -235,13 +238,13 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
     best_step, best_state, since_best = 0, None, 0
 
     def check(step: int) -> bool:
-        """Score the held-out items; remember the weights of the lowest held-out loss (accuracy on a few
-        dozen examples is too coarse to choose by: it ties, and it saturates at 1.0 on easy tasks).
-        True when patience has run out."""
+        """Score the held-out items; remember the weights when the held-out loss drops by ``min_delta``
+        (accuracy on a few dozen examples is too coarse to choose by: it ties, and it saturates at 1.0
+        on easy tasks). True when patience has run out."""
         nonlocal best, best_step, best_state, since_best
         acc, loss = validate(model, val_items, pad_id)
         curve.append({"step": step, "accuracy": round(acc, 4), "loss": round(loss, 4)})
-        if best is None or loss < best:
+        if best is None or loss < best - cfg.min_delta:
             best, best_step, since_best = loss, step, 0
             best_state = {n: p.detach().clone() for n, p in params.items()}
         else:
