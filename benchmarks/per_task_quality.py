@@ -237,6 +237,10 @@ def main() -> None:
                 if k in row:
                     line += f" {k} {row[k]['accuracy']:.3f} ({row[k]['train_seconds']} s)"
             print(line, flush=True)
+            if a.out:  # after every task, so that a long run's finished tasks are kept
+                save(a.out, {"machine": machine(), "peak_rss_gb": round(peak_rss_gb(), 2), "config": cfg.to_dict(),
+                             "n_train": a.n_train, "max_test": a.max_test, "seed": a.seed,
+                             "label_scoring": a.label_scoring, "rows": rows, "complete": False})
     summary = {f"{k}_mean": round(float(np.mean([r[k]["accuracy"] for r in rows])), 4)
                for k in ("ours", "probe", "peer") if rows and k in rows[0]}
     print(json.dumps(summary))
@@ -244,7 +248,7 @@ def main() -> None:
     if a.out:
         save(a.out, {"machine": machine(), "peak_rss_gb": round(peak_rss_gb(), 2), "config": cfg.to_dict(),
                      "n_train": a.n_train, "max_test": a.max_test, "seed": a.seed, "label_scoring": a.label_scoring,
-                     "rows": rows, "summary": summary})
+                     "rows": rows, "summary": summary, "complete": True})
 
 
 if __name__ == "__main__":
