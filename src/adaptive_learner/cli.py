@@ -396,7 +396,7 @@ def data_fetch(models: bool = typer.Option(True, help="also fetch and prepare th
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="output directory"),
          strategy: str = typer.Option("router", help="strategy to show (router: reuse-or-create + routing)"),
-         steps: int = typer.Option(40, help=STEPS_HELP),
+         steps: int = typer.Option(30, help=STEPS_HELP),
          max_train: int = typer.Option(192, help="training examples per task"),
          max_test: int = typer.Option(80, help="test examples per task"),
          max_length: int = typer.Option(160, help="max tokens per example")) -> None:
