@@ -2,7 +2,7 @@
 
 For every task, both learn from the same training examples and are scored on the same test
 examples. The peer is adaptive-classifier (a frozen all-MiniLM-L6-v2 from the pinned wheel, its
-prototype memory and head; a benchmark-only dependency: ``pip install adaptive-classifier==0.3.1``).
+prototype memory and head; a benchmark-only dependency: ``pip install -e ".[bench]"``).
 Ours: a new LoRA adapter on the backbone trained as ``alearn learn --force-new`` trains it (the
 ``TrainConfig`` defaults unless ``--set`` says otherwise), with the task's label scoring.
 
