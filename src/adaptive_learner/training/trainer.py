@@ -11,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..prompting import Encoded
-from ..scoring import tail_logits
+from ..scoring import score, tail_logits
 from .regularisers import Regulariser
 
 
@@ -112,7 +112,6 @@ def split_validation(items: Sequence[Encoded], cfg: TrainConfig) -> tuple[list[E
 
 def validate(model: Any, items: Sequence[Encoded], pad_id: int) -> tuple[float, float]:
     """(accuracy, mean cross-entropy over the choices' scores) on held-out items."""
-    from ..scoring import score
 
     was_training = model.training
     model.eval()
