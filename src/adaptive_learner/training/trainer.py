@@ -112,7 +112,6 @@ def split_validation(items: Sequence[Encoded], cfg: TrainConfig) -> tuple[list[E
 
 def validate(model: Any, items: Sequence[Encoded], pad_id: int) -> tuple[float, float]:
     """(accuracy, mean cross-entropy over the choices' scores) on held-out items."""
-
     was_training = model.training
     model.eval()
     try:
