@@ -4,7 +4,7 @@ import torch
 
 from adaptive_learner.adapters import AdapterHost
 from adaptive_learner.prompting import encode_examples
-from adaptive_learner.scoring import MIN_SHARED_PREFIX, common_prefix_len, tail_logits
+from adaptive_learner.scoring import MIN_SHARED_PREFIX, choice_logits, common_prefix_len, tail_logits
 from adaptive_learner.training.trainer import label_loss
 
 
@@ -108,3 +108,35 @@ def test_micro_batches_give_the_same_update(toy_task):
     torch.testing.assert_close(torch.tensor(np_losses[0]), torch.tensor(np_losses[1]), rtol=1e-4, atol=1e-5)
     for n in states[0][0]:
         torch.testing.assert_close(states[0][0][n], states[1][0][n], rtol=1e-3, atol=1e-5, msg=n)
+
+
+def test_choice_logits_equal_the_full_output_layer(fresh_backbone, toy_task):
+    """The training loss applies the output layer to the choice tokens' rows only: the same logits and
+    gradients as taking those entries of the full-vocabulary logits."""
+    host = AdapterHost(fresh_backbone)
+    host.create("toy", seed=1)
+    host.activate("toy")
+    params = host.trainable("toy")
+    with torch.no_grad():
+        for name, p in params.items():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    items = encode_examples(fresh_backbone.tokenizer, toy_task.spec, toy_task.train[:8], 64)
+    seqs = [it.prompt for it in items]
+    rows = [[c[0] for c in it.choices] for it in items]
+    pad = fresh_backbone.tokenizer.pad_token_id
+    outs, grads = [], []
+    for fast in (True, False):
+        for p in params.values():
+            p.grad = None
+        if fast:
+            logits, _ = choice_logits(host.model, seqs, rows, pad, torch.device("cpu"))
+        else:
+            full = tail_logits(host.model, seqs, pad, torch.device("cpu"), 1).logits[:, -1, :]
+            logits = full.gather(1, torch.as_tensor(rows))
+        logits.logsumexp(-1).sum().backward()
+        outs.append(logits.detach())
+        grads.append({n: p.grad.clone() for n, p in params.items()})
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-6, msg=f"gradient of {n}")

@@ -25,7 +25,7 @@ DEFAULT_STEPS = 300
 DEFAULT_LR = 2e-3
 DEFAULT_PATIENCE = 3
 DEFAULT_EVAL_EVERY = 10
-STEPS_HELP = "most optimizer steps per task (training stops earlier once held-out accuracy stops improving; " \
+STEPS_HELP = "most optimizer steps per task (training stops earlier once the held-out loss stops improving; " \
              "exactly this many with --no-early-stop)"
 EARLY_STOP_HELP = "hold out a fifth of the training examples (at most 64), score them every --eval-every steps, " \
                   "stop after --patience scores without a lower held-out loss and keep the weights of the lowest"

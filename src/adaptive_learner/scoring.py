@@ -66,6 +66,55 @@ def tail_logits(model: Any, seqs: Sequence[Sequence[int]], pad_id: int, device: 
     Works with gradients (training) and without (scoring). A mixed-adapter batch (``adapter_names``)
     is run whole: its rows do not share one adapter for the prefix.
     """
+    out, ids, shared, positions = _run_tail(model, seqs, pad_id, device, keep, adapter_names, share_prefix)
+    return Tail(out.logits.float(), ids, shared, positions)
+
+
+def _decoder_and_head(model: Any) -> tuple[Any, Any, float | None] | None:
+    """(decoder, output embedding, final logit soft-cap) of a causal LM, peft-wrapped or not; None when
+    the model is wrapped for distributed training (its forward must run whole) or has no such parts."""
+    if hasattr(model, "module"):
+        return None
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        decoder, head = base.get_decoder(), base.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    cfg = getattr(base, "config", None)
+    if decoder is None or not isinstance(head, torch.nn.Linear) or getattr(cfg, "logit_scale", None) is not None:
+        return None
+    return decoder, head, getattr(cfg, "final_logit_softcapping", None)
+
+
+def choice_logits(model: Any, seqs: Sequence[Sequence[int]], choice_ids: Sequence[Sequence[int]], pad_id: int,
+                  device: torch.device, share_prefix: bool = True) -> tuple[torch.Tensor, int]:
+    """Per sequence, the next-token logits of its own choice tokens only (``choice_ids[i]``, one row of
+    logits per sequence, all rows as long): the output embedding is applied to those rows alone, not
+    to the whole vocabulary. Equal to ``tail_logits(...).logits[i, -1, choice_ids[i]]`` up to float
+    rounding. Returns the logits (float32) and the token positions computed."""
+    parts = _decoder_and_head(model)
+    if parts is None:
+        tail = tail_logits(model, seqs, pad_id, device, 1, share_prefix=share_prefix)
+        rows = torch.as_tensor([list(c) for c in choice_ids], device=tail.logits.device)
+        return tail.logits[:, -1, :].gather(1, rows), tail.positions
+    decoder, head, cap = parts
+    out, _, _, positions = _run_tail(decoder, seqs, pad_id, device, 1, None, share_prefix, hidden=True)
+    h = out.last_hidden_state[:, -1, :]  # (batch, hidden)
+    rows = torch.as_tensor([list(c) for c in choice_ids], device=h.device)
+    w = head.weight[rows]  # (batch, n_choices, hidden)
+    logits = torch.einsum("bh,bch->bc", h, w)
+    if head.bias is not None:
+        logits = logits + head.bias[rows]
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits.float(), positions
+
+
+def _run_tail(model: Any, seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device, keep: int,
+              adapter_names: Sequence[str] | None, share_prefix: bool, hidden: bool = False
+              ) -> tuple[Any, torch.Tensor, int, int]:
+    """The forward behind :func:`tail_logits` (``hidden``: ``model`` is the decoder, without the output
+    layer). Returns its output, the left-padded input ids, the shared prefix length and the positions."""
     shared = 0
     if share_prefix and adapter_names is None and len(seqs) > 1:
         # every row keeps at least ``keep`` tokens after the prefix: the logits asked for are its own
@@ -75,20 +124,21 @@ def tail_logits(model: Any, seqs: Sequence[Sequence[int]], pad_id: int, device: 
     kwargs: dict[str, Any] = {}
     if adapter_names is not None:
         kwargs["adapter_names"] = list(adapter_names)
+    keep_arg: dict[str, Any] = {} if hidden else {"logits_to_keep": keep}
     enc = {k: v.to(device) for k, v in left_pad([s[shared:] for s in seqs], pad_id).items()}
     if shared:
         prefix = torch.as_tensor([list(seqs[0][:shared])], dtype=torch.long, device=device)
-        cache = model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
+        cache = model(input_ids=prefix, use_cache=True, **({} if hidden else {"logits_to_keep": 1})).past_key_values
         cache.batch_repeat_interleave(len(seqs))
         ones = torch.ones((len(seqs), shared), dtype=enc["attention_mask"].dtype, device=device)
         kwargs.update(past_key_values=cache, use_cache=True,
                       attention_mask=torch.cat([ones, enc["attention_mask"]], dim=1),
                       position_ids=enc["position_ids"] + shared)
-        out = model(input_ids=enc["input_ids"], logits_to_keep=keep, **kwargs)
+        out = model(input_ids=enc["input_ids"], **keep_arg, **kwargs)
     else:
-        out = model(**enc, logits_to_keep=keep, use_cache=False, **kwargs)
+        out = model(**enc, use_cache=False, **keep_arg, **kwargs)
     width = enc["input_ids"].shape[1]
-    return Tail(out.logits.float(), enc["input_ids"], shared, shared + len(seqs) * width)
+    return out, enc["input_ids"], shared, shared + len(seqs) * width
 
 
 @torch.no_grad()

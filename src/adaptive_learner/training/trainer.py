@@ -11,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..prompting import Encoded
-from ..scoring import score, tail_logits
+from ..scoring import choice_logits, score, tail_logits
 from .regularisers import Regulariser
 
 
@@ -173,6 +173,13 @@ def label_loss(model: Any, batch: list[Encoded], pad_id: int, device: torch.devi
     """
     if objective == "choices" and single_token(batch):
         seqs = [b.prompt for b in batch]
+        if len({len(b.choices) for b in batch}) == 1:
+            # the output layer applied to the choice tokens' rows alone
+            logits, positions = choice_logits(model, seqs, [[c[0] for c in b.choices] for b in batch], pad_id,
+                                              device, share_prefix=share_prefix)
+            gold = torch.as_tensor([b.label for b in batch], device=logits.device)
+            loss = torch.nn.functional.cross_entropy(logits, gold)
+            return loss, sum(len(s) + 1 for s in seqs), positions
         tail = tail_logits(model, seqs, pad_id, device, 1, share_prefix=share_prefix)
         losses = [-torch.log_softmax(tail.logits[row, -1, [c[0] for c in b.choices]], dim=-1)[b.label]
                   for row, b in enumerate(batch)]
