@@ -27,10 +27,12 @@ from .router.warm_start import DEFAULT_INIT, check_init, warm_start_source
 from .router.store import load_profiles, save_profile, write_router_state
 from .scoring import accuracy, score
 from .tasks.spec import Example, TaskData, TaskSpec, check_name
-from .training import TrainConfig, train_adapter
+from .training import FeatureHead, TrainConfig, fit_task_head, load_head, stage_head, train_adapter
+from .training.head import prompt_features
 from .training.forgetting import ForgettingOptions, make_forgetting_regularisers, store_forgetting_state
 
 PAIR_SEPARATOR = " ||| "
+UNKNOWN = "unknown"  # the label of a routed input that belongs to no learned task
 
 
 @dataclass
@@ -59,6 +61,8 @@ class Prediction:
     label: str
     confidence: float
     route_confidence: float | None = None  # when the task was inferred: the router's posterior for it
+    novelty: float | None = None  # when inferred: distance to the nearest learned task over its threshold
+    nearest_label: str | None = None  # an input of no learned task (label "unknown"): the nearest task's answer
 
 
 class Learner:
@@ -98,6 +102,7 @@ class Learner:
         self.host = AdapterHost(self.backbone, self.lora)
         self._loaded: dict[str, str] = {}  # adapter -> updated stamp loaded
         self._router: tuple[str, LibraryRouter] | None = None
+        self._heads: dict[str, tuple[Any, FeatureHead | None]] = {}  # task -> (stored version, head)
 
     @property
     def router(self) -> LibraryRouter:
@@ -135,13 +140,34 @@ class Learner:
             self.host.load(adapter, self.library.adapter_dir(adapter))
             self._loaded[adapter] = stamp
 
-    def evaluate(self, task: TaskData, adapter: str | None, limit: int | None = None) -> float:
-        """Accuracy on the task's test split with ``adapter`` (None: the backbone)."""
+    def evaluate(self, task: TaskData, adapter: str | None, limit: int | None = None,
+                 head: FeatureHead | None = None) -> float:
+        """Accuracy on the task's test split with ``adapter`` (None: the backbone), mixed with ``head``."""
         items = encode_examples(self.backbone.tokenizer, task.spec, task.test[:limit], self.train_cfg.max_length)
         if adapter is not None and adapter in self.library.adapters:
             self.ensure_loaded(adapter)
+        return accuracy(self._scores(adapter, items, head), items)
+
+    def _scores(self, adapter: str | None, items: Sequence[Any], head: FeatureHead | None) -> list[np.ndarray]:
+        """Per item, the label scores of ``adapter``, mixed with the task's head when it has one."""
+        pad = self.backbone.tokenizer.pad_token_id
         with self.host.using(adapter) as m:
-            return accuracy(score(m, items, self.backbone.tokenizer.pad_token_id), items)
+            scores = score(m, items, pad)
+        if head is None or not items:
+            return scores
+        with self.host.base() as m:
+            feats = prompt_features(m, items, head.layer, pad)
+        return head.combine(scores, feats)
+
+    def head_of(self, task: str) -> FeatureHead | None:
+        """The task's stored head (None: its adapter answers alone)."""
+        adapter = self.library.adapter_of(task)
+        key = (task, self.library.adapters[adapter].get("updated", ""), self.library.tasks[task].get("updated", ""))
+        cached = self._heads.get(task)
+        if cached is None or cached[0] != key:
+            cached = (key, load_head(self.library, task))
+            self._heads[task] = cached
+        return cached[1]
 
     # ------------------------------------------------------------------ learning
     def learn(self, task: TaskData, force_new: bool = False, reuse: str | None = None,
@@ -187,15 +213,18 @@ class Learner:
             regs = make_forgetting_regularisers(self.library if action == "reuse" else None, adapter,
                                                 self.forgetting, task, gain=conf if decision is not None else 1.0)
             rep = train_adapter(self.host, adapter, items, self.train_cfg, regs, desc=f"learn {task.name} -> {adapter}")
-            after = self.evaluate(task, adapter, eval_limit)
+            head, head_report = fit_task_head(self.host, adapter, items, self.train_cfg) if self.train_cfg.head \
+                else (None, {"mix": 1.0, "reason": "head turned off"})
+            after = self.evaluate(task, adapter, eval_limit, head)
             train_summary = {"steps": rep.steps, "examples": rep.examples, "seconds": round(rep.seconds, 1),
                              "final_loss": round(rep.final_loss, 4), "regularisers": [r.name for r in regs],
                              "lr": self.train_cfg.lr, "stopped": rep.stopped, "best_step": rep.best_step,
-                             "validation": rep.validation}
+                             "validation": rep.validation, "head": head_report}
             profile = self.router.profile(task, self.train_cfg.max_length)
             with self.library.transaction(timeout=0) as tx:
                 tx.save_adapter(self.host, adapter, trainable_params=self.host.count_trainable(adapter))
                 save_profile(tx, adapter, profile)  # before set_task: it drops a profile the task leaves behind
+                stage_head(tx, adapter, task.name, head)  # the same
                 write_router_state(tx, self.router.features, self.router.extractor.encoder_name, self.router.combiner)
                 tx.set_task(task.spec, adapter, accuracy=after, n_train=len(task.train))
                 store_forgetting_state(tx, adapter, regs)
@@ -215,20 +244,26 @@ class Learner:
         return name
 
     # ------------------------------------------------------------------ inference
-    def predict(self, texts: Sequence[str], task: str | None = None) -> list[Prediction]:
+    def predict(self, texts: Sequence[str], task: str | None = None, abstain: bool = True) -> list[Prediction]:
         """Label each text with ``task``'s adapter. Pair tasks take ``first ||| second``.
 
         Without ``task``, each text is routed to a learned task by its backbone features, and all
-        texts are scored together in peft mixed-adapter batches."""
+        texts are scored together in peft mixed-adapter batches. With ``abstain``, an input far from
+        every learned task (novelty above 1) gets the label ``unknown``; the nearest task, the label
+        it would give (``nearest_label``) and the route confidence are still reported."""
         if task is None:
-            return self._predict_routed(texts)
+            out = self._predict_routed(texts)
+            if abstain:
+                for p in out:
+                    if p.novelty is not None and p.novelty > 1.0:
+                        p.nearest_label, p.label = p.label, UNKNOWN
+            return out
         spec = self.library.task_spec(task)
         adapter = self.library.adapter_of(task)
         self.ensure_loaded(adapter)
         examples = [Example(split_fields(t, spec), 0) for t in texts]
         items = encode_examples(self.backbone.tokenizer, spec, examples, self.train_cfg.max_length)
-        with self.host.using(adapter) as m:
-            scores = score(m, items, self.backbone.tokenizer.pad_token_id)
+        scores = self._scores(adapter, items, self.head_of(task))
         out = []
         for t, s in zip(texts, scores):
             p = np.exp(s - s.max())
@@ -245,8 +280,22 @@ class Learner:
         specs = {p.task: self.library.task_spec(p.task) for p in profiles}
         answers = answer_routed(self.host, self.router, profiles, specs, texts, self.train_cfg.max_length,
                                 ensure_loaded=self.ensure_loaded)
-        return [Prediction(a.text, a.task, a.adapter, a.label_name, a.probability, a.route_confidence)
-                for a in answers]
+        out = [Prediction(a.text, a.task, a.adapter, a.label_name, a.probability, a.route_confidence, a.novelty)
+               for a in answers]
+        for task in sorted({a.task for a in answers}):
+            head = self.head_of(task)
+            if head is None:
+                continue
+            rows = [i for i, a in enumerate(answers) if a.task == task]
+            spec = specs[task]
+            items = encode_examples(self.backbone.tokenizer, spec, [Example(split_fields(answers[i].text, spec), 0)
+                                                                    for i in rows], self.train_cfg.max_length)
+            with self.host.base() as m:
+                feats = prompt_features(m, items, head.layer, self.backbone.tokenizer.pad_token_id)
+            for i, mixed in zip(rows, head.combine([answers[i].scores for i in rows], feats)):
+                k = int(np.argmax(mixed))
+                out[i].label, out[i].confidence = spec.label_names[k], float(np.exp(mixed[k]))
+        return out
 
 
 def _brief(decision: dict[str, Any], top: int = 5) -> dict[str, Any]:

@@ -34,6 +34,7 @@ class RoutedAnswer:
     label_name: str
     probability: float
     scores: np.ndarray
+    novelty: float | None = None  # distance to the nearest learned task over its threshold (> 1: unknown)
 
 
 def fields_from_text(text: str, spec: TaskSpec) -> dict[str, str]:
@@ -80,5 +81,5 @@ def answer_routed(host: Any, router: LibraryRouter, profiles: Sequence[TaskProfi
         p /= p.sum()
         k = int(np.argmax(p))
         out.append(RoutedAnswer(text, r.task, r.adapter, r.confidence, k, specs[r.task].label_names[k],
-                                float(p[k]), s))
+                                float(p[k]), s, r.novelty))
     return out

@@ -54,6 +54,9 @@ class TrainConfig:
     min_delta: float = field(default=0.01, metadata={
         "help": "a held-out loss counts as lower when it is at least this much below the best so far (once "
                 "every held-out example is right, the loss keeps creeping down as the model grows confident)"})
+    head: bool = field(default=True, metadata={
+        "help": "also fit a linear head on the frozen backbone's features and mix it with the adapter, by a weight "
+                "chosen on the held-out examples (training/head.py; used by Learner.learn and alearn learn)"})
     seed: int = field(default=0, metadata={"help": "seed of batch order, validation split and dropout"})
 
     def __post_init__(self) -> None:

@@ -1,0 +1,231 @@
+"""A linear head on the frozen backbone's features, mixed with the adapter's label scores.
+
+A LoRA adapter learns well what the backbone can already almost do (sentiment, question types);
+on tasks it barely moves in a few hundred steps (sentence pairs, label words it has no prior
+for), a linear classifier on the frozen backbone's pooled hidden states, fitted in seconds, is
+often better (BENCHMARKS "Per-task quality"). So every task gets both, and one number decides
+how they are mixed:
+
+    p(label | x) = mix * softmax(adapter scores) + (1 - mix) * softmax(head(features(x)))
+
+``mix`` is chosen on the adapter's held-out examples (the same split early stopping used, with
+the head fitted on the rest); then the head is refitted on every training example. ``mix = 1``
+is the adapter alone (what a task without enough examples to hold out gets).
+
+Features: the frozen backbone's hidden states at one layer (two thirds of the depth by default),
+averaged over the prompt's tokens. They come from the backbone with every adapter disabled, so a
+task's head stays valid when its adapter is later reused and changed by another task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..prompting import Encoded, left_pad
+
+MIXES = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+class _Stop(Exception):
+    """Raised by a forward hook to end the forward at the feature layer."""
+
+
+def default_layer(model: Any) -> int:
+    """Two thirds of the depth (the layer measured for the linear probe)."""
+    return int(model.config.num_hidden_layers) * 2 // 3
+
+
+@torch.no_grad()
+def prompt_features(model: Any, items: Sequence[Encoded], layer: int, pad_id: int, batch_size: int = 16) -> np.ndarray:
+    """(n, hidden): the hidden states after ``layer`` averaged over each prompt's tokens; the forward
+    stops there. ``model`` is the backbone as it should be seen (adapters disabled by the caller)."""
+    from ..features import decoder_layers
+
+    hidden = int(model.config.hidden_size)
+    out = np.zeros((len(items), hidden), dtype=np.float32)
+    if not items:
+        return out
+    captured: list[torch.Tensor] = []
+
+    def hook(_module: Any, _inputs: Any, output: Any) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output)
+        raise _Stop
+
+    layers = decoder_layers(model)
+    handle = layers[min(max(layer, 1), len(layers)) - 1].register_forward_hook(hook)
+    device = next(model.parameters()).device
+    order = sorted(range(len(items)), key=lambda i: len(items[i].prompt))
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = order[start: start + batch_size]
+            enc = {k: v.to(device) for k, v in left_pad([items[i].prompt for i in idx], pad_id).items()}
+            captured.clear()
+            try:
+                model(**enc, use_cache=False)
+            except _Stop:
+                pass
+            hs = captured[0].float()
+            if hs.dim() == 2:  # some layers return (batch * seq, hidden)
+                hs = hs.view(len(idx), -1, hidden)
+            mask = enc["attention_mask"].to(hs.dtype)[..., None]
+            out[idx] = ((hs * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy()
+    finally:
+        handle.remove()
+    return out
+
+
+@dataclass
+class FeatureHead:
+    """A standardised linear classifier over the pooled features, and its mixing weight."""
+
+    layer: int
+    mean: np.ndarray  # (hidden,)
+    scale: np.ndarray  # (hidden,)
+    weight: np.ndarray  # (hidden, n_labels)
+    bias: np.ndarray  # (n_labels,)
+    mix: float = 1.0  # weight of the adapter's probabilities
+
+    def log_probs(self, features: np.ndarray) -> np.ndarray:
+        z = ((features - self.mean) / self.scale) @ self.weight + self.bias
+        return z - np.logaddexp.reduce(z, axis=1, keepdims=True)
+
+    def combine(self, adapter_scores: Sequence[np.ndarray], features: np.ndarray) -> list[np.ndarray]:
+        """Per input, the mixed label log-probabilities (``adapter_scores``: log-likelihoods per label)."""
+        return [np.log(m) for m in _mixed(np.stack([_softmax(s) for s in adapter_scores]),
+                                          np.exp(self.log_probs(features)), self.mix)]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(np.ascontiguousarray(getattr(self, k), dtype=np.float32))
+                for k in ("mean", "scale", "weight", "bias")}
+
+    def meta(self) -> dict[str, Any]:
+        return {"layer": self.layer, "mix": self.mix}
+
+    @classmethod
+    def from_stored(cls, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "FeatureHead":
+        arrays = {k: tensors[k].numpy().astype(np.float32) for k in ("mean", "scale", "weight", "bias")}
+        return cls(int(meta["layer"]), mix=float(meta["mix"]), **arrays)
+
+
+def fit_head(features: np.ndarray, labels: Sequence[int], n_labels: int, layer: int, l2: float = 1e-2,
+             max_iter: int = 200) -> FeatureHead:
+    """L2-regularised logistic regression (L-BFGS) on standardised features; deterministic."""
+    x = torch.from_numpy(features).double()
+    mean, scale = x.mean(0), x.std(0, unbiased=False) + 1e-6
+    x = (x - mean) / scale
+    y = torch.as_tensor(list(labels), dtype=torch.long)
+    w = torch.zeros(x.shape[1], n_labels, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(n_labels, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x @ w + b, y) + l2 * (w ** 2).sum()
+        loss.backward()
+        return loss
+    opt.step(closure)
+    return FeatureHead(layer, mean.numpy().astype(np.float32), scale.numpy().astype(np.float32),
+                       w.detach().numpy().astype(np.float32), b.detach().numpy().astype(np.float32))
+
+
+def choose_mix(adapter_scores: Sequence[np.ndarray], head_log_probs: np.ndarray, labels: Sequence[int]
+               ) -> tuple[float, dict[str, dict[str, float]]]:
+    """The mix in :data:`MIXES` with the best held-out accuracy, ties broken by the lower log loss
+    (then by more weight on the adapter). Returns it and every mix's accuracy and log loss."""
+    p_adapter = np.stack([_softmax(s) for s in adapter_scores])
+    p_head = np.exp(head_log_probs)
+    y = np.asarray(labels)
+    table: dict[str, dict[str, float]] = {}
+    for m in MIXES:
+        p = _mixed(p_adapter, p_head, m)
+        table[f"{m:g}"] = {"accuracy": float(np.mean(p.argmax(1) == y)),
+                           "log_loss": float(np.mean(-np.log(p[np.arange(len(y)), y])))}
+    best = max(MIXES, key=lambda m: (table[f"{m:g}"]["accuracy"], -round(table[f"{m:g}"]["log_loss"], 6), m))
+    return best, table
+
+
+def _softmax(s: np.ndarray) -> np.ndarray:
+    p = np.exp(s - np.max(s))
+    return p / p.sum()
+
+
+def _mixed(p_adapter: np.ndarray, p_head: np.ndarray, mix: float) -> np.ndarray:
+    return np.clip(mix * p_adapter + (1 - mix) * p_head, 1e-12, 1.0)
+
+
+def fit_task_head(host: Any, adapter: str, items: Sequence[Encoded], cfg: Any, layer: int | None = None
+                  ) -> tuple[FeatureHead | None, dict[str, Any]]:
+    """Fit a task's head beside its trained adapter and choose their mix on the held-out examples
+    that early stopping used (:func:`~adaptive_learner.training.trainer.split_validation` with the
+    same config gives the same split). Returns the head refitted on every example (None when the
+    adapter alone is best, or nothing could be held out) and a report for the library's history."""
+    import time
+
+    from ..scoring import score
+    from .trainer import split_validation
+
+    t0 = time.perf_counter()
+    train, val = split_validation(items, cfg)
+    if not val:
+        return None, {"mix": 1.0, "reason": "too few examples to hold any out: adapter alone"}
+    pad = host.backbone.tokenizer.pad_token_id
+    n_labels = len(items[0].choices)
+    with host.base() as model:
+        layer = default_layer(model) if layer is None else layer
+        f_train, f_val = prompt_features(model, train, layer, pad), prompt_features(model, val, layer, pad)
+    y_train, y_val = [it.label for it in train], [it.label for it in val]
+    with host.using(adapter) as model:
+        model.eval()
+        s_val = score(model, val, pad)
+    mix, table = choose_mix(s_val, fit_head(f_train, y_train, n_labels, layer).log_probs(f_val), y_val)
+    report: dict[str, Any] = {"mix": mix, "layer": layer, "held_out": table}
+    head = None
+    if mix < 1.0:
+        head = fit_head(np.concatenate([f_train, f_val]), y_train + y_val, n_labels, layer)
+        head.mix = mix
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    return head, report
+
+
+# ---------------------------------------------------------------- in the library (beside the task's profile)
+def head_files(task: str) -> tuple[str, str]:
+    """File names of a task's head inside its adapter's data folder (within the name limit)."""
+    import hashlib
+
+    stem = task if len(task) <= 40 else f"{task[:28]}-{hashlib.sha1(task.encode()).hexdigest()[:11]}"
+    return f"head-{stem}.safetensors", f"head-{stem}.json"
+
+
+def stage_head(tx: Any, adapter: str, task: str, head: FeatureHead | None) -> None:
+    """Stage ``task``'s head under ``adapter`` (None: the task has none), dropping any older one."""
+    old = tx.manifest["tasks"].get(task, {}).get("adapter")
+    # a file written again is replaced by the install, never listed for removal as well (a plan
+    # applied again after a crash would remove the installed file)
+    for a in {old, adapter} - ({adapter} if head is not None else set()):
+        if a and a in tx.manifest["adapters"]:
+            files = tx.manifest["adapters"][a].get("files", {})
+            for name in head_files(task):
+                rel = f"data/{a}/{name}"
+                if rel in files:
+                    del files[rel]
+                    tx.remove.append(rel)
+    if head is not None:
+        tensors_name, meta_name = head_files(task)
+        tx.write_tensors(adapter, tensors_name, head.tensors())
+        tx.write_json(adapter, meta_name, head.meta())
+
+
+def load_head(library: Any, task: str) -> FeatureHead | None:
+    """The stored head of ``task`` (None: the adapter alone answers it)."""
+    adapter = library.adapter_of(task)
+    tensors_name, meta_name = head_files(task)
+    if f"data/{adapter}/{tensors_name}" not in library.adapters[adapter].get("files", {}):
+        return None
+    tensors, meta = library.read_tensors(adapter, tensors_name), library.read_json(adapter, meta_name)
+    if tensors is None or meta is None:
+        return None
+    return FeatureHead.from_stored(meta, tensors)

@@ -1,0 +1,96 @@
+"""The linear head on the frozen backbone's features: fitted, mixed by held-out examples, stored, used."""
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from adaptive_learner.adapters import AdapterHost
+from adaptive_learner.learner import Learner
+from adaptive_learner.prompting import encode_examples
+from adaptive_learner.training import TrainConfig, fit_task_head, load_head
+from adaptive_learner.training.head import FeatureHead, choose_mix, fit_head, head_files, prompt_features
+
+
+def _blobs(n: int = 60, dim: int = 6, seed: int = 0) -> tuple[np.ndarray, list[int]]:
+    rng = np.random.RandomState(seed)
+    y = [i % 3 for i in range(n)]
+    centres = rng.normal(0, 4, (3, dim))
+    return (centres[y] + rng.normal(0, 0.5, (n, dim))).astype(np.float32), y
+
+
+def test_fit_head_separates_separable_features():
+    x, y = _blobs()
+    head = fit_head(x, y, 3, layer=1)
+    lp = head.log_probs(x)
+    assert np.allclose(np.exp(lp).sum(1), 1, atol=1e-5)
+    assert (lp.argmax(1) == np.asarray(y)).mean() == 1.0
+
+
+def test_choose_mix_follows_the_better_classifier():
+    x, y = _blobs()
+    head_lp = fit_head(x, y, 3, layer=1).log_probs(x)
+    right = [np.eye(3)[k] * 5.0 for k in y]  # adapter scores that are always right
+    wrong = [np.eye(3)[(k + 1) % 3] * 5.0 for k in y]  # always wrong
+    assert choose_mix(right, np.log(np.full((len(y), 3), 1 / 3)), y)[0] == 1.0  # useless head: adapter alone
+    mix, table = choose_mix(wrong, head_lp, y)
+    assert mix == 0.0 and table["0"]["accuracy"] == 1.0 and table["1"]["accuracy"] == 0.0
+
+
+def test_combine_is_the_stated_mixture():
+    x, y = _blobs(n=9)
+    head = fit_head(x, y, 3, layer=1)
+    head.mix = 0.25
+    scores = [np.array([0.0, -1.0, -2.0])] * 9
+    mixed = head.combine(scores, x)
+    pa = np.exp(scores[0]) / np.exp(scores[0]).sum()
+    expect = 0.25 * pa + 0.75 * np.exp(head.log_probs(x))
+    assert np.allclose(np.exp(np.stack(mixed)), expect, atol=1e-6)
+
+
+def test_prompt_features_are_the_layer_mean_over_the_prompt(tiny_backbone, toy_task):
+    items = encode_examples(tiny_backbone.tokenizer, toy_task.spec, toy_task.train[:5], 64)
+    model = tiny_backbone.model
+    feats = prompt_features(model, items, 1, tiny_backbone.tokenizer.pad_token_id, batch_size=3)  # batches pad
+    with torch.no_grad():
+        for it, f in zip(items, feats):
+            hs = model(input_ids=torch.tensor([it.prompt]), output_hidden_states=True).hidden_states[1]
+            np.testing.assert_allclose(f, hs[0].mean(0).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_fit_task_head_uses_the_early_stopping_split(fresh_backbone, toy_task):
+    host = AdapterHost(fresh_backbone)
+    host.create("toy-a", seed=0)
+    items = encode_examples(fresh_backbone.tokenizer, toy_task.spec, toy_task.train, 64)
+    head, report = fit_task_head(host, "toy-a", items, TrainConfig(max_length=64))
+    assert set(report["held_out"]) == {"0", "0.25", "0.5", "0.75", "1"}
+    assert (head is None) == (report["mix"] == 1.0)
+    none, why = fit_task_head(host, "toy-a", items, TrainConfig(max_length=64, early_stop=False))
+    assert none is None and why["mix"] == 1.0
+
+
+def test_a_stored_head_answers_with_the_adapter(tmp_path, fresh_backbone, toy_task):
+    cfg = TrainConfig(steps=4, batch_size=8, lr=1e-2, max_length=64, eval_every=2, patience=1)
+    learner = Learner(tmp_path / "lib", backbone=fresh_backbone, train=cfg)
+    learner.learn(toy_task, force_new=True)
+    adapter = learner.library.adapter_of("toy")
+    # store a head that decides alone and always says the second label, as if the held-out examples chose it
+    hidden = fresh_backbone.model.config.hidden_size
+    forced = FeatureHead(1, np.zeros(hidden, np.float32), np.ones(hidden, np.float32),
+                         np.zeros((hidden, 2), np.float32), np.array([-9.0, 9.0], np.float32), mix=0.0)
+    from adaptive_learner.training import stage_head
+
+    with learner.library.transaction() as tx:
+        stage_head(tx, adapter, "toy", forced)
+        tx.set_task(toy_task.spec, adapter)
+    assert learner.library.verify() == []
+    assert load_head(learner.library, "toy").mix == 0.0
+    second = toy_task.spec.label_names[1]
+    assert {p.label for p in learner.predict(["a fine film", "awful"], task="toy")} == {second}
+    assert {p.label for p in learner.predict(["a fine film", "awful"])} == {second}  # routed too
+    # learned again without a head: the stored one is dropped with its files
+    learner.train_cfg = replace(cfg, head=False)
+    learner.learn(toy_task, reuse=adapter)
+    assert load_head(learner.library, "toy") is None
+    assert not any(name in rel for rel in learner.library.adapters[adapter]["files"] for name in head_files("toy"))
+    assert learner.library.verify() == []
