@@ -1,0 +1,219 @@
+"""The HTTP routes, thin: each checks access, hands the request to ``serving``/``jobs``, and returns
+a ``protocol`` model. Cross-cutting parts sit once, here: body size caps, request ids, metrics,
+and the one error shape (``errors.py``). OpenAPI docs at ``/docs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+from fastapi import Depends, FastAPI, Request, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .batching import Batcher
+from .config import ServeConfig
+from .errors import ApiError, error_response, install_error_handlers, limit_error
+from .jobs import Job, JobManager
+from .learning import prepare_job, read_learn_request
+from .metrics import Metrics
+from .protocol import (DeleteOut, ErrorOut, HealthOut, JobAccepted, JobList, JobOut, LearnRequest, LibraryOut,
+                       PredictRequest, PredictResponse)
+from .serving import ServingEngine, check_predict
+
+FORM_SLACK = 64 * 1024  # multipart framing and the option fields around an upload
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 422, 429)}
+
+
+def create_app(config: ServeConfig, engine: ServingEngine | None = None) -> FastAPI:
+    """The app over one library (``engine``: an already loaded one, else loaded now)."""
+    engine = engine or ServingEngine(config)
+    metrics = Metrics()
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alearn-model")  # torch runs on one thread
+
+    def run_batch(requests: list[PredictRequest]) -> list[Any]:
+        before = engine.version
+        out = engine.answer(requests)
+        if engine.version != before:
+            metrics.reloads.inc()
+        return out
+
+    def job_ended(job: Job, state: str) -> None:
+        metrics.jobs.labels(state).inc()
+
+    jobs = JobManager(config.library, config.limits, on_end=job_ended)
+    metrics.jobs_running.set_function(lambda: float(jobs.active()))
+    batcher: Batcher[PredictRequest] = Batcher(run_batch, executor, config.batching, metrics.observe_batch)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await batcher.close()
+        await asyncio.to_thread(jobs.shutdown)
+        executor.shutdown(wait=False)
+
+    app = FastAPI(title="adaptive-learner", lifespan=lifespan, responses=ERRORS,
+                  description="Answers inputs with a library of LoRA adapters and keeps learning new tasks.")
+    app.state.config, app.state.engine, app.state.jobs, app.state.metrics = config, engine, jobs, metrics
+    app.state.batcher = batcher
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, config=config)
+    _install_request_metrics(app, metrics)
+    _add_routes(app)
+    return app
+
+
+# ---------------------------------------------------------------------- access
+def _token_ok(request: Request, token: str) -> bool:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def require_token(request: Request) -> None:
+    """Learn and delete: the bearer token, when the server has one."""
+    token = request.app.state.config.token
+    if token and not _token_ok(request, token):
+        raise ApiError(401, "this endpoint needs the server's bearer token (Authorization: Bearer ...)",
+                       headers={"WWW-Authenticate": "Bearer"})
+
+
+def require_token_if_all(request: Request) -> None:
+    """Every other /v1 endpoint: the token only with --token-all."""
+    if request.app.state.config.token_all:
+        require_token(request)
+
+
+# ---------------------------------------------------------------------- routes
+def _add_routes(app: FastAPI) -> None:
+    open_ = [Depends(require_token_if_all)]
+    guarded = [Depends(require_token)]
+
+    @app.post("/v1/predict", response_model=PredictResponse, dependencies=open_)
+    async def predict(body: PredictRequest, request: Request) -> Any:
+        """Label inputs with a task's adapter; without ``task`` each input is routed to a learned task."""
+        state = request.app.state
+        check_predict(body, state.config.limits)
+        result = await state.batcher.submit(body, len(body.inputs))
+        state.metrics.predictions.labels(str(body.task is None).lower()).inc(len(body.inputs))
+        return result
+
+    @app.post("/v1/learn", status_code=202, response_model=JobAccepted, dependencies=guarded,
+              openapi_extra=_learn_openapi())
+    async def learn(request: Request, response: Response) -> Any:
+        """Start learning a task (built-in name as JSON, or an uploaded file as multipart); returns a job id."""
+        state = request.app.state
+        req, upload = await read_learn_request(request, state.config.limits)
+        spec = await asyncio.to_thread(prepare_job, req, upload, state.config.library)
+        try:
+            job = await asyncio.to_thread(state.jobs.submit, spec.task, spec.source, spec.options, spec.upload_dir)
+        except BaseException:
+            if spec.upload_dir is not None:
+                import shutil
+                shutil.rmtree(spec.upload_dir, ignore_errors=True)
+            raise
+        response.headers["Location"] = f"/v1/jobs/{job.id}"
+        return JobAccepted(id=job.id, state=job.state, url=f"/v1/jobs/{job.id}")
+
+    @app.get("/v1/jobs", response_model=JobList, dependencies=open_)
+    async def list_jobs(request: Request) -> Any:
+        """Every job the server remembers, oldest first."""
+        return JobList(jobs=[j.out() for j in sorted(request.app.state.jobs.all(), key=lambda j: j.created)])
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobOut, dependencies=open_)
+    async def get_job(job_id: str, request: Request) -> Any:
+        """A job's state, progress (step / steps), decision, accuracy before/after, or its one-line error."""
+        job = request.app.state.jobs.get(job_id)
+        if job is None:
+            raise ApiError(404, f"no job {job_id[:40]!r}")
+        return job.out()
+
+    @app.get("/v1/library", response_model=LibraryOut, dependencies=open_)
+    async def library(request: Request) -> Any:
+        """Adapters, tasks and the recent decisions of the committed library."""
+        return await asyncio.to_thread(request.app.state.engine.library_out)
+
+    @app.delete("/v1/adapters/{name}", response_model=DeleteOut, dependencies=guarded)
+    async def delete_adapter(name: str, request: Request) -> Any:
+        """Remove an adapter, its data and the tasks it serves (one transaction)."""
+        return await asyncio.to_thread(request.app.state.engine.delete_adapter, name)
+
+    @app.get("/healthz", response_model=HealthOut)
+    async def healthz(request: Request) -> Any:
+        """Liveness and what is being served."""
+        engine, jobs = request.app.state.engine, request.app.state.jobs
+        lib = engine.library
+        return HealthOut(status="degraded" if engine.problem else "ok", backbone=lib.backbone.get("name", "?"),
+                         library_version=engine.version, adapters=len(lib.adapters), tasks=len(lib.tasks),
+                         jobs_running=jobs.active(), problem=engine.problem)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        body, ctype = request.app.state.metrics.render()
+        return Response(body, media_type=ctype)
+
+
+def _learn_openapi() -> dict[str, Any]:
+    schema = LearnRequest.model_json_schema()
+    form = {**schema, "properties": {**schema["properties"], "file": {"type": "string", "format": "binary"}}}
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": schema},
+        "multipart/form-data": {"schema": form}}}}
+
+
+# ---------------------------------------------------------------------- cross-cutting
+class BodyLimit:
+    """Refuses a body over its cap (413 naming the limit) before or while it is read."""
+
+    def __init__(self, app: ASGIApp, config: ServeConfig) -> None:
+        self.app = app
+        self.limits = config.limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        upload = scope["path"].rstrip("/") == "/v1/learn"
+        name = "max_upload_bytes" if upload else "max_body_bytes"
+        cap = self.limits.max_upload_bytes + FORM_SLACK if upload else self.limits.max_body_bytes
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await error_response(Request(scope), 400, "bad_request", "invalid Content-Length")(scope, receive, send)
+                return
+            if int(declared) > cap:
+                msg = f"the body has {int(declared)} bytes; the limit is {cap}"
+                await error_response(Request(scope), 413, "limit_exceeded", msg, name)(scope, receive, send)
+                return
+        seen = 0
+
+        async def counted() -> Any:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > cap:
+                raise limit_error(name, f"the body is over {cap} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _install_request_metrics(app: FastAPI, metrics: Metrics) -> None:
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Any) -> Response:
+        request.state.request_id = uuid.uuid4().hex[:16]
+        t0 = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            response.headers["X-Request-ID"] = request.state.request_id
+            return response
+        finally:
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            metrics.requests.labels(route, request.method, str(status)).inc()
+            metrics.latency.labels(route).observe(time.perf_counter() - t0)

@@ -1,0 +1,97 @@
+"""The settings of ``alearn serve``: where it listens, who may change the library, and its limits."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+TOKEN_ENV = "ALEARN_TOKEN"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+@dataclass
+class Limits:
+    """Caps that keep one client from exhausting the server; each is named in the error it causes."""
+
+    max_inputs: int = field(default=64, metadata={"help": "inputs per predict request (413 beyond)"})
+    max_chars: int = field(default=4000, metadata={"help": "characters per input (413 beyond)"})
+    max_body_bytes: int = field(default=2 * 1024 * 1024, metadata={"help": "bytes of a JSON request body (413)"})
+    max_upload_bytes: int = field(default=10 * 1024 * 1024, metadata={"help": "bytes of a learn upload (413)"})
+    max_jobs: int = field(default=1, metadata={"help": "learn jobs running at once (429 beyond)"})
+    lock_wait_s: float = field(default=5.0, metadata={"help": "seconds a delete waits for the writer lock (409)"})
+
+    def check(self) -> None:
+        for name, value in asdict(self).items():
+            if not value > 0:
+                raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
+@dataclass
+class BatchSettings:
+    """Dynamic batching: how long a batch waits for company, and how large it may grow."""
+
+    enabled: bool = field(default=True, metadata={"help": "False: one request at a time (for comparison)"})
+    max_wait_ms: float = field(default=5.0, metadata={"help": "longest wait for more requests to join a batch"})
+    max_inputs: int = field(default=64, metadata={"help": "inputs that close a batch at once"})
+
+    def check(self) -> None:
+        if not 0 <= self.max_wait_ms <= 1000:
+            raise UserError(f"--batch-wait-ms must be between 0 and 1000, got {self.max_wait_ms}")
+        if self.max_inputs <= 0:
+            raise UserError(f"--max-batch must be positive, got {self.max_inputs}")
+
+
+@dataclass
+class ServeConfig:
+    """Everything ``alearn serve`` needs; plain data, so it can cross to a Ray replica unchanged."""
+
+    library: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    backbone: str | None = field(default=None, metadata={"help": "backbone for a new, empty library"})
+    token: str | None = field(default=None, metadata={"help": "bearer token for learn and delete"})
+    token_all: bool = field(default=False, metadata={"help": "require the token for every /v1 endpoint"})
+    max_length: int = field(default=256, metadata={"help": "max tokens per input when scoring"})
+    limits: Limits = field(default_factory=Limits)
+    batching: BatchSettings = field(default_factory=BatchSettings)
+    log_level: str = "info"
+
+    def check(self) -> "ServeConfig":
+        """Refuse settings that cannot work, with one line naming the option."""
+        self.limits.check()
+        self.batching.check()
+        if not 0 <= self.port < 65536:
+            raise UserError(f"--port must be between 0 and 65535, got {self.port}")
+        if self.log_level not in LOG_LEVELS:
+            raise UserError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        if self.max_length <= 0:
+            raise UserError(f"--max-length must be positive, got {self.max_length}")
+        if self.token is not None and not self.token.strip():
+            self.token = None  # an empty ALEARN_TOKEN means no token
+        if self.token_all and self.token is None:
+            raise UserError(f"--token-all needs a token: give --token or set {TOKEN_ENV}")
+        if self.token is None and not _is_loopback(self.host):
+            # not refused: a reverse proxy may guard it; but anyone reaching it may teach and delete
+            import warnings
+            warnings.warn(f"serving on {self.host} without a token: anyone who can reach it can learn and delete")
+        return self
+
+    def public(self) -> dict[str, Any]:
+        """The settings without the token (for logs and /healthz)."""
+        d = asdict(self)
+        d["library"] = str(self.library)
+        d["token"] = "set" if self.token else None
+        return d
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

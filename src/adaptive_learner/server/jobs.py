@@ -1,0 +1,184 @@
+"""Learn jobs: each runs ``worker.run_job`` in its own spawned process; the server only keeps score.
+
+A pump thread reads the workers' reports (plain dicts on one queue) into the job records, and
+notices a worker that died without reporting (killed, out of memory): its job fails with one
+line, and the library keeps its last committed state (its transactions see to that).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import Limits
+from .errors import limit_error
+from .protocol import JobOut, Progress
+from .worker import run_job
+
+KEEP_FINISHED = 200  # finished jobs remembered for GET /v1/jobs/{id}
+FINAL = ("succeeded", "failed")
+
+
+@dataclass
+class Job:
+    """What the server knows of one learn job."""
+
+    id: str
+    task: str
+    dry_run: bool
+    created: float = field(default_factory=time.time)
+    state: str = "queued"
+    phase: str | None = None
+    progress: dict[str, int] | None = None
+    started: float | None = None
+    finished: float | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    upload_dir: Path | None = None
+    process: Any = None
+    ending: bool = False
+
+    def out(self) -> JobOut:
+        r = self.result or {}
+        return JobOut(id=self.id, state=self.state, task=r.get("task", self.task), dry_run=self.dry_run,
+                      phase=self.phase, progress=Progress(**self.progress) if self.progress else None,
+                      action=r.get("action"), adapter=r.get("adapter"), confidence=r.get("confidence"),
+                      explanation=r.get("explanation"), decision=r.get("decision"), init_from=r.get("init_from"),
+                      accuracy_before=r.get("accuracy_before"), accuracy_after=r.get("accuracy_after"),
+                      train=r.get("train"), error=self.error, created=self.created, started=self.started,
+                      finished=self.finished)
+
+
+class JobManager:
+    """Starts learn workers (at most ``limits.max_jobs`` at once) and tracks them."""
+
+    def __init__(self, library: Path, limits: Limits, on_end: Callable[[Job, str], None] | None = None) -> None:
+        self.library = Path(library)
+        self.limits = limits
+        self.on_end = on_end
+        self._ctx = mp.get_context("spawn")  # a fresh interpreter: no forked torch threads or locks
+        self._events: Any = None
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._pump: threading.Thread | None = None
+
+    def submit(self, task: str, source: dict[str, Any], options: dict[str, Any],
+               upload_dir: Path | None = None) -> Job:
+        """Start a worker for one task (429 naming ``max_jobs`` when enough are running)."""
+        with self._lock:
+            if self.active() >= self.limits.max_jobs:
+                raise limit_error("max_jobs", f"{self.active()} learn job(s) running; the limit is "
+                                              f"{self.limits.max_jobs}; try again when one has finished", 429)
+            self._start_pump()
+            job = Job(id=uuid.uuid4().hex[:16], task=task, dry_run=bool(options.get("dry_run")),
+                      phase="starting", upload_dir=upload_dir)
+            payload = {"id": job.id, "library": str(self.library), "source": source, "options": options}
+            proc = self._ctx.Process(target=run_job, args=(payload, self._events), name=f"alearn-job-{job.id}",
+                                     daemon=True)
+            proc.start()
+            job.process = proc
+            self._jobs[job.id] = job
+            self._forget_old()
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def all(self) -> list[Job]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    def active(self) -> int:
+        return sum(j.state not in FINAL for j in self._jobs.values())
+
+    def shutdown(self, grace_s: float = 5.0) -> None:
+        """Stop the pump and every worker still running (its library change is all or nothing)."""
+        self._stop.set()
+        for job in self.all():
+            p = job.process
+            if p is not None and p.is_alive():
+                p.terminate()
+                p.join(grace_s)
+                if p.is_alive():
+                    p.kill()
+            if job.state not in FINAL:
+                self._end(job, "failed", error="the server stopped before the job finished")
+        if self._pump is not None:
+            self._pump.join(grace_s)
+
+    # ------------------------------------------------------------------ reports from the workers
+    def _start_pump(self) -> None:
+        if self._pump is None:
+            self._events = self._ctx.Queue()
+            self._pump = threading.Thread(target=self._run_pump, name="alearn-jobs", daemon=True)
+            self._pump.start()
+
+    def _run_pump(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._apply(self._events.get(timeout=0.2))
+            except queue.Empty:
+                pass
+            except (EOFError, OSError, ValueError):
+                return  # the queue was closed at shutdown
+            self._reap()
+
+    def _apply(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            job = self._jobs.get(str(event.get("id")))
+            if job is None or job.state in FINAL:
+                return
+            if event.get("phase"):
+                job.phase = event["phase"]
+            if event.get("progress"):
+                job.progress = {"step": int(event["progress"]["step"]), "steps": int(event["progress"]["steps"])}
+            state = event.get("state")
+        if state == "running" and job.started is None:
+            job.state, job.started = "running", time.time()
+        elif state in FINAL:
+            self._end(job, state, event.get("result"), event.get("error"))
+
+    def _reap(self) -> None:
+        """A worker that is gone without a final report failed; drain its last words first."""
+        for job in self.all():
+            p = job.process
+            if job.state in FINAL or p is None or p.is_alive():
+                continue
+            try:
+                while True:
+                    self._apply(self._events.get(timeout=0.5))
+            except queue.Empty:
+                pass
+            if job.state not in FINAL:
+                self._end(job, "failed", error=f"the worker process ended (exit code {p.exitcode}) before the job "
+                                               f"finished; the library keeps its last committed state")
+
+    def _end(self, job: Job, state: str, result: dict[str, Any] | None = None, error: str | None = None) -> None:
+        """Finish a job: clean up and count it first, then publish its final state (so a client that
+        sees the state also sees the upload gone and the metrics counted)."""
+        with self._lock:
+            if job.state in FINAL or job.ending:
+                return
+            job.ending = True
+        if job.process is not None:
+            job.process.join(1.0)
+        if job.upload_dir is not None:
+            shutil.rmtree(job.upload_dir, ignore_errors=True)
+        if self.on_end is not None:
+            self.on_end(job, state)
+        with self._lock:
+            job.state, job.result, job.error, job.finished, job.phase = state, result, error, time.time(), "done"
+
+    def _forget_old(self) -> None:
+        done = [j for j in self._jobs.values() if j.state in FINAL]
+        for j in sorted(done, key=lambda j: j.created)[: max(0, len(done) - KEEP_FINISHED)]:
+            del self._jobs[j.id]
