@@ -42,7 +42,7 @@ def test_task_orders_are_distinct_and_start_with_the_written_one():
 @pytest.fixture(scope="module")
 def repeated(toy_sequence, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    cfg = tiny_bench(toy_sequence, seeds=[0, 1], orders=2)
+    cfg = tiny_bench(toy_sequence, seeds=[0, 1], orders=2, reference="naive")
     return cfg, run_bench(cfg, out), out
 
 
@@ -69,7 +69,8 @@ def test_table_reports_mean_and_spread_over_repeats(repeated):
     assert row["avg_acc"][1] == pytest.approx(np.std(accs, ddof=1))
     assert row["n_adapters"][0] == 1 and row["trainable_params"][0] > 0
     md = (out / "bench.md").read_text()
-    header = "| strategy | lr | AvgAcc | BWT | FWT | Forgetting | trainable params | adapters | wall s |"
+    header = ("| strategy | lr | AvgAcc | AvgAcc - naive [95% CI] | BWT | FWT | Forgetting | trainable params | "
+              "adapters | wall s |")
     assert header in md and "±" in md and md.count("### ") == 12
     assert (out / "bars.png").stat().st_size > 1000
     doc = json.loads((out / "bench.json").read_text())
@@ -125,3 +126,57 @@ def test_each_run_records_only_the_options_its_strategy_reads():
     assert strategy_options("naive", opts) == {}
     assert strategy_options("ewc-replay", opts) == {"ewc_strength": 3.0, "replay_ratio": 0.5}
     assert strategy_options("o-lora", opts) == {"olora_lambda1": 0.1}
+
+
+def test_each_strategy_is_compared_with_the_reference_on_the_same_examples(repeated):
+    """The paired difference is the mean AvgAcc difference over the 4 runs, with its interval around it."""
+    from adaptive_learner.evaluation.stats import avg_accuracy
+
+    cfg, res, out = repeated
+    rows = {r["strategy"]: r for r in res.paired}
+    assert set(rows) == {"zero-shot", "ewc-replay"} and all(r["against"] == "naive" for r in rows.values())
+    for s, row in rows.items():
+        diffs = []
+        for r in (r for r in res.runs if r["strategy"] == s):
+            mine, ref = (json.loads((out / f"seed{r['seed']}-order{r['order']}" / x / "results.json").read_text())
+                         for x in (s, "naive"))
+            assert [len(mine["final_correct"][t]) for t in mine["tasks"]] == mine["n_test"]
+            assert avg_accuracy(mine["final_correct"]) == pytest.approx(mine["metrics"]["avg_acc"])
+            diffs.append(mine["metrics"]["avg_acc"] - ref["metrics"]["avg_acc"])
+        assert row["runs"] == 4 and row["mean"] == pytest.approx(np.mean(diffs))
+        assert row["low"] <= row["mean"] <= row["high"] and row["excludes_zero"] == (row["low"] > 0 or row["high"] < 0)
+    md = (out / "bench.md").read_text()
+    line = next(x for x in md.splitlines() if x.startswith("| ewc-replay |"))
+    d = rows["ewc-replay"]
+    assert f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" in line and "| naive | 0.01 |" in md
+    assert "## Paired differences of AvgAcc" in md and "(reference)" in md
+    assert json.loads((out / "bench.json").read_text())["paired"] == json.loads(json.dumps(res.paired))
+
+
+def test_router_comparisons_include_its_task_inferred_row_and_old_runs_still_read(toy_sequence, tmp_path):
+    cfg = tiny_bench(toy_sequence, strategies=["naive", "arrow", "router"], seeds=[0, 1], max_test=8,
+                     options={"router_k": 8, "ewc_samples": 4, "replay_buffer_size": 8})
+    res = run_bench(cfg, tmp_path)
+    pairs = {(r["strategy"], r["against"]): r for r in res.paired}
+    assert set(pairs) == {("naive", "router"), ("arrow", "router"), ("router (task inferred)", "router"),
+                          ("arrow", "router (task inferred)")}
+    doc = json.loads((tmp_path / "seed0-order0" / "router" / "results.json").read_text())
+    inferred = doc["router"]["task_inferred"]
+    for t, v in inferred["per_task"].items():
+        assert len(v["correct"]) == v["n"] and np.mean(v["correct"]) == pytest.approx(v["accuracy"])
+    for seed in (0, 1):  # results written before outcomes were recorded
+        f = tmp_path / f"seed{seed}-order0" / "naive" / "results.json"
+        old = json.loads(f.read_text())
+        del old["final_correct"]
+        f.write_text(json.dumps(old))
+    again = run_bench(cfg, tmp_path)
+    assert [r["metrics"] for r in again.runs] == [r["metrics"] for r in res.runs]
+    assert ("naive", "router") not in {(r["strategy"], r["against"]) for r in again.paired}
+    line = next(x for x in (tmp_path / "bench.md").read_text().splitlines() if x.startswith("| naive |"))
+    assert line.split("|")[4].strip() == "n/a"  # the column of the difference with the router
+
+
+def test_cli_bench_reference_and_resamples_are_checked(capsys, toy_sequence):
+    for args, msg in [(["--reference", "nope"], "--reference"), (["--resamples", "5"], "--resamples")]:
+        code, out, err = alearn(capsys, "bench", toy_sequence, "--backbone", "tiny-random", *args)
+        assert code == 2 and msg in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -72,7 +72,7 @@ def run(sequence: Optional[str] = typer.Argument(None, help="built-in sequence n
                                               "last finished task, with its recorded settings")) -> None:
     """Run one strategy over a task sequence; write the accuracy matrix, metrics and plots."""
     from .evaluation.harness import RunConfig, run_sequence, summary_markdown
-    from .strategies import REGISTRY
+    from .strategies import check_requirements
 
     if resume is not None:
         from .evaluation import checkpoint
@@ -86,8 +86,7 @@ def run(sequence: Optional[str] = typer.Argument(None, help="built-in sequence n
         return
     if sequence is None:
         raise UserError("give a SEQUENCE (built-in name or YAML file), or --resume DIR")
-    if strategy not in REGISTRY:
-        raise UserError(f"unknown strategy {strategy!r}; available: {', '.join(sorted(REGISTRY))}")
+    check_requirements(strategy)  # unknown, or a peft without the method it wraps: one line
     cfg = RunConfig(sequence=sequence, strategy=strategy, backbone=backbone, max_train=max_train,
                     max_test=max_test, seed=seed,
                     train=_train_cfg(steps, batch_size, lr, max_length, seed, early_stop, patience, eval_every,
@@ -130,7 +129,12 @@ def _set_options(pairs: Optional[List[str]]) -> dict:
 @app.command()
 def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed, revisit7, ...) or a YAML file"),
           strategies: str = typer.Option(",".join(["zero-shot", "naive", "per-task", "ewc", "replay", "ewc-replay",
-                                                   "o-lora", "mtl"]), help="comma-separated strategies"),
+                                                   "o-lora", "mtl", "router"]),
+                                         help="comma-separated strategies (see `alearn data ls`; also per-task-warm, "
+                                              "arrow and osf)"),
+          reference: str = typer.Option("router", help="the strategy the others are compared with: AvgAcc "
+                                        "difference with a paired bootstrap 95% interval over the test examples"),
+          resamples: int = typer.Option(2000, help="bootstrap resamples for those intervals"),
           seeds: str = typer.Option("0", help="comma-separated seeds; results give mean and spread over them"),
           orders: int = typer.Option(1, help="task orders: the written one plus N-1 seeded permutations"),
           lr_search: bool = typer.Option(False, "--lr-search", help="choose each strategy's lr on held-out "
@@ -148,6 +152,8 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
           max_length: int = typer.Option(256, help="max tokens per example")) -> None:
     """Compare strategies on the same data, seeds and budget: one table, every matrix, a bar chart.
 
+    Beside mean ± sd over seeds x orders: AvgAcc minus the reference's, with a paired bootstrap 95% interval.
+    The test examples are resampled within each task and seed, the same for both; * marks an interval excluding 0.
     Finished runs in the output directory are reused, so a long comparison can be run in pieces."""
     from .evaluation.bench import BenchConfig, run_bench
 
@@ -157,7 +163,8 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
                       seeds=_csv(seeds, int, "--seeds"), orders=orders, backbone=backbone, max_train=max_train,
                       max_test=max_test, train=_train_cfg(steps, batch_size, lr, max_length, 0, early_stop, patience,
                                                           eval_every, max_train=max_train, max_test=max_test),
-                      options=_set_options(set_), lr_search=lr_search, lr_grid=_csv(lr_grid, float, "--lr-grid"))
+                      options=_set_options(set_), lr_search=lr_search, lr_grid=_csv(lr_grid, float, "--lr-grid"),
+                      reference=reference, resamples=resamples)
     out = out or Path("runs") / f"bench-{Path(sequence).stem}"
     run_bench(cfg, out)
     typer.echo((out / "bench.md").read_text(encoding="utf-8").split("## Accuracy matrices")[0].rstrip())
@@ -184,6 +191,8 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
           label_scoring: Optional[str] = typer.Option(None, help="how labels are scored, for --data: first-token "
                                                       "(default; the token that tells the labels apart), mean "
                                                       "(length-normalised log-likelihood) or sum"),
+          head: bool = typer.Option(True, "--head/--no-head", help="also fit a linear head on the frozen backbone's "
+                                    "features and mix it with the adapter by a weight chosen on the held-out examples"),
           force_new: bool = typer.Option(False, "--force-new", help="always create a new adapter"),
           reuse: Optional[str] = typer.Option(None, help="reuse (and adapt) this adapter"),
           dry_run: bool = typer.Option(False, "--dry-run", help="print the router's decision as JSON; train nothing"),
@@ -213,6 +222,7 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
     if force_new and reuse:
         raise UserError("--force-new and --reuse exclude each other")
     cfg = _train_cfg(steps, batch_size, lr, max_length, seed, early_stop, patience, eval_every, max_train=max_train)
+    cfg.head = head
     t = t.subsample(max_train, 200, seed)
     if router not in ("calibrated", "softmax-threshold"):
         raise UserError(f"unknown router {router!r}; available: calibrated, softmax-threshold")
@@ -238,6 +248,12 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
         typer.echo("held-out accuracy by step: " + ", ".join(f"{v['step']}: {v['accuracy']:.3f}" for v in curve))
         why_end = "no lower held-out loss in --patience scores" if o.train["stopped"] == "patience" else "--steps reached"
         typer.echo(f"kept the weights of step {o.train['best_step']} ({why_end})")
+    h = o.train.get("head") or {}
+    if h.get("held_out"):
+        acc = {m: v["accuracy"] for m, v in h["held_out"].items()}
+        mix = h["mix"]
+        typer.echo(f"head on the frozen features: mix {mix:g} adapter + {1 - mix:g} head (held-out accuracy: "
+                   f"adapter alone {acc['1']:.3f}, head alone {acc['0']:.3f}, mixed {acc[f'{mix:g}']:.3f})")
     typer.echo(f"accuracy on {o.task} test: {o.accuracy_before:.3f} before, {o.accuracy_after:.3f} after "
                f"({o.train['steps']} steps, {o.train['seconds']} s)")
 
@@ -247,17 +263,24 @@ def predict(texts: List[str] = typer.Argument(..., help="inputs; for pair tasks 
             library: Path = typer.Option(..., help="library directory"),
             task: Optional[str] = typer.Option(None, help="task whose adapter, prompt and labels to use; without "
                                                           "it each input is routed to a learned task"),
-            as_json: bool = typer.Option(False, "--json", help="print JSON lines")) -> None:
+            as_json: bool = typer.Option(False, "--json", help="print JSON lines"),
+            abstain: bool = typer.Option(True, "--abstain/--no-abstain", help="without --task: label an input that "
+                                         "is far from every learned task 'unknown' (--no-abstain: always route)")
+            ) -> None:
     """Label inputs with a learned task's adapter (given, or inferred per input by the router).
 
     Prints label, confidence, task, adapter and text; with routing also the router's confidence in the task.
+    An input of no learned task is labelled 'unknown', with the nearest task and the label it would give.
     """
     from .learner import Learner
 
     learner = Learner(library, create=False)
-    for p in learner.predict(texts, task):
+    for p in learner.predict(texts, task, abstain=abstain):
         if as_json:
             typer.echo(json.dumps(p.__dict__))
+        elif p.nearest_label is not None:
+            typer.echo(f"{p.label}\t-\tnearest {p.task} (routed, {p.route_confidence:.3f}; novelty {p.novelty:.2f}, "
+                       f"would say {p.nearest_label} {p.confidence:.3f})\t{p.adapter}\t{p.text}")
         elif p.route_confidence is not None:
             typer.echo(f"{p.label}\t{p.confidence:.3f}\t{p.task} (routed, {p.route_confidence:.3f})\t{p.adapter}\t{p.text}")
         else:
@@ -423,6 +446,42 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="output directory"),
                    f"routing accuracy {inferred['routing_accuracy']:.4f}")
     typer.echo(f"results written to {out}/ (results.json, matrix.png, summary.md); "
                f"wall time {res.info['timings_s']['total']} s")
+
+
+@app.command()
+def serve(library: Path = typer.Argument(..., help="library directory (created with --backbone if missing)"),
+          host: str = typer.Option("127.0.0.1", help="address to listen on (loopback unless told)"),
+          port: int = typer.Option(8000, help="port to listen on (0: any free port)"),
+          backbone: Optional[str] = typer.Option(None, help="backbone for a new, empty library"),
+          token: Optional[str] = typer.Option(None, envvar="ALEARN_TOKEN", show_default=False,
+                                              help="bearer token required for learn and delete (or $ALEARN_TOKEN)"),
+          token_all: bool = typer.Option(False, "--token-all", help="require the token for every /v1 endpoint"),
+          max_inputs: int = typer.Option(64, help="inputs per predict request (413 beyond)"),
+          max_chars: int = typer.Option(4000, help="characters per input (413 beyond)"),
+          max_upload_mb: float = typer.Option(10.0, help="size of a learn upload in MiB (413 beyond)"),
+          max_jobs: int = typer.Option(1, help="learn jobs running at once (429 beyond)"),
+          batching: bool = typer.Option(True, "--batching/--no-batching", help="gather concurrent requests into "
+                                        "batches (off: one request at a time, for comparison)"),
+          batch_wait_ms: float = typer.Option(5.0, help="longest wait for more requests to join a batch"),
+          max_batch: int = typer.Option(64, help="inputs that close a batch at once"),
+          max_length: int = typer.Option(256, help="max tokens per input"),
+          log_level: str = typer.Option("info", help="uvicorn and server log level")) -> None:
+    """Serve the library over HTTP: predict (task given or routed), learn in a worker, jobs, library, metrics.
+
+    Docs at http://HOST:PORT/docs. Adapters committed by any process are served from the next request on.
+    """
+    try:
+        from .server import BatchSettings, Limits, ServeConfig
+        from .server.runner import serve as run_server
+    except ImportError as exc:
+        raise UserError(f"alearn serve needs the serve extra ({exc.name} is missing): "
+                        f"pip install 'adaptive-learner[serve]'") from None
+    limits = Limits(max_inputs=max_inputs, max_chars=max_chars, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                    max_jobs=max_jobs)
+    cfg = ServeConfig(library=library, host=host, port=port, backbone=backbone, token=token, token_all=token_all,
+                      max_length=max_length, limits=limits, log_level=log_level.lower(),
+                      batching=BatchSettings(enabled=batching, max_wait_ms=batch_wait_ms, max_inputs=max_batch))
+    run_server(cfg)
 
 
 def main() -> None:

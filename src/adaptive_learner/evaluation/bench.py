@@ -6,6 +6,15 @@ gives mean and spread (sample standard deviation over seeds x orders) of average
 FWT and forgetting, with trainable parameters, adapters in the library and wall time; every run's
 matrix follows, and ``bars.png`` charts the means with error bars.
 
+Every strategy is scored on the same test examples for a given seed, and each run records which
+examples its final row got right. Beside the mean ± sd, the table gives each strategy's AvgAcc
+minus the reference strategy's (``reference``, the router by default) with a paired bootstrap 95%
+interval (``evaluation/stats.py``: test examples resampled within each task and seed, the same
+resample for both strategies, ``resamples`` draws, seed 0); a ``*`` marks an interval that
+excludes 0. Where the reference also scored its final row with the task inferred per input (the
+router does), that row is compared too, and so is every task-id-free strategy against it. Runs
+written before outcomes were recorded are still read; they take no part in the intervals.
+
 Order 0 is the sequence as written; order k >= 1 is a permutation drawn with seed k (the same for
 every seed and strategy). With ``lr_search`` each strategy's learning rate is chosen first, once:
 each task's training data is split (stratified, seeded) into a search-train part and a held-out
@@ -32,12 +41,16 @@ from ..adapters import LoraSettings
 from ..backbone import DEFAULT_BACKBONE
 from ..errors import UserError
 from ..fileio import atomic_write_json, atomic_write_text, read_json
+from ..strategies import check_requirements
 from ..tasks.spec import TaskData, stratified_split
 from ..training import TrainConfig
 from .harness import RunConfig, RunResult, environment, prepare_tasks, run_sequence
 from .plots import plot_bars
+from .stats import Correct, RunKey, compare
 
-DEFAULT_STRATEGIES = ["zero-shot", "naive", "per-task", "ewc", "replay", "ewc-replay", "o-lora", "mtl"]
+DEFAULT_STRATEGIES = ["zero-shot", "naive", "per-task", "per-task-warm", "ewc", "replay", "ewc-replay", "o-lora",
+                      "osf", "arrow", "mtl", "router"]
+TASK_INFERRED = " (task inferred)"  # suffix of a strategy's final row scored with the task inferred per input
 METRICS = [("avg_acc", "AvgAcc"), ("bwt", "BWT"), ("fwt", "FWT"), ("forgetting", "Forgetting")]
 NO_TRAINING = {"zero-shot"}  # nothing to tune
 TAKES_NO_OPTIONS = {"zero-shot", "naive", "per-task", "mtl"}  # the plain baselines read no strategy options
@@ -63,6 +76,9 @@ class BenchConfig:
     lr_grid: list[float] = field(default_factory=lambda: [3e-4, 1e-3, 3e-3], metadata={"help": "lrs searched"})
     holdout: float = field(default=0.2, metadata={"help": "fraction of each task's training data held out"})
     holdout_max: int = field(default=50, metadata={"help": "held-out examples per task used to score the search"})
+    reference: str = field(default="router", metadata={"help": "the strategy every other one is compared with "
+                                                                "(paired bootstrap interval of the AvgAcc difference)"})
+    resamples: int = field(default=2000, metadata={"help": "bootstrap resamples of the test examples"})
 
     def validate(self) -> None:
         from ..strategies import REGISTRY
@@ -76,16 +92,25 @@ class BenchConfig:
             raise UserError("give at least one seed and --orders >= 1")
         if self.lr_search and (not self.lr_grid or min(self.lr_grid) <= 0 or not 0 < self.holdout < 1):
             raise UserError("the lr grid needs positive rates and the held-out fraction must be in (0, 1)")
+        if self.reference not in REGISTRY:
+            raise UserError(f"--reference {self.reference!r} is not a strategy; available: "
+                            f"{', '.join(sorted(REGISTRY))}")
+        if self.resamples < 100:
+            raise UserError(f"--resamples must be at least 100, got {self.resamples}")
+        for s in self.strategies:
+            check_requirements(s)
 
 
 @dataclass
 class BenchResult:
-    """Every run, the learning rates used and the search behind them, and the aggregated table."""
+    """Every run, the learning rates used and the search behind them, the aggregated table, and the
+    paired comparisons (one dict per pair: strategy, against, mean, low, high, excludes_zero, ...)."""
 
     runs: list[dict[str, Any]]
     lrs: dict[str, float]
     search: dict[str, dict[str, float]]
     table: list[dict[str, Any]]
+    paired: list[dict[str, Any]] = field(default_factory=list)
 
 
 def task_orders(n: int, count: int) -> list[list[int]]:
@@ -124,7 +149,8 @@ def cached_run(rc: RunConfig, tasks: list[TaskData], out: Path) -> RunResult:
     key_file, res_file = out / "bench-key.json", out / "results.json"
     if key_file.is_file() and res_file.is_file() and read_json(key_file) == key:
         doc = read_json(res_file)
-        info = {k: doc[k] for k in ("n_adapters", "trainable_params", "timings_s") if k in doc}
+        info = {k: doc[k] for k in ("n_adapters", "trainable_params", "timings_s", "final_correct", "router")
+                if k in doc}
         return RunResult(doc["tasks"], _array(doc["matrix"]), _array([doc["zero_shot"]])[0],
                          {k: (np.nan if v is None else v) for k, v in doc["metrics"].items()}, info)
     res = run_sequence(rc, out, tasks=tasks)
@@ -184,7 +210,8 @@ def run_bench(cfg: BenchConfig, out: Path) -> BenchResult:
         for s in cfg.strategies:
             if s not in NO_TRAINING:
                 lrs[s], search[s] = search_lr(cfg, s, first, out)
-    runs = []
+    runs: list[dict[str, Any]] = []
+    correct: dict[RunKey, Correct] = {}
     orders = task_orders(len(first), cfg.orders)
     for seed in cfg.seeds:
         tasks = first if seed == cfg.seeds[0] else prepare_tasks(_run_config(cfg, cfg.strategies[0], seed, 1.0))
@@ -197,9 +224,40 @@ def run_bench(cfg: BenchConfig, out: Path) -> BenchResult:
                              "metrics": res.metrics, "n_adapters": res.info.get("n_adapters"),
                              "trainable_params": res.info.get("trainable_params"),
                              "wall_s": res.info.get("timings_s", {}).get("total")})
-    result = BenchResult(runs, lrs, search, aggregate(runs, cfg.strategies))
+                correct.update(run_outcomes(s, seed, k, res.info))
+    result = BenchResult(runs, lrs, search, aggregate(runs, cfg.strategies), paired_comparisons(correct, cfg))
     write_bench(result, cfg, out, [t.name for t in first], time.perf_counter() - t0)
     return result
+
+
+def run_outcomes(strategy: str, seed: int, order: int, info: dict[str, Any]) -> dict[RunKey, Correct]:
+    """The per-example outcomes of a run's final row (and of its task-inferred row, where it has one);
+    nothing for a run written before they were recorded."""
+    out: dict[RunKey, Correct] = {}
+    final = {t: v for t, v in (info.get("final_correct") or {}).items() if len(v)}  # a task with no test: no part
+    if final:
+        out[(strategy, seed, order)] = final
+    inferred = ((info.get("router") or {}).get("task_inferred") or {}).get("per_task") or {}
+    if inferred and all("correct" in v for v in inferred.values()):
+        out[(strategy + TASK_INFERRED, seed, order)] = {t: v["correct"] for t, v in inferred.items() if v["correct"]}
+    return out
+
+
+def paired_comparisons(correct: dict[RunKey, Correct], cfg: BenchConfig) -> list[dict[str, Any]]:
+    """Every strategy (and task-inferred row) against the reference; every task-id-free strategy
+    against the reference's task-inferred row. Pairs with no recorded outcomes are left out."""
+    from ..strategies import REGISTRY
+
+    ref, ref_inferred = cfg.reference, cfg.reference + TASK_INFERRED
+    names = [s for s in cfg.strategies if s != ref] + sorted({k[0] for k in correct if k[0].endswith(TASK_INFERRED)})
+    pairs = [(s, ref) for s in names]
+    pairs += [(s, ref_inferred) for s in cfg.strategies if getattr(REGISTRY[s], "task_id_free", False)]
+    rows = []
+    for a, b in pairs:
+        d = compare(correct, a, b, cfg.resamples)
+        if d is not None:
+            rows.append({"strategy": a, "against": b, **d.to_dict()})
+    return rows
 
 
 def aggregate(runs: list[dict[str, Any]], strategies: list[str]) -> list[dict[str, Any]]:
@@ -243,14 +301,18 @@ def bench_markdown(res: BenchResult, cfg: BenchConfig, orders: list[list[int]], 
              + "." + (f" Options: {cfg.options}." if cfg.options else ""), "",
              ("Mean ± sample std over " + f"{len(cfg.seeds) * cfg.orders} runs (seeds x orders)." if many
               else "One run per strategy."), "",
-             "| strategy | lr | AvgAcc | BWT | FWT | Forgetting | trainable params | adapters | wall s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"| strategy | lr | AvgAcc | AvgAcc - {cfg.reference} [95% CI] | BWT | FWT | Forgetting | "
+             "trainable params | adapters | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    against = {r["strategy"]: r for r in res.paired if r["against"] == cfg.reference}
     for row in res.table:
         lr = f"{row['lr']:g}" + (" (searched)" if row["strategy"] in res.search else "")
-        lines.append(f"| {row['strategy']} | {lr} | {_fmt(row['avg_acc'], spread=many)} | "
+        diff = "(reference)" if row["strategy"] == cfg.reference else _fmt_diff(against.get(row["strategy"]))
+        lines.append(f"| {row['strategy']} | {lr} | {_fmt(row['avg_acc'], spread=many)} | {diff} | "
                      f"{_fmt(row['bwt'], True, spread=many)} | {_fmt(row['fwt'], True, spread=many)} | "
                      f"{_fmt(row['forgetting'], True, spread=many)} | {row['trainable_params'][0]:,.0f} | "
                      f"{row['n_adapters'][0]:g} | {row['wall_s'][0]:.0f} |")
+    lines += paired_markdown(res.paired, cfg)
     if res.search:
         lines += ["", f"## Learning-rate search (held out {cfg.holdout:.0%} of each task's training data, at most "
                       f"{cfg.holdout_max} per task; seed {cfg.seeds[0]}; final average accuracy on the held-out parts)",
@@ -270,12 +332,34 @@ def bench_markdown(res: BenchResult, cfg: BenchConfig, orders: list[list[int]], 
     return "\n".join(lines) + "\n"
 
 
+def _fmt_diff(d: dict[str, Any] | None) -> str:
+    """``+0.032 [+0.011, +0.054] *``: the difference, its interval, and * when the interval excludes 0."""
+    if d is None:
+        return "n/a"
+    return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" + (" *" if d["excludes_zero"] else "")
+
+
+def paired_markdown(paired: list[dict[str, Any]], cfg: BenchConfig) -> list[str]:
+    """The paired comparisons as a table, with how the intervals were made."""
+    if not any(r["against"] == cfg.reference for r in paired):
+        return ["", f"No paired intervals: the reference strategy {cfg.reference!r} is not in this bench, or its "
+                    "runs hold no per-example outcomes (results written by an earlier version)."]
+    lines = ["", f"## Paired differences of AvgAcc (95% bootstrap interval, {cfg.resamples} resamples of each "
+                 "task's test examples within each seed, the same resample for both strategies; * = the interval "
+                 "excludes 0)", "", "| strategy | against | difference | 95% interval | runs |",
+             "|---|---|---|---|---|"]
+    for r in paired:
+        lines.append(f"| {r['strategy']} | {r['against']} | {r['mean']:+.3f} | [{r['low']:+.3f}, {r['high']:+.3f}]"
+                     + (" *" if r["excludes_zero"] else "") + f" | {r['runs']} |")
+    return lines
+
+
 def write_bench(res: BenchResult, cfg: BenchConfig, out: Path, names: list[str], seconds: float) -> None:
     """bench.json (everything), bench.md (tables and matrices) and bars.png (means with spread)."""
     orders = task_orders(len(names), cfg.orders)
     doc = {"config": asdict(cfg), "environment": environment(), "seconds": round(seconds, 1),
            "orders": [[names[i] for i in o] for o in orders], "lrs": res.lrs, "lr_search": res.search,
-           "table": res.table, "runs": res.runs}
+           "table": res.table, "paired": res.paired, "runs": res.runs}
     atomic_write_json(out / "bench.json", _nulls(json.loads(json.dumps(doc, default=str))))
     atomic_write_text(out / "bench.md", bench_markdown(res, cfg, orders, names))
     keys = [("avg_acc", "AvgAcc"), ("bwt", "BWT"), ("fwt", "FWT")]

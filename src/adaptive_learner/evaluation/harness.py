@@ -1,7 +1,10 @@
 """Run a strategy over a task sequence and measure it: the accuracy matrix, metrics and artefacts.
 
 ``results.json`` holds the resolved config, package versions, git commit, timings, the matrix and
-the metrics; ``matrix.png`` the heatmap; ``summary.md`` a short table; ``config.yaml`` the config.
+the metrics, and ``final_correct``: per task, 1/0 for each test example of the final row (right or
+wrong), so that two strategies scored on the same examples can be compared example by example
+(``evaluation/stats.py``); ``matrix.png`` the heatmap; ``summary.md`` a short table;
+``config.yaml`` the config.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +25,7 @@ from tqdm.auto import tqdm
 from ..adapters import AdapterHost
 from ..backbone import Backbone, load_backbone
 from ..fileio import atomic_write_json, atomic_write_text
-from ..prompting import encode_examples
+from ..prompting import Encoded, encode_examples
 from ..scoring import accuracy, score
 from ..strategies import Context, make
 from ..tasks import load_sequence
@@ -85,7 +88,8 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
             b = np.array([accuracy(score(m, its, tok.pad_token_id, cfg.eval_batch_size), its) for its in
                           tqdm(test_items, desc="zero-shot row", leave=False)])
         t_eval += time.perf_counter() - t0
-    cache: dict[Any, float] = {}
+    cache: dict[Any, np.ndarray] = {}  # per-example outcomes (1 right, 0 wrong) of weights already scored
+    final: dict[str, list[int]] = {}  # the final row's outcomes, for paired comparisons between strategies
     for i, task in enumerate(tqdm(tasks[start:], desc=f"{cfg.strategy} over {T} tasks", initial=start, total=T),
                              start=start):
         t0 = time.perf_counter()
@@ -96,8 +100,10 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
             for j, other in enumerate(tasks):
                 key = (other.name, strategy.eval_key(other.name))
                 if key not in cache:
-                    cache[key] = accuracy(strategy.score(other.name, test_items[j]), test_items[j])
-                R[i, j] = cache[key]
+                    cache[key] = correct(strategy.score(other.name, test_items[j]), test_items[j])
+                R[i, j] = float(cache[key].mean()) if cache[key].size else float("nan")
+                if i == T - 1:
+                    final[other.name] = cache[key].tolist()
             t_eval += time.perf_counter() - t0
         if main:
             checkpoint.save(workdir, cfg, [t.name for t in tasks], i + 1, R, b, (t_train, t_eval), host, strategy)
@@ -109,7 +115,8 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
         "timings_s": {"train": round(t_train, 1), "eval": round(t_eval, 1),
                       "total": round(time.perf_counter() - t_start, 1)},
         "n_train": [len(x) for x in train_items], "n_test": [len(x) for x in test_items],
-        "world_size": accelerator.num_processes if accelerator is not None else 1, **extra,
+        "world_size": accelerator.num_processes if accelerator is not None else 1,
+        "final_correct": final, **extra,
     }
     result = RunResult([t.name for t in tasks], R, b, metrics, info)
     if not main:
@@ -117,6 +124,11 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
     write_results(result, cfg, workdir, tasks)
     checkpoint.remove(workdir)  # the run is complete: results.json replaces it
     return result
+
+
+def correct(scores: Sequence[np.ndarray], items: Sequence[Encoded]) -> np.ndarray:
+    """Per item, 1 when its highest-scoring choice is the label, else 0 (its mean is the accuracy)."""
+    return np.array([int(np.argmax(s)) == it.label for s, it in zip(scores, items)], dtype=np.int8)
 
 
 def environment() -> dict[str, Any]:

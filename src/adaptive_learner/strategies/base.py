@@ -13,6 +13,7 @@ from typing import Any, Callable, Hashable, Sequence
 import numpy as np
 
 from ..adapters import BASE, AdapterHost
+from ..errors import UserError
 from ..prompting import Encoded
 from ..scoring import score
 from ..tasks.spec import TaskData
@@ -40,6 +41,13 @@ class Strategy:
 
     name = "base"
     evaluates_each_step = True  # False: only the final row of the matrix is measured (joint training)
+    # True: holds several task adapters but picks none by task id (o-lora sums them, arrow routes per
+    # token); the bench compares it with the reference's row scored with the task inferred per input
+    task_id_free = False
+
+    @classmethod
+    def check_requirements(cls) -> None:
+        """Raise ``UserError`` when something this strategy needs is missing (e.g. a peft too old)."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -71,8 +79,9 @@ class Strategy:
         return name
 
     def train(self, adapter: str, items: Sequence[Encoded], regularisers: Sequence[Any] = (),
-              desc: str | None = None, cfg: TrainConfig | None = None) -> TrainReport:
-        rep = train_adapter(self.ctx.host, adapter, items, cfg or self.ctx.train, regularisers, desc=desc,
+              desc: str | None = None, cfg: TrainConfig | None = None, host: Any = None) -> TrainReport:
+        """Train ``adapter`` of ``host`` (the context's by default) and record the report."""
+        rep = train_adapter(host or self.ctx.host, adapter, items, cfg or self.ctx.train, regularisers, desc=desc,
                             accelerator=self.ctx.options.get("accelerator"))
         self.version[adapter] = self.version.get(adapter, 0) + 1
         self.reports.append({"adapter": adapter, "steps": rep.steps, "examples": rep.examples, "tokens": rep.tokens,
@@ -87,7 +96,17 @@ class Strategy:
         return sum(self.ctx.host.count_trainable(a) for a in self.adapters)
 
 
-REGISTRY: dict[str, Callable[[Context], Strategy]] = {}
+def require_peft(strategy: str, *names: str) -> None:
+    """A one-line ``UserError`` when the installed peft lacks any of ``names`` (a method ``strategy`` wraps)."""
+    import peft
+
+    missing = [n for n in names if not hasattr(peft, n)]
+    if missing:
+        raise UserError(f"strategy {strategy} needs peft's {', '.join(missing)}, which peft {peft.__version__} does "
+                        f"not have; install a newer peft (pip install -U peft)")
+
+
+REGISTRY: dict[str, type[Strategy]] = {}
 
 
 def register(name: str) -> Callable[[type[Strategy]], type[Strategy]]:

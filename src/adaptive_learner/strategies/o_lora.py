@@ -81,6 +81,7 @@ class OLoRA(Strategy):
     """A new LoRA per task, trained orthogonal to the earlier ones; all of them summed at inference."""
 
     option_prefixes = ("olora_",)  # the run options it reads
+    task_id_free = True
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)

@@ -15,7 +15,7 @@ class PerTask(Strategy):
     def learn(self, task: TaskData, items: list[Encoded]) -> None:
         adapter = self.new_adapter(f"lora-{task.name}")
         self.by_task[task.name] = adapter
-        self.train(adapter, items, desc=f"per-task {task.name}")
+        self.train(adapter, items, desc=f"{self.name} {task.name}")
 
     def adapter_for(self, task: str) -> str:
         return self.by_task.get(task, BASE)

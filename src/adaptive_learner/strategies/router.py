@@ -62,6 +62,8 @@ class _DefaultForgetting:
 class RouterStrategy(Strategy):
     """Reuse-or-create by the calibrated router (or the softmax-threshold baseline)."""
 
+    may_reuse = True  # False: every task gets a new adapter, whatever the router advises (per-task-warm)
+
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         o = ctx.options
@@ -82,6 +84,9 @@ class RouterStrategy(Strategy):
     def learn(self, task: TaskData, items: list[Encoded]) -> None:
         trial = self._trial(task) if self.use_trial else None
         decision = self.router.decide(task, self.profiles, trial)  # a revisited task is its own best candidate
+        advised = decision.action
+        if not self.may_reuse:
+            decision.action = "new"
         init_from = None
         if decision.action == "reuse":
             adapter, gain = decision.adapter, decision.confidence
@@ -98,7 +103,8 @@ class RouterStrategy(Strategy):
         self.tasks[task.name] = task
         self.profiles = [p for p in self.profiles if p.task != task.name] + [TaskProfile(task.name, adapter, self.router.profile(task, self.ctx.train.max_length))]
         self.decisions.append({**decision.to_json(), "family": task.spec.family, "init_from": init_from,
-                               "regularisers": [getattr(r, "name", type(r).__name__) for r in regs]})
+                               "regularisers": [getattr(r, "name", type(r).__name__) for r in regs],
+                               **({} if self.may_reuse else {"router_advised": advised})})
 
     def _trial(self, task: TaskData):
         examples = self.router.probe_examples(task)
@@ -154,7 +160,7 @@ class RouterStrategy(Strategy):
             ok = [s and a.label == e.label for s, a, e in zip(same, answers, data.test)]
             right_route = [s and a.adapter == self.by_task[name] for s, a in zip(same, answers)]
             per_task[name] = {"accuracy": float(np.mean(ok)), "routing_accuracy": float(np.mean(right_route)),
-                              "n": len(texts)}
+                              "n": len(texts), "correct": [int(x) for x in ok]}  # per example, for paired tests
             routed_ok += sum(right_route)
             routed_task_ok += sum(a.task == name for a in answers)
             n_all += len(texts)
