@@ -88,6 +88,7 @@ class TaskFeatures:
     n_fields: int
     label_names: list[str] = field(default_factory=list)
     verbalizers: list[str] = field(default_factory=list)  # the answer space (two tasks may share it)
+    inputs: np.ndarray | None = None  # (n, e) sentence embeddings of the same examples' input texts (open set)
 
     @property
     def n_examples(self) -> int:
@@ -96,7 +97,7 @@ class TaskFeatures:
     def tensors(self) -> dict[str, torch.Tensor]:
         """The arrays, for a safetensors file."""
         out = {}
-        for key in ("examples", "description", "labels", "gradient"):
+        for key in ("examples", "description", "labels", "gradient", "inputs"):
             v = getattr(self, key)
             if v is not None:
                 out[key] = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
@@ -112,7 +113,7 @@ class TaskFeatures:
         get = lambda k: tensors[k].numpy().astype(np.float32) if k in tensors else None  # noqa: E731
         return cls(meta["task"], get("examples"), get("description"), get("labels"), get("gradient"),
                    int(meta["n_labels"]), int(meta["n_fields"]), list(meta.get("label_names", [])),
-                   list(meta.get("verbalizers", [])))
+                   list(meta.get("verbalizers", [])), get("inputs"))
 
 
 # ---------------------------------------------------------------------------------------------- text
@@ -376,13 +377,15 @@ class FeatureExtractor:
     def task_features(self, spec: TaskSpec, examples: Sequence[Example], max_length: int = 256) -> TaskFeatures:
         """Every switched-on signal of a task, from its spec and the given labelled examples."""
         cfg = self.config
-        feats = None
+        feats = inputs = None
         if cfg.examples and examples:
-            feats = self.input_features([input_text(e.fields, spec) for e in examples])
+            texts = [input_text(e.fields, spec) for e in examples]
+            feats = self.input_features(texts)
+            inputs = self.encoder.encode(texts)
         desc = self.encoder.encode([spec.description.strip()])[0] if cfg.description else None
         labels = self.encoder.encode([label_text(spec)])[0] if cfg.labels else None
         grad = None
         if cfg.gradient and examples:
             grad = gradient_sketch(self.host, spec, list(examples)[: cfg.k], cfg.gradient_dim, cfg.seed, max_length)
         return TaskFeatures(spec.name, feats, desc, labels, grad, len(spec.label_names), len(spec.input_fields),
-                            list(spec.label_names), list(spec.verbalizers))
+                            list(spec.label_names), list(spec.verbalizers), inputs)

@@ -7,11 +7,13 @@ over tasks for a new input's features. Only tasks that take as many fields as th
 forward the profiles used, so routing costs a fraction of one scoring pass.
 
 Open set: an input far from every stored task is *unknown* rather than sent to the nearest one.
-Its novelty is the squared Mahalanobis distance to each eligible task's mean (one shared,
-Ledoit-Wolf-shrunk covariance), divided by that task's threshold: the ``quantile`` of the
-distances of the task's own examples *held out* from the fit (each half of every task's examples
-scored by a model fitted on the other halves; distances of fitted examples are far too small in
-this many dimensions). Novelty above 1 for every eligible task: unknown.
+The task is chosen by the backbone features above; whether the input belongs to any stored task is
+judged on sentence embeddings of the raw input (all-MiniLM-L6-v2, the router's text encoder),
+which separate domains far better than the backbone's early layer (BENCHMARKS "Open-set
+routing"). An input's novelty for a task is its cosine distance to the task's ``k``-th nearest
+stored example, divided by that task's threshold: the ``quantile`` of the same distance for each of
+the task's own examples to the others (leave-one-out, so held out). Novelty above 1 for every
+eligible task: unknown. Tasks stored without input embeddings (older libraries) never say unknown.
 """
 
 from __future__ import annotations
@@ -40,45 +42,39 @@ class RoutedInput:
 
 
 DEFAULT_QUANTILE = 0.99
+DEFAULT_K = 5
 
 
 class NoveltyModel:
-    """Squared Mahalanobis distances to each task's mean, and per-task thresholds from held-out halves."""
+    """Per task: the k-th nearest-neighbour cosine distance to its stored examples, over a threshold
+    from its own examples held out one at a time."""
 
-    def __init__(self, examples: Sequence[np.ndarray], quantile: float = DEFAULT_QUANTILE, seed: int = 0) -> None:
-        xs = [np.asarray(x, dtype=np.float64) for x in examples]
-        self.means, self.precision = _fit(xs)
-        rng = np.random.RandomState(seed)
-        halves = [np.array_split(rng.permutation(len(x)), 2) for x in xs]
-        held: list[list[float]] = [[] for _ in xs]
-        for side in (0, 1):
-            fit_on = [x[h[side]] for x, h in zip(xs, halves)]
-            if any(len(f) < 2 for f in fit_on):
+    def __init__(self, embeddings: Sequence[np.ndarray | None], quantile: float = DEFAULT_QUANTILE,
+                 k: int = DEFAULT_K) -> None:
+        self.k = k
+        self.banks = [None if e is None or len(e) == 0 else _unit(np.asarray(e, dtype=np.float64)) for e in embeddings]
+        self.thresholds = np.full(len(self.banks), np.inf)
+        for i, bank in enumerate(self.banks):
+            if bank is not None and len(bank) > k + 1:
+                d = 1.0 - bank @ bank.T
+                np.fill_diagonal(d, np.inf)  # each example's neighbours are the others
+                self.thresholds[i] = max(float(np.quantile(np.sort(d, axis=1)[:, k - 1], quantile)), 1e-6)
+
+    def novelty(self, embeddings: np.ndarray) -> np.ndarray:
+        """(n, tasks): each input's distance to each task over the task's threshold (0 where a task has
+        no embeddings or too few to set a threshold: such a task never calls an input unknown)."""
+        x = _unit(np.asarray(embeddings, dtype=np.float64))
+        out = np.zeros((len(x), len(self.banks)))
+        for i, bank in enumerate(self.banks):
+            if bank is None or not np.isfinite(self.thresholds[i]):
                 continue
-            means, precision = _fit(fit_on)
-            for k, (x, h) in enumerate(zip(xs, halves)):
-                d = _distances(x[h[1 - side]], means[k: k + 1], precision)[:, 0]
-                held[k].extend(d.tolist())
-        # a task with too few examples to hold any out is never called unknown
-        self.thresholds = np.array([np.quantile(h, quantile) if len(h) >= 4 else np.inf for h in held])
-
-    def novelty(self, feats: np.ndarray) -> np.ndarray:
-        """(n, tasks): each input's squared distance to each task's mean over the task's threshold."""
-        return _distances(np.asarray(feats, dtype=np.float64), self.means, self.precision) / self.thresholds
+            d = np.sort(1.0 - x @ bank.T, axis=1)[:, min(self.k, len(bank)) - 1]
+            out[:, i] = d / self.thresholds[i]
+        return out
 
 
-def _fit(xs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.covariance import LedoitWolf
-
-    means = np.stack([x.mean(0) for x in xs])
-    resid = np.vstack([x - m for x, m in zip(xs, means)])
-    cov = LedoitWolf(assume_centered=True).fit(resid).covariance_
-    return means, np.linalg.pinv(cov, hermitian=True)
-
-
-def _distances(x: np.ndarray, means: np.ndarray, precision: np.ndarray) -> np.ndarray:
-    diff = x[:, None, :] - means[None, :, :]  # (n, tasks, dim)
-    return np.einsum("nkd,de,nke->nk", diff, precision, diff)
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 class InputRouter:
@@ -95,7 +91,7 @@ class InputRouter:
         x = np.vstack([p.features.examples for p in usable]).astype(np.float64)
         y = np.concatenate([[i] * p.features.n_examples for i, p in enumerate(usable)])
         self.single = len(usable) == 1
-        self.novelty_model = NoveltyModel([p.features.examples for p in usable], quantile)
+        self.novelty_model = NoveltyModel([p.features.inputs for p in usable], quantile)
         if not self.single:
             self.lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto",
                                                   priors=np.full(len(usable), 1.0 / len(usable)))
@@ -107,10 +103,12 @@ class InputRouter:
             return np.zeros((len(feats), 1))
         return self.lda.predict_log_proba(np.asarray(feats, dtype=np.float64))
 
-    def route(self, feats: np.ndarray, n_fields: Sequence[int] | None = None) -> list[RoutedInput | None]:
-        """The task, adapter and posterior confidence for each input; None where no task takes its fields."""
+    def route(self, feats: np.ndarray, n_fields: Sequence[int] | None = None,
+              embeddings: np.ndarray | None = None) -> list[RoutedInput | None]:
+        """The task, adapter and posterior confidence for each input; None where no task takes its fields.
+        With the inputs' sentence ``embeddings``, also each input's novelty (above 1: no stored task's)."""
         logp = self.log_posterior(feats)
-        novelty = self.novelty_model.novelty(feats)
+        novelty = None if embeddings is None else self.novelty_model.novelty(embeddings)
         out: list[RoutedInput | None] = []
         fields = np.array([p.features.n_fields for p in self.profiles])
         for i, row in enumerate(logp):
@@ -123,7 +121,7 @@ class InputRouter:
             post /= post.sum()
             j = int(np.argmax(post))
             out.append(RoutedInput(self.tasks[j], self.profiles[j].adapter, float(post[j]),
-                                   float(novelty[i][ok].min())))
+                                   None if novelty is None else float(novelty[i][ok].min())))
         return out
 
 

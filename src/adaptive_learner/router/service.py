@@ -104,7 +104,13 @@ class LibraryRouter:
         if self._input_router is None or self._input_router[0] != key:
             self._input_router = (key, make_input_router(self.kind, profiles))
         feats = self.extractor.input_features(list(texts))
-        return self._input_router[1].route(feats, [count_fields(t) for t in texts]), feats
+        router = self._input_router[1]
+        emb = None  # sentence embeddings for open-set routing, where the stored profiles have them
+        if isinstance(router, InputRouter) and any(p.features.inputs is not None for p in router.profiles):
+            emb = self.extractor.encoder.encode(list(texts))
+        if emb is None:
+            return router.route(feats, [count_fields(t) for t in texts]), feats
+        return router.route(feats, [count_fields(t) for t in texts], emb), feats
 
 
 def _digest(x: np.ndarray | None) -> str:
