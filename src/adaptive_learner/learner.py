@@ -103,6 +103,7 @@ class Learner:
         self._loaded: dict[str, str] = {}  # adapter -> updated stamp loaded
         self._router: tuple[str, LibraryRouter] | None = None
         self._heads: dict[str, tuple[Any, FeatureHead | None]] = {}  # task -> (stored version, head)
+        self._profiles: tuple[Any, list[Any]] | None = None  # (stored versions, profiles) for routing
 
     @property
     def router(self) -> LibraryRouter:
@@ -158,6 +159,13 @@ class Learner:
         with self.host.base() as m:
             feats = prompt_features(m, items, head.layer, pad)
         return head.combine(scores, feats)
+
+    def _stored_profiles(self) -> list[Any]:
+        """Every task's profile, read again only when a task's entry in the manifest changed."""
+        key = tuple(sorted((t, i.get("adapter"), i.get("updated", "")) for t, i in self.library.tasks.items()))
+        if self._profiles is None or self._profiles[0] != key:
+            self._profiles = (key, load_profiles(self.library))
+        return self._profiles[1]
 
     def head_of(self, task: str) -> FeatureHead | None:
         """The task's stored head (None: its adapter answers alone)."""
@@ -274,7 +282,7 @@ class Learner:
 
 
     def _predict_routed(self, texts: Sequence[str]) -> list[Prediction]:
-        profiles = load_profiles(self.library)
+        profiles = self._stored_profiles()
         if not profiles:
             raise UserError(f"library {self.path} has no learned task to route inputs to; give --task")
         specs = {p.task: self.library.task_spec(p.task) for p in profiles}
