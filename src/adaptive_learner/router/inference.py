@@ -50,12 +50,13 @@ def fields_from_text(text: str, spec: TaskSpec) -> dict[str, str]:
 
 def answer_routed(host: Any, router: LibraryRouter, profiles: Sequence[TaskProfile], specs: dict[str, TaskSpec],
                   texts: Sequence[str], max_length: int, batch_size: int = 16,
-                  ensure_loaded: Callable[[str], None] | None = None) -> list[RoutedAnswer]:
-    """Route every text to a stored task and label it with that task's adapter, in mixed batches."""
+                  ensure_loaded: Callable[[str], None] | None = None, open_set: bool = True) -> list[RoutedAnswer]:
+    """Route every text to a stored task and label it with that task's adapter, in mixed batches
+    (``open_set``: also each input's novelty, see :class:`~adaptive_learner.router.routing.NoveltyModel`)."""
     for t in texts:
         if not t or not t.strip():
             raise UserError("empty input text")
-    routed, _ = router.route(texts, profiles)
+    routed, _ = router.route(texts, profiles, open_set=open_set)
     for text, r in zip(texts, routed):
         if r is None:
             raise UserError(f"no learned task takes {text.count(PAIR_JOIN.strip()) + 1} field(s) like {text[:60]!r}")

@@ -96,8 +96,10 @@ class LibraryRouter:
                                      f"{self.features.k}: weaker evidence]")
         return decision
 
-    def route(self, texts: Sequence[str], profiles: Sequence[TaskProfile]) -> tuple[list[RoutedInput | None], np.ndarray]:
-        """Task and adapter for each raw input, and the inputs' backbone features."""
+    def route(self, texts: Sequence[str], profiles: Sequence[TaskProfile], open_set: bool = True
+              ) -> tuple[list[RoutedInput | None], np.ndarray]:
+        """Task and adapter for each raw input, and the inputs' backbone features. With ``open_set`` (and
+        profiles that store input embeddings) each input's novelty too, from its sentence embedding."""
         if not profiles:
             raise UserError("the library has no task profiles to route inputs by; give --task")
         key = tuple(sorted(f"{p.task}@{p.adapter}:{_digest(p.features.examples)}" for p in profiles))
@@ -105,12 +107,10 @@ class LibraryRouter:
             self._input_router = (key, make_input_router(self.kind, profiles))
         feats = self.extractor.input_features(list(texts))
         router = self._input_router[1]
-        emb = None  # sentence embeddings for open-set routing, where the stored profiles have them
-        if isinstance(router, InputRouter) and any(p.features.inputs is not None for p in router.profiles):
-            emb = self.extractor.encoder.encode(list(texts))
-        if emb is None:
-            return router.route(feats, [count_fields(t) for t in texts]), feats
-        return router.route(feats, [count_fields(t) for t in texts], emb), feats
+        fields = [count_fields(t) for t in texts]
+        if open_set and isinstance(router, InputRouter) and any(p.features.inputs is not None for p in router.profiles):
+            return router.route(feats, fields, self.extractor.encoder.encode(list(texts))), feats
+        return router.route(feats, fields), feats
 
 
 def _digest(x: np.ndarray | None) -> str:

@@ -154,7 +154,7 @@ class RouterStrategy(Strategy):
             if not texts:
                 continue
             answers = answer_routed(self.ctx.host, self.router, self.profiles, specs, texts,
-                                    self.ctx.train.max_length, self.ctx.eval_batch_size)
+                                    self.ctx.train.max_length, self.ctx.eval_batch_size, open_set=False)
             # right when the input got its task's adapter and answer space (verbalizers) and the right answer
             same = [specs[a.task].verbalizers == data.spec.verbalizers for a in answers]
             ok = [s and a.label == e.label for s, a, e in zip(same, answers, data.test)]
