@@ -22,12 +22,18 @@ from .evidence import TaskProfile
 ROUTER_KEY = "router"
 
 
-def profile_files(task: str) -> tuple[str, str]:
-    """File names of a task's profile inside its adapter's data folder (within the 64-character limit)."""
+def task_files(kind: str, task: str) -> tuple[str, str]:
+    """File names of a task's ``kind`` data (profile, head) inside its adapter's data folder
+    (within the 64-character limit)."""
     import hashlib
 
     stem = task if len(task) <= 40 else f"{task[:28]}-{hashlib.sha1(task.encode()).hexdigest()[:11]}"
-    return f"profile-{stem}.safetensors", f"profile-{stem}.json"
+    return f"{kind}-{stem}.safetensors", f"{kind}-{stem}.json"
+
+
+def profile_files(task: str) -> tuple[str, str]:
+    """File names of a task's profile inside its adapter's data folder."""
+    return task_files("profile", task)
 
 
 def save_profile(tx: Any, adapter: str, feats: TaskFeatures) -> None:
@@ -40,10 +46,10 @@ def save_profile(tx: Any, adapter: str, feats: TaskFeatures) -> None:
     tx.write_json(adapter, meta_name, feats.meta())
 
 
-def drop_profile(tx: Any, adapter: str, task: str) -> None:
-    """Stage the removal of a task's profile files from ``adapter``."""
+def drop_profile(tx: Any, adapter: str, task: str, kind: str = "profile") -> None:
+    """Stage the removal of a task's ``kind`` files (profile, head) from ``adapter``."""
     files = tx.manifest["adapters"][adapter].get("files", {})
-    for name in profile_files(task):
+    for name in task_files(kind, task):
         rel = f"data/{adapter}/{name}"
         if rel in files:
             del files[rel]

@@ -193,26 +193,22 @@ def fit_task_head(host: Any, adapter: str, items: Sequence[Encoded], cfg: Any, l
 
 # ---------------------------------------------------------------- in the library (beside the task's profile)
 def head_files(task: str) -> tuple[str, str]:
-    """File names of a task's head inside its adapter's data folder (within the name limit)."""
-    import hashlib
+    """File names of a task's head inside its adapter's data folder (named like its profile)."""
+    from ..router.store import task_files
 
-    stem = task if len(task) <= 40 else f"{task[:28]}-{hashlib.sha1(task.encode()).hexdigest()[:11]}"
-    return f"head-{stem}.safetensors", f"head-{stem}.json"
+    return task_files("head", task)
 
 
 def stage_head(tx: Any, adapter: str, task: str, head: FeatureHead | None) -> None:
     """Stage ``task``'s head under ``adapter`` (None: the task has none), dropping any older one."""
+    from ..router.store import drop_profile
+
     old = tx.manifest["tasks"].get(task, {}).get("adapter")
     # a file written again is replaced by the install, never listed for removal as well (a plan
     # applied again after a crash would remove the installed file)
     for a in {old, adapter} - ({adapter} if head is not None else set()):
         if a and a in tx.manifest["adapters"]:
-            files = tx.manifest["adapters"][a].get("files", {})
-            for name in head_files(task):
-                rel = f"data/{a}/{name}"
-                if rel in files:
-                    del files[rel]
-                    tx.remove.append(rel)
+            drop_profile(tx, a, task, kind="head")
     if head is not None:
         tensors_name, meta_name = head_files(task)
         tx.write_tensors(adapter, tensors_name, head.tensors())
