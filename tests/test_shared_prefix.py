@@ -8,6 +8,20 @@ from adaptive_learner.scoring import MIN_SHARED_PREFIX, choice_logits, common_pr
 from adaptive_learner.training.trainer import label_loss
 
 
+def _moved_adapter(backbone):
+    """A host with adapter "toy" active, its LoRA B matrices moved off zero so the adapter changes
+    the prefix's keys and values too; returns it and the adapter's parameters."""
+    host = AdapterHost(backbone)
+    host.create("toy", seed=1)
+    host.activate("toy")
+    params = host.trainable("toy")
+    with torch.no_grad():
+        for name, p in params.items():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    return host, params
+
+
 def test_common_prefix_len():
     assert common_prefix_len([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
     assert common_prefix_len([[1, 2], [3, 2]]) == 0
@@ -29,15 +43,7 @@ def test_shared_prefix_gives_the_same_logits(tiny_backbone, toy_task):
 
 
 def test_shared_prefix_gives_the_same_loss_and_gradients(fresh_backbone, toy_task):
-    host = AdapterHost(fresh_backbone)
-    host.create("toy", seed=1)
-    host.activate("toy")
-    # move the LoRA B matrices off zero so the adapter changes the prefix's keys and values too
-    params = host.trainable("toy")
-    with torch.no_grad():
-        for name, p in params.items():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
+    host, params = _moved_adapter(fresh_backbone)
     items = encode_examples(fresh_backbone.tokenizer, toy_task.spec, toy_task.train[:8], 64)
     grads = []
     losses = []
@@ -113,14 +119,7 @@ def test_micro_batches_give_the_same_update(toy_task):
 def test_choice_logits_equal_the_full_output_layer(fresh_backbone, toy_task):
     """The training loss applies the output layer to the choice tokens' rows only: the same logits and
     gradients as taking those entries of the full-vocabulary logits."""
-    host = AdapterHost(fresh_backbone)
-    host.create("toy", seed=1)
-    host.activate("toy")
-    params = host.trainable("toy")
-    with torch.no_grad():
-        for name, p in params.items():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
+    host, params = _moved_adapter(fresh_backbone)
     items = encode_examples(fresh_backbone.tokenizer, toy_task.spec, toy_task.train[:8], 64)
     seqs = [it.prompt for it in items]
     rows = [[c[0] for c in it.choices] for it in items]
