@@ -27,7 +27,7 @@ def test_learn_creates_a_library_with_a_peft_adapter(built_library):
     assert (built_library / "adapters" / "lora-toy" / "adapter_model.safetensors").exists()
 
 
-def test_a_new_adapter_the_router_creates_says_where_it_started(capsys, tmp_path, built_library):
+def test_a_new_adapter_started_from_the_nearest_says_where_it_started(capsys, tmp_path, built_library):
     import shutil
 
     copy = tmp_path / "lib"
@@ -35,7 +35,7 @@ def test_a_new_adapter_the_router_creates_says_where_it_started(capsys, tmp_path
     base = [a for a in LEARN if a not in ("--backbone", "tiny-random")]
     code, out, _ = alearn(capsys, *base, "--library", copy, "--data", FIXTURES / "toy_pairs.jsonl",
                           "--description", "Do the two phrases mean the same?", "--text-column", "first",
-                          "--text-column", "second", "--label-column", "same", "--name", "pairs")
+                          "--text-column", "second", "--label-column", "same", "--name", "pairs", "--init", "nearest")
     assert code == 0 and out.startswith("pairs: new adapter lora-pairs, started from lora-toy (")
     assert json.loads((copy / "manifest.json").read_text())["history"][-1]["init_from"] == "lora-toy"
 
@@ -61,7 +61,7 @@ def test_predict_ls_show_verify(capsys, built_library):
     (["--data", TOY, "--description", "d", "--steps", "0"], "--steps must be positive"),
     (["--data", TOY, "--description", "d", "--reuse", "ghost"], "no such adapter"),
     (["--data", TOY, "--description", "d", "--backbone", "smollm2-135m"], "built on"),
-    (["--data", TOY, "--description", "d", "--init", "warm"], "--init 'warm': use one of nearest, fresh"),
+    (["--data", TOY, "--description", "d", "--init", "warm"], "--init 'warm': use one of fresh, nearest"),
 ])
 def test_bad_learn_input_is_one_line_and_leaves_library_untouched(capsys, built_library, args, message):
     before = tree_digest(built_library)

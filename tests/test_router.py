@@ -9,7 +9,8 @@ from adaptive_learner.features import TaskFeatures
 from adaptive_learner.router import calibration as C
 from adaptive_learner.router.baseline import SoftmaxThresholdRouter
 from adaptive_learner.router.decision import Router, RouterConfig
-from adaptive_learner.router.evidence import TaskProfile, conformal_p, evidence_for_all, two_sample
+from adaptive_learner.router.evidence import (TaskProfile, conformal_p, content_evidence, evidence_for_all, label_match,
+                                              two_sample)
 from adaptive_learner.router.routing import InputRouter, count_fields
 
 D = 24
@@ -72,6 +73,35 @@ def test_too_few_examples_leave_only_description_and_labels():
     probe = feats("p", 0, 10, n=2)
     ev = evidence_for_all(probe, [TaskProfile("m", "lora-m", feats("m", 0, 11))])[0]
     assert C.signals_of(ev) == frozenset({"description", "labels"})
+
+
+def test_content_signals_follow_what_the_inputs_are_about():
+    stored = cluster(0, 64, 1)
+    same = content_evidence(cluster(0, 32, 2), stored)
+    other = content_evidence(cluster(5, 32, 3), stored)
+    assert same["content_cos"] > 0.8 > other["content_cos"] + 0.5
+    assert abs(same["content_nn"]) < 0.15 and other["content_nn"] < same["content_nn"] - 0.3
+    # scaled by the stored task's own spread: a tight and a loose stored task of the same kind read alike
+    loose = content_evidence(cluster(0, 32, 2), cluster(0, 64, 1) * np.r_[1.0, np.full(D - 1, 3.0)])
+    assert abs(loose["content_nn"]) < 0.3
+
+
+def test_label_sets_match_by_meaning_with_each_labels_best_counterpart():
+    a = np.stack([unit(0), unit(1)])
+    assert label_match(a, a[::-1]) == pytest.approx(1.0)  # order does not matter
+    assert label_match(a, np.stack([unit(0), unit(1), unit(2)])) == pytest.approx(5 / 6)  # an extra label costs
+    assert label_match(a, np.stack([unit(3), unit(4)])) == pytest.approx(0.0)
+
+
+def test_content_and_label_names_enter_the_evidence_when_both_tasks_have_them():
+    probe, cand = feats("p", 0, 10), feats("m", 0, 11, n=64)
+    assert not {"content", "label_names"} & C.signals_of(evidence_for_all(probe, [TaskProfile("m", "l", cand)])[0])
+    for f, n in ((probe, 32), (cand, 64)):
+        f.inputs, f.label_vecs = cluster(2, n, n), np.stack([unit(0), unit(1)])
+    ev = evidence_for_all(probe, [TaskProfile("m", "l", cand)])[0]
+    assert {"content", "label_names"} <= C.signals_of(ev) and ev["label_match"] == pytest.approx(1.0)
+    probe.inputs = probe.inputs[:2]  # too few examples: no content signal, like the example statistics
+    assert "content" not in C.signals_of(evidence_for_all(probe, [TaskProfile("m", "l", cand)])[0])
 
 
 # ------------------------------------------------------------------ calibration
@@ -230,6 +260,35 @@ def test_input_router_sends_inputs_to_their_task_with_calibrated_posteriors():
     routed = router.route(x, [1 + i % 2 for i in truth])
     assert np.mean([r.task == f"t{t}" for r, t in zip(routed, truth)]) > 0.95
     assert all(0.0 < r.confidence <= 1.0 for r in routed)
+
+
+def test_routing_posterior_is_tempered_by_a_temperature_fitted_on_held_out_stored_examples():
+    """LDA in many dimensions from few examples is over-sure: the temperature that maximises the
+    likelihood of stored examples scored by folds that did not see them is above 1 there, 1 for
+    tasks it separates well about 1; tempering changes the confidence, never the task."""
+    from adaptive_learner.router.routing import fit_temperature
+
+    rng = np.random.RandomState(0)
+    d, n = 400, 40
+    centres = rng.randn(5, d) * 0.2
+
+    def draw(i, m, seed):
+        return (centres[i] + np.random.RandomState(seed).randn(m, d)).astype(np.float32)
+
+    profs = [TaskProfile(f"t{i}", f"lora-{i}", TaskFeatures(f"t{i}", draw(i, n, i), None, None, None, 2, 1))
+             for i in range(5)]
+    router = InputRouter(profs)
+    assert router.temperature > 1.5
+    x = np.vstack([draw(i, 50, 100 + i) for i in range(5)])
+    tempered = router.route(x)
+    router.temperature = 1.0
+    raw = router.route(x)
+    assert [r.task for r in tempered] == [r.task for r in raw]
+    assert np.mean([r.confidence for r in tempered]) < np.mean([r.confidence for r in raw]) - 0.05
+    separated = np.vstack([cluster(i * 4, 30, i) for i in range(4)]).astype(np.float64)
+    assert fit_temperature(separated, np.repeat(np.arange(4), 30), np.ones(4, dtype=int)) < 1.5
+    # too few examples of a task for the folds: untempered
+    assert fit_temperature(separated[:31], np.r_[np.zeros(30, int), 1], np.ones(2, dtype=int)) == 1.0
 
 
 def test_input_router_only_considers_tasks_with_as_many_fields():

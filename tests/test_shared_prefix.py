@@ -116,6 +116,24 @@ def test_micro_batches_give_the_same_update(toy_task):
         torch.testing.assert_close(states[0][0][n], states[1][0][n], rtol=1e-3, atol=1e-5, msg=n)
 
 
+def test_a_model_that_makes_no_cache_in_training_mode_still_shares_its_prefix():
+    """Gemma 3 creates no key/value cache by itself while training; the shared prefix brings its own."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    seqs = [[1] + list(range(10, 22)) + [30 + i] * (i + 2) for i in range(4)]
+    cfg = Gemma3TextConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=64,
+                           layer_types=["sliding_attention", "full_attention"], attention_dropout=0.0)
+    model = Gemma3ForCausalLM(cfg).train()
+    tail = tail_logits(model, seqs, 0, torch.device("cpu"), 2)
+    tail.logits.sum().backward()
+    assert tail.shared > 0
+    for i, s in enumerate(seqs):
+        torch.testing.assert_close(tail.logits[i], model(input_ids=torch.tensor([s])).logits[0, -2:],
+                                   rtol=1e-4, atol=1e-4)
+
+
 def test_choice_logits_equal_the_full_output_layer(fresh_backbone, toy_task):
     """The training loss applies the output layer to the choice tokens' rows only: the same logits and
     gradients as taking those entries of the full-vocabulary logits."""

@@ -54,11 +54,11 @@ def test_the_source_is_the_best_scored_candidate_that_exists():
 
 def test_unknown_init_is_a_user_error():
     assert check_init("fresh") == "fresh"
-    with pytest.raises(UserError, match="router_init 'warm': use one of nearest, fresh"):
+    with pytest.raises(UserError, match="router_init 'warm': use one of fresh, nearest"):
         check_init("warm")
 
 
-def test_router_strategy_warm_starts_new_adapters_unless_told_fresh(tmp_path):
+def test_router_strategy_starts_new_adapters_fresh_unless_told_nearest(tmp_path):
     from conftest import FIXTURES
     from test_router_strategy import run
 
@@ -68,11 +68,11 @@ def test_router_strategy_warm_starts_new_adapters_unless_told_fresh(tmp_path):
                    f"  - name: pairs\n    data: {FIXTURES / 'toy_pairs.jsonl'}\n"
                    f"    description: Do the two phrases mean the same?\n"
                    f"    text_columns: [first, second]\n    label_column: same\n    family: paraphrase\n")
-    warm = run(str(seq), tmp_path / "warm")
+    warm = run(str(seq), tmp_path / "warm", router_init="nearest")
     d = warm.info["router"]["decisions"]
     assert [x["action"] for x in d] == ["new", "new"]
     assert d[0]["init_from"] is None and d[1]["init_from"] == "lora-toy"
-    fresh = run(str(seq), tmp_path / "fresh", router_init="fresh")
+    fresh = run(str(seq), tmp_path / "fresh")  # the default
     assert [x["init_from"] for x in fresh.info["router"]["decisions"]] == [None, None]
     # same data and seed: the first task (fresh in both) is learned the same way
     assert warm.matrix[0].tolist() == fresh.matrix[0].tolist()
@@ -87,7 +87,8 @@ def test_learner_records_where_a_new_adapter_started(tmp_path, fresh_backbone, t
     pairs = load_file_task(FIXTURES / "toy_pairs.jsonl", "pairs", "Do the two phrases mean the same?",
                            ["first", "second"], "same", family="paraphrase")
     learner = Learner(tmp_path / "lib", backbone=fresh_backbone,
-                      train=TrainConfig(steps=2, batch_size=4, lr=1e-2, max_length=64, early_stop=False))
+                      train=TrainConfig(steps=2, batch_size=4, lr=1e-2, max_length=64, early_stop=False), init="nearest")
+    assert Learner(tmp_path / "other", backbone=fresh_backbone).init == "fresh"  # the default
     learner.learn(toy_task, eval_limit=4)
     toy_file = (tmp_path / "lib" / "adapters" / "lora-toy" / "adapter_model.safetensors").read_bytes()
     out = learner.learn(pairs, eval_limit=4)

@@ -149,16 +149,29 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
           steps: int = STEPS_OPTION, early_stop: bool = EARLY_STOP_OPTION, patience: int = PATIENCE_OPTION,
           eval_every: int = EVAL_EVERY_OPTION, batch_size: int = BATCH_SIZE_OPTION,
           lr: float = typer.Option(DEFAULT_LR, help="learning rate (without --lr-search)"),
-          max_length: int = typer.Option(256, help="max tokens per example")) -> None:
+          max_length: int = typer.Option(256, help="max tokens per example"),
+          workers: int = typer.Option(1, help="runs at once. 1: one after another in this process (no Ray). "
+                                      "N > 1: each run not already finished in --out is a Ray task on a local Ray "
+                                      "started with N CPUs, with cores // N torch threads each; the same bench.json "
+                                      "and bench.md (needs Ray: the package's ray extra)"),
+          ray_address: Optional[str] = typer.Option(None, "--ray-address",
+                                                    help="run on a running Ray cluster instead of a local Ray: "
+                                                    "HOST:PORT printed by `ray start --head` on the head node, "
+                                                    "ray://HOST:PORT or auto; --workers runs at once. Every node "
+                                                    "needs this package, and --out on a filesystem all of them "
+                                                    "share")) -> None:
     """Compare strategies on the same data, seeds and budget: one table, every matrix, a bar chart.
 
     Beside mean ± sd over seeds x orders: AvgAcc minus the reference's, with a paired bootstrap 95% interval.
     The test examples are resampled within each task and seed, the same for both; * marks an interval excluding 0.
-    Finished runs in the output directory are reused, so a long comparison can be run in pieces."""
+    Finished runs in the output directory are reused, so a long comparison can be run in pieces, and an
+    interrupted one resumes. With --workers N > 1 (or --ray-address) the runs go to Ray workers, N at once."""
     from .evaluation.bench import BenchConfig, run_bench
 
     if orders < 1:
         raise UserError(f"--orders must be >= 1, got {orders}")
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
     cfg = BenchConfig(sequence=sequence, strategies=_csv(strategies, str, "--strategies"),
                       seeds=_csv(seeds, int, "--seeds"), orders=orders, backbone=backbone, max_train=max_train,
                       max_test=max_test, train=_train_cfg(steps, batch_size, lr, max_length, 0, early_stop, patience,
@@ -166,7 +179,7 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
                       options=_set_options(set_), lr_search=lr_search, lr_grid=_csv(lr_grid, float, "--lr-grid"),
                       reference=reference, resamples=resamples)
     out = out or Path("runs") / f"bench-{Path(sequence).stem}"
-    run_bench(cfg, out)
+    run_bench(cfg, out, workers=workers, ray_address=ray_address)
     typer.echo((out / "bench.md").read_text(encoding="utf-8").split("## Accuracy matrices")[0].rstrip())
     typer.echo(f"\nwritten to {out}/ (bench.md, bench.json, bars.png, one directory per run)")
 
@@ -198,8 +211,8 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
           dry_run: bool = typer.Option(False, "--dry-run", help="print the router's decision as JSON; train nothing"),
           router: str = typer.Option("calibrated", help="decision rule: calibrated or softmax-threshold "
                                                         "(the original design, for comparison)"),
-          init: str = typer.Option("nearest", help="where a new adapter the router creates starts: nearest "
-                                                   "(a copy of its best candidate) or fresh")) -> None:
+          init: str = typer.Option("fresh", help="where a new adapter the router creates starts: fresh (default) or nearest "
+                                                   "(a copy of its best candidate)")) -> None:
     """Learn one task into an adapter library: the router decides to reuse an adapter or create one."""
     from .learner import Learner
     from .prompting import DEFAULT_LABEL_SCORING
@@ -295,7 +308,7 @@ def router_eval(backbone: str = typer.Option("smollm2-135m", help="backbone whos
                 k: int = typer.Option(32, help="examples a new task brings"),
                 layer: Optional[int] = typer.Option(None, help="backbone layer of the features (default: 4)"),
                 tasks: Optional[str] = typer.Option(None, help="comma-separated catalog tasks (default: all)"),
-                signals: str = typer.Option("description,examples,labels", help="signals the router uses"),
+                signals: str = typer.Option("content,description,examples,label_names,labels", help="signals the router uses"),
                 rewordings: bool = typer.Option(True, help="also ask with reworded descriptions"),
                 bank: Optional[Path] = typer.Option(None, help="reuse features saved by an earlier run (no path "
                                                                 "suffix)"),
@@ -465,11 +478,23 @@ def serve(library: Path = typer.Argument(..., help="library directory (created w
           batch_wait_ms: float = typer.Option(5.0, help="longest wait for more requests to join a batch"),
           max_batch: int = typer.Option(64, help="inputs that close a batch at once"),
           max_length: int = typer.Option(256, help="max tokens per input"),
-          log_level: str = typer.Option("info", help="uvicorn and server log level")) -> None:
+          log_level: str = typer.Option("info", help="uvicorn and server log level"),
+          ray: bool = typer.Option(False, "--ray", help="run the app as a Ray Serve deployment: --replicas "
+                                   "copies, each loading the backbone and every adapter and batching on its own, "
+                                   "behind Ray Serve's HTTP proxy on --host/--port; learn jobs go to one shared "
+                                   "job manager (needs Ray: the package's ray extra)"),
+          replicas: Optional[int] = typer.Option(None, help="with --ray: replicas of the app (default 1); "
+                                                 "each takes one CPU and cores // N torch threads"),
+          ray_address: Optional[str] = typer.Option(None, "--ray-address", help="with --ray: deploy on a running "
+                                                    "Ray cluster (HOST:PORT printed by `ray start --head`, "
+                                                    "ray://HOST:PORT or auto) instead of a local Ray")) -> None:
     """Serve the library over HTTP: predict (task given or routed), learn in a worker, jobs, library, metrics.
 
     Docs at http://HOST:PORT/docs. Adapters committed by any process are served from the next request on.
+    With --ray, the same app as a Ray Serve deployment of --replicas replicas.
     """
+    if not ray and (replicas is not None or ray_address is not None):
+        raise UserError("--replicas and --ray-address go with --ray")
     try:
         from .server import BatchSettings, Limits, ServeConfig
         from .server.runner import serve as run_server
@@ -481,6 +506,11 @@ def serve(library: Path = typer.Argument(..., help="library directory (created w
     cfg = ServeConfig(library=library, host=host, port=port, backbone=backbone, token=token, token_all=token_all,
                       max_length=max_length, limits=limits, log_level=log_level.lower(),
                       batching=BatchSettings(enabled=batching, max_wait_ms=batch_wait_ms, max_inputs=max_batch))
+    if ray:
+        from .ray_engine import serve_forever
+
+        serve_forever(cfg, 1 if replicas is None else replicas, ray_address)
+        return
     run_server(cfg)
 
 

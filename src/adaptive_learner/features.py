@@ -89,6 +89,7 @@ class TaskFeatures:
     label_names: list[str] = field(default_factory=list)
     verbalizers: list[str] = field(default_factory=list)  # the answer space (two tasks may share it)
     inputs: np.ndarray | None = None  # (n, e) sentence embeddings of the same examples' input texts (open set)
+    label_vecs: np.ndarray | None = None  # (n_labels, e) sentence embedding of each label name
 
     @property
     def n_examples(self) -> int:
@@ -97,7 +98,7 @@ class TaskFeatures:
     def tensors(self) -> dict[str, torch.Tensor]:
         """The arrays, for a safetensors file."""
         out = {}
-        for key in ("examples", "description", "labels", "gradient", "inputs"):
+        for key in ("examples", "description", "labels", "gradient", "inputs", "label_vecs"):
             v = getattr(self, key)
             if v is not None:
                 out[key] = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
@@ -113,7 +114,7 @@ class TaskFeatures:
         get = lambda k: tensors[k].numpy().astype(np.float32) if k in tensors else None  # noqa: E731
         return cls(meta["task"], get("examples"), get("description"), get("labels"), get("gradient"),
                    int(meta["n_labels"]), int(meta["n_fields"]), list(meta.get("label_names", [])),
-                   list(meta.get("verbalizers", [])), get("inputs"))
+                   list(meta.get("verbalizers", [])), get("inputs"), get("label_vecs"))
 
 
 # ---------------------------------------------------------------------------------------------- text
@@ -122,9 +123,14 @@ def input_text(fields: dict[str, str], spec: TaskSpec) -> str:
     return PAIR_JOIN.join(str(fields[f]) for f in spec.input_fields)
 
 
+def label_phrase(name: str) -> str:
+    """One label name as words for the sentence encoder."""
+    return name.replace("_", " ")
+
+
 def label_text(spec: TaskSpec) -> str:
     """The label set as a phrase for the sentence encoder."""
-    return "labels: " + ", ".join(n.replace("_", " ") for n in spec.label_names)
+    return "labels: " + ", ".join(label_phrase(n) for n in spec.label_names)
 
 
 class HashingEncoder:
@@ -383,9 +389,12 @@ class FeatureExtractor:
             feats = self.input_features(texts)
             inputs = self.encoder.encode(texts)
         desc = self.encoder.encode([spec.description.strip()])[0] if cfg.description else None
-        labels = self.encoder.encode([label_text(spec)])[0] if cfg.labels else None
+        labels = label_vecs = None
+        if cfg.labels:
+            labels = self.encoder.encode([label_text(spec)])[0]
+            label_vecs = self.encoder.encode([label_phrase(n) for n in spec.label_names])
         grad = None
         if cfg.gradient and examples:
             grad = gradient_sketch(self.host, spec, list(examples)[: cfg.k], cfg.gradient_dim, cfg.seed, max_length)
         return TaskFeatures(spec.name, feats, desc, labels, grad, len(spec.label_names), len(spec.input_fields),
-                            list(spec.label_names), list(spec.verbalizers), inputs)
+                            list(spec.label_names), list(spec.verbalizers), inputs, label_vecs)

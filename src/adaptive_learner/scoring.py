@@ -128,7 +128,11 @@ def _run_tail(model: Any, seqs: Sequence[Sequence[int]], pad_id: int, device: to
     enc = {k: v.to(device) for k, v in left_pad([s[shared:] for s in seqs], pad_id).items()}
     if shared:
         prefix = torch.as_tensor([list(seqs[0][:shared])], dtype=torch.long, device=device)
-        cache = model(input_ids=prefix, use_cache=True, **({} if hidden else {"logits_to_keep": 1})).past_key_values
+        # an explicit cache: some models (Gemma 3) make none themselves in training mode
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=model.config)
+        model(input_ids=prefix, use_cache=True, past_key_values=cache, **({} if hidden else {"logits_to_keep": 1}))
         cache.batch_repeat_interleave(len(seqs))
         ones = torch.ones((len(seqs), shared), dtype=enc["attention_mask"].dtype, device=device)
         kwargs.update(past_key_values=cache, use_cache=True,

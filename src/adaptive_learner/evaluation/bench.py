@@ -25,6 +25,10 @@ real runs (test data never takes part). The search is reported beside the result
 Every run writes its own directory (results.json, matrix.png, summary.md) plus ``bench-key.json``;
 a later bench with the same settings reuses finished runs instead of repeating them, so a long
 comparison can be run in pieces.
+
+The runs are independent: with ``workers`` > 1 (or a Ray address) the unfinished ones run as Ray
+tasks, at most ``workers`` at once (``ray_engine.RunPool``); their results are gathered in the
+order written above, so bench.json and bench.md are those of the sequential path.
 """
 
 from __future__ import annotations
@@ -142,20 +146,50 @@ def _run_config(cfg: BenchConfig, strategy: str, seed: int, lr: float) -> RunCon
                      options=strategy_options(strategy, cfg.options))
 
 
+def run_key(rc: RunConfig, tasks: list[TaskData]) -> dict[str, Any]:
+    """What a finished run is recognised by: its settings and its tasks."""
+    return {"config": json.loads(json.dumps(rc.to_dict(), default=str)), "tasks": [t.name for t in tasks],
+            "n_train": [len(t.train) for t in tasks], "n_test": [len(t.test) for t in tasks]}
+
+
+def finished_run(rc: RunConfig, tasks: list[TaskData], out: Path) -> RunResult | None:
+    """The run in ``out`` made with exactly these settings and tasks, or None."""
+    key_file, res_file = out / "bench-key.json", out / "results.json"
+    if not (key_file.is_file() and res_file.is_file() and read_json(key_file) == run_key(rc, tasks)):
+        return None
+    doc = read_json(res_file)
+    info = {k: doc[k] for k in ("n_adapters", "trainable_params", "timings_s", "final_correct", "router")
+            if k in doc}
+    return RunResult(doc["tasks"], _array(doc["matrix"]), _array([doc["zero_shot"]])[0],
+                     {k: (np.nan if v is None else v) for k, v in doc["metrics"].items()}, info)
+
+
 def cached_run(rc: RunConfig, tasks: list[TaskData], out: Path) -> RunResult:
     """Run, or reuse the finished run in ``out`` made with exactly these settings and tasks."""
-    key = {"config": json.loads(json.dumps(rc.to_dict(), default=str)), "tasks": [t.name for t in tasks],
-           "n_train": [len(t.train) for t in tasks], "n_test": [len(t.test) for t in tasks]}
-    key_file, res_file = out / "bench-key.json", out / "results.json"
-    if key_file.is_file() and res_file.is_file() and read_json(key_file) == key:
-        doc = read_json(res_file)
-        info = {k: doc[k] for k in ("n_adapters", "trainable_params", "timings_s", "final_correct", "router")
-                if k in doc}
-        return RunResult(doc["tasks"], _array(doc["matrix"]), _array([doc["zero_shot"]])[0],
-                         {k: (np.nan if v is None else v) for k, v in doc["metrics"].items()}, info)
+    done = finished_run(rc, tasks, out)
+    if done is not None:
+        return done
     res = run_sequence(rc, out, tasks=tasks)
-    atomic_write_json(key_file, key)
+    atomic_write_json(out / "bench-key.json", run_key(rc, tasks))
     return res
+
+
+Call = tuple[RunConfig, list[TaskData], Path]
+
+
+def run_all(calls: list[Call], pool: Any = None) -> list[RunResult]:
+    """Every ``(config, tasks, out)`` run or reused, results in the order given: one after another in this
+    process, or (``pool``, a ``ray_engine.RunPool``) the unfinished ones as Ray tasks, each writing its
+    progress bars and warnings to ``out/ray-worker.log``."""
+    if pool is None:
+        return [cached_run(*c) for c in calls]
+    results = [finished_run(*c) for c in calls]
+    todo = [i for i, r in enumerate(results) if r is None]
+    done = pool.map(cached_run, [calls[i] for i in todo], [str(calls[i][2]) for i in todo],
+                    [str(calls[i][2] / "ray-worker.log") for i in todo])
+    for i, res in zip(todo, done):
+        results[i] = res
+    return results
 
 
 def _array(rows: list[list[float | None]]) -> np.ndarray:
@@ -185,46 +219,75 @@ def holdout_tasks(tasks: list[TaskData], cfg: BenchConfig, seed: int) -> list[Ta
     return out
 
 
-def search_lr(cfg: BenchConfig, strategy: str, tasks: list[TaskData], out: Path) -> tuple[float, dict[str, float]]:
+def search_lr(cfg: BenchConfig, strategy: str, tasks: list[TaskData], out: Path,
+              pool: Any = None) -> tuple[float, dict[str, float]]:
     """The grid's learning rate with the best final average accuracy on the held-out parts."""
+    return search_lrs(cfg, [strategy], tasks, out, pool)[strategy]
+
+
+def search_lrs(cfg: BenchConfig, strategies: list[str], tasks: list[TaskData], out: Path,
+               pool: Any = None) -> dict[str, tuple[float, dict[str, float]]]:
+    """``search_lr`` for each strategy, every (strategy, lr) run given to ``run_all`` at once."""
     seed = cfg.seeds[0]
     split = holdout_tasks(tasks, cfg, seed)
-    scores: dict[str, float] = {}
-    for lr in cfg.lr_grid:
-        res = cached_run(_run_config(cfg, strategy, seed, lr), split, out / "lr-search" / f"{strategy}-lr{lr:g}")
-        scores[f"{lr:g}"] = float(res.metrics["avg_acc"])
-    best = max(cfg.lr_grid, key=lambda lr: (scores[f"{lr:g}"], -abs(np.log(lr / cfg.train.lr))))
-    return best, scores
+    calls = [(_run_config(cfg, s, seed, lr), split, out / "lr-search" / f"{s}-lr{lr:g}")
+             for s in strategies for lr in cfg.lr_grid]
+    results = iter(run_all(calls, pool))
+    found = {}
+    for s in strategies:
+        scores = {f"{lr:g}": float(next(results).metrics["avg_acc"]) for lr in cfg.lr_grid}
+        best = max(cfg.lr_grid, key=lambda lr: (scores[f"{lr:g}"], -abs(np.log(lr / cfg.train.lr))))
+        found[s] = (best, scores)
+    return found
 
 
-def run_bench(cfg: BenchConfig, out: Path) -> BenchResult:
-    """Run the comparison and write bench.json, bench.md and bars.png to ``out``."""
+def run_bench(cfg: BenchConfig, out: Path, workers: int = 1, ray_address: str | None = None) -> BenchResult:
+    """Run the comparison and write bench.json, bench.md and bars.png to ``out``.
+
+    ``workers`` > 1 or a ``ray_address``: the unfinished runs as Ray tasks, at most ``workers`` at once
+    (a local Ray with ``workers`` CPUs, or the cluster at ``ray_address``); the same results and files."""
     cfg.validate()
-    out = Path(out)
+    pool = None
+    if workers != 1 or ray_address is not None:
+        from ..ray_engine import RunPool
+
+        pool = RunPool(workers, ray_address)
+    try:
+        return _run_bench(cfg, Path(out), pool)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _run_bench(cfg: BenchConfig, out: Path, pool: Any) -> BenchResult:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     first = prepare_tasks(_run_config(cfg, cfg.strategies[0], cfg.seeds[0], cfg.train.lr))
     lrs: dict[str, float] = {s: cfg.train.lr for s in cfg.strategies}
     search: dict[str, dict[str, float]] = {}
     if cfg.lr_search:
-        for s in cfg.strategies:
-            if s not in NO_TRAINING:
-                lrs[s], search[s] = search_lr(cfg, s, first, out)
-    runs: list[dict[str, Any]] = []
-    correct: dict[RunKey, Correct] = {}
+        for s, (lr, scores) in search_lrs(cfg, [s for s in cfg.strategies if s not in NO_TRAINING], first, out,
+                                          pool).items():
+            lrs[s], search[s] = lr, scores
     orders = task_orders(len(first), cfg.orders)
+    calls: list[Call] = []
+    keys: list[tuple[str, int, int]] = []
     for seed in cfg.seeds:
         tasks = first if seed == cfg.seeds[0] else prepare_tasks(_run_config(cfg, cfg.strategies[0], seed, 1.0))
         for k, order in enumerate(orders):
             ordered = [tasks[i] for i in order]
             for s in cfg.strategies:
-                res = cached_run(_run_config(cfg, s, seed, lrs[s]), ordered, out / f"seed{seed}-order{k}" / s)
-                runs.append({"strategy": s, "seed": seed, "order": k, "lr": lrs[s], "tasks": res.tasks,
-                             "matrix": res.matrix.tolist(), "zero_shot": res.zero_shot.tolist(),
-                             "metrics": res.metrics, "n_adapters": res.info.get("n_adapters"),
-                             "trainable_params": res.info.get("trainable_params"),
-                             "wall_s": res.info.get("timings_s", {}).get("total")})
-                correct.update(run_outcomes(s, seed, k, res.info))
+                calls.append((_run_config(cfg, s, seed, lrs[s]), ordered, out / f"seed{seed}-order{k}" / s))
+                keys.append((s, seed, k))
+    runs: list[dict[str, Any]] = []
+    correct: dict[RunKey, Correct] = {}
+    for (s, seed, k), res in zip(keys, run_all(calls, pool)):
+        runs.append({"strategy": s, "seed": seed, "order": k, "lr": lrs[s], "tasks": res.tasks,
+                     "matrix": res.matrix.tolist(), "zero_shot": res.zero_shot.tolist(),
+                     "metrics": res.metrics, "n_adapters": res.info.get("n_adapters"),
+                     "trainable_params": res.info.get("trainable_params"),
+                     "wall_s": res.info.get("timings_s", {}).get("total")})
+        correct.update(run_outcomes(s, seed, k, res.info))
     result = BenchResult(runs, lrs, search, aggregate(runs, cfg.strategies), paired_comparisons(correct, cfg))
     write_bench(result, cfg, out, [t.name for t in first], time.perf_counter() - t0)
     return result

@@ -62,14 +62,16 @@ class TaskBank:
     test: np.ndarray  # (t, d) test inputs, for per-input routing
     descriptions: np.ndarray  # (1 + rewordings, e): the original first
     test_texts: list[str] = field(default_factory=list)
+    pool_inputs: np.ndarray | None = None  # (m, e) sentence embeddings of the pool's inputs (content signal)
 
     def request(self, rows: np.ndarray, variant: int) -> TaskFeatures:
         """The features a new-task request brings: some pool examples and one description variant."""
         p = self.profile
         ex = self.pool[rows] if len(rows) else None
+        inputs = self.pool_inputs[rows] if self.pool_inputs is not None and len(rows) else None
         desc = self.descriptions[variant] if p.description is not None else None
         return TaskFeatures(self.task, ex, desc, p.labels, None, p.n_labels, p.n_fields, list(p.label_names),
-                            list(p.verbalizers))
+                            list(p.verbalizers), inputs, p.label_vecs)
 
 
 def build_bank(extractor: FeatureExtractor, tasks: Sequence[TaskData], profile_n: int = 128, pool_n: int = 64,
@@ -80,13 +82,15 @@ def build_bank(extractor: FeatureExtractor, tasks: Sequence[TaskData], profile_n
         rows = stratified_take(t.train, profile_n + pool_n, seed + 1)
         n_prof = min(profile_n, len(rows) // 2)
         profile = extractor.task_features(t.spec, rows[:n_prof])
-        pool = extractor.input_features([input_text(e.fields, t.spec) for e in rows[n_prof:]])
+        pool_texts = [input_text(e.fields, t.spec) for e in rows[n_prof:]]
+        pool = extractor.input_features(pool_texts)
+        pool_inputs = extractor.encoder.encode(pool_texts) if profile.inputs is not None else None
         test_rows = stratified_take(t.test, test_n, seed + 2)
         texts = [input_text(e.fields, t.spec) for e in test_rows]
         test = extractor.input_features(texts)
         variants = [t.spec.description] + REWORDINGS.get(t.name, [])
         descs = extractor.encoder.encode(variants)
-        out[t.name] = TaskBank(t.name, t.spec.family, profile, pool, test, descs, texts)
+        out[t.name] = TaskBank(t.name, t.spec.family, profile, pool, test, descs, texts, pool_inputs)
     return out
 
 
@@ -103,6 +107,8 @@ def save_bank(bank: dict[str, TaskBank], path: Path, meta: dict[str, Any]) -> No
         tensors[f"{name}/pool"] = as_t(b.pool)
         tensors[f"{name}/test"] = as_t(b.test)
         tensors[f"{name}/descriptions"] = as_t(b.descriptions)
+        if b.pool_inputs is not None:
+            tensors[f"{name}/pool_inputs"] = as_t(b.pool_inputs)
         info["tasks"][name] = {"family": b.family, "profile": b.profile.meta(), "test_texts": b.test_texts}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path.with_suffix(".safetensors"), safetensors_bytes(tensors))
@@ -118,5 +124,6 @@ def load_bank(path: Path) -> tuple[dict[str, TaskBank], dict[str, Any]]:
         prof = {k.split("/")[-1]: v for k, v in tensors.items() if k.startswith(f"{name}/profile/")}
         bank[name] = TaskBank(name, t["family"], TaskFeatures.from_stored(t["profile"], prof),
                               tensors[f"{name}/pool"].numpy(), tensors[f"{name}/test"].numpy(),
-                              tensors[f"{name}/descriptions"].numpy(), list(t.get("test_texts", [])))
+                              tensors[f"{name}/descriptions"].numpy(), list(t.get("test_texts", [])),
+                              tensors[f"{name}/pool_inputs"].numpy() if f"{name}/pool_inputs" in tensors else None)
     return bank, info["meta"]

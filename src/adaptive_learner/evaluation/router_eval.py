@@ -42,7 +42,8 @@ class GauntletConfig:
     draws: int = field(default=10, metadata={"help": "random libraries per size (fewer if fewer exist)"})
     k: int = field(default=32, metadata={"help": "examples a request brings"})
     rewordings: bool = field(default=True, metadata={"help": "also ask with each reworded description"})
-    signals: list[str] = field(default_factory=lambda: ["description", "examples", "labels"],
+    signals: list[str] = field(default_factory=lambda: ["content", "description", "examples", "label_names",
+                                                        "labels"],
                                metadata={"help": "signals the calibrated router uses"})
     permutations: int = field(default=200, metadata={"help": "permutations of the two-sample test"})
     cost_false_reuse: float = field(default=3.0, metadata={"help": "cost of a wrong reuse vs a missed one"})
@@ -58,8 +59,9 @@ def gauntlet_config(sizes: str, draws: int, k: int, rewordings: bool, signals: s
     except ValueError:
         raise UserError(f"--sizes must be comma-separated integers, got {sizes!r}") from None
     sig = [x.strip() for x in signals.split(",") if x.strip()]
-    if not sig or any(x not in ("description", "examples", "labels") for x in sig):
-        raise UserError(f"--signals takes description, examples, labels; got {signals!r}")
+    known = ("content", "description", "examples", "label_names", "labels")
+    if not sig or any(x not in known for x in sig):
+        raise UserError(f"--signals takes {', '.join(known)}; got {signals!r}")
     if k < 1 or draws < 1 or not size_list or min(size_list) < 1:
         raise UserError("--k, --draws and --sizes must be positive")
     return GauntletConfig(library_sizes=size_list, draws=draws, k=k, rewordings=rewordings, signals=sig)
@@ -163,8 +165,14 @@ def training_rows(cases: Sequence[Case], evidence: Sequence[list[dict]], bank: d
 def fit_fold(held_out: str, cases: Sequence[Case], evidence: Sequence[list[dict]], bank: dict[str, TaskBank],
              cfg: GauntletConfig) -> Combiner:
     """The combiner for probes of ``held_out``: fitted on cases that do not involve that task at all."""
+    from ..router.calibration import signals_of
+
     rows, labels, groups = training_rows(cases, evidence, bank, held_out)
-    sets = [tuple(sorted(cfg.signals)), tuple(s for s in sorted(cfg.signals) if s != "examples")]
+    # every signal the bank has; and without those a request with too few examples lacks
+    present = frozenset().union(*(signals_of(r) for r in rows)) if rows else frozenset()
+    mine = [s for s in sorted(cfg.signals) if s in present]
+    sets = [tuple(mine), tuple(s for s in mine if s != "examples"),
+            tuple(s for s in mine if s not in ("examples", "content"))]
     return fit_combiner(rows, labels, groups, list(dict.fromkeys(s for s in sets if s)), cfg.cost_false_reuse,
                         {"held_out": held_out})
 
@@ -224,9 +232,13 @@ def ablation(cases: Sequence[Case], evidence: Sequence[list[dict]], bank: dict[s
 
     from ..router.calibration import SIGNALS
 
+    from ..router.calibration import signals_of
+
+    present = frozenset().union(*(signals_of(e) for rows in evidence for e in rows))
+    mine = [s for s in sorted(cfg.signals) if s in present]  # a bank without a signal: no subsets with it
     out = {}
-    for n in range(1, len(cfg.signals) + 1):
-        for subset in combinations(sorted(cfg.signals), n):
+    for n in range(1, len(mine) + 1):
+        for subset in combinations(mine, n):
             keep = {f for s in subset for f in SIGNALS[s]}
             ev = [[{k: v for k, v in e.items() if k in keep} for e in rows] for rows in evidence]
             sub = GauntletConfig(**{**cfg.__dict__, "signals": list(subset)})

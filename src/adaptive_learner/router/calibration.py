@@ -28,6 +28,8 @@ SIGNALS: dict[str, list[str]] = {
     "examples": ["conformal_p", "two_sample_p", "log_effect"],
     "description": ["desc_cos"],
     "labels": ["label_cos", "same_n_labels", "same_fields"],
+    "content": ["content_cos", "content_nn"],
+    "label_names": ["label_match"],
     "gradient": ["grad_cos"],
     "trial": ["trial_gain", "trial_acc_gain"],
 }

@@ -83,6 +83,9 @@ def two_sample(z_probe: np.ndarray, z_cand: np.ndarray, permutations: int, seed:
     return p, float(np.log(max(observed, 1e-12) / max(null.mean(), 1e-12)))
 
 
+MIN_EXAMPLES = 4  # fewer examples than this: no example or content signals (the heads without them decide)
+
+
 def _cos(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
     if a is None or b is None:
         return None
@@ -96,14 +99,51 @@ def example_evidence(z_probe: np.ndarray, z_cand: np.ndarray, permutations: int,
     return {"conformal_p": conformal_p(z_probe, z_cand), "two_sample_p": p, "log_effect": effect}
 
 
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(n > 0, n, 1.0)
+
+
+def content_evidence(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """What the inputs are about, in the sentence encoder's space (``TaskFeatures.inputs``).
+
+    ``content_cos``: cosine of the two tasks' mean input embeddings; ``content_nn``: how close each
+    input of the new task is to its nearest stored input (mean cosine) minus how close the stored
+    inputs are to each other (mean leave-one-out nearest-neighbour cosine), so a tight stored task
+    and a diffuse one are on the same scale. Both follow meaning rather than length or format,
+    which the backbone's statistics mostly see (a long review and a short one of the same kind).
+    """
+    ua, ub = _unit_rows(a), _unit_rows(b)
+    sims = ua @ ub.T
+    inner = ub @ ub.T
+    np.fill_diagonal(inner, -np.inf)
+    own = float(np.mean(inner.max(axis=1))) if len(ub) > 1 else 1.0
+    return {"content_cos": float(_cos(ua.mean(0), ub.mean(0))),
+            "content_nn": float(np.mean(sims.max(axis=1))) - own}
+
+
+def label_match(a: np.ndarray, b: np.ndarray) -> float:
+    """Label sets matched by meaning: each label's best counterpart in the other set (cosine of the
+    names' sentence embeddings), averaged both ways, so {positive, negative} and {liked it, did not
+    like it} match though their names share no word, and a set with an extra label matches less."""
+    s = _unit_rows(a) @ _unit_rows(b).T
+    return float(0.5 * (s.max(axis=1).mean() + s.max(axis=0).mean()))
+
+
 def pair_evidence(probe: TaskFeatures, cand: TaskFeatures) -> dict[str, float]:
     """The embedding and format signals of one (new task, stored task) pair; absent ones are left out."""
     ev: dict[str, float] = {}
+    if (probe.inputs is not None and cand.inputs is not None and len(probe.inputs) >= MIN_EXAMPLES
+            and len(cand.inputs) >= 2):
+        ev.update(content_evidence(probe.inputs, cand.inputs))
     for key, a, b in (("desc_cos", probe.description, cand.description), ("label_cos", probe.labels, cand.labels),
                       ("grad_cos", probe.gradient, cand.gradient)):
         c = _cos(a, b)
         if c is not None:
             ev[key] = c
+    if probe.label_vecs is not None and cand.label_vecs is not None and len(probe.label_vecs) and len(cand.label_vecs):
+        ev["label_match"] = label_match(probe.label_vecs, cand.label_vecs)
     if probe.labels is not None and cand.labels is not None:
         ev["same_n_labels"] = float(probe.n_labels == cand.n_labels)
         ev["same_fields"] = float(probe.n_fields == cand.n_fields)
@@ -131,7 +171,7 @@ def whitening_for(index: int, groups: Sequence[np.ndarray | None]) -> tuple[Feat
 
 
 def evidence_for_all(probe: TaskFeatures, profiles: Sequence[TaskProfile], permutations: int = 200,
-                     seed: int = 0, min_examples: int = 4, cache: dict | None = None) -> list[dict[str, float]]:
+                     seed: int = 0, min_examples: int = MIN_EXAMPLES, cache: dict | None = None) -> list[dict[str, float]]:
     """Evidence of the probe against every stored task.
 
     ``cache`` (optional) keeps each candidate's whitening between calls with the same stored tasks,

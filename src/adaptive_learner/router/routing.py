@@ -2,8 +2,9 @@
 
 Each stored task is a class whose examples' backbone features were kept in its profile; a linear
 discriminant with one shared, Ledoit-Wolf-shrunk covariance (scikit-learn's LDA) gives the posterior
-over tasks for a new input's features. Only tasks that take as many fields as the input has
-(pairs are written ``first ||| second``) are eligible. The features come from the same early-exit
+over tasks for a new input's features, tempered by a temperature fitted on the stored examples by
+cross-validation (``fit_temperature``), so the confidence is calibrated. Only tasks that take as
+many fields as the input has (pairs are written ``first ||| second``) are eligible. The features come from the same early-exit
 forward the profiles used, so routing costs a fraction of one scoring pass.
 
 Open set: an input far from every stored task is *unknown* rather than sent to the nearest one.
@@ -81,8 +82,6 @@ class InputRouter:
     """Nearest task by Mahalanobis distance (shared covariance), as calibrated LDA posteriors."""
 
     def __init__(self, profiles: Sequence[TaskProfile], quantile: float = DEFAULT_QUANTILE) -> None:
-        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-
         usable = [p for p in profiles if p.features.examples is not None and p.features.n_examples >= 2]
         if not usable:
             raise ValueError("no stored task has example features to route by")
@@ -92,16 +91,17 @@ class InputRouter:
         y = np.concatenate([[i] * p.features.n_examples for i, p in enumerate(usable)])
         self.single = len(usable) == 1
         self.novelty_model = NoveltyModel([p.features.inputs for p in usable], quantile)
+        self.temperature = 1.0
         if not self.single:
-            self.lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto",
-                                                  priors=np.full(len(usable), 1.0 / len(usable)))
-            self.lda.fit(x, y)
+            self.lda = _lda(len(usable)).fit(x, y)
+            fields = np.array([p.features.n_fields for p in usable])
+            self.temperature = fit_temperature(x, y, fields)
 
     def log_posterior(self, feats: np.ndarray) -> np.ndarray:
-        """(n, tasks) log posterior over the stored tasks, before the field-count constraint."""
+        """(n, tasks) log posterior over the stored tasks (tempered), before the field-count constraint."""
         if self.single:
             return np.zeros((len(feats), 1))
-        return self.lda.predict_log_proba(np.asarray(feats, dtype=np.float64))
+        return self.lda.predict_log_proba(np.asarray(feats, dtype=np.float64)) / self.temperature
 
     def route(self, feats: np.ndarray, n_fields: Sequence[int] | None = None,
               embeddings: np.ndarray | None = None) -> list[RoutedInput | None]:
@@ -123,6 +123,42 @@ class InputRouter:
             out.append(RoutedInput(self.tasks[j], self.profiles[j].adapter, float(post[j]),
                                    None if novelty is None else float(novelty[i][ok].min())))
         return out
+
+
+TEMPERATURES = np.exp(np.linspace(0.0, np.log(30.0), 41))  # 1 (LDA as is) .. 30
+
+
+def _lda(n_tasks: int):
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    return LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto", priors=np.full(n_tasks, 1.0 / n_tasks))
+
+
+def fit_temperature(x: np.ndarray, y: np.ndarray, fields: np.ndarray, folds: int = 3, seed: int = 0) -> float:
+    """The temperature that calibrates the posterior: LDA's shared-covariance Gaussians are far too
+    sure of themselves in a thousand dimensions (mean confidence 0.98 at 0.87 accuracy). Each stored
+    example is scored by an LDA fitted without its fold; the temperature minimising their negative
+    log-likelihood (over the tasks that take as many fields, as routing does) is kept. Only the
+    library's own examples are used; too few per task for the folds: 1 (untempered)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = np.bincount(y, minlength=len(fields))
+    k = int(min(folds, counts.min()))
+    if k < 2:
+        return 1.0
+    oof = np.zeros((len(y), len(fields)))
+    for train, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
+        if len(np.unique(y[train])) < len(fields):
+            return 1.0
+        oof[test] = _lda(len(fields)).fit(x[train], y[train]).predict_log_proba(x[test])
+    eligible = fields[None, :] == fields[y][:, None]
+
+    def nll(t: float) -> float:
+        lp = np.where(eligible, oof / t, -np.inf)
+        lp = lp - np.logaddexp.reduce(lp, axis=1, keepdims=True)
+        return float(-lp[np.arange(len(y)), y].mean())
+
+    return float(min(TEMPERATURES, key=nll))
 
 
 def count_fields(text: str) -> int:

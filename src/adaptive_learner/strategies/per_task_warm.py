@@ -12,7 +12,7 @@ router, its results also hold the final row with the task inferred per input, an
 records what the router advised (``router_advised``).
 """
 
-from ..router.warm_start import DEFAULT_INIT
+from ..router.warm_start import WARM
 from .base import register
 from .router import RouterStrategy
 
@@ -26,5 +26,5 @@ class PerTaskWarm(RouterStrategy):
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
-        self.init = DEFAULT_INIT  # "nearest": the warm start is what this strategy is
+        self.init = WARM  # the warm start is what this strategy is
         self.factories = []  # plain training, as per-task
