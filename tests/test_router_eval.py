@@ -93,10 +93,23 @@ def test_calibrated_router_beats_the_softmax_baseline_on_the_synthetic_gauntlet(
     assert set(folds) == set(TASKS)  # one leave-one-task-out combiner per probe task
 
 
+def test_leave_one_family_out_folds_never_saw_the_family(bank, gauntlet):
+    outcomes, _ = gauntlet
+    cases = sorted({o.case.id: o.case for o in outcomes}.values(), key=lambda c: c.id)
+    cfg = E.GauntletConfig(library_sizes=[2, 4, 6], draws=3, k=16, permutations=100)
+    evidence = E.case_evidence(cases, bank, cfg)
+    held = E.held_out_tasks("s1", bank, "family")
+    assert held == ["s1", "s2"] and E.held_out_tasks("s1", bank, "task") == ["s1"]
+    rows, _, groups = E.training_rows(cases, evidence, bank, held)
+    assert rows and not {"s1", "s2"} & set(groups)
+    n_task = len(E.training_rows(cases, evidence, bank, "s1")[0])
+    assert len(rows) < n_task  # leaving the family out drops the cases with s2 as well
+
+
 def test_each_fold_never_saw_its_task(bank, gauntlet):
     outcomes, folds = gauntlet
     for task, comb in folds.items():
-        assert comb.info["held_out"] == task
+        assert comb.info["held_out"] == [task]
 
 
 def test_routing_eval_counts_same_adapter_and_labels_as_right(bank):
@@ -136,6 +149,7 @@ def test_router_eval_command_on_a_saved_bank(tmp_path, capsys, bank):
     assert set(doc["ablation"]) == {"description", "examples", "labels", "description+examples",
                                     "description+labels", "examples+labels", "description+examples+labels"}
     assert "calibrated, c=2" in doc["metrics"] and "| signals |" in out
+    assert doc["metrics"]["calibrated, leave-one-family-out"]["n"] == doc["metrics"]["calibrated"]["n"]
 
 
 def test_router_eval_bad_options_are_one_line(tmp_path, capsys):

@@ -15,7 +15,9 @@ library is made of profiles (features) only, no adapter is trained, so the trial
 
 The calibrated router is fitted leave-one-task-out: the combiner that decides for probe task T was
 fitted on rows in which T is neither the probe nor in the library, so no decision is judged by a
-model that saw its task.
+model that saw its task (each catalog task is its own dataset: this is leave-one-dataset-out). The
+report adds the same cases decided leave-one-*family*-out: the combiner for T never saw any task of
+T's family, which is what a family outside the catalog meets.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class GauntletConfig:
     permutations: int = field(default=200, metadata={"help": "permutations of the two-sample test"})
     cost_false_reuse: float = field(default=3.0, metadata={"help": "cost of a wrong reuse vs a missed one"})
     seed: int = field(default=0, metadata={"help": "seed of libraries and example draws"})
+    holdout: str = field(default="task", metadata={"help": "what the combiner deciding a probe never saw: its "
+                                                          "task (dataset) or its whole family"})
 
 
 def gauntlet_config(sizes: str, draws: int, k: int, rewordings: bool, signals: str) -> GauntletConfig:
@@ -147,13 +151,14 @@ def case_evidence(cases: Sequence[Case], bank: dict[str, TaskBank], cfg: Gauntle
 
 
 def training_rows(cases: Sequence[Case], evidence: Sequence[list[dict]], bank: dict[str, TaskBank],
-                  held_out: str | None = None, transform: Callable[[dict], dict] | None = None
+                  held_out: str | Sequence[str] | None = None, transform: Callable[[dict], dict] | None = None
                   ) -> tuple[list[dict], list[int], list[str]]:
     """Rows (evidence per candidate), labels (same family = reuse) and groups (the probe) to fit a combiner on;
     cases that involve ``held_out`` (as probe or in the library) are left out."""
+    out_set = set() if held_out is None else {held_out} if isinstance(held_out, str) else set(held_out)
     rows, labels, groups = [], [], []
     for c, ev in zip(cases, evidence):
-        if held_out is not None and (c.probe == held_out or held_out in c.library):
+        if out_set and (c.probe in out_set or out_set & set(c.library)):
             continue
         for t, e in zip(c.library, ev):
             rows.append(transform(e) if transform is not None else e)
@@ -162,9 +167,14 @@ def training_rows(cases: Sequence[Case], evidence: Sequence[list[dict]], bank: d
     return rows, labels, groups
 
 
-def fit_fold(held_out: str, cases: Sequence[Case], evidence: Sequence[list[dict]], bank: dict[str, TaskBank],
-             cfg: GauntletConfig) -> Combiner:
-    """The combiner for probes of ``held_out``: fitted on cases that do not involve that task at all."""
+def held_out_tasks(task: str, bank: dict[str, TaskBank], unit: str = "task") -> list[str]:
+    """What a fold leaves out for probes of ``task``: the task (its dataset), or its whole family."""
+    return [task] if unit == "task" else sorted(t for t, b in bank.items() if b.family == bank[task].family)
+
+
+def fit_fold(held_out: str | Sequence[str], cases: Sequence[Case], evidence: Sequence[list[dict]],
+             bank: dict[str, TaskBank], cfg: GauntletConfig) -> Combiner:
+    """The combiner for probes of ``held_out`` (a task or tasks): fitted on cases that involve none of them."""
     from ..router.calibration import signals_of
 
     rows, labels, groups = training_rows(cases, evidence, bank, held_out)
@@ -174,7 +184,7 @@ def fit_fold(held_out: str, cases: Sequence[Case], evidence: Sequence[list[dict]
     sets = [tuple(mine), tuple(s for s in mine if s != "examples"),
             tuple(s for s in mine if s not in ("examples", "content"))]
     return fit_combiner(rows, labels, groups, list(dict.fromkeys(s for s in sets if s)), cfg.cost_false_reuse,
-                        {"held_out": held_out})
+                        {"held_out": held_out if isinstance(held_out, str) else list(held_out)})
 
 
 @dataclass
@@ -208,7 +218,8 @@ def run_gauntlet(bank: dict[str, TaskBank], cfg: GauntletConfig, router_config: 
     """Every case decided by the calibrated router (leave-one-task-out) and by the softmax baseline."""
     cases = cases if cases is not None else make_cases(bank, cfg)
     evidence = evidence if evidence is not None else case_evidence(cases, bank, cfg)
-    folds = {t: fit_fold(t, cases, evidence, bank, cfg) for t in tqdm(sorted(bank), desc="folds", leave=False)}
+    folds = {t: fit_fold(held_out_tasks(t, bank, cfg.holdout), cases, evidence, bank, cfg)
+             for t in tqdm(sorted(bank), desc="folds", leave=False)}
     out = decide_all(cases, evidence, folds, bank, router_config, "calibrated")
     baseline = SoftmaxThresholdRouter()
     for c in cases:
@@ -370,6 +381,11 @@ def run_router_eval(backbone: str, out: Any, cfg: GauntletConfig, layer: int | N
     if cfg.cost_false_reuse != 2.0:  # the same probabilities cut at c = 2, for comparison
         metrics["calibrated, c=2"] = decision_metrics(decide_all(cases, evidence, folds, bank,
                                                                  RouterConfig(threshold=2 / 3), "c=2"))
+    if cfg.holdout == "task":  # the same cases, each decided by a combiner that never saw its family
+        lofo = GauntletConfig(**{**cfg.__dict__, "holdout": "family"})
+        fam_folds = {t: fit_fold(held_out_tasks(t, bank, "family"), cases, evidence, bank, lofo) for t in sorted(bank)}
+        metrics["calibrated, leave-one-family-out"] = decision_metrics(decide_all(cases, evidence, fam_folds, bank,
+                                                                                  None, "lofo"))
     routing = {r: routing_eval(bank, r) for r in ("calibrated", "softmax-threshold")}
     doc = {"config": {**cfg.__dict__, "backbone": backbone}, "bank": meta, "metrics": metrics, "routing": routing,
            "thresholds": {t: {k: [h.threshold, h.threshold_oof] for k, h in c.heads.items()}
