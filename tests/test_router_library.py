@@ -137,4 +137,4 @@ def test_fewer_examples_than_k_still_decides_and_says_so(tmp_path, fresh_backbon
     d = learner.learn(few, dry_run=True)
     assert d.action in ("reuse", "new") and "fewer than k" in d.explanation
     sigs = {c["head"] for c in d.decision["candidates"]}
-    assert sigs == {"description+labels"}  # below min_examples: description and labels only
+    assert sigs == {"description+label_names+labels"}  # below min_examples: description and labels only

@@ -44,8 +44,9 @@ class GauntletConfig:
     draws: int = field(default=10, metadata={"help": "random libraries per size (fewer if fewer exist)"})
     k: int = field(default=32, metadata={"help": "examples a request brings"})
     rewordings: bool = field(default=True, metadata={"help": "also ask with each reworded description"})
-    signals: list[str] = field(default_factory=lambda: ["content", "description", "examples", "label_names",
-                                                        "labels"],
+    # "content" (what the inputs are about, sentence encoder) is measured but not used by default: it
+    # added wrong reuses in the ablation (BENCHMARKS "Router v2")
+    signals: list[str] = field(default_factory=lambda: ["description", "examples", "label_names", "labels"],
                                metadata={"help": "signals the calibrated router uses"})
     permutations: int = field(default=200, metadata={"help": "permutations of the two-sample test"})
     cost_false_reuse: float = field(default=3.0, metadata={"help": "cost of a wrong reuse vs a missed one"})

@@ -17,7 +17,7 @@ from ..fileio import sha256_file
 from ..tasks.spec import TaskSpec, check_name
 
 TOP_DIRS = ("adapters", "data")
-FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")  # room for "profile-<64-char task>.safetensors"
+FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}\Z")  # room for "profile-<64-char task>.safetensors"
 
 
 def check_file_name(name: str) -> str:

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .batching import Batcher
 from .config import ServeConfig
-from .errors import ApiError, error_response, install_error_handlers, limit_error
+from .errors import ApiError, error_response, install_error_handlers, internal_error, limit_error
 from .jobs import Job, JobManager
 from .learning import prepare_job, read_learn_request
 from .metrics import Metrics
@@ -209,7 +209,11 @@ def _install_request_metrics(app: FastAPI, metrics: Metrics) -> None:
         t0 = time.perf_counter()
         status = 500
         try:
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except Exception as exc:  # noqa: BLE001 - answered here: past this point the framework would log
+                # it again and close the connection after the 500, failing a keep-alive client's next request
+                response = internal_error(request, exc)
             status = response.status_code
             response.headers["X-Request-ID"] = request.state.request_id
             return response

@@ -54,6 +54,7 @@ def error_response(request: Request | None, status: int, type_: str, message: st
 
 def _one_line(message: str, width: int = 500) -> str:
     text = " ".join(str(message).split())
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate would fail the JSON encoding
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -90,8 +91,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(request, 500, "internal", "internal error; the server log has the details")
+        return internal_error(request, exc)
+
+
+def internal_error(request: Request, exc: BaseException) -> JSONResponse:
+    """An unexpected fault: logged here with its traceback, a 500 with no detail for the client."""
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(request, 500, "internal", "internal error; the server log has the details")
 
 
 def as_api_error(exc: BaseException) -> Any:

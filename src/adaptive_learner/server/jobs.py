@@ -2,12 +2,14 @@
 
 A pump thread reads the workers' reports (plain dicts on one queue) into the job records, and
 notices a worker that died without reporting (killed, out of memory): its job fails with one
-line, and the library keeps its last committed state (its transactions see to that).
+line, and the library keeps its last committed state (its transactions see to that). A worker
+whose server died ends too (``run_watched``).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import shutil
 import threading
@@ -56,6 +58,44 @@ class Job:
                       finished=self.finished)
 
 
+def run_watched(job: dict[str, Any], events: Any, server_pid: int, every_s: float = 0.2) -> None:
+    """The worker's entry point: ``run_job``, ended at once if the server dies first (SIGKILL, out of memory).
+
+    A job that no server tracks must not go on holding the library's lock, nor commit behind the back
+    of a restarted server; ending it mid-change is what the library's transactions are made for."""
+
+    def watch() -> None:
+        while os.getppid() == server_pid:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="alearn-server-watch", daemon=True).start()
+    run_job(job, events)
+
+
+def committed_entry(library: Path, job: Job) -> dict[str, Any] | None:
+    """The library's record of ``job``'s change, if it was committed (a decision on its task since it started)."""
+    import datetime
+
+    from ..library import AdapterLibrary
+
+    if job.started is None:
+        return None
+    try:
+        lib = AdapterLibrary.open(library, verify=False)  # also completes a change committed but not installed
+        history = list(lib.history)
+    except Exception:  # noqa: BLE001 - the question is a courtesy; the library's own checks stand
+        return None
+    for e in reversed(history):
+        try:
+            when = datetime.datetime.strptime(str(e["time"]), "%Y-%m-%dT%H:%M:%S%z").timestamp()
+        except (KeyError, TypeError, ValueError):
+            continue
+        if e.get("task") == job.task and when >= job.started - 1:  # times are kept to the second
+            return e
+    return None
+
+
 class JobManager:
     """Starts learn workers (at most ``limits.max_jobs`` at once) and tracks them."""
 
@@ -81,8 +121,8 @@ class JobManager:
             job = Job(id=uuid.uuid4().hex[:16], task=task, dry_run=bool(options.get("dry_run")),
                       phase="starting", upload_dir=upload_dir)
             payload = {"id": job.id, "library": str(self.library), "source": source, "options": options}
-            proc = self._ctx.Process(target=run_job, args=(payload, self._events), name=f"alearn-job-{job.id}",
-                                     daemon=True)
+            proc = self._ctx.Process(target=run_watched, args=(payload, self._events, os.getpid()),
+                                     name=f"alearn-job-{job.id}", daemon=True)
             proc.start()
             job.process = proc
             self._jobs[job.id] = job
@@ -159,8 +199,17 @@ class JobManager:
             except queue.Empty:
                 pass
             if job.state not in FINAL:
-                self._end(job, "failed", error=f"the worker process ended (exit code {p.exitcode}) before the job "
-                                               f"finished; the library keeps its last committed state")
+                self._end(job, "failed", error=self._lost(job, p.exitcode))
+
+    def _lost(self, job: Job, exitcode: int | None) -> str:
+        """Why a job whose worker vanished failed, and whether its change made it into the library (a worker
+        killed after its commit point: the change is in, only the report was lost)."""
+        said = f"the worker process ended (exit code {exitcode}) before the job finished"
+        entry = None if job.dry_run else committed_entry(self.library, job)
+        if entry is None:
+            return f"{said}; the library keeps its last committed state"
+        return (f"{said}, after its change was committed: task {job.task!r} is in the library "
+                f"({entry.get('action', '?')} {entry.get('adapter', '?')}); only the job's report was lost")
 
     def _end(self, job: Job, state: str, result: dict[str, Any] | None = None, error: str | None = None) -> None:
         """Finish a job: clean up and count it first, then publish its final state (so a client that

@@ -6,11 +6,23 @@ checked in ``serving.py``; what is fixed (types, ranges, choices, unknown keys) 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 JobState = Literal["queued", "running", "succeeded", "failed"]
+
+
+def _unicode(text: str) -> str:
+    """JSON can escape a lone surrogate (``"\\ud800"``): not Unicode text, so no tokenizer or file takes it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode text (a lone surrogate such as \\ud800)") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_unicode)]  # every string a request may carry
 
 
 class _Strict(BaseModel):
@@ -20,8 +32,9 @@ class _Strict(BaseModel):
 class PredictRequest(_Strict):
     """Inputs to label: text (pairs as ``'first ||| second'``) or an object of the task's fields."""
 
-    inputs: list[str | dict[str, str]] = Field(min_length=1, description="texts, or objects of fields for pair tasks")
-    task: str | None = Field(default=None, description="the task to answer; omitted: each input is routed")
+    inputs: list[Text | dict[Text, Text]] = Field(min_length=1,
+                                                  description="texts, or objects of fields for pair tasks")
+    task: Text | None = Field(default=None, description="the task to answer; omitted: each input is routed")
 
 
 class PredictionOut(BaseModel):
@@ -45,13 +58,13 @@ class PredictResponse(BaseModel):
 class LearnRequest(_Strict):
     """What to learn and how: the options of ``alearn learn``. An upload comes as multipart form fields."""
 
-    task: str | None = Field(default=None, description="a built-in task name (or upload a file instead)")
-    description: str | None = Field(default=None, max_length=2000, description="the instruction, for an upload")
-    name: str | None = Field(default=None, description="task name (default: the file's stem or the task)")
-    text_column: list[str] | None = Field(default=None, description="text column(s); several for pairs")
-    label_column: str = "label"
-    labels: list[str] | None = Field(default=None, description="label names, in order")
-    family: str = "unknown"
+    task: Text | None = Field(default=None, description="a built-in task name (or upload a file instead)")
+    description: Text | None = Field(default=None, max_length=2000, description="the instruction, for an upload")
+    name: Text | None = Field(default=None, description="task name (default: the file's stem or the task)")
+    text_column: list[Text] | None = Field(default=None, description="text column(s); several for pairs")
+    label_column: Text = "label"
+    labels: list[Text] | None = Field(default=None, description="label names, in order")
+    family: Text = "unknown"
     max_train: int = Field(default=256, gt=0, le=100_000)
     steps: int = Field(default=300, gt=0, le=100_000)
     early_stop: bool = True
@@ -64,10 +77,10 @@ class LearnRequest(_Strict):
     label_scoring: Literal["first-token", "mean", "sum"] | None = None
     head: bool = Field(default=True, description="also fit a linear head on the frozen features, mixed in")
     force_new: bool = False
-    reuse: str | None = None
+    reuse: Text | None = None
     dry_run: bool = False
     router: Literal["calibrated", "softmax-threshold"] = "calibrated"
-    init: Literal["nearest", "fresh"] = "nearest"
+    init: Literal["fresh", "nearest"] = "fresh"
 
 
 class JobAccepted(BaseModel):

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import UserError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}\Z")  # \Z: "$" would let a trailing newline in
 MAX_FIELD_CHARS = 4000  # long reviews/articles are cut before tokenising; the prompt is token-truncated later
 
 
