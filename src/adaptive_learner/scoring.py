@@ -10,6 +10,10 @@ longest prefix shared by every sequence of a batch runs once, with batch size 1,
 values are repeated for the batch (:func:`tail_logits`); the rest runs as usual. Causal attention
 makes this the same computation as running every full sequence (up to float rounding), with or
 without gradients: the training loss uses the same function.
+
+``pack=True`` runs the rows after the shared prefix as one padding-free sequence instead of a padded
+batch: positions restart for each row, and a block-diagonal causal mask (every row also sees the
+shared prefix, run once and not repeated) keeps the rows apart, so it is again the same computation.
 """
 
 from __future__ import annotations
@@ -60,13 +64,13 @@ class Tail:
 
 
 def tail_logits(model: Any, seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device, keep: int,
-                adapter_names: Sequence[str] | None = None, share_prefix: bool = True) -> Tail:
+                adapter_names: Sequence[str] | None = None, share_prefix: bool = True, pack: bool = False) -> Tail:
     """Logits at the last ``keep`` positions of every sequence, running their common prefix once.
 
     Works with gradients (training) and without (scoring). A mixed-adapter batch (``adapter_names``)
-    is run whole: its rows do not share one adapter for the prefix.
+    is run whole: its rows do not share one adapter for the prefix (nor are they packed).
     """
-    out, ids, shared, positions = _run_tail(model, seqs, pad_id, device, keep, adapter_names, share_prefix)
+    out, ids, shared, positions = _run_tail(model, seqs, pad_id, device, keep, adapter_names, share_prefix, pack=pack)
     return Tail(out.logits.float(), ids, shared, positions)
 
 
@@ -87,18 +91,18 @@ def _decoder_and_head(model: Any) -> tuple[Any, Any, float | None] | None:
 
 
 def choice_logits(model: Any, seqs: Sequence[Sequence[int]], choice_ids: Sequence[Sequence[int]], pad_id: int,
-                  device: torch.device, share_prefix: bool = True) -> tuple[torch.Tensor, int]:
+                  device: torch.device, share_prefix: bool = True, pack: bool = False) -> tuple[torch.Tensor, int]:
     """Per sequence, the next-token logits of its own choice tokens only (``choice_ids[i]``, one row of
     logits per sequence, all rows as long): the output embedding is applied to those rows alone, not
     to the whole vocabulary. Equal to ``tail_logits(...).logits[i, -1, choice_ids[i]]`` up to float
     rounding. Returns the logits (float32) and the token positions computed."""
     parts = _decoder_and_head(model)
     if parts is None:
-        tail = tail_logits(model, seqs, pad_id, device, 1, share_prefix=share_prefix)
+        tail = tail_logits(model, seqs, pad_id, device, 1, share_prefix=share_prefix, pack=pack)
         rows = torch.as_tensor([list(c) for c in choice_ids], device=tail.logits.device)
         return tail.logits[:, -1, :].gather(1, rows), tail.positions
     decoder, head, cap = parts
-    out, _, _, positions = _run_tail(decoder, seqs, pad_id, device, 1, None, share_prefix, hidden=True)
+    out, _, _, positions = _run_tail(decoder, seqs, pad_id, device, 1, None, share_prefix, hidden=True, pack=pack)
     h = out.last_hidden_state[:, -1, :]  # (batch, hidden)
     rows = torch.as_tensor([list(c) for c in choice_ids], device=h.device)
     w = head.weight[rows]  # (batch, n_choices, hidden)
@@ -110,8 +114,27 @@ def choice_logits(model: Any, seqs: Sequence[Sequence[int]], choice_ids: Sequenc
     return logits.float(), positions
 
 
+def _packable(model: Any, seqs: Sequence[Sequence[int]]) -> bool:
+    """True when the rows can run as one packed sequence under a custom 4D mask: more than one row, the
+    model not wrapped for distributed training, an attention that takes the mask as given (sdpa, eager),
+    and no sliding window shorter than a row (the mask would replace the window's)."""
+    if len(seqs) < 2 or hasattr(model, "module"):
+        return False
+    cfg = getattr(model, "config", None)
+    return (getattr(cfg, "_attn_implementation", None) in ("sdpa", "eager")
+            and not _window_exceeded(model, max(len(s) for s in seqs)))
+
+
+@dataclass
+class _Packed:
+    """The output of a packed forward, gathered back to one row per sequence: (batch, keep, ...)."""
+
+    logits: torch.Tensor | None = None
+    last_hidden_state: torch.Tensor | None = None
+
+
 def _run_tail(model: Any, seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device, keep: int,
-              adapter_names: Sequence[str] | None, share_prefix: bool, hidden: bool = False
+              adapter_names: Sequence[str] | None, share_prefix: bool, hidden: bool = False, pack: bool = False
               ) -> tuple[Any, torch.Tensor, int, int]:
     """The forward behind :func:`tail_logits` (``hidden``: ``model`` is the decoder, without the output
     layer). Returns its output, the left-padded input ids, the shared prefix length and the positions."""
@@ -126,6 +149,7 @@ def _run_tail(model: Any, seqs: Sequence[Sequence[int]], pad_id: int, device: to
         kwargs["adapter_names"] = list(adapter_names)
     keep_arg: dict[str, Any] = {} if hidden else {"logits_to_keep": keep}
     enc = {k: v.to(device) for k, v in left_pad([s[shared:] for s in seqs], pad_id).items()}
+    cache = None
     if shared:
         prefix = torch.as_tensor([list(seqs[0][:shared])], dtype=torch.long, device=device)
         # an explicit cache: some models (Gemma 3) make none themselves in training mode
@@ -133,6 +157,10 @@ def _run_tail(model: Any, seqs: Sequence[Sequence[int]], pad_id: int, device: to
 
         cache = DynamicCache(config=model.config)
         model(input_ids=prefix, use_cache=True, past_key_values=cache, **({} if hidden else {"logits_to_keep": 1}))
+    if pack and adapter_names is None and _packable(model, seqs):
+        return _run_packed(model, seqs, device, keep, shared, cache, hidden), enc["input_ids"], shared, \
+            shared + sum(len(s) - shared for s in seqs)
+    if shared:
         cache.batch_repeat_interleave(len(seqs))
         ones = torch.ones((len(seqs), shared), dtype=enc["attention_mask"].dtype, device=device)
         kwargs.update(past_key_values=cache, use_cache=True,
@@ -143,6 +171,35 @@ def _run_tail(model: Any, seqs: Sequence[Sequence[int]], pad_id: int, device: to
         out = model(**enc, use_cache=False, **keep_arg, **kwargs)
     width = enc["input_ids"].shape[1]
     return out, enc["input_ids"], shared, shared + len(seqs) * width
+
+
+def _run_packed(model: Any, seqs: Sequence[Sequence[int]], device: torch.device, keep: int, shared: int,
+                cache: Any, hidden: bool) -> _Packed:
+    """The rows after the shared prefix (``cache``: its keys and values, batch 1) as one sequence with no
+    padding; the outputs at the last ``keep`` positions of every row, as (batch, keep, ...)."""
+    lens = torch.as_tensor([len(s) - shared for s in seqs])
+    ends = lens.cumsum(0)
+    row = torch.repeat_interleave(torch.arange(len(seqs)), lens)  # (total,) the row of every token
+    local = torch.arange(int(ends[-1])) - (ends - lens)[row]  # position within its row
+    allowed = (row[:, None] == row[None, :]) & (local[:, None] >= local[None, :])
+    if shared:
+        allowed = torch.cat([torch.ones((len(row), shared), dtype=torch.bool), allowed], dim=1)
+    dtype = model.get_input_embeddings().weight.dtype
+    # additive: eager attention adds the mask to the scores, sdpa takes it as well
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+    index = (ends[:, None] - torch.arange(keep, 0, -1)[None, :]).clamp(min=0).reshape(-1).to(device)
+    ids = torch.as_tensor([t for s in seqs for t in s[shared:]], dtype=torch.long, device=device)[None]
+    kwargs: dict[str, Any] = {"position_ids": (local + shared)[None].to(device),
+                              "attention_mask": mask[None, None].to(device)}
+    if cache is not None:
+        kwargs.update(past_key_values=cache, use_cache=True)
+    else:
+        kwargs["use_cache"] = False
+    if hidden:
+        h = model(input_ids=ids, **kwargs).last_hidden_state
+        return _Packed(last_hidden_state=h[0, index].reshape(len(seqs), keep, -1))
+    logits = model(input_ids=ids, logits_to_keep=index, **kwargs).logits
+    return _Packed(logits=logits[0].reshape(len(seqs), keep, -1))
 
 
 @torch.no_grad()

@@ -58,6 +58,9 @@ class TrainConfig:
         "help": "also fit a linear head on the frozen backbone's features and mix it with the adapter, by a weight "
                 "chosen on the held-out examples (training/head.py; used by Learner.learn and alearn learn)"})
     seed: int = field(default=0, metadata={"help": "seed of batch order, validation split and dropout"})
+    pack: bool = field(default=False, metadata={
+        "help": "run a batch's prompts after their shared prefix as one padding-free sequence (block-diagonal "
+                "causal mask) instead of a padded batch: the same loss and gradients"})
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -164,14 +167,16 @@ def single_token(batch: Sequence[Encoded]) -> bool:
 
 
 def label_loss(model: Any, batch: list[Encoded], pad_id: int, device: torch.device,
-               share_prefix: bool = True, objective: str = "choices") -> tuple[torch.Tensor, int, int]:
+               share_prefix: bool = True, objective: str = "choices", pack: bool = False
+               ) -> tuple[torch.Tensor, int, int]:
     """The training loss of a batch; logits computed only where needed.
 
     ``choices`` (with single-token choices): cross-entropy of the gold label against the task's other
     labels, from the prompt's last position alone: what the classifier decides, with no pull on the
     rest of the vocabulary. ``lm`` (or multi-token choices): cross-entropy of the gold verbalizer tokens
     over the whole vocabulary, averaged over those tokens.
-    The prompt prefix shared by the whole batch runs once (:func:`~adaptive_learner.scoring.tail_logits`).
+    The prompt prefix shared by the whole batch runs once (:func:`~adaptive_learner.scoring.tail_logits`);
+    ``pack``: the rest runs as one padding-free sequence.
     Returns the loss, the examples' tokens, and the token positions actually computed.
     """
     if objective == "choices" and single_token(batch):
@@ -179,18 +184,18 @@ def label_loss(model: Any, batch: list[Encoded], pad_id: int, device: torch.devi
         if len({len(b.choices) for b in batch}) == 1:
             # the output layer applied to the choice tokens' rows alone
             logits, positions = choice_logits(model, seqs, [[c[0] for c in b.choices] for b in batch], pad_id,
-                                              device, share_prefix=share_prefix)
+                                              device, share_prefix=share_prefix, pack=pack)
             gold = torch.as_tensor([b.label for b in batch], device=logits.device)
             loss = torch.nn.functional.cross_entropy(logits, gold)
             return loss, sum(len(s) + 1 for s in seqs), positions
-        tail = tail_logits(model, seqs, pad_id, device, 1, share_prefix=share_prefix)
+        tail = tail_logits(model, seqs, pad_id, device, 1, share_prefix=share_prefix, pack=pack)
         losses = [-torch.log_softmax(tail.logits[row, -1, [c[0] for c in b.choices]], dim=-1)[b.label]
                   for row, b in enumerate(batch)]
         return torch.stack(losses).mean(), sum(len(s) + 1 for s in seqs), tail.positions
     seqs = [b.prompt + b.choices[b.label] for b in batch]
     lens = [len(b.choices[b.label]) for b in batch]
     keep = max(lens) + 1
-    tail = tail_logits(model, seqs, pad_id, device, keep, share_prefix=share_prefix)
+    tail = tail_logits(model, seqs, pad_id, device, keep, share_prefix=share_prefix, pack=pack)
     losses = []
     for row, n in enumerate(lens):
         pred = tail.logits[row, keep - n - 1: keep - 1, :]
@@ -281,7 +286,8 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
         n_label = sum(len(b.choices[b.label]) for b in batch)
         loss_value = 0.0
         for k, chunk in enumerate(chunks):
-            part, tokens, positions = label_loss(model, chunk, pad_id, device, objective=cfg.objective)
+            part, tokens, positions = label_loss(model, chunk, pad_id, device, objective=cfg.objective,
+                                                 pack=cfg.pack)
             part = part * (sum(len(b.choices[b.label]) for b in chunk) / n_label)
             loss_value += part.item()
             n_tok += tokens
