@@ -1,8 +1,10 @@
-"""Answering inputs that come without a task id: route each one, then score them all together.
+"""Answering inputs that come without a task id: route each one, then score them by task.
 
-Each input goes to a task (and so to its adapter, prompt and labels) by the input router; the
-prompts of all inputs are then scored in shared peft mixed-adapter batches (``adapter_names``),
-so inputs for different adapters cost no more than inputs for one.
+Each input goes to a task (and so to its adapter, prompt and labels) by the input router. The
+inputs routed to one task are then scored together with that task's adapter active: they share
+the task's prompt (instruction and description), which runs once per batch (the shared-prefix path
+of ``scoring.py``). ``group=False`` scores every input in one stream of peft mixed-adapter batches
+(``adapter_names``) instead, where no prefix is shared (BENCHMARKS "Routed scoring").
 """
 
 from __future__ import annotations
@@ -48,11 +50,34 @@ def fields_from_text(text: str, spec: TaskSpec) -> dict[str, str]:
     return {f: p.strip() for f, p in zip(spec.input_fields, parts)}
 
 
+def score_routed(host: Any, items: Sequence[Any], adapters: Sequence[str], tasks: Sequence[str], batch_size: int = 16,
+                 group: bool = True) -> list[np.ndarray]:
+    """Choice scores of ``items``, each with its own adapter: by task, each task's items with its adapter
+    active (prompt prefix shared), or (``group=False``) all in peft mixed-adapter batches."""
+    pad = host.backbone.tokenizer.pad_token_id
+    if host.peft is None:
+        with host.base() as model:
+            return score(model, items, pad, batch_size)
+    host.model.eval()  # peft refuses per-row adapter names in training mode
+    if not group:
+        return score(host.model, items, pad, batch_size, adapter_names=list(adapters))
+    out: list[np.ndarray | None] = [None] * len(items)
+    by_task: dict[tuple[str, str], list[int]] = {}
+    for i, key in enumerate(zip(tasks, adapters)):
+        by_task.setdefault(key, []).append(i)
+    for (_, adapter), idx in by_task.items():
+        with host.using(adapter) as model:
+            for i, s in zip(idx, score(model, [items[i] for i in idx], pad, batch_size)):
+                out[i] = s
+    return out  # type: ignore[return-value]
+
+
 def answer_routed(host: Any, router: LibraryRouter, profiles: Sequence[TaskProfile], specs: dict[str, TaskSpec],
                   texts: Sequence[str], max_length: int, batch_size: int = 16,
-                  ensure_loaded: Callable[[str], None] | None = None, open_set: bool = True) -> list[RoutedAnswer]:
-    """Route every text to a stored task and label it with that task's adapter, in mixed batches
-    (``open_set``: also each input's novelty, see :class:`~adaptive_learner.router.routing.NoveltyModel`)."""
+                  ensure_loaded: Callable[[str], None] | None = None, open_set: bool = True,
+                  group: bool = True) -> list[RoutedAnswer]:
+    """Route every text to a stored task and label it with that task's adapter (``open_set``: also each
+    input's novelty, see :class:`~adaptive_learner.router.routing.NoveltyModel`; ``group``: see the module)."""
     for t in texts:
         if not t or not t.strip():
             raise UserError("empty input text")
@@ -69,13 +94,7 @@ def answer_routed(host: Any, router: LibraryRouter, profiles: Sequence[TaskProfi
     for a in sorted(set(names) - {BASE}):
         if ensure_loaded is not None:
             ensure_loaded(a)
-    pad = host.backbone.tokenizer.pad_token_id
-    if host.peft is None:
-        with host.base() as model:
-            scores = score(model, items, pad, batch_size)
-    else:
-        host.model.eval()  # peft refuses per-row adapter names in training mode
-        scores = score(host.model, items, pad, batch_size, adapter_names=names)
+    scores = score_routed(host, items, names, [r.task for r in routed], batch_size, group)
     out = []
     for text, r, s in zip(texts, routed, scores):
         p = np.exp(s - s.max())
