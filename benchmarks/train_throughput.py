@@ -4,12 +4,18 @@ Same backbone, task, examples, steps, batch size, LoRA config and optimiser sett
 process, alternating A and B for each repeat; also the FLOP bound 4*N*tokens / measured matmul peak.
 
     python benchmarks/train_throughput.py --backbone smollm2-135m --task sst2 --steps 20 --repeats 3
+
+``--compare OPTION`` (a boolean ``TrainConfig`` field: ``pack``) times our trainer without and with that
+option instead, alternating the order in each repeat, and checks that both give the same losses:
+
+    python benchmarks/train_throughput.py --backbone smollm2-135m --task sst2 --compare pack --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -77,6 +83,34 @@ def reference_trainer(backbone, items, test, cfg, lora, workdir):
     return seconds, n_ex, acc
 
 
+def compare(backbone, items, cfg, lora, option, repeats):
+    """Our trainer without (A) and with (B) the boolean ``TrainConfig`` field ``option``, alternating
+    A-B and B-A over the repeats: per repeat the ratio of B's step time to A's (below 1: B is faster),
+    and the largest difference between their step losses."""
+    configs = {"A": cfg, "B": replace(cfg, **{option: True})}
+    step_s: dict[str, list[float]] = {"A": [], "B": []}
+    ratios, loss_diffs = [], []
+    for r in range(repeats):
+        losses = {}
+        for arm in ("AB" if r % 2 == 0 else "BA"):
+            host = AdapterHost(backbone, lora)
+            host.create("bench", seed=cfg.seed)
+            rep = train_adapter(host, "bench", items, configs[arm])
+            host.delete("bench")
+            step_s[arm].append(rep.seconds / rep.steps)
+            losses[arm] = rep.losses
+        ratios.append(step_s["B"][-1] / step_s["A"][-1])
+        loss_diffs.append(float(np.max(np.abs(np.subtract(losses["A"], losses["B"])))))
+        print(f"repeat {r}: step {step_s['A'][-1]:.3f} s without {option}, {step_s['B'][-1]:.3f} s with; "
+              f"ratio {ratios[-1]:.3f}; largest step-loss difference {loss_diffs[-1]:.2e}", flush=True)
+    doc = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "option": option,
+           "step_s_without": spread(step_s["A"]), "step_s_with": spread(step_s["B"]),
+           "step_time_ratio_with_over_without": spread(ratios), "max_step_loss_difference": max(loss_diffs),
+           "peak_rss_gb": peak_rss_gb()}
+    return doc, f"{option}: step time with / without {fmt(doc['step_time_ratio_with_over_without'], 3)}; " \
+                f"largest step-loss difference {max(loss_diffs):.2e}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backbone", default="smollm2-135m")
@@ -87,7 +121,10 @@ def main() -> None:
     p.add_argument("--max-train", type=int, default=256)
     p.add_argument("--max-test", type=int, default=200)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--out", default="train_throughput")
+    p.add_argument("--compare", choices=["pack"], default=None,
+                   help="time our trainer without and with this TrainConfig option instead of against Trainer")
+    p.add_argument("--out", default=None, help="results file name (default train_throughput, or "
+                                                 "train_compare_<option>_<task>)")
     a = p.parse_args()
     import tempfile
 
@@ -97,6 +134,12 @@ def main() -> None:
     lora = LoraSettings()
     items = encode_examples(backbone.tokenizer, task.spec, task.train, cfg.max_length)
     test = encode_examples(backbone.tokenizer, task.spec, task.test, cfg.max_length)
+    if a.compare:
+        doc, line = compare(backbone, items, cfg, lora, a.compare, a.repeats)
+        doc.update(args=vars(a), examples_per_run=a.steps * a.batch_size)
+        save(a.out or f"train_compare_{a.compare}_{a.task}", doc)
+        print(line)
+        return
     n_params = sum(p.numel() for p in backbone.model.parameters())
     peak = matmul_peak_gflops()
     rows = {"ours_s": [], "ref_s": [], "ours_acc": [], "ref_acc": [], "ratio": [], "bound_ratio": [],
@@ -127,7 +170,7 @@ def main() -> None:
            "speedup": spread(rows["ratio"]), "time_over_flop_bound": spread(rows["bound_ratio"]),
            "time_over_flop_bound_example_tokens": spread(rows["bound_ratio_examples"]),
            "ours_acc": spread(rows["ours_acc"]), "ref_acc": spread(rows["ref_acc"]), "peak_rss_gb": peak_rss_gb()}
-    save(a.out, doc)
+    save(a.out or "train_throughput", doc)
     print(f"matmul peak {peak:.1f} GFLOP/s; ours {fmt(doc['ours_examples_per_s'])} ex/s; "
           f"Trainer {fmt(doc['ref_examples_per_s'])} ex/s; speedup {fmt(doc['speedup'])}x; "
           f"time/bound {fmt(doc['time_over_flop_bound'])} (computed positions), "

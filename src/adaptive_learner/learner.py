@@ -256,7 +256,7 @@ class Learner:
         """Label each text with ``task``'s adapter. Pair tasks take ``first ||| second``.
 
         Without ``task``, each text is routed to a learned task by its backbone features, and all
-        texts are scored together in peft mixed-adapter batches. With ``abstain``, an input far from
+        texts are scored by task (each task's prompt prefix shared). With ``abstain``, an input far from
         every learned task (novelty above 1) gets the label ``unknown``; the nearest task, the label
         it would give (``nearest_label``) and the route confidence are still reported."""
         if task is None:

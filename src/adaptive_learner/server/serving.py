@@ -127,7 +127,7 @@ class ServingEngine:
 
     def _answer(self, requests: Sequence[PredictRequest]) -> list[PredictResponse | Exception]:
         """All routed inputs of the batch go to ``Learner.predict`` at once (routed per input, scored in
-        peft mixed-adapter batches); the inputs for each given task at once (one adapter, shared prefix)."""
+        by task, each task's prompt prefix shared); the inputs for each given task at once (one adapter, shared prefix)."""
         errors: dict[int, Exception] = {}
         calls: dict[str | None, list[Row]] = {}
         for i, r in enumerate(requests):

@@ -10,7 +10,7 @@ a factory with an ``after(adapter, regularisers)`` method is told when the train
 
 The accuracy matrix is measured with the task id given. ``finish_info`` adds the final row with the
 task id inferred: every test input is routed to a task by its backbone features and scored with
-that task's prompt, labels and adapter (peft mixed-adapter batches), plus the routing accuracy.
+that task's prompt, labels and adapter (scored by task, prompt prefix shared), plus the routing accuracy.
 A new adapter starts from peft's fresh initialisation (``router_init=fresh``, the default) or as a
 copy of the router's best candidate (``router_init=nearest``: forward transfer from the library,
 the candidate itself is not changed; see ``router/warm_start.py`` for why it is not the default).
