@@ -126,8 +126,9 @@ class ServingEngine:
             return self._answer(requests)
 
     def _answer(self, requests: Sequence[PredictRequest]) -> list[PredictResponse | Exception]:
-        """All routed inputs of the batch go to ``Learner.predict`` at once (routed per input, scored in
-        by task, each task's prompt prefix shared); the inputs for each given task at once (one adapter, shared prefix)."""
+        """All routed inputs of the batch go to ``Learner.predict`` at once (routed per input, then scored
+        by task, each task's prompt prefix shared); the inputs for each given task at once (one adapter,
+        shared prefix)."""
         errors: dict[int, Exception] = {}
         calls: dict[str | None, list[Row]] = {}
         for i, r in enumerate(requests):
