@@ -155,7 +155,7 @@ def _run_tail(model: Any, seqs: Sequence[Sequence[int]], pad_id: int, device: to
         # an explicit cache: some models (Gemma 3) make none themselves in training mode
         from transformers import DynamicCache
 
-        cache = DynamicCache(config=model.config)
+        cache = DynamicCache(config=getattr(getattr(model, "module", model), "config", None))  # DDP wraps the model
         model(input_ids=prefix, use_cache=True, past_key_values=cache, **({} if hidden else {"logits_to_keep": 1}))
     if pack and adapter_names is None and _packable(model, seqs):
         return _run_packed(model, seqs, device, keep, shared, cache, hidden), enc["input_ids"], shared, \
