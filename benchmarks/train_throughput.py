@@ -6,9 +6,12 @@ process, alternating A and B for each repeat; also the FLOP bound 4*N*tokens / m
     python benchmarks/train_throughput.py --backbone smollm2-135m --task sst2 --steps 20 --repeats 3
 
 ``--compare OPTION`` (a boolean ``TrainConfig`` field: ``pack``) times our trainer without and with that
-option instead, alternating the order in each repeat, and checks that both give the same losses:
+option instead, alternating the order in each repeat, and checks that both give the same losses.
+``--mix-task`` makes replay-like batches (a part of each replaced by another task's examples);
+``--pack-min-saving 0`` packs every batch, however little padding it has:
 
     python benchmarks/train_throughput.py --backbone smollm2-135m --task sst2 --compare pack --repeats 3
+    python benchmarks/train_throughput.py --task sst2 --compare pack --mix-task mrpc --mix-ratio 0.25
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from adaptive_learner import scoring
 from adaptive_learner.adapters import AdapterHost, LoraSettings
 from adaptive_learner.backbone import load_backbone
 from adaptive_learner.prompting import encode_examples
 from adaptive_learner.scoring import accuracy, score
 from adaptive_learner.tasks import load_catalog_task
-from adaptive_learner.training import TrainConfig, train_adapter
+from adaptive_learner.training import Regulariser, TrainConfig, train_adapter
 from common import fmt, machine, matmul_peak_gflops, peak_rss_gb, save, spread
 
 
@@ -83,22 +87,38 @@ def reference_trainer(backbone, items, test, cfg, lora, workdir):
     return seconds, n_ex, acc
 
 
-def compare(backbone, items, cfg, lora, option, repeats):
+class MixIn(Regulariser):
+    """Replay-like batches: ``ratio`` of every batch (at least one example) replaced by examples from
+    ``pool`` (another task's), as the replay regulariser does with earlier tasks."""
+
+    name = "mix-in"
+
+    def __init__(self, pool, ratio):
+        self.pool, self.ratio = pool, ratio
+
+    def mix(self, batch, rng):
+        k = min(len(batch) - 1, max(1, int(round(self.ratio * len(batch)))))
+        return batch[: len(batch) - k] + [self.pool[i] for i in rng.choice(len(self.pool), size=k)]
+
+
+def compare(backbone, items, cfg, lora, option, repeats, regularisers=()):
     """Our trainer without (A) and with (B) the boolean ``TrainConfig`` field ``option``, alternating
     A-B and B-A over the repeats: per repeat the ratio of B's step time to A's (below 1: B is faster),
     and the largest difference between their step losses."""
     configs = {"A": cfg, "B": replace(cfg, **{option: True})}
     step_s: dict[str, list[float]] = {"A": [], "B": []}
+    positions: dict[str, int] = {}
     ratios, loss_diffs = [], []
     for r in range(repeats):
         losses = {}
         for arm in ("AB" if r % 2 == 0 else "BA"):
             host = AdapterHost(backbone, lora)
             host.create("bench", seed=cfg.seed)
-            rep = train_adapter(host, "bench", items, configs[arm])
+            rep = train_adapter(host, "bench", items, configs[arm], list(regularisers))
             host.delete("bench")
             step_s[arm].append(rep.seconds / rep.steps)
             losses[arm] = rep.losses
+            positions[arm] = rep.positions
         ratios.append(step_s["B"][-1] / step_s["A"][-1])
         loss_diffs.append(float(np.max(np.abs(np.subtract(losses["A"], losses["B"])))))
         print(f"repeat {r}: step {step_s['A'][-1]:.3f} s without {option}, {step_s['B'][-1]:.3f} s with; "
@@ -106,8 +126,10 @@ def compare(backbone, items, cfg, lora, option, repeats):
     doc = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "option": option,
            "step_s_without": spread(step_s["A"]), "step_s_with": spread(step_s["B"]),
            "step_time_ratio_with_over_without": spread(ratios), "max_step_loss_difference": max(loss_diffs),
+           "positions_without": positions["A"], "positions_with": positions["B"],
            "peak_rss_gb": peak_rss_gb()}
     return doc, f"{option}: step time with / without {fmt(doc['step_time_ratio_with_over_without'], 3)}; " \
+                f"positions computed {positions['B']} with, {positions['A']} without; " \
                 f"largest step-loss difference {max(loss_diffs):.2e}"
 
 
@@ -123,6 +145,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--compare", choices=["pack"], default=None,
                    help="time our trainer without and with this TrainConfig option instead of against Trainer")
+    p.add_argument("--mix-task", default=None, help="with --compare: replace --mix-ratio of every batch by this "
+                                                     "task's examples (replay-like batches)")
+    p.add_argument("--mix-ratio", type=float, default=0.25)
+    p.add_argument("--pack-min-saving", type=float, default=None,
+                   help="scoring.PACK_MIN_SAVING (0: pack every batch)")
     p.add_argument("--out", default=None, help="results file name (default train_throughput, or "
                                                  "train_compare_<option>_<task>)")
     a = p.parse_args()
@@ -135,9 +162,18 @@ def main() -> None:
     items = encode_examples(backbone.tokenizer, task.spec, task.train, cfg.max_length)
     test = encode_examples(backbone.tokenizer, task.spec, task.test, cfg.max_length)
     if a.compare:
-        doc, line = compare(backbone, items, cfg, lora, a.compare, a.repeats)
+        if a.pack_min_saving is not None:
+            scoring.PACK_MIN_SAVING = a.pack_min_saving
+        regs = []
+        if a.mix_task:
+            other = load_catalog_task(a.mix_task).subsample(a.max_train, 1, 0)
+            pool = encode_examples(backbone.tokenizer, other.spec, other.train, cfg.max_length)
+            regs.append(MixIn(pool, a.mix_ratio))
+        doc, line = compare(backbone, items, cfg, lora, a.compare, a.repeats, regs)
         doc.update(args=vars(a), examples_per_run=a.steps * a.batch_size)
-        save(a.out or f"train_compare_{a.compare}_{a.task}", doc)
+        name = f"train_compare_{a.compare}_{a.task}" + (f"+{a.mix_task}" if a.mix_task else "") + \
+            ("" if a.pack_min_saving is None else f"_min{a.pack_min_saving:g}")
+        save(a.out or name, doc)
         print(line)
         return
     n_params = sum(p.numel() for p in backbone.model.parameters())

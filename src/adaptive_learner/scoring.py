@@ -12,8 +12,11 @@ makes this the same computation as running every full sequence (up to float roun
 without gradients: the training loss uses the same function.
 
 ``pack=True`` runs the rows after the shared prefix as one padding-free sequence instead of a padded
-batch: positions restart for each row, and a block-diagonal causal mask (every row also sees the
-shared prefix, run once and not repeated) keeps the rows apart, so it is again the same computation.
+batch, when that saves at least ``PACK_MIN_SAVING`` of the positions: positions restart for each row,
+and a block-diagonal causal mask (every row also sees the shared prefix, run once and not repeated)
+keeps the rows apart, so it is again the same computation. Its attention spans the whole packed
+sequence, so it only pays where padding is large: rows of different tasks (replay), not a
+length-bucketed batch of one task (measured: benchmarks/train_throughput.py --compare pack).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from .prompting import Encoded, left_pad, length_batches
 
 
 MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forward
+PACK_MIN_SAVING = 0.2  # pack (``pack=True``) only rows whose padding is at least this part of the positions
 
 
 def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
@@ -114,11 +118,13 @@ def choice_logits(model: Any, seqs: Sequence[Sequence[int]], choice_ids: Sequenc
     return logits.float(), positions
 
 
-def _packable(model: Any, seqs: Sequence[Sequence[int]]) -> bool:
-    """True when the rows can run as one packed sequence under a custom 4D mask: more than one row, the
-    model not wrapped for distributed training, an attention that takes the mask as given (sdpa, eager),
-    and no sliding window shorter than a row (the mask would replace the window's)."""
-    if len(seqs) < 2 or hasattr(model, "module"):
+def _packable(model: Any, seqs: Sequence[Sequence[int]], shared: int) -> bool:
+    """True when the rows after the shared prefix are worth packing and can be packed under a custom 4D
+    mask: padding at least ``PACK_MIN_SAVING`` of the padded positions, the model not wrapped for
+    distributed training, an attention that takes the mask as given (sdpa, eager), and no sliding
+    window shorter than a row (the mask would replace the window's)."""
+    lens = [len(s) - shared for s in seqs]
+    if len(seqs) < 2 or sum(lens) > (1 - PACK_MIN_SAVING) * len(seqs) * max(lens) or hasattr(model, "module"):
         return False
     cfg = getattr(model, "config", None)
     return (getattr(cfg, "_attn_implementation", None) in ("sdpa", "eager")
@@ -157,7 +163,7 @@ def _run_tail(model: Any, seqs: Sequence[Sequence[int]], pad_id: int, device: to
 
         cache = DynamicCache(config=getattr(getattr(model, "module", model), "config", None))  # DDP wraps the model
         model(input_ids=prefix, use_cache=True, past_key_values=cache, **({} if hidden else {"logits_to_keep": 1}))
-    if pack and adapter_names is None and _packable(model, seqs):
+    if pack and adapter_names is None and _packable(model, seqs, shared):
         return _run_packed(model, seqs, device, keep, shared, cache, hidden), enc["input_ids"], shared, \
             shared + sum(len(s) - shared for s in seqs)
     if shared:

@@ -60,7 +60,8 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "seed of batch order, validation split and dropout"})
     pack: bool = field(default=False, metadata={
         "help": "run a batch's prompts after their shared prefix as one padding-free sequence (block-diagonal "
-                "causal mask) instead of a padded batch: the same loss and gradients"})
+                "causal mask) instead of a padded batch, when that saves at least a fifth of the positions "
+                "(scoring.PACK_MIN_SAVING): the same loss and gradients; pays on mixed-task (replay) batches"})
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
