@@ -23,17 +23,11 @@ def always_pack(monkeypatch):
 
 
 def _moved_adapter(backbone, attn="sdpa"):
-    """A host with adapter "toy" active, its LoRA B matrices off zero (the adapter changes every layer)."""
+    """test_shared_prefix's moved adapter, under the attention implementation ``attn``."""
+    from test_shared_prefix import _moved_adapter as moved
+
     backbone.model.config._attn_implementation = attn
-    host = AdapterHost(backbone)
-    host.create("toy", seed=1)
-    host.activate("toy")
-    params = host.trainable("toy")
-    with torch.no_grad():
-        for name, p in params.items():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
-    return host, params
+    return moved(backbone)
 
 
 def _both(params, run):

@@ -176,11 +176,11 @@ def held_out_tasks(task: str, bank: dict[str, TaskBank], unit: str = "task") -> 
 def fit_fold(held_out: str | Sequence[str], cases: Sequence[Case], evidence: Sequence[list[dict]],
              bank: dict[str, TaskBank], cfg: GauntletConfig) -> Combiner:
     """The combiner for probes of ``held_out`` (a task or tasks): fitted on cases that involve none of them."""
-    from ..router.calibration import signals_of
+    from ..router.calibration import present_signals
 
     rows, labels, groups = training_rows(cases, evidence, bank, held_out)
     # every signal the bank has; and without those a request with too few examples lacks
-    present = frozenset().union(*(signals_of(r) for r in rows)) if rows else frozenset()
+    present = present_signals(rows)
     mine = [s for s in sorted(cfg.signals) if s in present]
     sets = [tuple(mine), tuple(s for s in mine if s != "examples"),
             tuple(s for s in mine if s not in ("examples", "content"))]
@@ -244,9 +244,9 @@ def ablation(cases: Sequence[Case], evidence: Sequence[list[dict]], bank: dict[s
 
     from ..router.calibration import SIGNALS
 
-    from ..router.calibration import signals_of
+    from ..router.calibration import present_signals
 
-    present = frozenset().union(*(signals_of(e) for rows in evidence for e in rows))
+    present = present_signals([e for rows in evidence for e in rows])
     mine = [s for s in sorted(cfg.signals) if s in present]  # a bank without a signal: no subsets with it
     out = {}
     for n in range(1, len(mine) + 1):

@@ -42,6 +42,11 @@ def signals_of(evidence: dict[str, float]) -> frozenset[str]:
                                                               for f in feats))
 
 
+def present_signals(rows: Sequence[dict[str, float]]) -> frozenset[str]:
+    """The signals complete in at least one evidence row."""
+    return frozenset().union(*(signals_of(r) for r in rows)) if rows else frozenset()
+
+
 @dataclass
 class Head:
     """A logistic regression over the features of a set of signals (standardised inputs)."""
@@ -123,7 +128,7 @@ def fit_combiner(rows: Sequence[dict[str, float]], labels: Sequence[int], groups
     ``groups`` names the new task of each row; the out-of-fold cut (folds leave whole tasks out) is
     kept as ``threshold_oof`` for comparison.
     """
-    present = frozenset().union(*(signals_of(r) for r in rows)) if rows else frozenset()
+    present = present_signals(rows)
     if signal_sets is None:
         base = sorted(present)
         signal_sets = [s for n in range(1, len(base) + 1) for s in itertools.combinations(base, n)]
