@@ -180,3 +180,26 @@ def test_cli_bench_reference_and_resamples_are_checked(capsys, toy_sequence):
     for args, msg in [(["--reference", "nope"], "--reference"), (["--resamples", "5"], "--resamples")]:
         code, out, err = alearn(capsys, "bench", toy_sequence, "--backbone", "tiny-random", *args)
         assert code == 2 and msg in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_zero_shot_row_is_scored_once_per_seed_and_order(repeated, tiny_backbone, tmp_path, monkeypatch):
+    cfg, res, out = repeated
+    for seed in (0, 1):  # every strategy of a seed and order reports the same row, from one shared cache
+        rows = {json.dumps(json.loads((out / f"seed{seed}-order0" / s / "results.json").read_text())["zero_shot"])
+                for s in cfg.strategies}
+        assert len(rows) == 1 and (out / f"seed{seed}-order0" / "zero-shot.json").is_file()
+    from adaptive_learner.adapters import AdapterHost
+    from adaptive_learner.evaluation import harness
+    from adaptive_learner.prompting import encode_examples
+    tasks = prepare_tasks(RunConfig(sequence=cfg.sequence, strategy="naive", max_train=24, max_test=6))
+    rc = RunConfig(sequence=cfg.sequence, backbone="tiny-random")
+    items = [encode_examples(tiny_backbone.tokenizer, t.spec, t.test, 64) for t in tasks]
+    host = AdapterHost(tiny_backbone, rc.lora)
+    first = harness.zero_shot_row(host, rc, items, tmp_path / "zs.json")
+    calls = []
+    monkeypatch.setattr(harness, "score", lambda m, its, *a, **k: calls.append(1) or
+                        [np.eye(len(it.choices))[0] for it in its])
+    assert list(harness.zero_shot_row(host, rc, items, tmp_path / "zs.json")) == list(first) and not calls
+    other = RunConfig(sequence=cfg.sequence, backbone="another-model")  # another backbone is scored anew
+    harness.zero_shot_row(host, other, items, tmp_path / "zs.json")
+    assert len(calls) == len(items)

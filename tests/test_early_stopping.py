@@ -83,3 +83,26 @@ def test_the_command_line_defaults_are_the_train_configs():
     d = TrainConfig()
     assert (cli.DEFAULT_STEPS, cli.DEFAULT_LR, cli.DEFAULT_PATIENCE, cli.DEFAULT_EVAL_EVERY) == \
         (d.steps, d.lr, d.patience, d.eval_every)
+
+
+def test_learned_verdict_needs_held_out_accuracy_clearly_above_the_majority_rate():
+    from adaptive_learner.training.trainer import learned_verdict
+
+    assert learned_verdict(0.90, 0.5, 32) is True
+    assert learned_verdict(0.531, 0.53, 32) is False  # RTE-like: at the majority rate
+    assert learned_verdict(0.62, 0.5, 32) is False and learned_verdict(0.62, 0.5, 400) is True  # n matters
+    assert learned_verdict(1.0, 0.9, 8) is False  # a handful of examples cannot tell
+    assert learned_verdict(0.8, 0.5, 0) is None
+
+
+def test_learn_warns_when_the_task_is_not_learned(tmp_path, fresh_backbone, toy_task):
+    from adaptive_learner import Learner
+    from adaptive_learner.library import AdapterLibrary
+
+    # lr 0: the adapter never moves, so the tiny random backbone's held-out accuracy stays at chance
+    learner = Learner(tmp_path / "lib", backbone=fresh_backbone, train=cfg(steps=8, lr=0.0, head=False))
+    out = learner.learn(toy_task, force_new=True)
+    t = out.train
+    assert t["held_out_size"] == round(0.2 * len(toy_task.train)) and 0.5 <= t["held_out_majority"] <= 1
+    assert t["learned"] is False
+    assert AdapterLibrary.open(tmp_path / "lib").history[-1]["train"]["learned"] is False

@@ -269,6 +269,11 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
                    f"adapter alone {acc['1']:.3f}, head alone {acc['0']:.3f}, mixed {acc[f'{mix:g}']:.3f})")
     typer.echo(f"accuracy on {o.task} test: {o.accuracy_before:.3f} before, {o.accuracy_after:.3f} after "
                f"({o.train['steps']} steps, {o.train['seconds']} s)")
+    if o.train.get("learned") is False:
+        typer.echo(f"warning: {o.task} looks not learned: held-out accuracy {o.train['held_out_accuracy']:.3f} on "
+                   f"{o.train['held_out_size']} examples is not clearly above the majority-class rate "
+                   f"{o.train['held_out_majority']:.3f}; more examples, a clearer description or label names, or a "
+                   "larger backbone may help", err=True)
 
 
 @app.command()

@@ -27,8 +27,9 @@ from .router.warm_start import DEFAULT_INIT, check_init, warm_start_source
 from .router.store import load_profiles, save_profile, write_router_state
 from .scoring import accuracy, score
 from .tasks.spec import Example, TaskData, TaskSpec, check_name
-from .training import FeatureHead, TrainConfig, fit_task_head, load_head, stage_head, train_adapter
+from .training import FeatureHead, TrainConfig, TrainReport, fit_task_head, load_head, stage_head, train_adapter
 from .training.head import prompt_features
+from .training.trainer import learned_verdict
 from .training.forgetting import ForgettingOptions, make_forgetting_regularisers, store_forgetting_state
 
 PAIR_SEPARATOR = " ||| "
@@ -227,7 +228,8 @@ class Learner:
             train_summary = {"steps": rep.steps, "examples": rep.examples, "seconds": round(rep.seconds, 1),
                              "final_loss": round(rep.final_loss, 4), "regularisers": [r.name for r in regs],
                              "lr": self.train_cfg.lr, "stopped": rep.stopped, "best_step": rep.best_step,
-                             "validation": rep.validation, "head": head_report}
+                             "validation": rep.validation, "head": head_report,
+                             **held_out_verdict(rep, head_report)}
             profile = self.router.profile(task, self.train_cfg.max_length)
             with self.library.transaction(timeout=0) as tx:
                 tx.save_adapter(self.host, adapter, trainable_params=self.host.count_trainable(adapter))
@@ -304,6 +306,24 @@ class Learner:
                 k = int(np.argmax(mixed))
                 out[i].label, out[i].confidence = spec.label_names[k], float(np.exp(mixed[k]))
         return out
+
+
+def held_out_verdict(rep: TrainReport, head_report: dict[str, Any]) -> dict[str, Any]:
+    """Was the task learned? The held-out accuracy of what predicts (the kept adapter, or its mix with the
+    head) against the held-out majority-class rate (``learned_verdict``); empty without held-out examples."""
+    if not rep.val_size or rep.val_majority is None:
+        return {}
+    table = head_report.get("held_out") or {}
+    mix = head_report.get("mix", 1.0)
+    if f"{mix:g}" in table:
+        acc = table[f"{mix:g}"]["accuracy"]
+    else:
+        kept = [v for v in rep.validation if v["step"] == rep.best_step]
+        if not kept:
+            return {}
+        acc = kept[0]["accuracy"]
+    return {"held_out_accuracy": round(float(acc), 4), "held_out_majority": round(rep.val_majority, 4),
+            "held_out_size": rep.val_size, "learned": learned_verdict(float(acc), rep.val_majority, rep.val_size)}
 
 
 def _brief(decision: dict[str, Any], top: int = 5) -> dict[str, Any]:

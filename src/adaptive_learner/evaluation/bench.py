@@ -169,7 +169,8 @@ def cached_run(rc: RunConfig, tasks: list[TaskData], out: Path) -> RunResult:
     done = finished_run(rc, tasks, out)
     if done is not None:
         return done
-    res = run_sequence(rc, out, tasks=tasks)
+    # the strategies of one seed and order share their tasks' test examples: the zero-shot row is scored once
+    res = run_sequence(rc, out, tasks=tasks, zero_shot_cache=out.parent / "zero-shot.json")
     atomic_write_json(out / "bench-key.json", run_key(rc, tasks))
     return res
 

@@ -9,6 +9,7 @@ wrong), so that two strategies scored on the same examples can be compared examp
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import subprocess
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..adapters import AdapterHost
 from ..backbone import Backbone, load_backbone
-from ..fileio import atomic_write_json, atomic_write_text
+from ..fileio import atomic_write_json, atomic_write_text, read_json
 from ..prompting import Encoded, encode_examples
 from ..scoring import accuracy, score
 from ..strategies import Context, make
@@ -55,10 +56,13 @@ def prepare_tasks(cfg: RunConfig) -> list[TaskData]:
 
 
 def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | None = None,
-                 tasks: list[TaskData] | None = None, resume: bool = False) -> RunResult:
+                 tasks: list[TaskData] | None = None, resume: bool = False,
+                 zero_shot_cache: Path | None = None) -> RunResult:
     """Train ``cfg.strategy`` on each task in turn; after each, evaluate every task of the sequence.
 
     A checkpoint is written to ``out`` after each task; ``resume`` continues from it after an interruption.
+    ``zero_shot_cache``: a JSON file shared by the runs of a bench, holding the backbone's accuracy per
+    task keyed by the backbone and the encoded test examples, so that each strategy does not score it again.
     """
     t_start = time.perf_counter()
     tasks = tasks if tasks is not None else prepare_tasks(cfg)
@@ -84,9 +88,7 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
     else:
         start, t_train, t_eval = 0, 0.0, 0.0
         t0 = time.perf_counter()
-        with host.base() as m:
-            b = np.array([accuracy(score(m, its, tok.pad_token_id, cfg.eval_batch_size), its) for its in
-                          tqdm(test_items, desc="zero-shot row", leave=False)])
+        b = zero_shot_row(host, cfg, test_items, zero_shot_cache)
         t_eval += time.perf_counter() - t0
     cache: dict[Any, np.ndarray] = {}  # per-example outcomes (1 right, 0 wrong) of weights already scored
     final: dict[str, list[int]] = {}  # the final row's outcomes, for paired comparisons between strategies
@@ -124,6 +126,41 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
     write_results(result, cfg, workdir, tasks)
     checkpoint.remove(workdir)  # the run is complete: results.json replaces it
     return result
+
+
+def zero_shot_row(host: AdapterHost, cfg: RunConfig, test_items: list[list[Encoded]],
+                  cache_file: Path | None = None) -> np.ndarray:
+    """The backbone's accuracy on each task's test examples, with no adapter; known ones read from
+    ``cache_file`` (keyed by the backbone and a hash of the encoded examples), new ones added to it."""
+    keys = [_zero_shot_key(cfg, its) for its in test_items]
+    known: dict[str, float] = {}
+    if cache_file is not None and Path(cache_file).is_file():
+        try:
+            known = {k: float(v) for k, v in read_json(cache_file).items()}
+        except (ValueError, TypeError, AttributeError, OSError):
+            known = {}  # a damaged cache is only recomputed
+    row = []
+    with host.base() as m:
+        for key, its in zip(keys, tqdm(test_items, desc="zero-shot row", leave=False)):
+            if key not in known:
+                known[key] = accuracy(score(m, its, host.backbone.tokenizer.pad_token_id, cfg.eval_batch_size), its)
+            row.append(known[key])
+    if cache_file is not None:
+        fresh = {}
+        if Path(cache_file).is_file():  # another run of the bench may have added entries meanwhile
+            try:
+                fresh = read_json(cache_file)
+            except (ValueError, OSError):
+                fresh = {}
+        atomic_write_json(cache_file, {**(fresh if isinstance(fresh, dict) else {}), **known})
+    return np.array(row, dtype=float)
+
+
+def _zero_shot_key(cfg: RunConfig, items: list[Encoded]) -> str:
+    h = hashlib.sha256(json.dumps(cfg.backbone).encode())  # the scoring rule is in the encoded items
+    for it in items:
+        h.update(json.dumps([it.prompt, it.choices, it.label, it.normalise]).encode())
+    return h.hexdigest()
 
 
 def correct(scores: Sequence[np.ndarray], items: Sequence[Encoded]) -> np.ndarray:

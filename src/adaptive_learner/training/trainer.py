@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -95,6 +96,18 @@ class TrainReport:
     validation: list[dict[str, float]] = field(default_factory=list)  # {step, accuracy, loss} per evaluation
     best_step: int | None = None  # the step whose weights were kept (early stopping)
     stopped: str = "steps"  # why training ended: steps (the cap) or patience
+    val_majority: float | None = None  # share of the most common label among the held-out examples
+    val_size: int = 0
+
+
+def learned_verdict(accuracy: float, majority: float, n: int, z: float = 1.645) -> bool | None:
+    """Whether a held-out accuracy shows the task was learned: the lower end of its one-sided 95% Wilson
+    interval lies above the majority-class rate. None when there are no held-out examples to judge by."""
+    if n <= 0:
+        return None
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return bool(centre - half > majority)
 
 
 def split_validation(items: Sequence[Encoded], cfg: TrainConfig) -> tuple[list[Encoded], list[Encoded]]:
@@ -331,5 +344,6 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
     for r in regularisers:
         r.end(host, adapter, items)
     final = float(np.mean(losses[-10:])) if losses else float("nan")
+    majority = (max(Counter(it.label for it in val_items).values()) / len(val_items)) if val_items else None
     return TrainReport(len(losses), n_ex, n_tok, seconds, final, losses, n_pos, curve,
-                       best_step if val_items else None, stopped)
+                       best_step if val_items else None, stopped, majority, len(val_items))
