@@ -106,3 +106,15 @@ def test_learn_warns_when_the_task_is_not_learned(tmp_path, fresh_backbone, toy_
     assert t["held_out_size"] == round(0.2 * len(toy_task.train)) and 0.5 <= t["held_out_majority"] <= 1
     assert t["learned"] is False
     assert AdapterLibrary.open(tmp_path / "lib").history[-1]["train"]["learned"] is False
+
+
+def test_on_step_sees_every_step_in_eval_mode_and_changes_nothing(fresh_backbone, items):
+    host = AdapterHost(fresh_backbone)
+    host.create("a", seed=0)
+    host.create("b", seed=0)
+    seen = []
+    rep = train_adapter(host, "a", items, cfg(early_stop=False, steps=5),
+                        on_step=lambda step, model: seen.append((step, model.training)))
+    assert seen == [(s, False) for s in range(1, 6)]
+    ref = train_adapter(host, "b", items, cfg(early_stop=False, steps=5))
+    assert rep.losses == pytest.approx(ref.losses, abs=1e-6)

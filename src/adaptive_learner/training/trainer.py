@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -232,7 +232,7 @@ def _schedule(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_sc
 
 def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainConfig,
                   regularisers: Sequence[Regulariser] = (), desc: str | None = None,
-                  accelerator: Any = None) -> TrainReport:
+                  accelerator: Any = None, on_step: Callable[[int, Any], None] | None = None) -> TrainReport:
     """Train the adapter ``adapter`` of ``host`` on ``items`` with the given regularisers.
 
     With early stopping (``cfg.early_stop``) a part of ``items`` is held out (:func:`split_validation`),
@@ -240,7 +240,8 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
     scores without a held-out loss ``cfg.min_delta`` below the best, or at ``cfg.steps``, and the
     adapter is left at the weights of its best held-out loss. With an ``accelerate.Accelerator``, the model and optimizer are
     prepared by it and each process trains on its shard of every batch (data parallel); gradients
-    are averaged by it.
+    are averaged by it. ``on_step(step, model)``, when given, is called after every optimizer step
+    with the model in eval mode and gradients off.
     """
     if not items:
         raise ValueError("no training examples")
@@ -324,6 +325,11 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
         sched.step()
         losses.append(loss_value)
         n_ex += len(batch)
+        if on_step is not None:  # e.g. a learning curve scored on test examples (benchmarks/learnability.py)
+            model.eval()
+            with torch.no_grad():
+                on_step(step, model)
+            model.train()
         post = {"loss": f"{np.mean(losses[-10:]):.3f}"}
         if val_items and (step % cfg.eval_every == 0 or step == len(plan)):
             done = check(step)
