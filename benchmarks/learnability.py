@@ -53,7 +53,8 @@ def verdict(acc: float, majority: float, n: int) -> bool:
 def from_results(files: list[str]) -> list[dict[str, Any]]:
     rows = []
     for f in files:
-        doc = json.loads((HERE / f if not Path(f).is_absolute() and (HERE / f).exists() else Path(f)).read_text())
+        path = Path(f) if Path(f).exists() else HERE / f  # as given, or relative to benchmarks/
+        doc = json.loads(path.read_text())
         for r in doc["rows"]:
             ours = r.get("ours")
             if not ours or r["task"] not in CATALOG:  # the catalog's tasks; the user-style CSVs are elsewhere
@@ -66,8 +67,6 @@ def from_results(files: list[str]) -> list[dict[str, Any]]:
 
 
 def train_curves(a: argparse.Namespace) -> list[dict[str, Any]]:
-    import torch  # noqa: F401  (imported here so that --from needs no model)
-
     from adaptive_learner.adapters import AdapterHost
     from adaptive_learner.backbone import load_backbone
     from adaptive_learner.prompting import encode_examples

@@ -133,27 +133,26 @@ def zero_shot_row(host: AdapterHost, cfg: RunConfig, test_items: list[list[Encod
     """The backbone's accuracy on each task's test examples, with no adapter; known ones read from
     ``cache_file`` (keyed by the backbone and a hash of the encoded examples), new ones added to it."""
     keys = [_zero_shot_key(cfg, its) for its in test_items]
-    known: dict[str, float] = {}
-    if cache_file is not None and Path(cache_file).is_file():
-        try:
-            known = {k: float(v) for k, v in read_json(cache_file).items()}
-        except (ValueError, TypeError, AttributeError, OSError):
-            known = {}  # a damaged cache is only recomputed
-    row = []
+    known = _read_cache(cache_file)
+    new: dict[str, float] = {}
     with host.base() as m:
         for key, its in zip(keys, tqdm(test_items, desc="zero-shot row", leave=False)):
             if key not in known:
-                known[key] = accuracy(score(m, its, host.backbone.tokenizer.pad_token_id, cfg.eval_batch_size), its)
-            row.append(known[key])
-    if cache_file is not None:
-        fresh = {}
-        if Path(cache_file).is_file():  # another run of the bench may have added entries meanwhile
-            try:
-                fresh = read_json(cache_file)
-            except (ValueError, OSError):
-                fresh = {}
-        atomic_write_json(cache_file, {**(fresh if isinstance(fresh, dict) else {}), **known})
-    return np.array(row, dtype=float)
+                new[key] = known[key] = accuracy(score(m, its, host.backbone.tokenizer.pad_token_id,
+                                                       cfg.eval_batch_size), its)
+    if cache_file is not None and new:  # read again: another run of the bench may have added entries meanwhile
+        atomic_write_json(cache_file, {**_read_cache(cache_file), **new})
+    return np.array([known[k] for k in keys], dtype=float)
+
+
+def _read_cache(path: Path | None) -> dict[str, float]:
+    """The zero-shot cache's entries; a missing or damaged file is only recomputed."""
+    if path is None or not Path(path).is_file():
+        return {}
+    try:
+        return {k: float(v) for k, v in read_json(path).items()}
+    except (ValueError, TypeError, AttributeError, OSError):
+        return {}
 
 
 def _zero_shot_key(cfg: RunConfig, items: list[Encoded]) -> str:
