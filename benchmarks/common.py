@@ -15,8 +15,9 @@ import torch
 
 
 def machine() -> str:
-    """A one-line description of this machine."""
-    return (f"{platform.machine()} {platform.processor() or ''} CPU, {torch.get_num_threads()} torch threads, "
+    """A one-line description of this machine (and its GPU, when torch sees one)."""
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return (f"{platform.machine()} {platform.processor() or ''} CPU, {torch.get_num_threads()} torch threads{gpu}, "
             f"torch {torch.__version__}, Python {platform.python_version()}").replace("  ", " ")
 
 

@@ -68,14 +68,15 @@ def from_results(files: list[str]) -> list[dict[str, Any]]:
 
 def train_curves(a: argparse.Namespace) -> list[dict[str, Any]]:
     from adaptive_learner.adapters import AdapterHost
-    from adaptive_learner.backbone import load_backbone
+    from adaptive_learner.backbone import device_name, load_backbone, resolve_device
     from adaptive_learner.prompting import encode_examples
     from adaptive_learner.scoring import accuracy, score
     from adaptive_learner.tasks import load_catalog_task
     from adaptive_learner.training import TrainConfig, train_adapter
 
     checkpoints = sorted(int(x) for x in a.checkpoints.split(","))
-    backbone = load_backbone(a.backbone, seed=a.seed)
+    backbone = load_backbone(a.backbone, device=resolve_device(a.device), seed=a.seed)
+    a.device_used = device_name(backbone.device)
     tok = backbone.tokenizer
     cfg = replace(TrainConfig(), steps=checkpoints[-1], early_stop=False, seed=a.seed)
     rows = []
@@ -104,7 +105,8 @@ def train_curves(a: argparse.Namespace) -> list[dict[str, Any]]:
         rows.append({"task": name, "n_train": len(task.train), "n_test": len(test), "majority": round(majority, 4),
                      "zero_shot": zero, "curve": curve, "final": curve[-1]["accuracy"], "best_step": best["step"],
                      "steps": checkpoints[-1]})
-        save(a.out, {"machine": machine(), "peak_rss_gb": peak_rss_gb(), "mode": "train", "backbone": a.backbone,
+        save(a.out, {"machine": machine(), "device": a.device_used, "peak_rss_gb": peak_rss_gb(), "mode": "train",
+                     "backbone": a.backbone,
                      "n_train": a.n_train, "max_test": a.max_test, "seed": a.seed, "checkpoints": checkpoints,
                      "rows": rows, "complete": False})
     return rows
@@ -159,6 +161,7 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=160)
     ap.add_argument("--max-test", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
     ap.add_argument("--out", default="learnability")
     a = ap.parse_args()
     if a.train == bool(a.sources):
@@ -173,7 +176,7 @@ def main() -> None:
     doc = {"machine": machine(), "mode": "train" if a.train else "from", "sources": a.sources, "rows": rows,
            "learned": learned, "table": table, "complete": True}
     if a.train:
-        doc.update({"backbone": a.backbone, "n_train": a.n_train, "max_test": a.max_test, "seed": a.seed,
+        doc.update({"device": a.device_used, "backbone": a.backbone, "n_train": a.n_train, "max_test": a.max_test, "seed": a.seed,
                     "checkpoints": checkpoints, "peak_rss_gb": peak_rss_gb()})
     path = save(a.out, doc)
     plot(rows, path.with_suffix(".png"), held_out=not a.train)

@@ -103,6 +103,40 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | None = None, dtype
     return Backbone(model=model, tokenizer=tok, name=spec, identity=identity_of(spec, model))
 
 
+def resolve_device(spec: str | None = "auto") -> str:
+    """The torch device to run on: ``auto`` is a CUDA GPU when there is one (the process's own under
+    ``accelerate launch``, by ``LOCAL_RANK``), then Apple's MPS, else the CPU; anything else must name a device torch knows and this machine has (``cpu``, ``cuda``, ``cuda:1``)."""
+    spec = (spec or "auto").strip().lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            rank = os.environ.get("LOCAL_RANK")  # under `accelerate launch`/torchrun: this process's own GPU
+            return f"cuda:{int(rank) % torch.cuda.device_count()}" if rank and rank.isdigit() else "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        return "mps" if mps is not None and mps.is_available() else "cpu"
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise UserError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {spec!r}: this torch sees no CUDA GPU (torch {torch.__version__}); use cpu or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA GPU(s) here")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device {spec!r}: MPS is not available here; use cpu or auto")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N")
+    return spec
+
+
+def device_name(device: str | torch.device) -> str:
+    """A device as words for results: ``cpu``, or ``cuda (NVIDIA H200)``."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return f"{dev} ({torch.cuda.get_device_name(dev)})"
+    return str(dev)
+
+
 def identity_of(name: str, model: Any) -> dict[str, Any]:
     """What makes two backbones the same: architecture, sizes and a fingerprint of the embedding weights."""
     cfg = model.config

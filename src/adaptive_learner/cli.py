@@ -35,6 +35,15 @@ EARLY_STOP_OPTION = typer.Option(True, "--early-stop/--no-early-stop", help=EARL
 PATIENCE_OPTION = typer.Option(DEFAULT_PATIENCE, help="held-out scores without a lower loss before stopping")
 EVAL_EVERY_OPTION = typer.Option(DEFAULT_EVAL_EVERY, help="steps between held-out scores")
 BATCH_SIZE_OPTION = typer.Option(8, help="examples per step")
+DEVICE_OPTION = typer.Option("auto", help="where to train and score: auto (a CUDA GPU when there is one, else the "
+                             "CPU), cpu, cuda or cuda:N")
+
+
+def _check_device(spec: str) -> str:
+    """The device a command will use; a bad or missing one is one line before anything loads."""
+    from .backbone import resolve_device
+
+    return resolve_device(spec)
 
 
 def _train_cfg(steps: int, batch_size: int, lr: float, max_length: int, seed: int, early_stop: bool = True,
@@ -69,7 +78,8 @@ def run(sequence: Optional[str] = typer.Argument(None, help="built-in sequence n
         max_length: int = typer.Option(256, help="max tokens per example"),
         seed: int = typer.Option(0, help="seed for sampling, initialisation and batch order"),
         resume: Optional[Path] = typer.Option(None, help="continue the interrupted run in this directory from its "
-                                              "last finished task, with its recorded settings")) -> None:
+                                              "last finished task, with its recorded settings"),
+        device: str = DEVICE_OPTION) -> None:
     """Run one strategy over a task sequence; write the accuracy matrix, metrics and plots."""
     from .evaluation.harness import RunConfig, run_sequence, summary_markdown
     from .strategies import check_requirements
@@ -78,6 +88,7 @@ def run(sequence: Optional[str] = typer.Argument(None, help="built-in sequence n
         from .evaluation import checkpoint
 
         cfg = checkpoint.config_from(resume)
+        cfg.device = device
         if sequence is not None and sequence != cfg.sequence and Path(sequence).resolve() != Path(cfg.sequence).resolve():
             raise UserError(f"{resume} holds a run of {cfg.sequence!r}, not {sequence!r}")
         res = run_sequence(cfg, resume, resume=True)
@@ -87,8 +98,9 @@ def run(sequence: Optional[str] = typer.Argument(None, help="built-in sequence n
     if sequence is None:
         raise UserError("give a SEQUENCE (built-in name or YAML file), or --resume DIR")
     check_requirements(strategy)  # unknown, or a peft without the method it wraps: one line
+    _check_device(device)
     cfg = RunConfig(sequence=sequence, strategy=strategy, backbone=backbone, max_train=max_train,
-                    max_test=max_test, seed=seed,
+                    max_test=max_test, seed=seed, device=device,
                     train=_train_cfg(steps, batch_size, lr, max_length, seed, early_stop, patience, eval_every,
                                      max_train=max_train, max_test=max_test))
     out = out or Path("runs") / f"{sequence.replace('/', '_').replace('.yaml', '')}-{strategy}-seed{seed}"
@@ -159,7 +171,8 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
                                                     "HOST:PORT printed by `ray start --head` on the head node, "
                                                     "ray://HOST:PORT or auto; --workers runs at once. Every node "
                                                     "needs this package, and --out on a filesystem all of them "
-                                                    "share")) -> None:
+                                                    "share"),
+          device: str = DEVICE_OPTION) -> None:
     """Compare strategies on the same data, seeds and budget: one table, every matrix, a bar chart.
 
     Beside mean ± sd over seeds x orders: AvgAcc minus the reference's, with a paired bootstrap 95% interval.
@@ -177,7 +190,8 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
                       max_test=max_test, train=_train_cfg(steps, batch_size, lr, max_length, 0, early_stop, patience,
                                                           eval_every, max_train=max_train, max_test=max_test),
                       options=_set_options(set_), lr_search=lr_search, lr_grid=_csv(lr_grid, float, "--lr-grid"),
-                      reference=reference, resamples=resamples)
+                      reference=reference, resamples=resamples, device=device)
+    _check_device(device)
     out = out or Path("runs") / f"bench-{Path(sequence).stem}"
     run_bench(cfg, out, workers=workers, ray_address=ray_address)
     typer.echo((out / "bench.md").read_text(encoding="utf-8").split("## Accuracy matrices")[0].rstrip())
@@ -212,7 +226,8 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
           router: str = typer.Option("calibrated", help="decision rule: calibrated or softmax-threshold "
                                                         "(the original design, for comparison)"),
           init: str = typer.Option("fresh", help="where a new adapter the router creates starts: fresh (default) or nearest "
-                                                   "(a copy of its best candidate)")) -> None:
+                                                   "(a copy of its best candidate)"),
+          device: str = DEVICE_OPTION) -> None:
     """Learn one task into an adapter library: the router decides to reuse an adapter or create one."""
     from .learner import Learner
     from .prompting import DEFAULT_LABEL_SCORING
@@ -244,7 +259,8 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
         typer.echo(json.dumps({"task": t.name, "action": "new", "adapter": f"lora-{t.name}"[:60], "confidence": 1.0,
                                "candidates": [], "explanation": "the library is empty: a new adapter"}, indent=2))
         return
-    learner = Learner(library, backbone=backbone, train=cfg, router=router, init=init)
+    _check_device(device)
+    learner = Learner(library, backbone=backbone, train=cfg, router=router, init=init, device=device)
     o = learner.learn(t, force_new=force_new, reuse=reuse, dry_run=dry_run)
     if dry_run:
         typer.echo(json.dumps(o.decision or {"task": o.task, "action": o.action, "adapter": o.adapter,
@@ -283,8 +299,8 @@ def predict(texts: List[str] = typer.Argument(..., help="inputs; for pair tasks 
                                                           "it each input is routed to a learned task"),
             as_json: bool = typer.Option(False, "--json", help="print JSON lines"),
             abstain: bool = typer.Option(True, "--abstain/--no-abstain", help="without --task: label an input that "
-                                         "is far from every learned task 'unknown' (--no-abstain: always route)")
-            ) -> None:
+                                         "is far from every learned task 'unknown' (--no-abstain: always route)"),
+            device: str = DEVICE_OPTION) -> None:
     """Label inputs with a learned task's adapter (given, or inferred per input by the router).
 
     Prints label, confidence, task, adapter and text; with routing also the router's confidence in the task.
@@ -292,7 +308,8 @@ def predict(texts: List[str] = typer.Argument(..., help="inputs; for pair tasks 
     """
     from .learner import Learner
 
-    learner = Learner(library, create=False)
+    _check_device(device)
+    learner = Learner(library, create=False, device=device)
     for p in learner.predict(texts, task, abstain=abstain):
         if as_json:
             typer.echo(json.dumps(p.__dict__))

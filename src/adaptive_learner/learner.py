@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .adapters import AdapterHost, LoraSettings
-from .backbone import DEFAULT_BACKBONE, Backbone, load_backbone
+from .backbone import DEFAULT_BACKBONE, Backbone, load_backbone, resolve_device
 from .errors import LibraryError, UserError
 from .library import MANIFEST, AdapterLibrary
 from .features import FeatureConfig
@@ -72,8 +72,9 @@ class Learner:
     def __init__(self, path: str | Path, backbone: str | Backbone | None = None, lora: LoraSettings | None = None,
                  train: TrainConfig | None = None, create: bool = True,
                  forgetting: ForgettingOptions | None = None, router: str = "calibrated",
-                 features: FeatureConfig | None = None, init: str = DEFAULT_INIT) -> None:
+                 features: FeatureConfig | None = None, init: str = DEFAULT_INIT, device: str = "auto") -> None:
         self.path = Path(path)
+        self.device = resolve_device(device)  # auto: a CUDA GPU when there is one; the library is the same either way
         self.router_kind = router
         self.init = check_init(init, "--init")  # where a router-made new adapter starts: nearest | fresh
         self.features = features  # for a new library; an existing one keeps the settings it was built with
@@ -90,11 +91,12 @@ class Learner:
             name = stored.backbone["name"]
             if isinstance(backbone, str) and backbone not in (name, None):
                 raise LibraryError(f"library {self.path} was built on {name!r}, not {backbone!r}")
-            self.backbone = backbone if isinstance(backbone, Backbone) else load_backbone(name)
+            self.backbone = backbone if isinstance(backbone, Backbone) else load_backbone(name, device=self.device)
             self.library = AdapterLibrary.open(self.path, self.backbone.identity, verify=False)
             self.lora = LoraSettings(**self.library.manifest.get("lora", {}))
         else:
-            self.backbone = backbone if isinstance(backbone, Backbone) else load_backbone(backbone or DEFAULT_BACKBONE)
+            self.backbone = (backbone if isinstance(backbone, Backbone)
+                             else load_backbone(backbone or DEFAULT_BACKBONE, device=self.device))
             self.lora = lora or LoraSettings()
             # exist_ok: another process may create it at the same moment; then both use that one
             self.library = AdapterLibrary.create(self.path, self.backbone.identity, _lora_dict(self.lora),

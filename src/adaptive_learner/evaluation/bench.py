@@ -48,6 +48,7 @@ from ..fileio import atomic_write_json, atomic_write_text, read_json
 from ..strategies import check_requirements
 from ..tasks.spec import TaskData, stratified_split
 from ..training import TrainConfig
+from .config import RUNTIME_ONLY
 from .harness import RunConfig, RunResult, environment, prepare_tasks, run_sequence
 from .plots import plot_bars
 from .stats import Correct, RunKey, compare
@@ -83,6 +84,8 @@ class BenchConfig:
     reference: str = field(default="router", metadata={"help": "the strategy every other one is compared with "
                                                                 "(paired bootstrap interval of the AvgAcc difference)"})
     resamples: int = field(default=2000, metadata={"help": "bootstrap resamples of the test examples"})
+    device: str = field(default="auto", metadata={"help": "where the runs train and score (auto: a CUDA GPU when "
+                                                           "there is one); not part of a run's identity"})
 
     def validate(self) -> None:
         from ..strategies import REGISTRY
@@ -143,12 +146,13 @@ def _run_config(cfg: BenchConfig, strategy: str, seed: int, lr: float) -> RunCon
     return RunConfig(sequence=cfg.sequence, strategy=strategy, backbone=cfg.backbone, max_train=cfg.max_train,
                      max_test=cfg.max_test, eval_batch_size=cfg.eval_batch_size, seed=seed,
                      train=replace(cfg.train, lr=lr, seed=seed), lora=cfg.lora,
-                     options=strategy_options(strategy, cfg.options))
+                     options=strategy_options(strategy, cfg.options), device=cfg.device)
 
 
 def run_key(rc: RunConfig, tasks: list[TaskData]) -> dict[str, Any]:
     """What a finished run is recognised by: its settings and its tasks."""
-    return {"config": json.loads(json.dumps(rc.to_dict(), default=str)), "tasks": [t.name for t in tasks],
+    config = {k: v for k, v in json.loads(json.dumps(rc.to_dict(), default=str)).items() if k not in RUNTIME_ONLY}
+    return {"config": config, "tasks": [t.name for t in tasks],
             "n_train": [len(t.train) for t in tasks], "n_test": [len(t.test) for t in tasks]}
 
 
@@ -158,7 +162,7 @@ def finished_run(rc: RunConfig, tasks: list[TaskData], out: Path) -> RunResult |
     if not (key_file.is_file() and res_file.is_file() and read_json(key_file) == run_key(rc, tasks)):
         return None
     doc = read_json(res_file)
-    info = {k: doc[k] for k in ("n_adapters", "trainable_params", "timings_s", "final_correct", "router")
+    info = {k: doc[k] for k in ("n_adapters", "trainable_params", "timings_s", "final_correct", "router", "device")
             if k in doc}
     return RunResult(doc["tasks"], _array(doc["matrix"]), _array([doc["zero_shot"]])[0],
                      {k: (np.nan if v is None else v) for k, v in doc["metrics"].items()}, info)
@@ -287,7 +291,7 @@ def _run_bench(cfg: BenchConfig, out: Path, pool: Any) -> BenchResult:
                      "matrix": res.matrix.tolist(), "zero_shot": res.zero_shot.tolist(),
                      "metrics": res.metrics, "n_adapters": res.info.get("n_adapters"),
                      "trainable_params": res.info.get("trainable_params"),
-                     "wall_s": res.info.get("timings_s", {}).get("total")})
+                     "wall_s": res.info.get("timings_s", {}).get("total"), "device": res.info.get("device")})
         correct.update(run_outcomes(s, seed, k, res.info))
     result = BenchResult(runs, lrs, search, aggregate(runs, cfg.strategies), paired_comparisons(correct, cfg))
     write_bench(result, cfg, out, [t.name for t in first], time.perf_counter() - t0)

@@ -29,7 +29,7 @@ from safetensors.torch import save as save_tensors
 from ..errors import UserError
 from ..fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
 from ..tasks.files import user_path
-from .config import RunConfig
+from .config import RUNTIME_ONLY, RunConfig
 
 STATE_FILE = "checkpoint.json"
 FORMAT = 1
@@ -216,7 +216,8 @@ def resume(out: Path, cfg: Any, tasks: list[str], host: Any, strategy: Any,
     if doc["tasks"] != tasks:
         raise UserError(f"the checkpoint in {out} is for tasks {doc['tasks']}, not {tasks}")
     now = json.loads(json.dumps(cfg.to_dict(), default=str))
-    diffs = sorted(k for k in set(now) | set(doc["config"]) if now.get(k) != doc["config"].get(k))
+    diffs = sorted(k for k in set(now) | set(doc["config"])
+                   if k not in RUNTIME_ONLY and now.get(k) != doc["config"].get(k))
     if diffs:
         raise UserError(f"the checkpoint in {out} was made with other settings ({', '.join(diffs)}); "
                         f"resume it with `alearn run --resume {out}` alone")

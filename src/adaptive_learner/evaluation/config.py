@@ -6,6 +6,8 @@ Its own module so that the harness and the checkpoint both read it and neither i
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+
+RUNTIME_ONLY = ("device",)  # settings that do not change what a run is (see RunConfig.device)
 from typing import Any
 
 from ..adapters import LoraSettings
@@ -27,6 +29,9 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     options: dict[str, Any] = field(default_factory=dict)
+    # where it runs (auto: a CUDA GPU when there is one). Not part of what the run *is*: a finished run is
+    # reused, and an interrupted one resumed, whatever device made it; results.json records the device.
+    device: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -24,7 +24,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..adapters import AdapterHost
-from ..backbone import Backbone, load_backbone
+from ..backbone import Backbone, device_name, load_backbone, resolve_device
 from ..fileio import atomic_write_json, atomic_write_text, read_json
 from ..prompting import Encoded, encode_examples
 from ..scoring import accuracy, score
@@ -66,7 +66,7 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
     """
     t_start = time.perf_counter()
     tasks = tasks if tasks is not None else prepare_tasks(cfg)
-    backbone = backbone or load_backbone(cfg.backbone, seed=cfg.seed)
+    backbone = backbone or load_backbone(cfg.backbone, device=resolve_device(cfg.device), seed=cfg.seed)
     host = AdapterHost(backbone, cfg.lora)
     workdir = Path(out) if out else Path("runs") / f"{cfg.strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -118,6 +118,7 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
                       "total": round(time.perf_counter() - t_start, 1)},
         "n_train": [len(x) for x in train_items], "n_test": [len(x) for x in test_items],
         "world_size": accelerator.num_processes if accelerator is not None else 1,
+        "device": device_name(backbone.device),
         "final_correct": final, **extra,
     }
     result = RunResult([t.name for t in tasks], R, b, metrics, info)

@@ -1,0 +1,74 @@
+"""Where runs train and score: ``--device auto|cpu|cuda[:N]``; a run is the same run whatever device made it."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from adaptive_learner.backbone import device_name, resolve_device
+from adaptive_learner.errors import UserError
+from adaptive_learner.evaluation.bench import run_key
+from adaptive_learner.evaluation.harness import RunConfig, prepare_tasks
+
+from test_bench import repeated, tiny_bench, toy_sequence  # noqa: F401  (fixtures)
+from test_cli import alearn
+
+
+def test_auto_takes_a_gpu_when_torch_sees_one(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device("auto") == resolve_device(None) == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert resolve_device("auto") == "cuda"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "1")  # one process per GPU under accelerate launch
+    assert resolve_device("auto") == "cuda:1"
+    assert resolve_device("CPU") == "cpu" and device_name("cpu") == "cpu"
+
+
+@pytest.mark.parametrize("spec", ["banana", "cuda:x", "tpu", ""])
+def test_a_bad_device_is_one_clear_error(spec, monkeypatch):
+    if spec == "":
+        assert resolve_device(spec) in ("cpu", "cuda", "mps")  # empty means auto
+        return
+    with pytest.raises(UserError, match="device"):
+        resolve_device(spec)
+
+
+def test_a_missing_gpu_is_named_not_crashed_on(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserError, match="only 1 CUDA GPU"):
+        resolve_device("cuda:3")
+
+
+def test_cli_device_errors_are_one_line(capsys, toy_sequence, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for args in (["run", toy_sequence, "--backbone", "tiny-random", "--device", "banana", "--out", str(tmp_path / "r")],
+                 ["bench", toy_sequence, "--backbone", "tiny-random", "--device", "cuda", "--out", str(tmp_path / "b")],
+                 ["predict", "hello", "--library", str(tmp_path / "lib"), "--device", "cuda:0"]):
+        code, out, err = alearn(capsys, *args)
+        assert code == 2 and "device" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_device_is_recorded_but_is_not_part_of_a_runs_identity(repeated, toy_sequence):  # noqa: F811
+    cfg, res, out = repeated
+    rc = RunConfig(sequence=toy_sequence, strategy="naive", backbone="tiny-random", max_train=24, max_test=6)
+    tasks = prepare_tasks(rc)
+    assert run_key(replace(rc, device="cuda:1"), tasks) == run_key(rc, tasks)
+    doc = json.loads((out / "seed0-order0" / "naive" / "results.json").read_text())
+    assert doc["device"] == "cpu" and doc["config"]["device"] == "auto"
+    # the same bench asked to run on the CPU explicitly reuses every finished run
+    f = out / "seed1-order1" / "naive" / "results.json"
+    before = f.stat().st_mtime_ns
+    from adaptive_learner.evaluation.bench import run_bench
+    again = run_bench(replace(cfg, device="cpu"), out)
+    assert f.stat().st_mtime_ns == before
+    assert [r["metrics"] for r in again.runs] == [r["metrics"] for r in res.runs]
+    assert {r["device"] for r in again.runs} == {"cpu"}
