@@ -36,17 +36,6 @@ def tally():
             fh.write(json.dumps({"bad_inputs": TRIED}) + "\n")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny-model work runs fastest on one thread (two contend badly on a busy 2-core machine)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(autouse=True)
 def no_downloads(monkeypatch):
     """A catalog name in generated input must fail fast, never try the network."""

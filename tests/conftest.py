@@ -48,7 +48,43 @@ def fast_train():
     return TrainConfig(steps=30, batch_size=8, lr=1e-2, max_length=64, seed=0, early_stop=False)
 
 
+@pytest.fixture(scope="session")
+def pair_task():
+    from adaptive_learner.tasks import load_file_task
+
+    return load_file_task(FIXTURES / "toy_pairs.jsonl", "pairs", "Do the two phrases mean the same?",
+                          ["first", "second"], "same", family="paraphrase")
+
+
+@pytest.fixture(scope="session")
+def toy_sequence(tmp_path_factory):
+    """A two-task sequence file: the toy sentiment task, then the toy pair task."""
+    p = tmp_path_factory.mktemp("seq") / "toy2.yaml"
+    p.write_text(f"name: toy2\ntasks:\n"
+                 f"  - name: toy\n    data: {FIXTURES / 'toy_sentiment.csv'}\n"
+                 f"    description: Is the review positive or negative?\n    family: sentiment\n"
+                 f"  - name: pairs\n    data: {FIXTURES / 'toy_pairs.jsonl'}\n"
+                 f"    description: Do the two phrases mean the same?\n"
+                 f"    text_columns: [first, second]\n    label_column: same\n")
+    return str(p)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny-model work runs fastest on one thread (two contend badly on a busy 2-core machine); a module
+    uses it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 TOY = str(FIXTURES / "toy_sentiment.csv")
+
+
+def alearn(capsys, *args) -> tuple[int, str, str]:
+    """``run_alearn`` with the signature the CLI tests use (pytest's capsys is not needed: output is captured)."""
+    return run_alearn(*args)
 
 
 def run_alearn(*args) -> tuple[int, str, str]:

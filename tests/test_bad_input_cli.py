@@ -12,7 +12,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_toy_library, run_alearn, tree_digest
-from bad_input_common import SCALE, count, no_downloads, one_thread, tally  # noqa: F401 (fixtures)
+from bad_input_common import SCALE, count, no_downloads, tally  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -15,13 +15,16 @@ import tempfile
 from pathlib import Path
 
 import yaml
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adaptive_learner.errors import UserError
 from adaptive_learner.tasks import load_file_task
 from adaptive_learner.tasks.sequences import parse_sequence
-from bad_input_common import FAST, SCALE, count, no_downloads, one_thread, outcome, tally  # noqa: F401 (fixtures)
+from bad_input_common import FAST, SCALE, count, no_downloads, outcome, tally  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -9,20 +9,8 @@ from adaptive_learner.evaluation.bench import BenchConfig, holdout_tasks, run_be
 from adaptive_learner.evaluation.harness import RunConfig, prepare_tasks
 from adaptive_learner.training import TrainConfig
 
-from conftest import FIXTURES
-from test_cli import alearn
+from conftest import alearn
 
-
-@pytest.fixture(scope="module")
-def toy_sequence(tmp_path_factory):
-    p = tmp_path_factory.mktemp("seq") / "toy2.yaml"
-    p.write_text(f"name: toy2\ntasks:\n"
-                 f"  - name: toy\n    data: {FIXTURES / 'toy_sentiment.csv'}\n"
-                 f"    description: Is the review positive or negative?\n    family: sentiment\n"
-                 f"  - name: pairs\n    data: {FIXTURES / 'toy_pairs.jsonl'}\n"
-                 f"    description: Do the two phrases mean the same?\n"
-                 f"    text_columns: [first, second]\n    label_column: same\n")
-    return str(p)
 
 
 def tiny_bench(sequence, **kw):

@@ -6,14 +6,11 @@ from pathlib import Path
 import pytest
 
 
-from conftest import FIXTURES, make_toy_library, run_alearn, tree_digest
+from conftest import FIXTURES, alearn, make_toy_library, tree_digest
 
 TOY = str(FIXTURES / "toy_sentiment.csv")
 LEARN = ["learn", "--backbone", "tiny-random", "--steps", "3", "--max-length", "64", "--batch-size", "4"]
 
-
-def alearn(capsys, *args):
-    return run_alearn(*args)
 
 
 @pytest.fixture(scope="module")

@@ -18,15 +18,7 @@ import pytest
 HERE = Path(__file__).parent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny-model work runs fastest on one thread (two contend badly on a busy 2-core machine)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_sigkill_at_random_moments_leaves_before_or_after_state(tmp_path):

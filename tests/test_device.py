@@ -11,8 +11,8 @@ from adaptive_learner.errors import UserError
 from adaptive_learner.evaluation.bench import run_key
 from adaptive_learner.evaluation.harness import RunConfig, prepare_tasks
 
-from test_bench import repeated, tiny_bench, toy_sequence  # noqa: F401  (fixtures)
-from test_cli import alearn
+from conftest import alearn
+from test_bench import repeated  # noqa: F401,F811  (a fixture)
 
 
 def test_auto_takes_a_gpu_when_torch_sees_one(monkeypatch):
@@ -47,7 +47,7 @@ def test_a_missing_gpu_is_named_not_crashed_on(monkeypatch):
         resolve_device("cuda:3")
 
 
-def test_cli_device_errors_are_one_line(capsys, toy_sequence, tmp_path, monkeypatch):  # noqa: F811
+def test_cli_device_errors_are_one_line(capsys, toy_sequence, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for args in (["run", toy_sequence, "--backbone", "tiny-random", "--device", "banana", "--out", str(tmp_path / "r")],
                  ["bench", toy_sequence, "--backbone", "tiny-random", "--device", "cuda", "--out", str(tmp_path / "b")],
@@ -57,7 +57,7 @@ def test_cli_device_errors_are_one_line(capsys, toy_sequence, tmp_path, monkeypa
     assert not (tmp_path / "r").exists() and not (tmp_path / "b").exists()
 
 
-def test_the_device_is_recorded_but_is_not_part_of_a_runs_identity(repeated, toy_sequence):  # noqa: F811
+def test_the_device_is_recorded_but_is_not_part_of_a_runs_identity(repeated, toy_sequence):
     cfg, res, out = repeated
     rc = RunConfig(sequence=toy_sequence, strategy="naive", backbone="tiny-random", max_train=24, max_test=6)
     tasks = prepare_tasks(rc)

@@ -17,23 +17,12 @@ import pytest
 from adaptive_learner import fileio
 from adaptive_learner.adapters import AdapterHost
 
-from conftest import TOY, make_toy_library, run_alearn, tree_digest
+from conftest import TOY, alearn, make_toy_library, tree_digest
 TRAIN = ["--steps", "1", "--max-length", "48", "--batch-size", "4", "--max-train", "8"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny-model work runs fastest on one thread (two contend badly on a busy 2-core machine)."""
-    import torch
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def alearn(capsys, *args):
-    return run_alearn(*args)
 
 
 digest = tree_digest

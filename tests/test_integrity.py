@@ -24,15 +24,7 @@ FILES = ["adapters/lora-toy/adapter_model.safetensors", "adapters/lora-toy/adapt
          "data/lora-toy/ewc.safetensors", "data/lora-toy/replay.json"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny-model work runs fastest on one thread (two contend badly on a busy 2-core machine)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _flip(p: Path) -> None:

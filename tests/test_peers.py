@@ -17,7 +17,7 @@ from adaptive_learner.tasks import load_file_task
 from adaptive_learner.training import TrainConfig
 
 from conftest import FIXTURES
-from test_strategies import small_run, toy_sequence  # noqa: F401,F811  (a fixture)
+from test_strategies import small_run
 
 TRAIN = TrainConfig(steps=8, batch_size=4, lr=1e-2, max_length=64, early_stop=False)
 
@@ -236,7 +236,7 @@ def test_per_task_warm_starts_each_new_adapter_as_the_routers_nearest_and_never_
 def test_a_peft_without_the_method_is_a_one_line_error(strategy, missing, monkeypatch, capsys, toy_sequence):
     import peft
 
-    from test_cli import alearn
+    from conftest import alearn
 
     monkeypatch.delattr(peft, missing)
     for args in (["bench", toy_sequence, "--strategies", f"naive,{strategy}"],

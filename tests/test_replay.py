@@ -11,19 +11,12 @@ from adaptive_learner.backbone import load_backbone
 from adaptive_learner.errors import LibraryError, UserError
 from adaptive_learner.prompting import encode_examples
 from adaptive_learner.scoring import score
-from adaptive_learner.tasks import load_file_task
 from adaptive_learner.tasks.spec import Example
 from adaptive_learner.training import TrainConfig, train_adapter
 from adaptive_learner.training.generative import cut_field, generate_examples, template_parts
 from adaptive_learner.training.replay import Replay, ReplayBuffer, ReplayConfig
 
-from conftest import FIXTURES
 
-
-@pytest.fixture(scope="module")
-def pair_task():
-    return load_file_task(FIXTURES / "toy_pairs.jsonl", "pairs", "Do the two phrases mean the same?",
-                          ["first", "second"], "same", family="paraphrase")
 
 
 def stream(buf, toy_task, pair_task):

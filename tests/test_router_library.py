@@ -10,10 +10,8 @@ import pytest
 from adaptive_learner.learner import Learner
 from adaptive_learner.library import AdapterLibrary
 from adaptive_learner.router.store import load_profiles, profile_files
-from adaptive_learner.tasks import load_file_task
 from adaptive_learner.training import TrainConfig
 
-from conftest import FIXTURES
 
 TRAIN = TrainConfig(steps=2, batch_size=4, lr=1e-2, max_length=64, seed=0, early_stop=False)
 
@@ -25,11 +23,6 @@ def digest(path: Path) -> str:
         h.update(f.read_bytes())
     return h.hexdigest()
 
-
-@pytest.fixture(scope="module")
-def pair_task():
-    return load_file_task(FIXTURES / "toy_pairs.jsonl", "pairs", "Do the two phrases mean the same?",
-                          ["first", "second"], "same", family="paraphrase")
 
 
 @pytest.fixture(scope="module")

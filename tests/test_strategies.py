@@ -12,29 +12,11 @@ from adaptive_learner.prompting import encode_examples
 from adaptive_learner.scoring import score
 from adaptive_learner.strategies import Context, make
 from adaptive_learner.strategies.o_lora import Orthogonality, overlap
-from adaptive_learner.tasks import load_file_task
 from adaptive_learner.training import TrainConfig, train_adapter
 from adaptive_learner.training.forgetting import ForgettingOptions
 
-from conftest import FIXTURES
 
 
-@pytest.fixture(scope="module")
-def pair_task():
-    return load_file_task(FIXTURES / "toy_pairs.jsonl", "pairs", "Do the two phrases mean the same?",
-                          ["first", "second"], "same", family="paraphrase")
-
-
-@pytest.fixture(scope="module")
-def toy_sequence(tmp_path_factory):
-    p = tmp_path_factory.mktemp("seq") / "toy2.yaml"
-    p.write_text(f"name: toy2\ntasks:\n"
-                 f"  - name: toy\n    data: {FIXTURES / 'toy_sentiment.csv'}\n"
-                 f"    description: Is the review positive or negative?\n    family: sentiment\n"
-                 f"  - name: pairs\n    data: {FIXTURES / 'toy_pairs.jsonl'}\n"
-                 f"    description: Do the two phrases mean the same?\n"
-                 f"    text_columns: [first, second]\n    label_column: same\n")
-    return str(p)
 
 
 def small_run(sequence, strategy, out, **options):
