@@ -72,3 +72,22 @@ def test_the_device_is_recorded_but_is_not_part_of_a_runs_identity(repeated, toy
     assert f.stat().st_mtime_ns == before
     assert [r["metrics"] for r in again.runs] == [r["metrics"] for r in res.runs]
     assert {r["device"] for r in again.runs} == {"cpu"}
+
+
+def test_bench_runs_on_ray_ask_for_a_share_of_the_gpus():
+    from adaptive_learner.ray_engine import MAX_RUNS_PER_GPU, gpu_share
+
+    assert gpu_share("cpu", 2, 8) == 0.0 and gpu_share("auto", 2, 0) == 0.0  # CPU runs, or no GPU: none
+    assert gpu_share("cuda", 2, 1) == 0.5 and gpu_share("auto", 8, 8) == 1.0 and gpu_share("cuda", 1, 4) == 1.0
+    assert gpu_share("cuda", 16, 1) == 1.0 / MAX_RUNS_PER_GPU  # never more than a few runs time-slicing one GPU
+
+
+def test_a_numbered_gpu_with_ray_workers_is_one_line(capsys, toy_sequence, tmp_path):
+    pytest.importorskip("ray")
+    code, out, err = alearn(capsys, "bench", toy_sequence, "--backbone", "tiny-random", "--workers", "2",
+                            "--device", "cuda:1", "--out", str(tmp_path / "b"))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "device" in err  # no GPU here: the device check speaks first; with one, the pool's own check:
+    from adaptive_learner.ray_engine import RunPool
+    with pytest.raises(UserError, match="Ray gives each run its GPU"):
+        RunPool(2, None, "cuda:1")

@@ -128,6 +128,21 @@ def _first_line(exc: BaseException) -> str:
     return (lines[0] if lines else type(exc).__name__)[:300]
 
 
+# more runs than this on one GPU time-slice it badly: 15 small-model runs on one H200 each took
+# 1.7-1.9 s a step (BENCHMARKS.md, "The same bench on a GPU")
+MAX_RUNS_PER_GPU = 4
+
+
+def gpu_share(device: str, workers: int, gpus: float) -> float:
+    """The GPUs each bench run asks Ray for. Ray hides every GPU from a task that asks for none
+    (``CUDA_VISIBLE_DEVICES`` empty), so runs meant for a GPU must ask: the cluster's GPUs shared by
+    the ``workers`` runs at once, at most ``MAX_RUNS_PER_GPU`` on one GPU, at most one GPU each.
+    0 on the CPU (``device`` cpu) or where the cluster has no GPU."""
+    if device.strip().lower() == "cpu" or gpus <= 0:
+        return 0.0
+    return min(1.0, max(gpus / max(1, workers), 1.0 / MAX_RUNS_PER_GPU))
+
+
 def check_workers(workers: int) -> None:
     if workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
@@ -155,12 +170,16 @@ def _in_worker(fn: Callable[..., Any], args: tuple, workers: int, cwd: str, log:
 
 
 class RunPool:
-    """Calls of one module-level function as Ray tasks (one CPU each, at most ``workers`` at once),
-    their results in the order given. Ray starts (or the cluster is joined) on the first call that
+    """Calls of one module-level function as Ray tasks (one CPU each, at most ``workers`` at once; with a
+    GPU ``device``, a share of the cluster's GPUs each: ``gpu_share``), their results in the order given. Ray starts (or the cluster is joined) on the first call that
     has work, and ends with ``close()`` when it was this pool that started it."""
 
-    def __init__(self, workers: int, address: str | None = None) -> None:
+    def __init__(self, workers: int, address: str | None = None, device: str = "cpu") -> None:
         check_workers(workers)
+        if device.strip().lower().startswith("cuda:"):
+            raise UserError(f"--device {device} with --workers / --ray-address: Ray gives each run its GPU; "
+                            f"give --device cuda (or auto)")
+        self.device = device
         _ray("--workers / --ray-address")  # not installed: one line before any run starts
         if address is not None:
             check_address(address)
@@ -184,8 +203,9 @@ class RunPool:
 
         labels = list(labels) if labels is not None else [str(i) for i in range(len(calls))]
         logs = list(logs) if logs is not None else [None] * len(calls)
+        share = gpu_share(self.device, self.workers, float(ray.cluster_resources().get("GPU", 0)))
         task = ray.remote(num_cpus=1, max_retries=0)(_in_worker).options(
-            runtime_env={"env_vars": forwarded_env(threads_per_worker(self.workers))})
+            num_gpus=share, runtime_env={"env_vars": forwarded_env(threads_per_worker(self.workers))})
         cwd = os.getcwd()
         results: dict[int, Any] = {}
         failure: BaseException | None = None

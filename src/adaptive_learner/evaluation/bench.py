@@ -256,7 +256,7 @@ def run_bench(cfg: BenchConfig, out: Path, workers: int = 1, ray_address: str | 
     if workers != 1 or ray_address is not None:
         from ..ray_engine import RunPool
 
-        pool = RunPool(workers, ray_address)
+        pool = RunPool(workers, ray_address, cfg.device)
     try:
         return _run_bench(cfg, Path(out), pool)
     finally:
