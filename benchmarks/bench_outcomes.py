@@ -59,7 +59,7 @@ def main() -> None:
     print("| run | task | reused | confidence | B reused / own adapter | earlier tasks lost (points) | reuse right? |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        drops = ", ".join(f"{k} {v:+.3f}" for k, v in r["earlier_drop"].items())
+        drops = ", ".join(f"{k} {100 * v:+.1f}" for k, v in r["earlier_drop"].items())
         print(f"| {r['run']} | {r['task']} | {r['adapter']} | {r['confidence']:.2f} | {r['reused_acc']:.3f} / "
               f"{r['own_adapter_acc']:.3f} | {drops} | {'yes' if r['right'] else '**no**'} |")
     print(f"\nreuse right by outcome: {right} of {len(rows)} (tolerance {a.tolerance})")
