@@ -19,6 +19,7 @@ reuse) agrees with the outcome, and the router's accuracy against each.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import time
 from dataclasses import replace
@@ -76,6 +77,11 @@ def main() -> None:
         lib_a, acc_a, _ = alone(A)
         _, acc_b_new, secs_new = alone(B)
         path = work / f"reuse-{A}-{B}"
+        done = path / "outcome.json"
+        if done.is_file():  # a finished pair is kept with its row (the libraries above are kept too)
+            rows.append(json.loads(done.read_text()))
+            print(rows[-1], flush=True)
+            continue
         shutil.rmtree(path, ignore_errors=True)
         shutil.copytree(lib_a, path)
         lrn = learner(path)
@@ -92,6 +98,7 @@ def main() -> None:
                      "A_before": acc_a, "A_after_reuse": acc_a_after, "B_new": acc_b_new, "B_reuse": acc_b_reuse,
                      "reuse_right": bool(right), "seconds_new": secs_new, "seconds_reuse": round(secs_reuse, 1),
                      "n_test": [len(task(A).test), len(task(B).test)]})
+        done.write_text(json.dumps(rows[-1]))
         print(rows[-1], flush=True)
         save(a.out, {"machine": machine(), "args": vars(a), "rows": rows, "complete": False})
     n = len(rows)
