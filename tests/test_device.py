@@ -17,7 +17,7 @@ from test_bench import repeated  # noqa: F401,F811  (a fixture)
 
 def test_auto_takes_a_gpu_when_torch_sees_one(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)  # MPS only when named
     assert resolve_device("auto") == resolve_device(None) == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
@@ -31,7 +31,7 @@ def test_auto_takes_a_gpu_when_torch_sees_one(monkeypatch):
 @pytest.mark.parametrize("spec", ["banana", "cuda:x", "tpu", ""])
 def test_a_bad_device_is_one_clear_error(spec, monkeypatch):
     if spec == "":
-        assert resolve_device(spec) in ("cpu", "cuda", "mps")  # empty means auto
+        assert resolve_device(spec) in ("cpu", "cuda")  # empty means auto
         return
     with pytest.raises(UserError, match="device"):
         resolve_device(spec)

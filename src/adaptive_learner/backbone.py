@@ -105,14 +105,13 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | None = None, dtype
 
 def resolve_device(spec: str | None = "auto") -> str:
     """The torch device to run on: ``auto`` is a CUDA GPU when there is one (the process's own under
-    ``accelerate launch``, by ``LOCAL_RANK``), then Apple's MPS, else the CPU; anything else must name a device torch knows and this machine has (``cpu``, ``cuda``, ``cuda:1``)."""
+    ``accelerate launch``, by ``LOCAL_RANK``), else the CPU (Apple's ``mps`` when named); anything else must name a device torch knows and this machine has (``cpu``, ``cuda``, ``cuda:1``)."""
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
         if torch.cuda.is_available():
             rank = os.environ.get("LOCAL_RANK")  # under `accelerate launch`/torchrun: this process's own GPU
             return f"cuda:{int(rank) % torch.cuda.device_count()}" if rank and rank.isdigit() else "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        return "mps" if mps is not None and mps.is_available() else "cpu"
+        return "cpu"  # Apple's MPS only when asked for: not measured here
     try:
         dev = torch.device(spec)
     except (RuntimeError, ValueError):
