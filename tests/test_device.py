@@ -72,6 +72,7 @@ def test_the_device_is_recorded_but_is_not_part_of_a_runs_identity(repeated, toy
     assert f.stat().st_mtime_ns == before
     assert [r["metrics"] for r in again.runs] == [r["metrics"] for r in res.runs]
     assert {r["device"] for r in again.runs} == {"cpu"}
+    assert "Runs made on: cpu (12)." in (out / "bench.md").read_text()
 
 
 def test_bench_runs_on_ray_ask_for_a_share_of_the_gpus():

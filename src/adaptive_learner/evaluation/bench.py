@@ -368,7 +368,7 @@ def bench_markdown(res: BenchResult, cfg: BenchConfig, orders: list[list[int]], 
              f"{cfg.orders} task order(s): " + "; ".join(" -> ".join(task_names[i] for i in o) for o in orders)
              + "." + (f" Options: {cfg.options}." if cfg.options else ""), "",
              ("Mean ± sample std over " + f"{len(cfg.seeds) * cfg.orders} runs (seeds x orders)." if many
-              else "One run per strategy."), "",
+              else "One run per strategy.") + _devices_line(res.runs), "",
              f"| strategy | lr | AvgAcc | AvgAcc - {cfg.reference} [95% CI] | BWT | FWT | Forgetting | "
              "trainable params | adapters | wall s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -398,6 +398,16 @@ def bench_markdown(res: BenchResult, cfg: BenchConfig, orders: list[list[int]], 
             lines.append(f"| {name} | " + " | ".join("" if v is None or np.isnan(v) else f"{v:.3f}" for v in row)
                          + " |")
     return "\n".join(lines) + "\n"
+
+
+def _devices_line(runs: list[dict[str, Any]]) -> str:
+    """Where the runs were made, when that was recorded (a bench may gather runs made on several devices)."""
+    from collections import Counter
+
+    made = Counter(r.get("device") for r in runs if r.get("device"))
+    if not made:
+        return ""
+    return " Runs made on: " + ", ".join(f"{d} ({n})" for d, n in sorted(made.items())) + "."
 
 
 def _fmt_diff(d: dict[str, Any] | None) -> str:
