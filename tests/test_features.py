@@ -148,3 +148,32 @@ def test_minilm_embeds_paraphrases_closer_than_other_tasks():
     a, b, c = enc.encode(["Is this movie review positive or negative?", "Does the film critic like the movie?",
                           "Which topic is this news article about?"])
     assert a @ b > a @ c + 0.2
+
+
+def test_pair_structure_measures_how_the_two_fields_relate(pair_task, toy_task):
+    enc = F.HashingEncoder()
+    rows = pair_task.train[:8]
+    st = F.pair_structure(enc, pair_task.spec, rows)
+    assert st.shape == (8, 2)
+    for r, (ratio, cos) in zip(rows, st):
+        a, b = r.fields["first"], r.fields["second"]
+        assert ratio == pytest.approx(np.log((len(b.split()) + 1) / (len(a.split()) + 1)), abs=1e-6)
+        if a == b:
+            assert cos == pytest.approx(1.0, abs=1e-5)
+    assert F.pair_structure(enc, toy_task.spec, toy_task.train[:4]) is None  # one field: nothing to relate
+
+
+def test_pair_tasks_carry_their_structure_through_storage_and_into_evidence(fresh_backbone, pair_task, toy_task):
+    from adaptive_learner.router.evidence import pair_evidence
+
+    ext = F.FeatureExtractor(AdapterHost(fresh_backbone))
+    pair = ext.task_features(pair_task.spec, pair_task.train[:6])
+    single = ext.task_features(toy_task.spec, toy_task.train[:6])
+    assert pair.structure.shape == (6, 2) and single.structure is None
+    back = F.TaskFeatures.from_stored(pair.meta(), pair.tensors())
+    assert np.allclose(back.structure, pair.structure)
+    other = ext.task_features(pair_task.spec, pair_task.train[6:12])
+    ev = pair_evidence(pair, other)
+    gap = np.abs(pair.structure.mean(0) - other.structure.mean(0))
+    assert ev["len_ratio_gap"] == pytest.approx(gap[0]) and ev["pair_cos_gap"] == pytest.approx(gap[1])
+    assert "len_ratio_gap" not in pair_evidence(pair, single)  # only between two pair tasks

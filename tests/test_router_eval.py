@@ -165,3 +165,26 @@ def test_router_eval_bad_options_are_one_line(tmp_path, capsys):
             sys.argv = old
         err = capsys.readouterr().err
         assert exc.value.code == 2 and msg in err and len(err.strip().splitlines()) == 1
+
+
+def test_structure_arrays_round_trip_and_reach_the_evidence(tmp_path):
+    rng = np.random.RandomState(3)
+    bank = synthetic_bank(1)
+    for b in bank.values():  # pair tasks: paraphrase pairs alike in length, QA a passage and a short question
+        if b.profile.n_fields == 2:
+            centre = [0.0, 0.8] if b.family == "para" else [-2.0, 0.6]
+            b.profile.structure = (np.array(centre) + 0.1 * rng.randn(len(b.profile.examples), 2)).astype(np.float32)
+            b.pool_structure = (np.array(centre) + 0.1 * rng.randn(len(b.pool), 2)).astype(np.float32)
+    save_bank(bank, tmp_path / "bank", {"backbone": "synthetic"})
+    back, _ = load_bank(tmp_path / "bank")
+    assert np.allclose(back["p1"].pool_structure, bank["p1"].pool_structure)
+    assert np.allclose(back["p1"].profile.structure, bank["p1"].profile.structure) and back["s1"].pool_structure is None
+    req = back["p2"].request(np.arange(8), 0)
+    assert req.structure.shape == (8, 2)
+    from adaptive_learner.router.evidence import pair_evidence
+    same, other = pair_evidence(req, back["p1"].profile), pair_evidence(req, back["q"].profile)
+    assert same["len_ratio_gap"] < 0.5 < other["len_ratio_gap"]
+    cfg = E.GauntletConfig(library_sizes=[2, 4], draws=2, k=8, permutations=50,
+                           signals=["description", "examples", "labels", "structure"])
+    outcomes, _ = E.run_gauntlet(back, cfg)
+    assert outcomes and all(o.action in ("reuse", "new") for o in outcomes)

@@ -90,6 +90,7 @@ class TaskFeatures:
     verbalizers: list[str] = field(default_factory=list)  # the answer space (two tasks may share it)
     inputs: np.ndarray | None = None  # (n, e) sentence embeddings of the same examples' input texts (open set)
     label_vecs: np.ndarray | None = None  # (n_labels, e) sentence embedding of each label name
+    structure: np.ndarray | None = None  # (n, 2) pair tasks: per example, how its two fields relate (pair_structure)
 
     @property
     def n_examples(self) -> int:
@@ -98,7 +99,7 @@ class TaskFeatures:
     def tensors(self) -> dict[str, torch.Tensor]:
         """The arrays, for a safetensors file."""
         out = {}
-        for key in ("examples", "description", "labels", "gradient", "inputs", "label_vecs"):
+        for key in ("examples", "description", "labels", "gradient", "inputs", "label_vecs", "structure"):
             v = getattr(self, key)
             if v is not None:
                 out[key] = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
@@ -114,13 +115,30 @@ class TaskFeatures:
         get = lambda k: tensors[k].numpy().astype(np.float32) if k in tensors else None  # noqa: E731
         return cls(meta["task"], get("examples"), get("description"), get("labels"), get("gradient"),
                    int(meta["n_labels"]), int(meta["n_fields"]), list(meta.get("label_names", [])),
-                   list(meta.get("verbalizers", [])), get("inputs"), get("label_vecs"))
+                   list(meta.get("verbalizers", [])), get("inputs"), get("label_vecs"), get("structure"))
 
 
 # ---------------------------------------------------------------------------------------------- text
 def input_text(fields: dict[str, str], spec: TaskSpec) -> str:
     """The raw input of one example as a user would type it: the fields joined by `` ||| ``."""
     return PAIR_JOIN.join(str(fields[f]) for f in spec.input_fields)
+
+
+def pair_structure(encoder: Any, spec: TaskSpec, examples: Sequence[Example]) -> np.ndarray | None:
+    """How the first two fields of each example relate, whatever they are about: (n, 2) rows of the log
+    ratio of their lengths in words (second over first) and the cosine of their sentence embeddings.
+    Paraphrase pairs two sentences of one kind; entailment and QA a long text and a short one
+    (``benchmarks/pair_structure.py``). None for a task of one field."""
+    if len(spec.input_fields) < 2 or not examples:
+        return None
+    f0, f1 = spec.input_fields[:2]
+    first = [str(e.fields[f0]) for e in examples]
+    second = [str(e.fields[f1]) for e in examples]
+    u, v = encoder.encode(first), encoder.encode(second)
+    u = u / np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
+    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    ratio = np.log([(len(b.split()) + 1) / (len(a.split()) + 1) for a, b in zip(first, second)])
+    return np.stack([ratio, (u * v).sum(1)], axis=1).astype(np.float32)
 
 
 def label_phrase(name: str) -> str:
@@ -383,11 +401,12 @@ class FeatureExtractor:
     def task_features(self, spec: TaskSpec, examples: Sequence[Example], max_length: int = 256) -> TaskFeatures:
         """Every switched-on signal of a task, from its spec and the given labelled examples."""
         cfg = self.config
-        feats = inputs = None
+        feats = inputs = structure = None
         if cfg.examples and examples:
             texts = [input_text(e.fields, spec) for e in examples]
             feats = self.input_features(texts)
             inputs = self.encoder.encode(texts)
+            structure = pair_structure(self.encoder, spec, examples)
         desc = self.encoder.encode([spec.description.strip()])[0] if cfg.description else None
         labels = label_vecs = None
         if cfg.labels:
@@ -397,4 +416,4 @@ class FeatureExtractor:
         if cfg.gradient and examples:
             grad = gradient_sketch(self.host, spec, list(examples)[: cfg.k], cfg.gradient_dim, cfg.seed, max_length)
         return TaskFeatures(spec.name, feats, desc, labels, grad, len(spec.label_names), len(spec.input_fields),
-                            list(spec.label_names), list(spec.verbalizers), inputs, label_vecs)
+                            list(spec.label_names), list(spec.verbalizers), inputs, label_vecs, structure)

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from ..features import FeatureExtractor, TaskFeatures, input_text
+from ..features import FeatureExtractor, TaskFeatures, input_text, pair_structure
 from ..fileio import atomic_write_bytes, atomic_write_json
 from ..tasks.spec import TaskData, stratified_take
 
@@ -63,15 +63,17 @@ class TaskBank:
     descriptions: np.ndarray  # (1 + rewordings, e): the original first
     test_texts: list[str] = field(default_factory=list)
     pool_inputs: np.ndarray | None = None  # (m, e) sentence embeddings of the pool's inputs (content signal)
+    pool_structure: np.ndarray | None = None  # (m, 2) pair tasks: how each pool example's fields relate
 
     def request(self, rows: np.ndarray, variant: int) -> TaskFeatures:
         """The features a new-task request brings: some pool examples and one description variant."""
         p = self.profile
         ex = self.pool[rows] if len(rows) else None
         inputs = self.pool_inputs[rows] if self.pool_inputs is not None and len(rows) else None
+        structure = self.pool_structure[rows] if self.pool_structure is not None and len(rows) else None
         desc = self.descriptions[variant] if p.description is not None else None
         return TaskFeatures(self.task, ex, desc, p.labels, None, p.n_labels, p.n_fields, list(p.label_names),
-                            list(p.verbalizers), inputs, p.label_vecs)
+                            list(p.verbalizers), inputs, p.label_vecs, structure)
 
 
 def build_bank(extractor: FeatureExtractor, tasks: Sequence[TaskData], profile_n: int = 128, pool_n: int = 64,
@@ -85,13 +87,33 @@ def build_bank(extractor: FeatureExtractor, tasks: Sequence[TaskData], profile_n
         pool_texts = [input_text(e.fields, t.spec) for e in rows[n_prof:]]
         pool = extractor.input_features(pool_texts)
         pool_inputs = extractor.encoder.encode(pool_texts) if profile.inputs is not None else None
+        pool_structure = pair_structure(extractor.encoder, t.spec, rows[n_prof:])
         test_rows = stratified_take(t.test, test_n, seed + 2)
         texts = [input_text(e.fields, t.spec) for e in test_rows]
         test = extractor.input_features(texts)
         variants = [t.spec.description] + REWORDINGS.get(t.name, [])
         descs = extractor.encoder.encode(variants)
-        out[t.name] = TaskBank(t.name, t.spec.family, profile, pool, test, descs, texts, pool_inputs)
+        out[t.name] = TaskBank(t.name, t.spec.family, profile, pool, test, descs, texts, pool_inputs, pool_structure)
     return out
+
+
+def add_structure(bank: dict[str, TaskBank], tasks: Sequence[TaskData], encoder: Any, profile_n: int = 128,
+                  pool_n: int = 64, seed: int = 0) -> bool:
+    """Give a bank built before the ``structure`` signal its arrays, from the same examples ``build_bank``
+    took (the sentence encoder only, no backbone). True when anything was added."""
+    added = False
+    for t in tasks:
+        b = bank.get(t.name)
+        if b is None or b.profile.structure is not None or len(t.spec.input_fields) < 2:
+            continue
+        rows = stratified_take(t.train, profile_n + pool_n, seed + 1)
+        n_prof = min(profile_n, len(rows) // 2)
+        if n_prof != b.profile.n_examples or len(rows) - n_prof != len(b.pool):
+            raise ValueError(f"{t.name}: the bank was built from other examples; build it again")
+        b.profile.structure = pair_structure(encoder, t.spec, rows[:n_prof])
+        b.pool_structure = pair_structure(encoder, t.spec, rows[n_prof:])
+        added = True
+    return added
 
 
 def save_bank(bank: dict[str, TaskBank], path: Path, meta: dict[str, Any]) -> None:
@@ -109,6 +131,8 @@ def save_bank(bank: dict[str, TaskBank], path: Path, meta: dict[str, Any]) -> No
         tensors[f"{name}/descriptions"] = as_t(b.descriptions)
         if b.pool_inputs is not None:
             tensors[f"{name}/pool_inputs"] = as_t(b.pool_inputs)
+        if b.pool_structure is not None:
+            tensors[f"{name}/pool_structure"] = as_t(b.pool_structure)
         info["tasks"][name] = {"family": b.family, "profile": b.profile.meta(), "test_texts": b.test_texts}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path.with_suffix(".safetensors"), safetensors_bytes(tensors))
@@ -125,5 +149,6 @@ def load_bank(path: Path) -> tuple[dict[str, TaskBank], dict[str, Any]]:
         bank[name] = TaskBank(name, t["family"], TaskFeatures.from_stored(t["profile"], prof),
                               tensors[f"{name}/pool"].numpy(), tensors[f"{name}/test"].numpy(),
                               tensors[f"{name}/descriptions"].numpy(), list(t.get("test_texts", [])),
-                              tensors[f"{name}/pool_inputs"].numpy() if f"{name}/pool_inputs" in tensors else None)
+                              tensors[f"{name}/pool_inputs"].numpy() if f"{name}/pool_inputs" in tensors else None,
+                              tensors[f"{name}/pool_structure"].numpy() if f"{name}/pool_structure" in tensors else None)
     return bank, info["meta"]

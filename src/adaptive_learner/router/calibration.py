@@ -32,6 +32,7 @@ SIGNALS: dict[str, list[str]] = {
     "label_names": ["label_match"],
     "gradient": ["grad_cos"],
     "trial": ["trial_gain", "trial_acc_gain"],
+    "structure": ["len_ratio_gap", "pair_cos_gap"],  # pair tasks only: how the two fields relate
 }
 DEFAULT_COMBINER = Path(__file__).with_name("default_combiner.json")
 

@@ -131,6 +131,10 @@ def label_match(a: np.ndarray, b: np.ndarray) -> float:
     return float(0.5 * (s.max(axis=1).mean() + s.max(axis=0).mean()))
 
 
+def _has_rows(x: np.ndarray | None) -> bool:
+    return x is not None and len(x) > 0
+
+
 def pair_evidence(probe: TaskFeatures, cand: TaskFeatures) -> dict[str, float]:
     """The embedding and format signals of one (new task, stored task) pair; absent ones are left out."""
     ev: dict[str, float] = {}
@@ -144,6 +148,9 @@ def pair_evidence(probe: TaskFeatures, cand: TaskFeatures) -> dict[str, float]:
             ev[key] = c
     if probe.label_vecs is not None and cand.label_vecs is not None and len(probe.label_vecs) and len(cand.label_vecs):
         ev["label_match"] = label_match(probe.label_vecs, cand.label_vecs)
+    if _has_rows(probe.structure) and _has_rows(cand.structure):  # two pair tasks: do their fields relate alike?
+        a, b = probe.structure.mean(axis=0), cand.structure.mean(axis=0)
+        ev["len_ratio_gap"], ev["pair_cos_gap"] = float(abs(a[0] - b[0])), float(abs(a[1] - b[1]))
     if probe.labels is not None and cand.labels is not None:
         ev["same_n_labels"] = float(probe.n_labels == cand.n_labels)
         ev["same_fields"] = float(probe.n_fields == cand.n_fields)
