@@ -188,3 +188,9 @@ def test_structure_arrays_round_trip_and_reach_the_evidence(tmp_path):
                            signals=["description", "examples", "labels", "structure"])
     outcomes, _ = E.run_gauntlet(back, cfg)
     assert outcomes and all(o.action in ("reuse", "new") for o in outcomes)
+    # a signal only pair tasks have must leave the other decisions as they were (heads without it exist)
+    plain, _ = E.run_gauntlet(back, E.GauntletConfig(**{**cfg.__dict__, "signals": ["description", "examples",
+                                                                                   "labels"]}))
+    single = lambda outs: [(o.case.probe, o.router, o.action, o.adapter) for o in outs  # noqa: E731
+                           if back[o.case.probe].profile.n_fields == 1 and o.router == "calibrated"]
+    assert single(outcomes) == single(plain) and single(plain)

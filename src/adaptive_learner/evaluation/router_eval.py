@@ -176,7 +176,7 @@ def held_out_tasks(task: str, bank: dict[str, TaskBank], unit: str = "task") -> 
 def fit_fold(held_out: str | Sequence[str], cases: Sequence[Case], evidence: Sequence[list[dict]],
              bank: dict[str, TaskBank], cfg: GauntletConfig) -> Combiner:
     """The combiner for probes of ``held_out`` (a task or tasks): fitted on cases that involve none of them."""
-    from ..router.calibration import present_signals
+    from ..router.calibration import PARTIAL_SIGNALS, present_signals
 
     rows, labels, groups = training_rows(cases, evidence, bank, held_out)
     # every signal the bank has; and without those a request with too few examples lacks
@@ -184,6 +184,8 @@ def fit_fold(held_out: str | Sequence[str], cases: Sequence[Case], evidence: Seq
     mine = [s for s in sorted(cfg.signals) if s in present]
     sets = [tuple(mine), tuple(s for s in mine if s != "examples"),
             tuple(s for s in mine if s not in ("examples", "content"))]
+    # a signal only some pairs of tasks have (structure: two pair tasks) needs heads without it too
+    sets += [tuple(s for s in st if s not in PARTIAL_SIGNALS) for st in sets]
     return fit_combiner(rows, labels, groups, list(dict.fromkeys(s for s in sets if s)), cfg.cost_false_reuse,
                         {"held_out": held_out if isinstance(held_out, str) else list(held_out)})
 

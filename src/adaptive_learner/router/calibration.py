@@ -34,6 +34,8 @@ SIGNALS: dict[str, list[str]] = {
     "trial": ["trial_gain", "trial_acc_gain"],
     "structure": ["len_ratio_gap", "pair_cos_gap"],  # pair tasks only: how the two fields relate
 }
+# signals that only some (new task, stored task) pairs have: a combiner needs heads without them as well
+PARTIAL_SIGNALS = ("structure",)
 DEFAULT_COMBINER = Path(__file__).with_name("default_combiner.json")
 
 
