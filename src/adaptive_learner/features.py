@@ -53,6 +53,8 @@ class FeatureConfig:
     description: bool = field(default=True, metadata={"help": "use the description embedding"})
     labels: bool = field(default=True, metadata={"help": "use the label-set embedding and the input format"})
     gradient: bool = field(default=False, metadata={"help": "use a sketch of the LoRA gradient (one backward pass)"})
+    structure: bool = field(default=False, metadata={
+        "help": "pair tasks: how the two fields relate (off: it made the gauntlet's decisions worse, BENCHMARKS.md)"})
     gradient_dim: int = field(default=256, metadata={"help": "size of the gradient sketch"})
     text_encoder: str = field(default="auto", metadata={
         "help": "minilm, hashing, or auto (hashing for the tiny-random test backbone, which must download nothing)"})
@@ -406,7 +408,7 @@ class FeatureExtractor:
             texts = [input_text(e.fields, spec) for e in examples]
             feats = self.input_features(texts)
             inputs = self.encoder.encode(texts)
-            structure = pair_structure(self.encoder, spec, examples)
+            structure = pair_structure(self.encoder, spec, examples) if cfg.structure else None
         desc = self.encoder.encode([spec.description.strip()])[0] if cfg.description else None
         labels = label_vecs = None
         if cfg.labels:

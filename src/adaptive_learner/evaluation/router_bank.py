@@ -88,6 +88,8 @@ def build_bank(extractor: FeatureExtractor, tasks: Sequence[TaskData], profile_n
         pool = extractor.input_features(pool_texts)
         pool_inputs = extractor.encoder.encode(pool_texts) if profile.inputs is not None else None
         pool_structure = pair_structure(extractor.encoder, t.spec, rows[n_prof:])
+        if profile.structure is None:  # the bank keeps every signal, whether or not a router uses it
+            profile.structure = pair_structure(extractor.encoder, t.spec, rows[:n_prof])
         test_rows = stratified_take(t.test, test_n, seed + 2)
         texts = [input_text(e.fields, t.spec) for e in test_rows]
         test = extractor.input_features(texts)
