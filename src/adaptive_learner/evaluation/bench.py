@@ -404,8 +404,8 @@ def _devices_line(runs: list[dict[str, Any]]) -> str:
     """Where the runs were made, when that was recorded (a bench may gather runs made on several devices)."""
     from collections import Counter
 
-    made = Counter(r.get("device") for r in runs if r.get("device"))
-    if not made:
+    made = Counter(r.get("device") or "not recorded" for r in runs)
+    if set(made) == {"not recorded"}:
         return ""
     return " Runs made on: " + ", ".join(f"{d} ({n})" for d, n in sorted(made.items())) + "."
 
