@@ -29,7 +29,7 @@ def main() -> None:
 
     from sklearn.metrics import roc_auc_score
 
-    from adaptive_learner.features import text_encoder
+    from adaptive_learner.features import pair_structure, text_encoder
     from adaptive_learner.tasks import load_catalog_task
     from adaptive_learner.tasks.spec import stratified_take
 
@@ -42,14 +42,8 @@ def main() -> None:
         if len(t.spec.input_fields) < 2:
             continue
         rows = stratified_take(t.train, a.n, a.seed)
-        f0, f1 = t.spec.input_fields[:2]
-        u = enc.encode([r.fields[f0] for r in rows])
-        v = enc.encode([r.fields[f1] for r in rows])
-        u /= np.linalg.norm(u, axis=1, keepdims=True)
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-        cos = (u * v).sum(1)
+        ratio, cos = pair_structure(enc, t.spec, rows).T  # the router's own measure
         y = np.array([r.label for r in rows])
-        ratio = np.log([(len(r.fields[f1].split()) + 1) / (len(r.fields[f0].split()) + 1) for r in rows])
         labels = sorted(set(y.tolist()))
         per = {t.spec.label_names[k]: round(float(cos[y == k].mean()), 3) for k in labels}
         auc = {t.spec.label_names[k]: round(float(roc_auc_score(y == k, cos)), 3) for k in labels}

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -28,12 +27,7 @@ from typing import Any
 import httpx
 
 from serve_harness import Server
-from serve_load import TEXTS
-
-
-def quantiles(ms: list[float]) -> dict[str, float]:
-    q = statistics.quantiles(ms, n=100) if len(ms) > 1 else [float("nan")] * 99
-    return {"p50_ms": round(q[49], 1), "p95_ms": round(q[94], 1), "p99_ms": round(q[98], 1)}
+from serve_load import TEXTS, latency_quantiles
 
 
 async def load(url: str, task: str, clients: int, until: Any, stats: dict[str, Any]) -> None:
@@ -132,7 +126,7 @@ def main() -> None:
         res = asyncio.run(with_job(server, task, learn, probes, a.clients, a.after))
     finally:
         server.stop()
-    without, during = quantiles(base["ms"]), quantiles(res["stats"]["ms"])
+    without, during = latency_quantiles(base["ms"]), latency_quantiles(res["stats"]["ms"])
     doc = {"args": {k: str(v) for k, v in vars(a).items()}, "served_task": task,
            "without_job": {"requests": base["ok"], "failed": base["failed"], **without},
            "with_job": {"requests": res["stats"]["ok"], "failed": res["stats"]["failed"], **during},

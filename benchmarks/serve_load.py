@@ -40,10 +40,15 @@ class Level:
     latencies_ms: list[float] = field(default_factory=list, repr=False)
 
     def row(self) -> dict[str, float | int | str]:
-        q = statistics.quantiles(self.latencies_ms, n=100) if len(self.latencies_ms) > 1 else [float("nan")] * 99
         return {"server": self.server, "clients": self.clients, "requests": self.requests, "errors": self.errors,
                 "req_per_s": round(self.requests / self.seconds, 1) if self.seconds else 0.0,
-                "p50_ms": round(q[49], 1), "p95_ms": round(q[94], 1), "p99_ms": round(q[98], 1)}
+                **latency_quantiles(self.latencies_ms)}
+
+
+def latency_quantiles(ms: list[float]) -> dict[str, float]:
+    """p50 / p95 / p99 of request latencies in milliseconds."""
+    q = statistics.quantiles(ms, n=100) if len(ms) > 1 else [float("nan")] * 99
+    return {"p50_ms": round(q[49], 1), "p95_ms": round(q[94], 1), "p99_ms": round(q[98], 1)}
 
 
 def free_port() -> int:

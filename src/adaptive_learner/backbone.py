@@ -105,7 +105,8 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | None = None, dtype
 
 def resolve_device(spec: str | None = "auto") -> str:
     """The torch device to run on: ``auto`` is a CUDA GPU when there is one (the process's own under
-    ``accelerate launch``, by ``LOCAL_RANK``), else the CPU (Apple's ``mps`` when named); anything else must name a device torch knows and this machine has (``cpu``, ``cuda``, ``cuda:1``)."""
+    ``accelerate launch``, by ``LOCAL_RANK``), else the CPU (Apple's ``mps`` only when named); anything
+    else must name a device torch knows and this machine has (``cpu``, ``cuda``, ``cuda:1``)."""
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
         if torch.cuda.is_available():
@@ -129,7 +130,7 @@ def resolve_device(spec: str | None = "auto") -> str:
 
 
 def device_name(device: str | torch.device) -> str:
-    """A device as words for results: ``cpu``, or ``cuda (NVIDIA H200)``."""
+    """A device as words for results: ``cpu``, or ``cuda:0 (NVIDIA H200)``."""
     dev = torch.device(device)
     if dev.type == "cuda":
         return f"{dev} ({torch.cuda.get_device_name(dev)})"

@@ -38,14 +38,6 @@ BATCH_SIZE_OPTION = typer.Option(8, help="examples per step")
 DEVICE_OPTION = typer.Option("auto", help="where to train and score: auto (a CUDA GPU when there is one, else the "
                              "CPU), cpu, cuda or cuda:N")
 
-
-def _check_device(spec: str) -> str:
-    """The device a command will use; a bad or missing one is one line before anything loads."""
-    from .backbone import resolve_device
-
-    return resolve_device(spec)
-
-
 def _train_cfg(steps: int, batch_size: int, lr: float, max_length: int, seed: int, early_stop: bool = True,
                patience: int = DEFAULT_PATIENCE, eval_every: int = DEFAULT_EVAL_EVERY, **counts: int):
     """The training budget, with every number checked (``counts``: more options that must be positive)."""
@@ -98,7 +90,6 @@ def run(sequence: Optional[str] = typer.Argument(None, help="built-in sequence n
     if sequence is None:
         raise UserError("give a SEQUENCE (built-in name or YAML file), or --resume DIR")
     check_requirements(strategy)  # unknown, or a peft without the method it wraps: one line
-    _check_device(device)
     cfg = RunConfig(sequence=sequence, strategy=strategy, backbone=backbone, max_train=max_train,
                     max_test=max_test, seed=seed, device=device,
                     train=_train_cfg(steps, batch_size, lr, max_length, seed, early_stop, patience, eval_every,
@@ -191,7 +182,6 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
                                                           eval_every, max_train=max_train, max_test=max_test),
                       options=_set_options(set_), lr_search=lr_search, lr_grid=_csv(lr_grid, float, "--lr-grid"),
                       reference=reference, resamples=resamples, device=device)
-    _check_device(device)
     out = out or Path("runs") / f"bench-{Path(sequence).stem}"
     run_bench(cfg, out, workers=workers, ray_address=ray_address)
     typer.echo((out / "bench.md").read_text(encoding="utf-8").split("## Accuracy matrices")[0].rstrip())
@@ -259,7 +249,6 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
         typer.echo(json.dumps({"task": t.name, "action": "new", "adapter": f"lora-{t.name}"[:60], "confidence": 1.0,
                                "candidates": [], "explanation": "the library is empty: a new adapter"}, indent=2))
         return
-    _check_device(device)
     learner = Learner(library, backbone=backbone, train=cfg, router=router, init=init, device=device)
     o = learner.learn(t, force_new=force_new, reuse=reuse, dry_run=dry_run)
     if dry_run:
@@ -308,7 +297,6 @@ def predict(texts: List[str] = typer.Argument(..., help="inputs; for pair tasks 
     """
     from .learner import Learner
 
-    _check_device(device)
     learner = Learner(library, create=False, device=device)
     for p in learner.predict(texts, task, abstain=abstain):
         if as_json:

@@ -171,8 +171,9 @@ def _in_worker(fn: Callable[..., Any], args: tuple, workers: int, cwd: str, log:
 
 class RunPool:
     """Calls of one module-level function as Ray tasks (one CPU each, at most ``workers`` at once; with a
-    GPU ``device``, a share of the cluster's GPUs each: ``gpu_share``), their results in the order given. Ray starts (or the cluster is joined) on the first call that
-    has work, and ends with ``close()`` when it was this pool that started it."""
+    GPU ``device``, a share of the cluster's GPUs each: ``gpu_share``), their results in the order
+    given. Ray starts (or the cluster is joined) on the first call that has work, and ends with
+    ``close()`` when it was this pool that started it."""
 
     def __init__(self, workers: int, address: str | None = None, device: str = "cpu") -> None:
         check_workers(workers)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..adapters import LoraSettings
-from ..backbone import DEFAULT_BACKBONE
+from ..backbone import DEFAULT_BACKBONE, resolve_device
 from ..errors import UserError
 from ..fileio import atomic_write_json, atomic_write_text, read_json
 from ..strategies import check_requirements
@@ -106,6 +107,7 @@ class BenchConfig:
             raise UserError(f"--resamples must be at least 100, got {self.resamples}")
         for s in self.strategies:
             check_requirements(s)
+        resolve_device(self.device)
 
 
 @dataclass
@@ -402,8 +404,6 @@ def bench_markdown(res: BenchResult, cfg: BenchConfig, orders: list[list[int]], 
 
 def _devices_line(runs: list[dict[str, Any]]) -> str:
     """Where the runs were made, when that was recorded (a bench may gather runs made on several devices)."""
-    from collections import Counter
-
     made = Counter(r.get("device") or "not recorded" for r in runs)
     if set(made) == {"not recorded"}:
         return ""

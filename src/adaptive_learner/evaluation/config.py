@@ -6,13 +6,13 @@ Its own module so that the harness and the checkpoint both read it and neither i
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-
-RUNTIME_ONLY = ("device",)  # settings that do not change what a run is (see RunConfig.device)
 from typing import Any
 
 from ..adapters import LoraSettings
 from ..backbone import DEFAULT_BACKBONE
 from ..training import TrainConfig
+
+RUNTIME_ONLY = ("device",)  # settings that do not change what a run is (see RunConfig.device)
 
 
 @dataclass

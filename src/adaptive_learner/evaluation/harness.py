@@ -65,8 +65,9 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
     task keyed by the backbone and the encoded test examples, so that each strategy does not score it again.
     """
     t_start = time.perf_counter()
+    device = resolve_device(cfg.device)  # a bad or missing device: one line before anything is loaded or written
     tasks = tasks if tasks is not None else prepare_tasks(cfg)
-    backbone = backbone or load_backbone(cfg.backbone, device=resolve_device(cfg.device), seed=cfg.seed)
+    backbone = backbone or load_backbone(cfg.backbone, device=device, seed=cfg.seed)
     host = AdapterHost(backbone, cfg.lora)
     workdir = Path(out) if out else Path("runs") / f"{cfg.strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
     workdir.mkdir(parents=True, exist_ok=True)

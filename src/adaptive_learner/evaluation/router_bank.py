@@ -76,20 +76,27 @@ class TaskBank:
                             list(p.verbalizers), inputs, p.label_vecs, structure)
 
 
+def bank_rows(task: TaskData, profile_n: int, pool_n: int, seed: int) -> tuple[list, list]:
+    """The training examples a bank takes for a task: (profile rows, pool rows). A small task is split
+    in half between the two."""
+    rows = stratified_take(task.train, profile_n + pool_n, seed + 1)
+    n_prof = min(profile_n, len(rows) // 2)
+    return rows[:n_prof], rows[n_prof:]
+
+
 def build_bank(extractor: FeatureExtractor, tasks: Sequence[TaskData], profile_n: int = 128, pool_n: int = 64,
                test_n: int = 64, seed: int = 0) -> dict[str, TaskBank]:
-    """Compute the bank for every task. A small task is split in half between profile and pool."""
+    """Compute the bank for every task (its examples: ``bank_rows``)."""
     out = {}
     for t in tqdm(tasks, desc="router features"):
-        rows = stratified_take(t.train, profile_n + pool_n, seed + 1)
-        n_prof = min(profile_n, len(rows) // 2)
-        profile = extractor.task_features(t.spec, rows[:n_prof])
-        pool_texts = [input_text(e.fields, t.spec) for e in rows[n_prof:]]
+        prof_rows, pool_rows = bank_rows(t, profile_n, pool_n, seed)
+        profile = extractor.task_features(t.spec, prof_rows)
+        pool_texts = [input_text(e.fields, t.spec) for e in pool_rows]
         pool = extractor.input_features(pool_texts)
         pool_inputs = extractor.encoder.encode(pool_texts) if profile.inputs is not None else None
-        pool_structure = pair_structure(extractor.encoder, t.spec, rows[n_prof:])
+        pool_structure = pair_structure(extractor.encoder, t.spec, pool_rows)
         if profile.structure is None:  # the bank keeps every signal, whether or not a router uses it
-            profile.structure = pair_structure(extractor.encoder, t.spec, rows[:n_prof])
+            profile.structure = pair_structure(extractor.encoder, t.spec, prof_rows)
         test_rows = stratified_take(t.test, test_n, seed + 2)
         texts = [input_text(e.fields, t.spec) for e in test_rows]
         test = extractor.input_features(texts)
@@ -108,12 +115,11 @@ def add_structure(bank: dict[str, TaskBank], tasks: Sequence[TaskData], encoder:
         b = bank.get(t.name)
         if b is None or b.profile.structure is not None or len(t.spec.input_fields) < 2:
             continue
-        rows = stratified_take(t.train, profile_n + pool_n, seed + 1)
-        n_prof = min(profile_n, len(rows) // 2)
-        if n_prof != b.profile.n_examples or len(rows) - n_prof != len(b.pool):
+        prof_rows, pool_rows = bank_rows(t, profile_n, pool_n, seed)
+        if len(prof_rows) != b.profile.n_examples or len(pool_rows) != len(b.pool):
             raise ValueError(f"{t.name}: the bank was built from other examples; build it again")
-        b.profile.structure = pair_structure(encoder, t.spec, rows[:n_prof])
-        b.pool_structure = pair_structure(encoder, t.spec, rows[n_prof:])
+        b.profile.structure = pair_structure(encoder, t.spec, prof_rows)
+        b.pool_structure = pair_structure(encoder, t.spec, pool_rows)
         added = True
     return added
 
