@@ -95,7 +95,7 @@ def run_peer(encoder_dir: str, task: TaskData) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int) -> dict[str, Any]:
+def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int, dump: Path | None = None) -> dict[str, Any]:
     tok = backbone.tokenizer
     items = encode_examples(tok, task.spec, task.train, cfg.max_length)
     test = encode_examples(tok, task.spec, task.test, cfg.max_length)
@@ -124,8 +124,40 @@ def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int) -> dict
                 mixed = head.combine(scores, prompt_features(m, test, head.layer, tok.pad_token_id))
         out["head"] = {"accuracy": accuracy(mixed, test), "mix": report["mix"], "held_out": report.get("held_out"),
                        "seconds": round(time.perf_counter() - t0, 1)}
+    if dump is not None:
+        dump_task(host, "q", items, test, scores, cfg, dump / f"{task.name}.safetensors")
     host.delete("q")
     return out
+
+
+def dump_task(host: AdapterHost, adapter: str, items: list, test: list, test_scores: list, cfg: TrainConfig,
+              path: Path) -> None:
+    """What choosing between the adapter and the head needs, per example, to study choice rules offline
+    (``head_choice.py``): the frozen features of every training and test example, which training
+    examples early stopping held out, the adapter's label scores on those and on the test examples."""
+    from safetensors.numpy import save_file
+
+    from adaptive_learner.training.head import default_layer
+    from adaptive_learner.training.trainer import split_validation
+
+    pad = host.backbone.tokenizer.pad_token_id
+    _, val = split_validation(items, cfg)
+    held = {id(it) for it in val}
+    with host.base() as m:
+        layer = default_layer(m)
+        f_train, f_test = prompt_features(m, items, layer, pad), prompt_features(m, test, layer, pad)
+    with host.using(adapter) as m:
+        m.eval()
+        s_val = score(m, val, pad) if val else []
+    arrays = {"features_train": f_train, "features_test": f_test,
+              "labels_train": np.array([it.label for it in items], dtype=np.int64),
+              "labels_test": np.array([it.label for it in test], dtype=np.int64),
+              "held_out": np.array([id(it) in held for it in items], dtype=np.int64),
+              "scores_test": np.stack(test_scores).astype(np.float32)}
+    if val:
+        arrays["scores_val"] = np.stack(s_val).astype(np.float32)  # in the order of held_out's ones
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path), metadata={"layer": str(layer)})
 
 
 def pooled_features(backbone: Any, items: list, layer: int) -> "torch.Tensor":
@@ -224,6 +256,7 @@ def main() -> None:
     ap.add_argument("--probe", action="store_true", help="also a linear head on the frozen backbone's features")
     ap.add_argument("--no-ours", action="store_true", help="skip the adapter (peer and probe only)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--dump", default=None, help="folder: per task, the per-example arrays head_choice.py reads")
     a = ap.parse_args()
 
     cfg = TrainConfig()
@@ -250,7 +283,7 @@ def main() -> None:
             row: dict[str, Any] = {"task": task.name, "labels": task.spec.label_names, "n_train": len(task.train),
                                    "n_test": len(task.test), "majority": round(float(counts.max() / counts.sum()), 4)}
             if not a.no_ours:
-                row["ours"] = run_ours(backbone, task, cfg, a.seed)
+                row["ours"] = run_ours(backbone, task, cfg, a.seed, Path(a.dump) if a.dump else None)
             if a.probe:
                 row["probe"] = run_probe(backbone, task, cfg)
             if encoder is not None:

@@ -273,3 +273,38 @@ def test_delete_and_a_commit_by_another_process_are_served_from_the_next_request
         assert [(h.get("action"), h.get("adapter")) for h in history[-2:]] == \
             [("remove", "lora-pairs"), ("new", "lora-glowing")]
     assert json.loads((lib / "manifest.json").read_text())["tasks"].keys() == {"toy", "glowing"}
+
+
+def test_a_learn_job_yields_the_cpu_to_the_requests(tmp_path, monkeypatch):
+    """Learn workers start with a lower OS priority and their own thread count (--job-nice, --job-threads)."""
+    from adaptive_learner.server import JobSettings, Limits
+    from adaptive_learner.server.jobs import JobManager
+
+    code = ("import os, torch; from adaptive_learner.server.jobs import yield_to_requests; "
+            "before = os.nice(0); yield_to_requests(5, 1); print(os.nice(0) - before, torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["5", "1"]
+
+    started = []
+
+    class FakeProcess:  # records what the worker would be given, starts nothing
+        def __init__(self, target, args, name, daemon):
+            started.append(args[0])
+
+        def start(self):
+            pass
+
+        def is_alive(self):
+            return False
+
+    jobs = JobManager(tmp_path, Limits(max_jobs=4), settings=JobSettings(nice=7, threads=3))
+    monkeypatch.setattr(jobs._ctx, "Process", FakeProcess)
+    monkeypatch.setattr(jobs, "_start_pump", lambda: None)
+    jobs.submit("t", {"kind": "catalog", "name": "sst2"}, {"dry_run": True})
+    assert started[0]["nice"] == 7 and started[0]["threads"] == 3
+
+
+@pytest.mark.parametrize("option, value", [("--job-nice", "25"), ("--job-threads", "-1")])
+def test_bad_job_settings_are_one_line_errors(tmp_path, option, value):
+    code, out, err = run_alearn("serve", tmp_path / "lib", option, value)
+    assert code == 2 and option in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -1,5 +1,6 @@
 """The prompt prefix shared by a batch runs once: same logits, same loss, same gradients as running it per row."""
 
+import pytest
 import torch
 
 from adaptive_learner.adapters import AdapterHost
@@ -157,3 +158,41 @@ def test_choice_logits_equal_the_full_output_layer(fresh_backbone, toy_task):
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
     for n in grads[0]:
         torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-6, msg=f"gradient of {n}")
+
+
+@pytest.mark.parametrize("verbalizers", [["N", "P"], [" negative", " positive"]], ids=["single-token", "multi-token"])
+def test_one_prefix_run_serves_every_batch_of_a_score_call(fresh_backbone, toy_task, monkeypatch, verbalizers):
+    """score() runs the prefix all its items share once, not once per batch, with the same scores as
+    running every (prompt, label) whole."""
+    from adaptive_learner import scoring
+    from adaptive_learner.tasks.spec import TaskSpec
+
+    host, _ = _moved_adapter(fresh_backbone)
+    host.model.eval()
+    spec = TaskSpec.from_dict({**toy_task.spec.to_dict(), "verbalizers": verbalizers, "label_scoring": "sum"})
+    items = encode_examples(fresh_backbone.tokenizer, spec, toy_task.test[:10], 64)
+    runs = []
+    real = scoring._prefix_cache
+    monkeypatch.setattr(scoring, "_prefix_cache", lambda *a, **k: runs.append(a[1]) or real(*a, **k))
+    got = scoring.score(host.model, items, fresh_backbone.tokenizer.pad_token_id, batch_size=3)  # 4 batches
+    assert len(runs) == 1 and len(runs[0]) >= MIN_SHARED_PREFIX
+    with torch.no_grad():
+        for it, g in zip(items, got):
+            want = []
+            for c in it.choices:
+                logp = torch.log_softmax(host.model(input_ids=torch.tensor([it.prompt + c])).logits[0].float(), -1)
+                want.append(sum(logp[len(it.prompt) - 1 + k, t].item() for k, t in enumerate(c)))
+            torch.testing.assert_close(torch.tensor(g, dtype=torch.float64), torch.tensor(want, dtype=torch.float64),
+                                       rtol=1e-4, atol=1e-4)
+
+
+def test_a_shared_prefix_is_used_only_where_every_sequence_starts_with_it(tiny_backbone):
+    from adaptive_learner.scoring import shared_prefix
+
+    seqs = [list(range(1, 12)) + [20 + i] * (i + 1) for i in range(3)]
+    prefix = shared_prefix(tiny_backbone.model, seqs, torch.device("cpu"))
+    assert prefix is not None and prefix.ids == tuple(range(1, 12))
+    assert prefix.fits(seqs, 1)
+    assert not prefix.fits([list(range(2, 14))], 1)  # does not start with it
+    assert not prefix.fits([list(range(1, 12))], 1)  # nothing left after it
+    assert shared_prefix(tiny_backbone.model, [[1, 2, 3, 4], [1, 2, 3, 5]], torch.device("cpu")) is None  # too short

@@ -488,6 +488,9 @@ def serve(library: Path = typer.Argument(..., help="library directory (created w
           batch_wait_ms: float = typer.Option(5.0, help="longest wait for more requests to join a batch"),
           max_batch: int = typer.Option(64, help="inputs that close a batch at once"),
           max_length: int = typer.Option(256, help="max tokens per input"),
+          job_nice: int = typer.Option(10, help="OS priority added to learn jobs (0-19): the higher, the more CPU "
+                                       "stays with answering requests while a job trains"),
+          job_threads: int = typer.Option(0, help="torch threads of a learn job (0: half the cores, at least 1)"),
           log_level: str = typer.Option("info", help="uvicorn and server log level"),
           ray: bool = typer.Option(False, "--ray", help="run the app as a Ray Serve deployment: --replicas "
                                    "copies, each loading the backbone and every adapter and batching on its own, "
@@ -506,7 +509,7 @@ def serve(library: Path = typer.Argument(..., help="library directory (created w
     if not ray and (replicas is not None or ray_address is not None):
         raise UserError("--replicas and --ray-address go with --ray")
     try:
-        from .server import BatchSettings, Limits, ServeConfig
+        from .server import BatchSettings, JobSettings, Limits, ServeConfig
         from .server.runner import serve as run_server
     except ImportError as exc:
         raise UserError(f"alearn serve needs the serve extra ({exc.name} is missing): "
@@ -515,7 +518,8 @@ def serve(library: Path = typer.Argument(..., help="library directory (created w
                     max_jobs=max_jobs)
     cfg = ServeConfig(library=library, host=host, port=port, backbone=backbone, token=token, token_all=token_all,
                       max_length=max_length, limits=limits, log_level=log_level.lower(),
-                      batching=BatchSettings(enabled=batching, max_wait_ms=batch_wait_ms, max_inputs=max_batch))
+                      batching=BatchSettings(enabled=batching, max_wait_ms=batch_wait_ms, max_inputs=max_batch),
+                      jobs=JobSettings(nice=job_nice, threads=job_threads))
     if ray:
         from .ray_engine import serve_forever
 

@@ -278,10 +278,10 @@ class JobsService:
     """The one ``JobManager`` of a Ray Serve deployment, as an actor: every replica's learn and job
     requests come here, so job ids and the --max-jobs cap are shared. Plain data in and out."""
 
-    def __init__(self, library: str, limits: Any) -> None:
+    def __init__(self, library: str, limits: Any, settings: Any = None) -> None:
         from .server.jobs import JobManager
 
-        self.jobs = JobManager(Path(library), limits)
+        self.jobs = JobManager(Path(library), limits, settings=settings)
 
     def submit(self, task: str, source: dict[str, Any], options: dict[str, Any],
                upload_dir: Path | None = None) -> Any:
@@ -459,7 +459,7 @@ def start_serve(config: Any, replicas: int = 1, address: str | None = None,
         jobs_name = f"alearn-jobs-{uuid.uuid4().hex[:8]}"
         actor = ray.remote(num_cpus=0, max_concurrency=16)(JobsService).options(
             name=jobs_name, namespace=NAMESPACE, runtime_env={"env_vars": env}).remote(
-            str(config.library), config.limits)
+            str(config.library), config.limits, config.jobs)
         ray.get(actor.active.remote(), timeout=120)
         app = _deployment(replicas, env).bind(config, jobs_name, threads)
         serve.run(app, name=APP_NAME, route_prefix="/", logging_config={"log_level": config.log_level.upper()})

@@ -68,14 +68,32 @@ class Tail:
 
 
 def tail_logits(model: Any, seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device, keep: int,
-                adapter_names: Sequence[str] | None = None, share_prefix: bool = True, pack: bool = False) -> Tail:
-    """Logits at the last ``keep`` positions of every sequence, running their common prefix once.
+                adapter_names: Sequence[str] | None = None, share_prefix: bool = True, pack: bool = False,
+                prefix: "SharedPrefix | None" = None) -> Tail:
+    """Logits at the last ``keep`` positions of every sequence, running their common prefix once
+    (``prefix``: one already run for every batch of a :func:`score` call, when it fits these sequences).
 
     Works with gradients (training) and without (scoring). A mixed-adapter batch (``adapter_names``)
     is run whole: its rows do not share one adapter for the prefix (nor are they packed).
     """
-    out, ids, shared, positions = _run_tail(model, seqs, pad_id, device, keep, adapter_names, share_prefix, pack=pack)
-    return Tail(out.logits.float(), ids, shared, positions)
+    parts = _decoder_and_head(model) if adapter_names is None else None
+    if parts is None:
+        out, ids, shared, positions = _run_tail(model, seqs, pad_id, device, keep, adapter_names, share_prefix,
+                                                pack=pack, prefix=prefix)
+        return Tail(out.logits.float(), ids, shared, positions)
+    decoder, head, cap = parts
+    out, ids, shared, positions = _run_tail(decoder, seqs, pad_id, device, keep, None, share_prefix, hidden=True,
+                                            pack=pack, prefix=prefix)
+    h = out.last_hidden_state[:, -keep:, :]
+    # one (batch * keep, hidden) x (hidden, vocab) product: a causal LM's own output layer gets the kept
+    # positions as a strided 3D slice, which torch runs as a batched product over copies of the weight
+    logits = _output_layer(head, cap, h.reshape(-1, h.shape[-1]))
+    return Tail(logits.view(len(seqs), keep, -1).float(), ids, shared, positions)
+
+
+def _output_layer(head: torch.nn.Linear, cap: float | None, h: torch.Tensor) -> torch.Tensor:
+    logits = torch.nn.functional.linear(h.contiguous(), head.weight, head.bias)
+    return torch.tanh(logits / cap) * cap if cap else logits
 
 
 def _decoder_and_head(model: Any) -> tuple[Any, Any, float | None] | None:
@@ -131,6 +149,51 @@ def _packable(model: Any, seqs: Sequence[Sequence[int]], shared: int) -> bool:
             and not _window_exceeded(model, max(len(s) for s in seqs)))
 
 
+def _prefix_cache(model: Any, ids: Sequence[int], device: torch.device, hidden: bool) -> Any:
+    """The keys and values of ``ids`` run alone (batch 1)."""
+    # an explicit cache: some models (Gemma 3) make none themselves in training mode
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=getattr(getattr(model, "module", model), "config", None))  # DDP wraps the model
+    model(input_ids=torch.as_tensor([list(ids)], dtype=torch.long, device=device), use_cache=True,
+          past_key_values=cache, **({} if hidden else {"logits_to_keep": 1}))
+    return cache
+
+
+@dataclass
+class SharedPrefix:
+    """The prompt prefix every item of a :func:`score` call starts with, run once for all its batches
+    (the model must not change in between). ``hidden``: run by the decoder without the output layer."""
+
+    ids: tuple[int, ...]
+    cache: Any  # batch 1; copied for every batch, never extended itself
+    hidden: bool
+
+    def fits(self, seqs: Sequence[Sequence[int]], keep: int) -> bool:
+        n = len(self.ids)
+        return all(len(s) - keep >= n and tuple(s[:n]) == self.ids for s in seqs)
+
+    def copy(self) -> Any:
+        import copy
+
+        return copy.deepcopy(self.cache)
+
+
+def shared_prefix(model: Any, seqs: Sequence[Sequence[int]], device: torch.device, keep: int = 1
+                  ) -> SharedPrefix | None:
+    """The common prefix of ``seqs`` (leaving ``keep`` tokens of each after it) run once, or None when it
+    is too short to be worth it or a sliding window would not see it all."""
+    if len(seqs) < 2:
+        return None
+    n = min(common_prefix_len(seqs), min(len(s) for s in seqs) - keep)
+    if n < MIN_SHARED_PREFIX or _window_exceeded(model, max(len(s) for s in seqs)):
+        return None
+    parts = _decoder_and_head(model)
+    runner = parts[0] if parts is not None else model
+    return SharedPrefix(tuple(seqs[0][:n]), _prefix_cache(runner, seqs[0][:n], device, parts is not None),
+                        parts is not None)
+
+
 @dataclass
 class _Packed:
     """The output of a packed forward, gathered back to one row per sequence: (batch, keep, ...)."""
@@ -140,12 +203,15 @@ class _Packed:
 
 
 def _run_tail(model: Any, seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device, keep: int,
-              adapter_names: Sequence[str] | None, share_prefix: bool, hidden: bool = False, pack: bool = False
-              ) -> tuple[Any, torch.Tensor, int, int]:
+              adapter_names: Sequence[str] | None, share_prefix: bool, hidden: bool = False, pack: bool = False,
+              prefix: "SharedPrefix | None" = None) -> tuple[Any, torch.Tensor, int, int]:
     """The forward behind :func:`tail_logits` (``hidden``: ``model`` is the decoder, without the output
     layer). Returns its output, the left-padded input ids, the shared prefix length and the positions."""
     shared = 0
-    if share_prefix and adapter_names is None and len(seqs) > 1:
+    cache = None
+    if prefix is not None and adapter_names is None and prefix.fits(seqs, keep):
+        shared, cache = len(prefix.ids), prefix.copy()
+    elif share_prefix and adapter_names is None and len(seqs) > 1:
         # every row keeps at least ``keep`` tokens after the prefix: the logits asked for are its own
         shared = min(common_prefix_len(seqs), min(len(s) for s in seqs) - keep)
         if shared < MIN_SHARED_PREFIX or _window_exceeded(model, max(len(s) for s in seqs)):
@@ -155,14 +221,8 @@ def _run_tail(model: Any, seqs: Sequence[Sequence[int]], pad_id: int, device: to
         kwargs["adapter_names"] = list(adapter_names)
     keep_arg: dict[str, Any] = {} if hidden else {"logits_to_keep": keep}
     enc = {k: v.to(device) for k, v in left_pad([s[shared:] for s in seqs], pad_id).items()}
-    cache = None
-    if shared:
-        prefix = torch.as_tensor([list(seqs[0][:shared])], dtype=torch.long, device=device)
-        # an explicit cache: some models (Gemma 3) make none themselves in training mode
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=getattr(getattr(model, "module", model), "config", None))  # DDP wraps the model
-        model(input_ids=prefix, use_cache=True, past_key_values=cache, **({} if hidden else {"logits_to_keep": 1}))
+    if shared and cache is None:
+        cache = _prefix_cache(model, seqs[0][:shared], device, hidden)
     if pack and adapter_names is None and _packable(model, seqs, shared):
         return _run_packed(model, seqs, device, keep, shared, cache, hidden), enc["input_ids"], shared, \
             shared + sum(len(s) - shared for s in seqs)
@@ -216,25 +276,28 @@ def score(model: Any, items: Sequence[Encoded], pad_id: int, batch_size: int = 1
     device = next(model.parameters()).device
     results: list[np.ndarray | None] = [None] * len(items)
     batches = length_batches([len(it.prompt) for it in items], batch_size)
+    # the prompt prefix all items share, run once for the whole call (the prompts leave at least one token)
+    prefix = shared_prefix(model, [it.prompt for it in items], device) \
+        if adapter_names is None and len(batches) > 1 else None
     for idx in tqdm(batches, desc="scoring", leave=False, disable=not progress):
         group = [items[i] for i in idx]
         names = [adapter_names[i] for i in idx] if adapter_names is not None else None
         if all(len(c) == 1 for it in group for c in it.choices):
-            results_batch = _score_single(model, group, pad_id, device, names)
+            results_batch = _score_single(model, group, pad_id, device, names, prefix)
         else:
-            results_batch = _score_multi(model, group, pad_id, device, names)
+            results_batch = _score_multi(model, group, pad_id, device, names, prefix)
         for i, r in zip(idx, results_batch):
             results[i] = r
     return results  # type: ignore[return-value]
 
 
-def _score_single(model, group: list[Encoded], pad_id: int, device, names) -> list[np.ndarray]:
-    logp = torch.log_softmax(tail_logits(model, [g.prompt for g in group], pad_id, device, 1, names).logits[:, -1, :],
-                             dim=-1)
+def _score_single(model, group: list[Encoded], pad_id: int, device, names, prefix=None) -> list[np.ndarray]:
+    logp = torch.log_softmax(tail_logits(model, [g.prompt for g in group], pad_id, device, 1, names,
+                                         prefix=prefix).logits[:, -1, :], dim=-1)
     return [logp[i, [c[0] for c in g.choices]].cpu().numpy() for i, g in enumerate(group)]
 
 
-def _score_multi(model, group: list[Encoded], pad_id: int, device, names) -> list[np.ndarray]:
+def _score_multi(model, group: list[Encoded], pad_id: int, device, names, prefix=None) -> list[np.ndarray]:
     seqs, owners, lens, flat_names, norms = [], [], [], [], []
     for i, g in enumerate(group):
         for c in g.choices:
@@ -245,7 +308,7 @@ def _score_multi(model, group: list[Encoded], pad_id: int, device, names) -> lis
             if names is not None:
                 flat_names.append(names[i])
     keep = max(lens) + 1
-    tail = tail_logits(model, seqs, pad_id, device, keep, flat_names if names is not None else None)
+    tail = tail_logits(model, seqs, pad_id, device, keep, flat_names if names is not None else None, prefix=prefix)
     logp = torch.log_softmax(tail.logits, dim=-1)
     ids = tail.input_ids
     sums = []

@@ -2,7 +2,7 @@
 
 One package, one concern per file:
 
-    config.py    ServeConfig, Limits, BatchSettings (dataclasses)
+    config.py    ServeConfig, Limits, BatchSettings, JobSettings (dataclasses)
     protocol.py  the API's contract: pydantic request and response models
     serving.py   what a request does, testable without HTTP (ServingEngine: predict, reload, library)
     batching.py  dynamic batching of concurrent predict requests
@@ -15,6 +15,6 @@ One package, one concern per file:
 FastAPI, uvicorn and prometheus-client come with the ``serve`` extra.
 """
 
-from .config import BatchSettings, Limits, ServeConfig
+from .config import BatchSettings, JobSettings, Limits, ServeConfig
 
-__all__ = ["BatchSettings", "Limits", "ServeConfig"]
+__all__ = ["BatchSettings", "JobSettings", "Limits", "ServeConfig"]

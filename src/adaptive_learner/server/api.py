@@ -46,7 +46,7 @@ def create_app(config: ServeConfig, engine: ServingEngine | None = None) -> Fast
     def job_ended(job: Job, state: str) -> None:
         metrics.jobs.labels(state).inc()
 
-    jobs = JobManager(config.library, config.limits, on_end=job_ended)
+    jobs = JobManager(config.library, config.limits, on_end=job_ended, settings=config.jobs)
     metrics.jobs_running.set_function(lambda: float(jobs.active()))
     batcher: Batcher[PredictRequest] = Batcher(run_batch, executor, config.batching, metrics.observe_batch)
 

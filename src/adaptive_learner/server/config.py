@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,24 @@ class BatchSettings:
 
 
 @dataclass
+class JobSettings:
+    """How a learn job shares the machine with the requests: answering comes first."""
+
+    nice: int = field(default=10, metadata={"help": "OS priority added to a learn job's process (0-19): the "
+                                                     "higher, the more CPU stays with answering requests"})
+    threads: int = field(default=0, metadata={"help": "torch threads of a learn job (0: half the cores, at least 1)"})
+
+    def check(self) -> None:
+        if not 0 <= self.nice <= 19:
+            raise UserError(f"--job-nice must be between 0 and 19, got {self.nice}")
+        if self.threads < 0:
+            raise UserError(f"--job-threads must be 0 (half the cores) or positive, got {self.threads}")
+
+    def resolved_threads(self) -> int:
+        return self.threads or max(1, (os.cpu_count() or 1) // 2)
+
+
+@dataclass
 class ServeConfig:
     """Everything ``alearn serve`` needs; plain data, so it can cross to a Ray replica unchanged."""
 
@@ -58,12 +77,14 @@ class ServeConfig:
     max_length: int = field(default=256, metadata={"help": "max tokens per input when scoring"})
     limits: Limits = field(default_factory=Limits)
     batching: BatchSettings = field(default_factory=BatchSettings)
+    jobs: JobSettings = field(default_factory=JobSettings)
     log_level: str = "info"
 
     def check(self) -> "ServeConfig":
         """Refuse settings that cannot work, with one line naming the option."""
         self.limits.check()
         self.batching.check()
+        self.jobs.check()
         if not 0 <= self.port < 65536:
             raise UserError(f"--port must be between 0 and 65535, got {self.port}")
         if self.log_level not in LOG_LEVELS:

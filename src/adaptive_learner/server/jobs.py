@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import Limits
+from .config import JobSettings, Limits
 from .errors import limit_error
 from .protocol import JobOut, Progress
 from .worker import run_job
@@ -70,7 +70,19 @@ def run_watched(job: dict[str, Any], events: Any, server_pid: int, every_s: floa
         os._exit(1)
 
     threading.Thread(target=watch, name="alearn-server-watch", daemon=True).start()
+    yield_to_requests(job.get("nice", 0), job.get("threads", 0))
     run_job(job, events)
+
+
+def yield_to_requests(nice: int, threads: int) -> None:
+    """Lower this (worker) process's priority by ``nice`` and set its torch threads (0: leave them), so
+    that training takes the CPU the server's answers leave over rather than the other way round."""
+    if nice > 0 and hasattr(os, "nice"):
+        os.nice(nice)
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def committed_entry(library: Path, job: Job) -> dict[str, Any] | None:
@@ -99,9 +111,11 @@ def committed_entry(library: Path, job: Job) -> dict[str, Any] | None:
 class JobManager:
     """Starts learn workers (at most ``limits.max_jobs`` at once) and tracks them."""
 
-    def __init__(self, library: Path, limits: Limits, on_end: Callable[[Job, str], None] | None = None) -> None:
+    def __init__(self, library: Path, limits: Limits, on_end: Callable[[Job, str], None] | None = None,
+                 settings: JobSettings | None = None) -> None:
         self.library = Path(library)
         self.limits = limits
+        self.settings = settings or JobSettings()
         self.on_end = on_end
         self._ctx = mp.get_context("spawn")  # a fresh interpreter: no forked torch threads or locks
         self._events: Any = None
@@ -120,7 +134,8 @@ class JobManager:
             self._start_pump()
             job = Job(id=uuid.uuid4().hex[:16], task=task, dry_run=bool(options.get("dry_run")),
                       phase="starting", upload_dir=upload_dir)
-            payload = {"id": job.id, "library": str(self.library), "source": source, "options": options}
+            payload = {"id": job.id, "library": str(self.library), "source": source, "options": options,
+                       "nice": self.settings.nice, "threads": self.settings.resolved_threads()}
             proc = self._ctx.Process(target=run_watched, args=(payload, self._events, os.getpid()),
                                      name=f"alearn-job-{job.id}", daemon=True)
             proc.start()
