@@ -48,10 +48,18 @@ def test_combine_is_the_stated_mixture():
     assert np.allclose(np.exp(np.stack(mixed)), expect, atol=1e-6)
 
 
-def test_prompt_features_are_the_layer_mean_over_the_prompt(tiny_backbone, toy_task):
+def test_prompt_features_are_the_layer_mean_over_the_prompt(tiny_backbone, toy_task, monkeypatch):
+    """The same means whether the task's shared prompt prefix runs once (as it does) or in every row."""
+    from adaptive_learner.scoring import MIN_SHARED_PREFIX
+    from adaptive_learner.training import head as head_module
+
     items = encode_examples(tiny_backbone.tokenizer, toy_task.spec, toy_task.train[:5], 64)
     model = tiny_backbone.model
+    shared = []
+    real = head_module._shared_prefix
+    monkeypatch.setattr(head_module, "_shared_prefix", lambda *a: shared.append(real(*a)) or shared[-1])
     feats = prompt_features(model, items, 1, tiny_backbone.tokenizer.pad_token_id, batch_size=3)  # batches pad
+    assert shared[0][0] >= MIN_SHARED_PREFIX, "the prompts share the task's description: it must run once"
     with torch.no_grad():
         for it, f in zip(items, feats):
             hs = model(input_ids=torch.tensor([it.prompt]), output_hidden_states=True).hidden_states[1]

@@ -55,27 +55,63 @@ def prompt_features(model: Any, items: Sequence[Encoded], layer: int, pad_id: in
         captured.append(output[0] if isinstance(output, tuple) else output)
         raise _Stop
 
+    def run(**kwargs: Any) -> torch.Tensor:
+        captured.clear()
+        try:
+            model(**kwargs)
+        except _Stop:
+            pass
+        hs = captured[0].float()
+        return hs.view(kwargs["input_ids"].shape[0], -1, hidden) if hs.dim() == 2 else hs  # some layers: (b * t, h)
+
     layers = decoder_layers(model)
     handle = layers[min(max(layer, 1), len(layers)) - 1].register_forward_hook(hook)
     device = next(model.parameters()).device
     order = sorted(range(len(items)), key=lambda i: len(items[i].prompt))
     try:
+        # the prompt prefix every item shares (the task's description) runs once: its keys and values serve
+        # every batch, and its hidden states count once per item in the mean (causal: the same states)
+        shared, cache, prefix_sum = _shared_prefix(model, items, device, run)
         for start in range(0, len(order), batch_size):
             idx = order[start: start + batch_size]
-            enc = {k: v.to(device) for k, v in left_pad([items[i].prompt for i in idx], pad_id).items()}
-            captured.clear()
-            try:
-                model(**enc, use_cache=False)
-            except _Stop:
-                pass
-            hs = captured[0].float()
-            if hs.dim() == 2:  # some layers return (batch * seq, hidden)
-                hs = hs.view(len(idx), -1, hidden)
-            mask = enc["attention_mask"].to(hs.dtype)[..., None]
-            out[idx] = ((hs * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy()
+            enc = {k: v.to(device) for k, v in left_pad([items[i].prompt[shared:] for i in idx], pad_id).items()}
+            mask = enc["attention_mask"]
+            if shared:
+                import copy
+
+                batch_cache = copy.deepcopy(cache)
+                batch_cache.batch_repeat_interleave(len(idx))
+                ones = torch.ones((len(idx), shared), dtype=mask.dtype, device=device)
+                hs = run(input_ids=enc["input_ids"], attention_mask=torch.cat([ones, mask], dim=1),
+                         position_ids=enc["position_ids"] + shared, past_key_values=batch_cache, use_cache=True)
+            else:
+                hs = run(**enc, use_cache=False)
+            m = mask.to(hs.dtype)[..., None]
+            total = (hs * m).sum(1) + prefix_sum
+            out[idx] = (total / (m.sum(1) + shared).clamp(min=1)).cpu().numpy()
     finally:
         handle.remove()
     return out
+
+
+def _shared_prefix(model: Any, items: Sequence[Encoded], device: torch.device, run: Any
+                   ) -> tuple[int, Any, torch.Tensor | float]:
+    """(length, keys and values, summed hidden states at the feature layer) of the prefix every prompt
+    shares, leaving each at least one token; (0, None, 0.0) when it is too short or a window hides it."""
+    from ..scoring import MIN_SHARED_PREFIX, _window_exceeded, common_prefix_len
+
+    prompts = [it.prompt for it in items]
+    if len(prompts) < 2:
+        return 0, None, 0.0
+    n = min(common_prefix_len(prompts), min(len(p) for p in prompts) - 1)
+    if n < MIN_SHARED_PREFIX or _window_exceeded(model, max(len(p) for p in prompts)):
+        return 0, None, 0.0
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=getattr(model, "config", None))
+    hs = run(input_ids=torch.as_tensor([list(prompts[0][:n])], dtype=torch.long, device=device),
+             past_key_values=cache, use_cache=True)
+    return n, cache, hs[0].sum(0)
 
 
 @dataclass
