@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file
 
-from adaptive_learner.training.head import MIXES, _mixed, _softmax, choose_mix, fit_head
+from adaptive_learner.training.head import MIXES, _mixed, _softmax, choose_l2, choose_mix, fit_head
 from common import save
 
-RULES = ("accuracy", "log-loss", "cv-head", "adapter", "half", "head", "oracle")
+RULES = ("accuracy", "log-loss", "cv-head", "adapter", "half", "head", "oracle",
+         "l2cv-accuracy", "l2cv-log-loss", "l2cv-half", "l2cv-head", "l2cv-oracle")
 
 
 def cv_head_accuracy(x: np.ndarray, y: np.ndarray, n_labels: int, k: int, seed: int = 0) -> float:
@@ -43,11 +44,22 @@ def cv_head_accuracy(x: np.ndarray, y: np.ndarray, n_labels: int, k: int, seed: 
 
 
 def evaluate(d: dict[str, np.ndarray], k: int) -> dict[str, dict[str, float]]:
+    out = evaluate_l2(d, k, None)
+    out.update({f"l2cv-{name}": v for name, v in evaluate_l2(d, k, "cv").items()
+                if name in ("accuracy", "log-loss", "half", "head", "oracle")})
+    return out
+
+
+def evaluate_l2(d: dict[str, np.ndarray], k: int, l2_rule: str | None) -> dict[str, dict[str, float]]:
     x, y, held = d["features_train"], d["labels_train"], d["held_out"].astype(bool)
     n_labels = d["scores_test"].shape[1]
     y_test = d["labels_test"]
     p_adapter_test = np.stack([_softmax(s) for s in d["scores_test"]])
-    head_all = fit_head(x, y.tolist(), n_labels, 0)
+    def head_fit(xs: np.ndarray, ys: np.ndarray):
+        l2 = choose_l2(xs, ys.tolist(), n_labels)[0] if l2_rule == "cv" else 1e-2
+        return fit_head(xs, ys.tolist(), n_labels, 0, l2=l2)
+
+    head_all = head_fit(x, y)
     p_head_test = np.exp(head_all.log_probs(d["features_test"]))
 
     def test_acc(mix: float) -> float:
@@ -62,7 +74,7 @@ def evaluate(d: dict[str, np.ndarray], k: int) -> dict[str, dict[str, float]]:
         for name in ("accuracy", "log-loss", "cv-head"):
             out[name] = dict(out["adapter"])
         return out
-    head_train = fit_head(x[~held], y[~held].tolist(), n_labels, 0)
+    head_train = head_fit(x[~held], y[~held])
     lp_val = head_train.log_probs(x[held])
     mix, table = choose_mix(list(d["scores_val"]), lp_val, y[held].tolist())
     out["accuracy"] = {"mix": mix, "accuracy": test_acc(mix)}

@@ -105,6 +105,8 @@ def main() -> None:
     ap.add_argument("--after", type=float, default=5.0, help="load time after the job has committed")
     ap.add_argument("--steps", type=int, default=300, help="the job's step cap (early stopping as by default)")
     ap.add_argument("--max-train", type=int, default=256)
+    ap.add_argument("--job-nice", type=int, default=None, help="the server's --job-nice (its default when not given)")
+    ap.add_argument("--job-threads", type=int, default=None, help="the server's --job-threads")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
 
@@ -117,7 +119,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="serve-learning-"))
     lib = work / "lib"
     shutil.copytree(a.library, lib)
-    server = Server(lib, work, None, "--batching").start()
+    extra = [f"--{k}={v}" for k, v in (("job-nice", a.job_nice), ("job-threads", a.job_threads)) if v is not None]
+    server = Server(lib, work, None, "--batching", *extra).start()
     try:
         base: dict[str, Any] = {"ms": [], "ok": 0, "failed": 0}
         end = time.perf_counter() + a.seconds

@@ -102,3 +102,16 @@ def test_a_stored_head_answers_with_the_adapter(tmp_path, fresh_backbone, toy_ta
     assert load_head(learner.library, "toy") is None
     assert not any(name in rel for rel in learner.library.adapters[adapter]["files"] for name in head_files("toy"))
     assert learner.library.verify() == []
+
+
+def test_choose_l2_penalises_noise_and_spares_signal():
+    """Cross-validated log loss picks the strongest penalty for labels the features cannot predict
+    and a weak one for separable classes."""
+    from adaptive_learner.training.head import L2_GRID, choose_l2
+
+    rng = np.random.RandomState(0)
+    noise = rng.normal(size=(120, 50)).astype(np.float32)
+    l2, losses = choose_l2(noise, [i % 2 for i in range(120)], 2)
+    assert l2 == max(L2_GRID) and set(losses) == {f"{v:g}" for v in L2_GRID}
+    x, y = _blobs(n=120, dim=50)
+    assert choose_l2(x, y, 3)[0] <= 1e-1
