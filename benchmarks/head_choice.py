@@ -9,9 +9,12 @@ test examples) and scores, on the test examples, what each rule would have answe
 - ``log-loss``: the mix with the lowest held-out log loss;
 - ``cv-head``: as ``accuracy``, but the head alone is judged by cross-validation over every training
   example (k folds) instead of the held-out part only; the adapter and the mixes on the held-out part;
+- ``gated``: an equal mix (0.5) unless the adapter alone and the head alone differ on the held-out
+  examples by a McNemar test at 5% (two-sided), then the better one alone;
 - fixed mixes: ``adapter`` (1), ``half`` (0.5), ``head`` (0), and ``oracle`` (the best mix on test, a bound).
 
-    python benchmarks/head_choice.py /tmp/pq/d160 --results per_task_quality_160_dump_a,per_task_quality_160_dump_b
+    python benchmarks/head_choice.py /tmp/pq/d160 /tmp/pq/d512 \\
+        --results d160=per_task_quality_160_dump_a+per_task_quality_160_dump_b,d512=per_task_quality_512_dump
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from safetensors.numpy import load_file
 from adaptive_learner.training.head import MIXES, _mixed, _softmax, choose_l2, choose_mix, fit_head
 from common import save
 
-RULES = ("accuracy", "log-loss", "cv-head", "adapter", "half", "head", "oracle",
+RULES = ("accuracy", "log-loss", "cv-head", "gated", "adapter", "half", "head", "oracle",
          "l2cv-accuracy", "l2cv-log-loss", "l2cv-half", "l2cv-head", "l2cv-oracle")
 
 
@@ -71,7 +74,7 @@ def evaluate_l2(d: dict[str, np.ndarray], k: int, l2_rule: str | None) -> dict[s
     best = max(MIXES, key=test_acc)
     out["oracle"] = {"mix": best, "accuracy": test_acc(best)}
     if "scores_val" not in d:
-        for name in ("accuracy", "log-loss", "cv-head"):
+        for name in ("accuracy", "log-loss", "cv-head", "gated"):
             out[name] = dict(out["adapter"])
         return out
     head_train = head_fit(x[~held], y[~held])
@@ -84,6 +87,14 @@ def evaluate_l2(d: dict[str, np.ndarray], k: int, l2_rule: str | None) -> dict[s
     scores = {m: table[f"{m:g}"]["accuracy"] for m in MIXES}
     scores[0.0] = cv
     pick = max(MIXES, key=lambda m: (scores[m], m))
+    # gated: an equal mix unless the held-out examples tell the two apart (McNemar, two-sided 5%)
+    a_hit = np.stack(list(d["scores_val"])).argmax(1) == y[held]
+    h_hit = lp_val.argmax(1) == y[held]
+    b, c = int((a_hit & ~h_hit).sum()), int((~a_hit & h_hit).sum())
+    gated = 0.5
+    if b + c and abs(b - c) / np.sqrt(b + c) >= 1.96:
+        gated = 1.0 if b > c else 0.0
+    out["gated"] = {"mix": gated, "accuracy": test_acc(gated), "b": b, "c": c}
     out["cv-head"] = {"mix": pick, "accuracy": test_acc(pick), "head_cv": cv, "head_val": table["0"]["accuracy"],
                       "adapter_val": table["1"]["accuracy"]}
     return out
@@ -92,16 +103,19 @@ def evaluate_l2(d: dict[str, np.ndarray], k: int, l2_rule: str | None) -> dict[s
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dumps", nargs="+", help="folders written by per_task_quality.py --dump")
-    ap.add_argument("--results", default="", help="per_task_quality result names (for the peer's accuracy)")
+    ap.add_argument("--results", default="", help="FOLDER=NAME[+NAME...],...: the per_task_quality results of each "
+                                                  "dump folder (by its name), for the peer's accuracy")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     peer = {}
-    for name in filter(None, a.results.split(",")):
-        path = Path(__file__).parent / "results" / f"{name}.json"
-        for r in json.loads(path.read_text())["rows"]:
-            if "peer" in r:
-                peer[r["task"]] = r["peer"]["accuracy"]
+    for spec in filter(None, a.results.split(",")):
+        folder, names = spec.split("=", 1)
+        for name in names.split("+"):
+            path = Path(__file__).parent / "results" / f"{name}.json"
+            for r in json.loads(path.read_text())["rows"]:
+                if "peer" in r:
+                    peer[f"{folder}/{r['task']}"] = r["peer"]["accuracy"]
     rows = {}
     for folder in a.dumps:
         for f in sorted(Path(folder).glob("*.safetensors")):
@@ -109,15 +123,15 @@ def main() -> None:
     print("| task | " + " | ".join(RULES) + " | peer |")
     print("|---" * (len(RULES) + 2) + "|")
     for task, r in rows.items():
-        p = peer.get(task.split("/")[-1])
+        p = peer.get(task)
         cells = [f"{r[k]['accuracy']:.3f} ({r[k]['mix']:g})" for k in RULES]
         print(f"| {task} | " + " | ".join(cells) + f" | {'' if p is None else f'{p:.3f}'} |")
     means = [f"**{np.mean([r[k]['accuracy'] for r in rows.values()]):.3f}**" for k in RULES]
-    ps = [peer.get(t.split("/")[-1]) for t in rows]
+    ps = [peer.get(t) for t in rows]
     print("| **mean** | " + " | ".join(means) + f" | {np.mean(ps):.3f} |" if all(p is not None for p in ps)
           else "| **mean** | " + " | ".join(means) + " | |")
     if peer:
-        below = {k: [t for t, r in rows.items() if peer.get(t.split('/')[-1], 0) > r[k]["accuracy"] + 1e-9]
+        below = {k: [t for t, r in rows.items() if peer.get(t, 0) > r[k]["accuracy"] + 1e-9]
                  for k in RULES}
         print("tasks below the peer: " + "; ".join(f"{k}: {len(v)} {v}" for k, v in below.items()))
     if a.out:

@@ -92,3 +92,21 @@ def test_a_numbered_gpu_with_ray_workers_is_one_line(capsys, toy_sequence, tmp_p
     from adaptive_learner.ray_engine import RunPool
     with pytest.raises(UserError, match="Ray gives each run its GPU"):
         RunPool(2, None, "cuda:1")
+
+
+def test_the_heads_settings_are_not_part_of_a_runs_identity(repeated, toy_sequence):
+    """No strategy of a run reads the head's settings: runs made before they existed are still recognised."""
+    from adaptive_learner.evaluation.bench import finished_run
+
+    cfg, res, out = repeated
+    rc = RunConfig(sequence=toy_sequence, strategy="naive", backbone="tiny-random", max_train=24, max_test=6)
+    tasks = prepare_tasks(rc)
+    assert run_key(replace(rc, train=replace(rc.train, head_mix="held-out", head=False)), tasks) == run_key(rc, tasks)
+    assert run_key(replace(rc, train=replace(rc.train, lr=1e-4)), tasks) != run_key(rc, tasks)
+    run = out / "seed0-order0" / "naive"
+    key = json.loads((run / "bench-key.json").read_text())
+    assert "head" not in key["config"]["train"] and "head_mix" not in key["config"]["train"]
+    key["config"]["train"]["head"] = True  # as written before the head's settings were left out
+    (run / "bench-key.json").write_text(json.dumps(key))
+    done_rc = RunConfig.from_dict(json.loads((run / "results.json").read_text())["config"])
+    assert finished_run(done_rc, prepare_tasks(done_rc), run) is not None

@@ -37,6 +37,33 @@ def test_choose_mix_follows_the_better_classifier():
     assert mix == 0.0 and table["0"]["accuracy"] == 1.0 and table["1"]["accuracy"] == 0.0
 
 
+def test_the_gate_mixes_equally_unless_the_held_out_examples_tell_the_two_apart():
+    y = [i % 2 for i in range(40)]
+    sure = lambda k: np.log(np.eye(2)[k] * 0.98 + 0.01)  # noqa: E731
+    # each right on a different 30 of 40: no clear winner -> an equal mix
+    adapter = [sure(k if i < 30 else 1 - k) for i, k in enumerate(y)]
+    head = np.stack([sure(k if i >= 10 else 1 - k) for i, k in enumerate(y)])
+    mix, table = choose_mix(adapter, head, y)
+    assert mix == 0.5 and table["gate"]["adapter_only"] == 10 and table["gate"]["head_only"] == 10
+    # the head right on 10 more: 20 against 0 is clear -> the head alone
+    head = np.stack([sure(k) for k in y])
+    assert choose_mix(adapter, head, y)[0] == 0.0
+    # the held-out rule takes the best held-out accuracy; a number fixes the mix
+    assert choose_mix(adapter, head, y, "held-out")[0] == 0.0
+    assert choose_mix(adapter, head, y, "0.25")[0] == 0.25
+
+
+def test_a_bad_head_mix_is_refused(toy_task):
+    import pytest
+
+    from conftest import run_alearn
+
+    with pytest.raises(ValueError, match="head mix"):
+        TrainConfig(head_mix="sometimes")
+    code, _, err = run_alearn("learn", "--library", "/nonexistent/lib", "--task", "sst2", "--head-mix", "1.5")
+    assert code == 2 and "--head-mix" in err and "Traceback" not in err
+
+
 def test_combine_is_the_stated_mixture():
     x, y = _blobs(n=9)
     head = fit_head(x, y, 3, layer=1)
@@ -71,7 +98,7 @@ def test_fit_task_head_uses_the_early_stopping_split(fresh_backbone, toy_task):
     host.create("toy-a", seed=0)
     items = encode_examples(fresh_backbone.tokenizer, toy_task.spec, toy_task.train, 64)
     head, report = fit_task_head(host, "toy-a", items, TrainConfig(max_length=64))
-    assert set(report["held_out"]) == {"0", "0.25", "0.5", "0.75", "1"}
+    assert set(report["held_out"]) == {"0", "0.25", "0.5", "0.75", "1", "gate"} and report["rule"] == "gated"
     assert (head is None) == (report["mix"] == 1.0)
     none, why = fit_task_head(host, "toy-a", items, TrainConfig(max_length=64, early_stop=False))
     assert none is None and why["mix"] == 1.0

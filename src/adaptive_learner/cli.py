@@ -209,7 +209,10 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
                                                       "(default; the token that tells the labels apart), mean "
                                                       "(length-normalised log-likelihood) or sum"),
           head: bool = typer.Option(True, "--head/--no-head", help="also fit a linear head on the frozen backbone's "
-                                    "features and mix it with the adapter by a weight chosen on the held-out examples"),
+                                    "features and mix it with the adapter by a weight decided on the held-out examples"),
+          head_mix: str = typer.Option("gated", help="how: gated (equal weights unless the held-out examples tell "
+                                       "adapter and head apart, then the better alone), held-out (the mix with the "
+                                       "best held-out accuracy) or the adapter's weight, a number in [0, 1]"),
           force_new: bool = typer.Option(False, "--force-new", help="always create a new adapter"),
           reuse: Optional[str] = typer.Option(None, help="reuse (and adapt) this adapter"),
           dry_run: bool = typer.Option(False, "--dry-run", help="print the router's decision as JSON; train nothing"),
@@ -222,9 +225,14 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
     from .learner import Learner
     from .prompting import DEFAULT_LABEL_SCORING
     from .tasks import load_catalog_task, load_file_task
+    from .training.head import check_mix_rule
 
     if (task is None) == (data is None):
         raise UserError("give exactly one of --task NAME or --data FILE")
+    try:
+        check_mix_rule(head_mix)
+    except ValueError as exc:
+        raise UserError(f"--head-mix: {exc}") from None
     if data is not None:
         if not description or not description.strip():
             raise UserError("--data needs --description: the instruction a person would give for this task")
@@ -240,7 +248,7 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
     if force_new and reuse:
         raise UserError("--force-new and --reuse exclude each other")
     cfg = _train_cfg(steps, batch_size, lr, max_length, seed, early_stop, patience, eval_every, max_train=max_train)
-    cfg.head = head
+    cfg.head, cfg.head_mix = head, head_mix
     t = t.subsample(max_train, 200, seed)
     if router not in ("calibrated", "softmax-threshold"):
         raise UserError(f"unknown router {router!r}; available: calibrated, softmax-threshold")
@@ -268,10 +276,13 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
         typer.echo(f"kept the weights of step {o.train['best_step']} ({why_end})")
     h = o.train.get("head") or {}
     if h.get("held_out"):
-        acc = {m: v["accuracy"] for m, v in h["held_out"].items()}
-        mix = h["mix"]
-        typer.echo(f"head on the frozen features: mix {mix:g} adapter + {1 - mix:g} head (held-out accuracy: "
-                   f"adapter alone {acc['1']:.3f}, head alone {acc['0']:.3f}, mixed {acc[f'{mix:g}']:.3f})")
+        acc = {m: v["accuracy"] for m, v in h["held_out"].items() if "accuracy" in v}
+        mix, gate = h["mix"], h["held_out"].get("gate") or {}
+        apart = (f"; right only by the adapter {gate['adapter_only']}, only by the head {gate['head_only']}"
+                 if gate else "")
+        typer.echo(f"head on the frozen features: mix {mix:g} adapter + {1 - mix:g} head, by rule {h.get('rule', 'held-out')}"
+                   f" (held-out accuracy: adapter alone {acc['1']:.3f}, head alone {acc['0']:.3f}, this mix "
+                   f"{acc.get(f'{mix:g}', float('nan')):.3f}{apart})")
     typer.echo(f"accuracy on {o.task} test: {o.accuracy_before:.3f} before, {o.accuracy_after:.3f} after "
                f"({o.train['steps']} steps, {o.train['seconds']} s)")
     if o.train.get("learned") is False:

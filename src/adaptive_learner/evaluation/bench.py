@@ -49,7 +49,7 @@ from ..fileio import atomic_write_json, atomic_write_text, read_json
 from ..strategies import check_requirements
 from ..tasks.spec import TaskData, stratified_split
 from ..training import TrainConfig
-from .config import RUNTIME_ONLY
+from .config import run_identity
 from .harness import RunConfig, RunResult, environment, prepare_tasks, run_sequence
 from .plots import plot_bars
 from .stats import Correct, RunKey, compare
@@ -153,7 +153,7 @@ def _run_config(cfg: BenchConfig, strategy: str, seed: int, lr: float) -> RunCon
 
 def run_key(rc: RunConfig, tasks: list[TaskData]) -> dict[str, Any]:
     """What a finished run is recognised by: its settings and its tasks."""
-    config = {k: v for k, v in json.loads(json.dumps(rc.to_dict(), default=str)).items() if k not in RUNTIME_ONLY}
+    config = run_identity(json.loads(json.dumps(rc.to_dict(), default=str)))
     return {"config": config, "tasks": [t.name for t in tasks],
             "n_train": [len(t.train) for t in tasks], "n_test": [len(t.test) for t in tasks]}
 
@@ -161,7 +161,10 @@ def run_key(rc: RunConfig, tasks: list[TaskData]) -> dict[str, Any]:
 def finished_run(rc: RunConfig, tasks: list[TaskData], out: Path) -> RunResult | None:
     """The run in ``out`` made with exactly these settings and tasks, or None."""
     key_file, res_file = out / "bench-key.json", out / "results.json"
-    if not (key_file.is_file() and res_file.is_file() and read_json(key_file) == run_key(rc, tasks)):
+    if not (key_file.is_file() and res_file.is_file()):
+        return None
+    stored = read_json(key_file)
+    if {**stored, "config": run_identity(stored.get("config", {}))} != run_key(rc, tasks):
         return None
     doc = read_json(res_file)
     info = {k: doc[k] for k in ("n_adapters", "trainable_params", "timings_s", "final_correct", "router", "device")

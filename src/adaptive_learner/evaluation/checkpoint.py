@@ -29,7 +29,7 @@ from safetensors.torch import save as save_tensors
 from ..errors import UserError
 from ..fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
 from ..tasks.files import user_path
-from .config import RUNTIME_ONLY, RunConfig
+from .config import RunConfig, run_identity
 
 STATE_FILE = "checkpoint.json"
 FORMAT = 1
@@ -215,9 +215,8 @@ def resume(out: Path, cfg: Any, tasks: list[str], host: Any, strategy: Any,
     doc = read_checkpoint(out)
     if doc["tasks"] != tasks:
         raise UserError(f"the checkpoint in {out} is for tasks {doc['tasks']}, not {tasks}")
-    now = json.loads(json.dumps(cfg.to_dict(), default=str))
-    diffs = sorted(k for k in set(now) | set(doc["config"])
-                   if k not in RUNTIME_ONLY and now.get(k) != doc["config"].get(k))
+    now, then = run_identity(json.loads(json.dumps(cfg.to_dict(), default=str))), run_identity(doc["config"])
+    diffs = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
     if diffs:
         raise UserError(f"the checkpoint in {out} was made with other settings ({', '.join(diffs)}); "
                         f"resume it with `alearn run --resume {out}` alone")

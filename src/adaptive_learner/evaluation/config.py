@@ -13,6 +13,16 @@ from ..backbone import DEFAULT_BACKBONE
 from ..training import TrainConfig
 
 RUNTIME_ONLY = ("device",)  # settings that do not change what a run is (see RunConfig.device)
+LEARNER_ONLY = ("head", "head_mix")  # training settings of Learner.learn's head, which no strategy of a run reads
+
+
+def run_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """A run config (``RunConfig.to_dict``, as JSON) without what does not change what the run computes:
+    the runtime settings and the head's settings; runs and checkpoints are recognised by this."""
+    out = {k: v for k, v in config.items() if k not in RUNTIME_ONLY}
+    if isinstance(out.get("train"), dict):
+        out["train"] = {k: v for k, v in out["train"].items() if k not in LEARNER_ONLY}
+    return out
 
 
 @dataclass

@@ -76,6 +76,8 @@ class LearnRequest(_Strict):
     seed: int = Field(default=0, ge=0, lt=2**32)
     label_scoring: Literal["first-token", "mean", "sum"] | None = None
     head: bool = Field(default=True, description="also fit a linear head on the frozen features, mixed in")
+    head_mix: Literal["gated", "held-out"] | Annotated[float, Field(ge=0, le=1)] = Field(
+        default="gated", description="how the head is mixed in, as `alearn learn --head-mix`")
     force_new: bool = False
     reuse: Text | None = None
     dry_run: bool = False

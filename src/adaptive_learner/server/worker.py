@@ -63,6 +63,7 @@ def _learn(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
                       max_length=opts["max_length"], seed=opts["seed"], early_stop=opts["early_stop"],
                       patience=opts["patience"], eval_every=opts["eval_every"])
     cfg.head = opts.get("head", True)  # as `alearn learn --head/--no-head` sets it
+    cfg.head_mix = str(opts.get("head_mix", "gated"))  # and --head-mix
     learner = Learner(job["library"], train=cfg, router=opts["router"], init=opts["init"], create=False)
     _report_training(emit)
     emit(phase="deciding")

@@ -8,9 +8,14 @@ how they are mixed:
 
     p(label | x) = mix * softmax(adapter scores) + (1 - mix) * softmax(head(features(x)))
 
-``mix`` is chosen on the adapter's held-out examples (the same split early stopping used, with
+``mix`` is decided on the adapter's held-out examples (the same split early stopping used, with
 the head fitted on the rest); then the head is refitted on every training example. ``mix = 1``
-is the adapter alone (what a task without enough examples to hold out gets).
+is the adapter alone (what a task without enough examples to hold out gets). The default rule,
+``gated``, mixes the two equally unless the held-out examples tell them apart (a McNemar test at
+5%: one is right where the other is wrong clearly more often), and then keeps the better one
+alone; ``held-out`` picks the mix in :data:`MIXES` with the best held-out accuracy, which a few
+dozen examples choose by chance as often as not (measured: benchmarks/head_choice.py, BENCHMARKS
+"Adapter or head"); a number fixes the mix.
 
 Features: the frozen backbone's hidden states at one layer (two thirds of the depth by default),
 averaged over the prompt's tokens. They come from the backbone with every adapter disabled, so a
@@ -28,6 +33,21 @@ import torch
 from ..prompting import Encoded, left_pad
 
 MIXES = (0.0, 0.25, 0.5, 0.75, 1.0)
+MIX_RULES = ("gated", "held-out")  # or a number in [0, 1]
+GATE_Z = 1.96  # McNemar, two-sided 5%
+
+
+def check_mix_rule(rule: str) -> str:
+    """``rule`` if it is one of :data:`MIX_RULES` or a number in [0, 1]; ValueError otherwise."""
+    if rule in MIX_RULES:
+        return rule
+    try:
+        value = float(rule)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"head mix must be one of {', '.join(MIX_RULES)} or a number between 0 and 1, got {rule!r}")
+    return rule
 
 
 class _Stop(Exception):
@@ -197,19 +217,32 @@ def choose_l2(features: np.ndarray, labels: Sequence[int], n_labels: int, grid: 
     return best, losses
 
 
-def choose_mix(adapter_scores: Sequence[np.ndarray], head_log_probs: np.ndarray, labels: Sequence[int]
-               ) -> tuple[float, dict[str, dict[str, float]]]:
-    """The mix in :data:`MIXES` with the best held-out accuracy, ties broken by the lower log loss
-    (then by more weight on the adapter). Returns it and every mix's accuracy and log loss."""
+def choose_mix(adapter_scores: Sequence[np.ndarray], head_log_probs: np.ndarray, labels: Sequence[int],
+               rule: str = "gated") -> tuple[float, dict[str, Any]]:
+    """The mix ``rule`` gives on held-out examples (see the module), and every mix's held-out accuracy and
+    log loss, with the counts the gate compares (examples only the adapter / only the head gets right).
+
+    ``held-out``: the mix in :data:`MIXES` with the best accuracy, ties to the lower log loss (then to
+    more weight on the adapter). ``gated``: 0.5 unless ``|b - c| / sqrt(b + c) >= GATE_Z``, then the
+    better one alone."""
     p_adapter = np.stack([_softmax(s) for s in adapter_scores])
     p_head = np.exp(head_log_probs)
     y = np.asarray(labels)
-    table: dict[str, dict[str, float]] = {}
+    table: dict[str, Any] = {}
     for m in MIXES:
         p = _mixed(p_adapter, p_head, m)
         table[f"{m:g}"] = {"accuracy": float(np.mean(p.argmax(1) == y)),
                            "log_loss": float(np.mean(-np.log(p[np.arange(len(y)), y])))}
-    best = max(MIXES, key=lambda m: (table[f"{m:g}"]["accuracy"], -round(table[f"{m:g}"]["log_loss"], 6), m))
+    a_hit, h_hit = p_adapter.argmax(1) == y, p_head.argmax(1) == y
+    b, c = int((a_hit & ~h_hit).sum()), int((~a_hit & h_hit).sum())
+    z = abs(b - c) / np.sqrt(b + c) if b + c else 0.0
+    table["gate"] = {"adapter_only": b, "head_only": c, "z": round(float(z), 3)}
+    if rule == "held-out":
+        best = max(MIXES, key=lambda m: (table[f"{m:g}"]["accuracy"], -round(table[f"{m:g}"]["log_loss"], 6), m))
+    elif rule == "gated":
+        best = (1.0 if b > c else 0.0) if z >= GATE_Z else 0.5
+    else:
+        best = float(check_mix_rule(rule))
     return best, table
 
 
@@ -246,8 +279,9 @@ def fit_task_head(host: Any, adapter: str, items: Sequence[Encoded], cfg: Any, l
     with host.using(adapter) as model:
         model.eval()
         s_val = score(model, val, pad)
-    mix, table = choose_mix(s_val, fit_head(f_train, y_train, n_labels, layer).log_probs(f_val), y_val)
-    report: dict[str, Any] = {"mix": mix, "layer": layer, "held_out": table}
+    rule = getattr(cfg, "head_mix", "gated")
+    mix, table = choose_mix(s_val, fit_head(f_train, y_train, n_labels, layer).log_probs(f_val), y_val, rule)
+    report: dict[str, Any] = {"mix": mix, "rule": rule, "layer": layer, "held_out": table}
     head = None
     if mix < 1.0:
         head = fit_head(np.concatenate([f_train, f_val]), y_train + y_val, n_labels, layer)

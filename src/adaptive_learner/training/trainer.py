@@ -57,7 +57,11 @@ class TrainConfig:
                 "every held-out example is right, the loss keeps creeping down as the model grows confident)"})
     head: bool = field(default=True, metadata={
         "help": "also fit a linear head on the frozen backbone's features and mix it with the adapter, by a weight "
-                "chosen on the held-out examples (training/head.py; used by Learner.learn and alearn learn)"})
+                "decided on the held-out examples (training/head.py; used by Learner.learn and alearn learn)"})
+    head_mix: str = field(default="gated", metadata={
+        "help": "how the head's weight is decided: gated (an equal mix unless the held-out examples tell the "
+                "adapter and the head apart, then the better alone), held-out (the mix with the best held-out "
+                "accuracy) or a number in [0, 1] (the adapter's weight)"})
     seed: int = field(default=0, metadata={"help": "seed of batch order, validation split and dropout"})
     pack: bool = field(default=False, metadata={
         "help": "run a batch's prompts after their shared prefix as one padding-free sequence (block-diagonal "
@@ -65,6 +69,9 @@ class TrainConfig:
                 "(scoring.PACK_MIN_SAVING): the same loss and gradients; pays on mixed-task (replay) batches"})
 
     def __post_init__(self) -> None:
+        from .head import check_mix_rule
+
+        check_mix_rule(self.head_mix)
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.schedule not in SCHEDULES:
