@@ -79,7 +79,7 @@ def evaluate_l2(d: dict[str, np.ndarray], k: int, l2_rule: str | None) -> dict[s
         return out
     head_train = head_fit(x[~held], y[~held])
     lp_val = head_train.log_probs(x[held])
-    mix, table = choose_mix(list(d["scores_val"]), lp_val, y[held].tolist())
+    mix, table = choose_mix(list(d["scores_val"]), lp_val, y[held].tolist(), "held-out")
     out["accuracy"] = {"mix": mix, "accuracy": test_acc(mix)}
     ll = min(MIXES, key=lambda m: (round(table[f"{m:g}"]["log_loss"], 6), -m))
     out["log-loss"] = {"mix": ll, "accuracy": test_acc(ll)}
