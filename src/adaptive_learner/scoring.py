@@ -160,14 +160,22 @@ def _prefix_cache(model: Any, ids: Sequence[int], device: torch.device, hidden: 
     return cache
 
 
+def shared_prefix_len(model: Any, seqs: Sequence[Sequence[int]], keep: int) -> int:
+    """Tokens of the prefix common to ``seqs`` worth running once, leaving ``keep`` tokens of each after
+    it; 0 when it is shorter than ``MIN_SHARED_PREFIX`` or a sliding window would not see it all."""
+    if len(seqs) < 2:
+        return 0
+    n = min(common_prefix_len(seqs), min(len(s) for s in seqs) - keep)
+    return 0 if n < MIN_SHARED_PREFIX or _window_exceeded(model, max(len(s) for s in seqs)) else n
+
+
 @dataclass
 class SharedPrefix:
     """The prompt prefix every item of a :func:`score` call starts with, run once for all its batches
-    (the model must not change in between). ``hidden``: run by the decoder without the output layer."""
+    (the model must not change in between)."""
 
     ids: tuple[int, ...]
     cache: Any  # batch 1; copied for every batch, never extended itself
-    hidden: bool
 
     def fits(self, seqs: Sequence[Sequence[int]], keep: int) -> bool:
         n = len(self.ids)
@@ -183,15 +191,12 @@ def shared_prefix(model: Any, seqs: Sequence[Sequence[int]], device: torch.devic
                   ) -> SharedPrefix | None:
     """The common prefix of ``seqs`` (leaving ``keep`` tokens of each after it) run once, or None when it
     is too short to be worth it or a sliding window would not see it all."""
-    if len(seqs) < 2:
-        return None
-    n = min(common_prefix_len(seqs), min(len(s) for s in seqs) - keep)
-    if n < MIN_SHARED_PREFIX or _window_exceeded(model, max(len(s) for s in seqs)):
+    n = shared_prefix_len(model, seqs, keep)
+    if not n:
         return None
     parts = _decoder_and_head(model)
     runner = parts[0] if parts is not None else model
-    return SharedPrefix(tuple(seqs[0][:n]), _prefix_cache(runner, seqs[0][:n], device, parts is not None),
-                        parts is not None)
+    return SharedPrefix(tuple(seqs[0][:n]), _prefix_cache(runner, seqs[0][:n], device, parts is not None))
 
 
 @dataclass
@@ -211,11 +216,9 @@ def _run_tail(model: Any, seqs: Sequence[Sequence[int]], pad_id: int, device: to
     cache = None
     if prefix is not None and adapter_names is None and prefix.fits(seqs, keep):
         shared, cache = len(prefix.ids), prefix.copy()
-    elif share_prefix and adapter_names is None and len(seqs) > 1:
+    elif share_prefix and adapter_names is None:
         # every row keeps at least ``keep`` tokens after the prefix: the logits asked for are its own
-        shared = min(common_prefix_len(seqs), min(len(s) for s in seqs) - keep)
-        if shared < MIN_SHARED_PREFIX or _window_exceeded(model, max(len(s) for s in seqs)):
-            shared = 0
+        shared = shared_prefix_len(model, seqs, keep)
     kwargs: dict[str, Any] = {}
     if adapter_names is not None:
         kwargs["adapter_names"] = list(adapter_names)

@@ -118,13 +118,11 @@ def _shared_prefix(model: Any, items: Sequence[Encoded], device: torch.device, r
                    ) -> tuple[int, Any, torch.Tensor | float]:
     """(length, keys and values, summed hidden states at the feature layer) of the prefix every prompt
     shares, leaving each at least one token; (0, None, 0.0) when it is too short or a window hides it."""
-    from ..scoring import MIN_SHARED_PREFIX, _window_exceeded, common_prefix_len
+    from ..scoring import shared_prefix_len
 
     prompts = [it.prompt for it in items]
-    if len(prompts) < 2:
-        return 0, None, 0.0
-    n = min(common_prefix_len(prompts), min(len(p) for p in prompts) - 1)
-    if n < MIN_SHARED_PREFIX or _window_exceeded(model, max(len(p) for p in prompts)):
+    n = shared_prefix_len(model, prompts, 1)
+    if not n:
         return 0, None, 0.0
     from transformers import DynamicCache
 
