@@ -7,6 +7,12 @@ Two modes, one table:
 split (at most ``--max-test`` examples) at every checkpoint; beside it the zero-shot accuracy and the
 majority-class rate of the same test examples.
 
+``--train --held-out``: as ``--train``, but the adapter trains on what early stopping trains on (the
+validation split held out as ``alearn learn`` holds it) and never stops early: the held-out accuracy
+and loss every ``eval_every`` steps and the test accuracy at the same steps (which test examples
+were right, too), up to ``--steps``. ``benchmarks/stopping_rules.py`` replays any stopping rule on
+these curves without training again.
+
 ``--from FILE...``: the same table from ``per_task_quality.py`` results (the adapter trained until
 its held-out loss stopped improving, scored once on the test examples), with the held-out accuracy
 curves it recorded.
@@ -17,6 +23,7 @@ A task counts as *learned* when its adapter's test accuracy beats the majority-c
     python benchmarks/learnability.py --from results/per_task_quality_160_head_a.json \\
         results/per_task_quality_160_head_b.json --out learnability_160
     OMP_NUM_THREADS=1 python benchmarks/learnability.py --train --tasks sst2,trec --checkpoints 25,50,100,200
+    OMP_NUM_THREADS=1 python benchmarks/learnability.py --train --held-out --steps 200 --tasks trec --max-test 200
 """
 
 from __future__ import annotations
@@ -74,11 +81,16 @@ def train_curves(a: argparse.Namespace) -> list[dict[str, Any]]:
     from adaptive_learner.tasks import load_catalog_task
     from adaptive_learner.training import TrainConfig, train_adapter
 
-    checkpoints = sorted(int(x) for x in a.checkpoints.split(","))
+    if a.held_out:  # early stopping's split and evaluations, never stopping: every evaluation is a checkpoint
+        cfg = replace(TrainConfig(), steps=a.steps, early_stop=True, patience=10**9, seed=a.seed)
+        checkpoints = list(range(cfg.eval_every, cfg.steps + 1, cfg.eval_every))
+    else:
+        checkpoints = sorted(int(x) for x in a.checkpoints.split(","))
+        cfg = replace(TrainConfig(), steps=checkpoints[-1], early_stop=False, seed=a.seed)
+    a.checkpoint_list = checkpoints
     backbone = load_backbone(a.backbone, device=resolve_device(a.device), seed=a.seed)
     a.device_used = device_name(backbone.device)
     tok = backbone.tokenizer
-    cfg = replace(TrainConfig(), steps=checkpoints[-1], early_stop=False, seed=a.seed)
     rows = []
     for name in [t for t in a.tasks.split(",") if t]:
         task = load_catalog_task(name).subsample(a.n_train, a.max_test, a.seed)
@@ -88,28 +100,39 @@ def train_curves(a: argparse.Namespace) -> list[dict[str, Any]]:
         majority = max(np.bincount(labels)) / len(labels)
         host = AdapterHost(backbone)
         with host.base() as m:
-            zero = accuracy(score(m, test, tok.pad_token_id), test)
+            zero_scores = score(m, test, tok.pad_token_id)
+        zero = accuracy(zero_scores, test)
         host.create("q", seed=a.seed)
         curve: list[dict[str, Any]] = []
         t0 = time.perf_counter()
 
         def at(step: int, model: Any) -> None:
             if step in checkpoints:
-                curve.append({"step": step, "accuracy": accuracy(score(model, test, tok.pad_token_id), test),
-                              "seconds": round(time.perf_counter() - t0, 1)})
+                s = score(model, test, tok.pad_token_id)
+                curve.append({"step": step, "accuracy": accuracy(s, test),
+                              "seconds": round(time.perf_counter() - t0, 1), "right": right(s, labels)})
                 print(f"{name} step {step}: {curve[-1]['accuracy']:.3f}", flush=True)
 
-        train_adapter(host, "q", items, cfg, desc=f"curve {name}", on_step=at)
+        report = train_adapter(host, "q", items, cfg, desc=f"curve {name}", on_step=at)
         host.delete("q")
         best = max(curve, key=lambda c: c["accuracy"])
         rows.append({"task": name, "n_train": len(task.train), "n_test": len(test), "majority": round(majority, 4),
-                     "zero_shot": zero, "curve": curve, "final": curve[-1]["accuracy"], "best_step": best["step"],
-                     "steps": checkpoints[-1]})
+                     "zero_shot": zero, "zero_shot_right": right(zero_scores, labels), "curve": curve,
+                     "final": curve[-1]["accuracy"], "best_step": best["step"], "steps": checkpoints[-1],
+                     "held_out_curve": report.validation, "val_size": report.val_size,
+                     "val_majority": report.val_majority})
         save(a.out, {"machine": machine(), "device": a.device_used, "peak_rss_gb": peak_rss_gb(), "mode": "train",
+                     "held_out": a.held_out, "train_config": cfg.to_dict(),
                      "backbone": a.backbone,
                      "n_train": a.n_train, "max_test": a.max_test, "seed": a.seed, "checkpoints": checkpoints,
                      "rows": rows, "complete": False})
     return rows
+
+
+def right(scores: Any, labels: list[int]) -> str:
+    """Which test examples the scores get right, as a string of 0/1 (paired comparisons later)."""
+    pred = np.asarray(scores).argmax(axis=1) if not isinstance(scores, list) else [int(np.argmax(s)) for s in scores]
+    return "".join("1" if int(p) == y else "0" for p, y in zip(pred, labels))
 
 
 def markdown(rows: list[dict[str, Any]], checkpoints: list[int] | None) -> str:
@@ -157,6 +180,9 @@ def main() -> None:
     ap.add_argument("--train", action="store_true", help="train and score learning curves")
     ap.add_argument("--tasks", default=",".join(CATALOG))
     ap.add_argument("--checkpoints", default="25,50,100,200")
+    ap.add_argument("--held-out", action="store_true", help="with --train: early stopping's held-out split and "
+                    "evaluations, no stopping; test scored at every evaluation (for stopping_rules.py)")
+    ap.add_argument("--steps", type=int, default=200, help="with --held-out: steps to train")
     ap.add_argument("--backbone", default="smollm2-135m")
     ap.add_argument("--n-train", type=int, default=160)
     ap.add_argument("--max-test", type=int, default=500)
@@ -168,7 +194,7 @@ def main() -> None:
         ap.error("give exactly one of --train or --from FILE...")
     if a.train:
         rows = train_curves(a)
-        checkpoints = sorted(int(x) for x in a.checkpoints.split(","))
+        checkpoints = a.checkpoint_list
     else:
         rows, checkpoints = from_results(a.sources), None
     table = markdown(rows, checkpoints)
@@ -176,7 +202,7 @@ def main() -> None:
     doc = {"machine": machine(), "mode": "train" if a.train else "from", "sources": a.sources, "rows": rows,
            "learned": learned, "table": table, "complete": True}
     if a.train:
-        doc.update({"device": a.device_used, "backbone": a.backbone, "n_train": a.n_train, "max_test": a.max_test, "seed": a.seed,
+        doc.update({"held_out": a.held_out, "device": a.device_used, "backbone": a.backbone, "n_train": a.n_train, "max_test": a.max_test, "seed": a.seed,
                     "checkpoints": checkpoints, "peak_rss_gb": peak_rss_gb()})
     path = save(a.out, doc)
     plot(rows, path.with_suffix(".png"), held_out=not a.train)

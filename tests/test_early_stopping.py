@@ -95,6 +95,18 @@ def test_learned_verdict_needs_held_out_accuracy_clearly_above_the_majority_rate
     assert learned_verdict(0.8, 0.5, 0) is None
 
 
+def test_adapter_learned_judges_the_kept_step_not_the_last():
+    from adaptive_learner.training.trainer import TrainReport, adapter_learned
+
+    curve = [{"step": 0, "accuracy": 0.5, "loss": 0.7}, {"step": 10, "accuracy": 0.9, "loss": 0.3},
+             {"step": 20, "accuracy": 0.5, "loss": 0.6}]
+    rep = TrainReport(20, 160, 0, 1.0, 0.3, [], validation=curve, best_step=10, val_majority=0.5, val_size=32)
+    assert adapter_learned(rep) is True
+    assert adapter_learned(TrainReport(20, 160, 0, 1.0, 0.3, [], validation=curve, best_step=20, val_majority=0.5,
+                                       val_size=32)) is False
+    assert adapter_learned(TrainReport(20, 160, 0, 1.0, 0.3, [])) is None  # no held-out split
+
+
 def test_learn_warns_when_the_task_is_not_learned(tmp_path, fresh_backbone, toy_task):
     from adaptive_learner import Learner
     from adaptive_learner.library import AdapterLibrary

@@ -32,7 +32,10 @@ def ray_local(tmp_path_factory):
     ray = pytest.importorskip("ray")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ADAPTIVE_LEARNER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        from adaptive_learner.ray_engine import LOCAL_DEFAULTS
+
+        for k, v in LOCAL_DEFAULTS.items():  # the settings the product's own local Ray starts with
+            mp.setenv(k, v)
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
         try:
             yield ray

@@ -208,6 +208,25 @@ def test_repeat_is_reused_and_unrelated_is_new_at_any_library_size(combiner, k):
     assert other.action == "new" and other.adapter is None and other.confidence > 0.5
 
 
+def test_an_adapter_that_never_learned_its_tasks_is_not_offered_for_reuse(combiner):
+    from dataclasses import replace
+
+    router, probe = Router(combiner), feats("sent2", 0, 7, desc=0, labels=0)
+    unlearned = [replace(p, learned=False) if p.adapter == "lora-sent" else p for p in library(2)]
+    d = router.decide(probe, unlearned)
+    assert d.action == "new" and "lora-sent" in d.explanation and "never learned" in d.explanation
+    assert [c.learned for c in d.candidates if c.adapter == "lora-sent"] == [False]
+    # a second task of the same adapter that was learned keeps the adapter on offer
+    twin = TaskProfile("sent-b", "lora-sent", feats("sent-b", 0, 3, n=64, desc=0, labels=0), learned=True)
+    assert router.decide(probe, unlearned + [twin]).adapter == "lora-sent"
+    # unknown (no held-out verdict) counts as learned; the option turns the rule off
+    assert router.decide(probe, library(2)).action == "reuse"
+    assert Router(combiner, RouterConfig(reuse_unlearned=True)).decide(probe, unlearned).action == "reuse"
+    # nothing in the library was learned: a new adapter, as sure as with an empty library
+    none = [replace(p, learned=False) for p in library(2)]
+    assert router.decide(probe, none).confidence == 1.0
+
+
 def test_decision_json_has_the_documented_keys_and_reads_as_a_sentence(combiner):
     d = Router(combiner).decide(feats("sent2", 0, 7), library(2))
     j = d.to_json()

@@ -56,6 +56,10 @@ def test_each_task_has_a_profile_in_its_adapters_data(lib):
             assert (path / "data" / prof.adapter / name).is_file()
     assert lib_.verify() == []
     assert {c["adapter"] for c in second.decision["candidates"]} == {"lora-toy"}
+    # whether the adapter learned its task is stored with the task and reaches the router's profiles
+    # (no held-out split at this budget: unknown, None)
+    for task, prof in profiles.items():
+        assert "adapter_learned" in lib_.tasks[task] and prof.learned is lib_.tasks[task]["adapter_learned"] is None
 
 
 def test_dry_run_prints_the_decision_and_changes_nothing(lib, toy_task):

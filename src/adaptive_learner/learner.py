@@ -29,7 +29,7 @@ from .scoring import accuracy, score
 from .tasks.spec import Example, TaskData, TaskSpec, check_name
 from .training import FeatureHead, TrainConfig, TrainReport, fit_task_head, load_head, stage_head, train_adapter
 from .training.head import prompt_features
-from .training.trainer import learned_verdict
+from .training.trainer import adapter_learned, learned_verdict
 from .training.forgetting import ForgettingOptions, make_forgetting_regularisers, store_forgetting_state
 
 PAIR_SEPARATOR = " ||| "
@@ -231,14 +231,17 @@ class Learner:
                              "final_loss": round(rep.final_loss, 4), "regularisers": [r.name for r in regs],
                              "lr": self.train_cfg.lr, "stopped": rep.stopped, "best_step": rep.best_step,
                              "validation": rep.validation, "head": head_report,
-                             **held_out_verdict(rep, head_report)}
+                             **held_out_verdict(rep, head_report), "adapter_learned": adapter_learned(rep)}
             profile = self.router.profile(task, self.train_cfg.max_length)
             with self.library.transaction(timeout=0) as tx:
                 tx.save_adapter(self.host, adapter, trainable_params=self.host.count_trainable(adapter))
                 save_profile(tx, adapter, profile)  # before set_task: it drops a profile the task leaves behind
                 stage_head(tx, adapter, task.name, head)  # the same
                 write_router_state(tx, self.router.features, self.router.extractor.encoder_name, self.router.combiner)
-                tx.set_task(task.spec, adapter, accuracy=after, n_train=len(task.train))
+                # adapter_learned: whether the adapter itself learned the task; the router offers no adapter
+                # for reuse that learned none of its tasks
+                tx.set_task(task.spec, adapter, accuracy=after, n_train=len(task.train),
+                            adapter_learned=train_summary["adapter_learned"])
                 store_forgetting_state(tx, adapter, regs)
                 tx.record({"task": task.name, "action": action, "adapter": adapter, "init_from": init_from,
                            "confidence": conf, "train": train_summary,

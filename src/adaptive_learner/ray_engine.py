@@ -89,6 +89,20 @@ def check_address(address: str) -> str:
     return a
 
 
+# Ray Serve gives its HTTP proxy 5 s to report ready (and 10 s per health check) before it kills it and
+# starts another: on a busy machine (a learn job training on every core beside it) the proxy never makes
+# it and the app fails to start. A local Ray started here inherits these; a user's own settings win.
+LOCAL_DEFAULTS = {"RAY_USAGE_STATS_ENABLED": "0",  # no report home unless the user asks for it
+                  "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
+                  "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "30"}
+
+
+def local_defaults() -> None:
+    """Set ``LOCAL_DEFAULTS`` in this process's environment where the user has not (before ``ray.init``)."""
+    for k, v in LOCAL_DEFAULTS.items():
+        os.environ.setdefault(k, v)
+
+
 def connect(address: str | None, num_cpus: int | None, what: str) -> bool:
     """Ray ready in this process: join ``address``, or start a local Ray with ``num_cpus`` CPUs.
 
@@ -99,7 +113,7 @@ def connect(address: str | None, num_cpus: int | None, what: str) -> bool:
         address = check_address(address)
     if ray.is_initialized():
         return False
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no report home unless the user asks for it
+    local_defaults()
     try:
         if address is None:
             ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING")

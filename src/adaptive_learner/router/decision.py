@@ -6,6 +6,12 @@ best adapter is reused when its probability reaches the threshold the combiner c
 otherwise a new adapter is created. The trial (the candidate adapter's loss on the k examples
 against the base model's) is run only for a short list of the most likely adapters, because it
 costs a forward pass per candidate.
+
+An adapter none of whose tasks it learned (each task's held-out accuracy at its kept step was not
+above that task's majority-class rate, ``TaskProfile.learned`` False) is not offered for reuse: there
+is nothing in it to transfer, and EWC and replay would hold the new task to weights that never
+worked (the two wrong reuses of the outcome runs, BENCHMARKS.md, were both of this kind). The next
+candidate above the threshold is reused instead, else a new adapter is made.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ class CandidateScore:
     probability: float
     evidence: dict[str, float] = field(default_factory=dict)
     head: str = ""
+    learned: bool = True  # False: every task of this adapter was judged not learned (not offered for reuse)
 
 
 @dataclass
@@ -61,6 +68,8 @@ class RouterConfig:
     permutations: int = field(default=200, metadata={"help": "permutations of the two-sample test"})
     trial_shortlist: int = field(default=3, metadata={"help": "adapters given the (costly) trial, most likely first"})
     threshold: float | None = field(default=None, metadata={"help": "override the data-chosen reuse threshold"})
+    reuse_unlearned: bool = field(default=False, metadata={
+        "help": "offer for reuse an adapter whose tasks were all judged not learned (held-out verdict)"})
     seed: int = field(default=0, metadata={"help": "seed of the permutation test"})
 
 
@@ -90,12 +99,22 @@ class Router:
         if trial is not None and cfg.trial_shortlist > 0 and self.uses_trial:
             self._add_trial(cands, profiles, evidence, trial)
         cands.sort(key=lambda c: -c.probability)
-        best = cands[0]
+        unlearned = set() if cfg.reuse_unlearned else _unlearned_adapters(profiles)
+        for c in cands:
+            c.learned = c.adapter not in unlearned
+        eligible = [c for c in cands if c.learned]
+        best = eligible[0] if eligible else cands[0]
         head = self.combiner.heads.get(best.head)
         tau = cfg.threshold if cfg.threshold is not None else (head.threshold if head else 0.5)
-        if best.probability >= tau:
-            return RouteDecision(task, "reuse", best.adapter, best.probability, cands, _explain_reuse(best, tau), tau)
-        return RouteDecision(task, "new", None, 1.0 - best.probability, cands, _explain_new(best, tau), tau)
+        skipped = [c for c in cands if not c.learned and c.probability >= tau]
+        note = "".join(f"; {c.adapter} ({c.probability:.2f}) not offered: it never learned its tasks"
+                       for c in skipped[:2])
+        if eligible and best.probability >= tau:
+            return RouteDecision(task, "reuse", best.adapter, best.probability, cands,
+                                 _explain_reuse(best, tau) + note, tau)
+        if not eligible:  # no adapter learned anything: as with an empty library, nothing to reuse
+            return RouteDecision(task, "new", None, 1.0, cands, _explain_new(best, tau) + note, tau)
+        return RouteDecision(task, "new", None, 1.0 - best.probability, cands, _explain_new(best, tau) + note, tau)
 
     @property
     def uses_trial(self) -> bool:
@@ -131,6 +150,14 @@ class Router:
                     rescored.append((*self._score(ev2), prof.task, ev2))
             p, head, task, ev2 = max(rescored, key=lambda r: r[0])
             c.task, c.probability, c.evidence, c.head = task, p, ev2, head
+
+
+def _unlearned_adapters(profiles: Sequence[TaskProfile]) -> set[str]:
+    """Adapters every one of whose tasks was judged not learned (unknown counts as learned)."""
+    verdicts: dict[str, list[bool | None]] = {}
+    for p in profiles:
+        verdicts.setdefault(p.adapter, []).append(getattr(p, "learned", None))
+    return {a for a, v in verdicts.items() if v and all(x is False for x in v)}
 
 
 def _fmt_evidence(c: CandidateScore) -> str:

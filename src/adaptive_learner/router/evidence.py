@@ -32,6 +32,7 @@ class TaskProfile:
     task: str
     adapter: str
     features: TaskFeatures
+    learned: bool | None = None  # did the adapter learn this task (held-out verdict)? None: not known
 
 
 class FeatureSpace:

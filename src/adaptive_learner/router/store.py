@@ -66,7 +66,7 @@ def load_profiles(library: Any) -> list[TaskProfile]:
         tensors = library.read_tensors(adapter, tensors_name)
         if meta is None or tensors is None:
             continue
-        out.append(TaskProfile(task, adapter, TaskFeatures.from_stored(meta, tensors)))
+        out.append(TaskProfile(task, adapter, TaskFeatures.from_stored(meta, tensors), info.get("adapter_learned")))
     return out
 
 

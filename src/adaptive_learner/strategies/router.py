@@ -33,6 +33,7 @@ from ..router.service import LibraryRouter
 from ..router.trial import run_trial
 from ..router.warm_start import DEFAULT_INIT, check_init, warm_start_source
 from ..tasks.spec import TaskData
+from ..training.trainer import adapter_learned
 from .base import Strategy, register
 
 
@@ -95,13 +96,15 @@ class RouterStrategy(Strategy):
             adapter, gain = self.new_adapter(self._fresh(task.name), init_from=init_from), 1.0
             decision.adapter = adapter
         regs = [r for f in self.factories for r in _as_list(f(adapter, task, gain))]
-        self.train(adapter, items, regs, desc=f"router {task.name} -> {adapter} ({decision.action})")
+        rep = self.train(adapter, items, regs, desc=f"router {task.name} -> {adapter} ({decision.action})")
         for f in self.factories:
             if hasattr(f, "after"):
                 f.after(adapter, regs)
         self.by_task[task.name] = adapter
         self.tasks[task.name] = task
-        self.profiles = [p for p in self.profiles if p.task != task.name] + [TaskProfile(task.name, adapter, self.router.profile(task, self.ctx.train.max_length))]
+        profile = TaskProfile(task.name, adapter, self.router.profile(task, self.ctx.train.max_length),
+                              adapter_learned(rep))
+        self.profiles = [p for p in self.profiles if p.task != task.name] + [profile]
         self.decisions.append({**decision.to_json(), "family": task.spec.family, "init_from": init_from,
                                "regularisers": [getattr(r, "name", type(r).__name__) for r in regs],
                                **({} if self.may_reuse else {"router_advised": advised})})

@@ -117,6 +117,15 @@ def learned_verdict(accuracy: float, majority: float, n: int, z: float = 1.645) 
     return bool(centre - half > majority)
 
 
+def adapter_learned(rep: "TrainReport") -> bool | None:
+    """Whether the adapter itself learned its task: ``learned_verdict`` on the held-out accuracy of the
+    weights early stopping kept. None without held-out examples (nothing to judge by)."""
+    if not rep.val_size or rep.val_majority is None or rep.best_step is None:
+        return None
+    kept = [v for v in rep.validation if v["step"] == rep.best_step]
+    return learned_verdict(float(kept[0]["accuracy"]), rep.val_majority, rep.val_size) if kept else None
+
+
 def split_validation(items: Sequence[Encoded], cfg: TrainConfig) -> tuple[list[Encoded], list[Encoded]]:
     """(train, validation): a label-stratified ``val_fraction`` (at most ``val_max``) held out, seeded.
     Empty validation when early stopping is off or the task is too small to spare it."""
