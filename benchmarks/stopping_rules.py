@@ -40,7 +40,7 @@ def replay(rule: str, held: list[dict[str, float]], cap: int) -> tuple[int, int]
     """(kept step, stop step) of ``rule`` on a held-out curve [{step, accuracy, loss}] (step 0 first)."""
     kind, *args = rule.split(":")
     if kind == "steps":
-        n = min(int(args[0]), cap)
+        n = min(int(args[0]), cap, held[-1]["step"])  # a curve recorded to fewer steps ends there
         return n, n
     patience = int(args[0])
     delta = float(args[1]) if len(args) > 1 else 0.0
@@ -88,6 +88,28 @@ def paired_ci(a: list[np.ndarray], b: list[np.ndarray], n_boot: int = 2000, seed
     return float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
 
 
+def curves_table(rows: list[dict[str, Any]], cap: int, at: tuple[int, ...] = (20, 50, 100, 150, 200)) -> str:
+    """Issue 11's learning curves: test accuracy at a few steps, where each task reaches its plateau
+    (the first step within 1 point of the best it reaches by ``cap``), and the learned verdict there."""
+    from learnability import verdict, wilson
+
+    cols = [s for s in at if s <= cap]
+    head = ["task", "test", "majority", "zero-shot", *[f"step {s}" for s in cols], "plateau step (acc)",
+            "95% CI there", "learned"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        by = {c["step"]: c["accuracy"] for c in r["curve"] if c["step"] <= cap}
+        top = max(by.values())
+        plateau = min(s for s, v in by.items() if v >= top - 0.01)
+        lo, hi = wilson(by[plateau], r["n_test"])
+        lines.append("| " + " | ".join([r["task"], str(r["n_test"]), f"{r['majority']:.3f}", f"{r['zero_shot']:.3f}",
+                                        *[f"{by[s]:.3f}" if s in by else "" for s in cols],
+                                        f"{plateau} ({by[plateau]:.3f})", f"[{lo:.3f}, {hi:.3f}]",
+                                        "yes" if verdict(by[plateau], r["majority"], r["n_test"]) else "**no**"])
+                     + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("results", nargs="+", help="learnability.py --train --held-out results")
@@ -132,7 +154,10 @@ def main() -> None:
                                         f"{r['mean_steps']:.0f}", *cells]) + " |")
     lines.append("| oracle (best test step) | " + f"{np.mean(oracle):.3f} | | | " + " | ".join(f"{o:.3f}" for o in oracle) + " |")
     out["table"] = "\n".join(lines)
+    out["curves_table"] = curves_table(rows, a.cap)
     path = save(a.out, out)
+    print(out["curves_table"])
+    print()
     print(out["table"])
     print(f"(cells: test accuracy (kept step / stop step)); results: {path}")
 

@@ -44,6 +44,7 @@ BAD = {  # one thing wrong in an otherwise good `alearn learn`, and values that 
     "--max-train": st.sampled_from(["x", "", "0", "-1"]),
     "--patience": st.sampled_from(["0", "-1", "x"]),
     "--eval-every": st.sampled_from(["0", "-2", "x"]),
+    "--monitor": st.sampled_from(["", "acc", "LOSS", "f1"]),
     "--label-scoring": st.sampled_from(["", "longest", "x", "SUM"]),
     "--seed": st.sampled_from(["x", "1.5", "-1", "4294967296"]),
     "--name": junk.filter(lambda v: bool(v) and (not set(v) <= NAME_OK or ".." in v or not v[0].isalnum()

@@ -74,6 +74,19 @@ def test_finished_runs_are_reused(repeated):
     assert [r["metrics"] for r in again.runs] == [r["metrics"] for r in res.runs]
 
 
+def test_a_run_stored_before_a_training_setting_existed_is_the_run_with_its_old_value():
+    from adaptive_learner.evaluation.config import ADDED_LATER, RunConfig, run_identity
+    from adaptive_learner.training import TrainConfig
+
+    for key, old in ADDED_LATER.items():
+        stored = json.loads(json.dumps(RunConfig(train=TrainConfig(**{key: old})).to_dict(), default=str))
+        del stored["train"][key]  # as written before the setting existed
+        same = json.loads(json.dumps(RunConfig(train=TrainConfig(**{key: old})).to_dict(), default=str))
+        assert run_identity(stored) == run_identity(same)
+    other = json.loads(json.dumps(RunConfig(train=TrainConfig(monitor="accuracy")).to_dict(), default=str))
+    assert run_identity(stored) != run_identity(other)
+
+
 def test_holdout_split_comes_from_training_data_only(toy_sequence):
     cfg = tiny_bench(toy_sequence, lr_search=True, holdout=0.25, holdout_max=5)
     tasks = prepare_tasks(RunConfig(sequence=toy_sequence, strategy="naive", max_train=24, max_test=6))

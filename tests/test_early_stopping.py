@@ -42,16 +42,21 @@ def test_stops_when_held_out_scores_stop_improving(fresh_backbone, items):
     assert rep.steps == 2 * 4 and [v["step"] for v in rep.validation] == [0, 4, 8]
 
 
-def test_the_best_checkpoint_is_kept(fresh_backbone, items):
+@pytest.mark.parametrize("monitor", ["loss", "accuracy"])
+def test_the_best_checkpoint_is_kept(fresh_backbone, items, monitor):
     host = AdapterHost(fresh_backbone)
     host.create("a")
-    c = cfg(lr=5e-2, steps=24, patience=100)
+    c = cfg(lr=5e-2, steps=24, patience=100, monitor=monitor)
     rep = train_adapter(host, "a", items, c)
     assert rep.stopped == "steps" and rep.steps == 24 and len(rep.validation) == 7
-    best, kept = float("inf"), None
-    for v in rep.validation:  # the last score at least min_delta below every earlier one
-        if v["loss"] < best - c.min_delta:
-            best, kept = v["loss"], v
+    kept = rep.validation[0]
+    for v in rep.validation[1:]:
+        if monitor == "loss":  # the last score at least min_delta below every earlier one
+            better = v["loss"] < kept["loss"] - c.min_delta
+        else:  # a higher accuracy, or the same with a lower loss
+            better = v["accuracy"] > kept["accuracy"] or (v["accuracy"] == kept["accuracy"]
+                                                          and v["loss"] < kept["loss"])
+        kept = v if better else kept
     assert rep.best_step == kept["step"]
     # the adapter left behind scores exactly what the curve recorded at the best step
     acc, loss = validate(host.model, split_validation(items, c)[1], fresh_backbone.tokenizer.pad_token_id)
@@ -81,8 +86,12 @@ def test_the_command_line_defaults_are_the_train_configs():
     from adaptive_learner import cli
 
     d = TrainConfig()
-    assert (cli.DEFAULT_STEPS, cli.DEFAULT_LR, cli.DEFAULT_PATIENCE, cli.DEFAULT_EVAL_EVERY) == \
-        (d.steps, d.lr, d.patience, d.eval_every)
+    assert (cli.DEFAULT_STEPS, cli.DEFAULT_LR, cli.DEFAULT_PATIENCE, cli.DEFAULT_EVAL_EVERY, cli.DEFAULT_MONITOR) == \
+        (d.steps, d.lr, d.patience, d.eval_every, d.monitor)
+    from adaptive_learner.server.protocol import LearnRequest
+
+    fields = LearnRequest.model_fields
+    assert (fields["patience"].default, fields["monitor"].default) == (d.patience, d.monitor)
 
 
 def test_learned_verdict_needs_held_out_accuracy_clearly_above_the_majority_rate():

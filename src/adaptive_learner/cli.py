@@ -23,23 +23,27 @@ app.add_typer(data_app, name="data")
 # the training defaults (``TrainConfig``'s; kept here so that `alearn --help` needs no torch import)
 DEFAULT_STEPS = 300
 DEFAULT_LR = 2e-3
-DEFAULT_PATIENCE = 3
+DEFAULT_PATIENCE = 5
 DEFAULT_EVAL_EVERY = 10
-STEPS_HELP = "most optimizer steps per task (training stops earlier once the held-out loss stops improving; " \
+DEFAULT_MONITOR = "accuracy"
+STEPS_HELP = "most optimizer steps per task (training stops earlier once the held-out examples stop improving; " \
              "exactly this many with --no-early-stop)"
 EARLY_STOP_HELP = "hold out a fifth of the training examples (at most 64), score them every --eval-every steps, " \
-                  "stop after --patience scores without a lower held-out loss and keep the weights of the lowest"
+                  "stop after --patience scores without improvement (--monitor) and keep the best weights"
 # the training options of `run`, `bench` and `learn` (one definition each)
 STEPS_OPTION = typer.Option(DEFAULT_STEPS, help=STEPS_HELP)
 EARLY_STOP_OPTION = typer.Option(True, "--early-stop/--no-early-stop", help=EARLY_STOP_HELP)
-PATIENCE_OPTION = typer.Option(DEFAULT_PATIENCE, help="held-out scores without a lower loss before stopping")
+PATIENCE_OPTION = typer.Option(DEFAULT_PATIENCE, help="held-out scores without improvement before stopping")
+MONITOR_OPTION = typer.Option(DEFAULT_MONITOR, help="what improvement means on the held-out examples: accuracy "
+                              "(higher; at equal accuracy the lower loss is kept) or loss (0.01 lower)")
 EVAL_EVERY_OPTION = typer.Option(DEFAULT_EVAL_EVERY, help="steps between held-out scores")
 BATCH_SIZE_OPTION = typer.Option(8, help="examples per step")
 DEVICE_OPTION = typer.Option("auto", help="where to train and score: auto (a CUDA GPU when there is one, else the "
                              "CPU), cpu, cuda or cuda:N")
 
 def _train_cfg(steps: int, batch_size: int, lr: float, max_length: int, seed: int, early_stop: bool = True,
-               patience: int = DEFAULT_PATIENCE, eval_every: int = DEFAULT_EVAL_EVERY, **counts: int):
+               patience: int = DEFAULT_PATIENCE, eval_every: int = DEFAULT_EVAL_EVERY,
+               monitor: str = DEFAULT_MONITOR, **counts: int):
     """The training budget, with every number checked (``counts``: more options that must be positive)."""
     from .training import TrainConfig
 
@@ -53,8 +57,12 @@ def _train_cfg(steps: int, batch_size: int, lr: float, max_length: int, seed: in
         raise UserError(f"--seed must be between 0 and {2**32 - 1}, got {seed}")
     if not 0 < lr < float("inf"):  # also refuses nan, which every comparison fails
         raise UserError(f"--lr must be a positive number, got {lr}")
+    from .training.trainer import MONITORS
+
+    if monitor not in MONITORS:
+        raise UserError(f"--monitor must be one of {', '.join(MONITORS)}, got {monitor!r}")
     return TrainConfig(steps=steps, batch_size=batch_size, lr=lr, max_length=max_length, seed=seed,
-                       early_stop=early_stop, patience=patience, eval_every=eval_every)
+                       early_stop=early_stop, patience=patience, eval_every=eval_every, monitor=monitor)
 
 
 @app.command()
@@ -64,7 +72,7 @@ def run(sequence: Optional[str] = typer.Argument(None, help="built-in sequence n
         out: Optional[Path] = typer.Option(None, help="output directory (default runs/<strategy>-<time>)"),
         max_train: int = typer.Option(256, help="training examples per task (stratified subsample)"),
         max_test: int = typer.Option(100, help="test examples per task"),
-        steps: int = STEPS_OPTION, early_stop: bool = EARLY_STOP_OPTION, patience: int = PATIENCE_OPTION,
+        steps: int = STEPS_OPTION, early_stop: bool = EARLY_STOP_OPTION, patience: int = PATIENCE_OPTION, monitor: str = MONITOR_OPTION,
         eval_every: int = EVAL_EVERY_OPTION, batch_size: int = BATCH_SIZE_OPTION,
         lr: float = typer.Option(DEFAULT_LR, help="learning rate"),
         max_length: int = typer.Option(256, help="max tokens per example"),
@@ -92,7 +100,7 @@ def run(sequence: Optional[str] = typer.Argument(None, help="built-in sequence n
     check_requirements(strategy)  # unknown, or a peft without the method it wraps: one line
     cfg = RunConfig(sequence=sequence, strategy=strategy, backbone=backbone, max_train=max_train,
                     max_test=max_test, seed=seed, device=device,
-                    train=_train_cfg(steps, batch_size, lr, max_length, seed, early_stop, patience, eval_every,
+                    train=_train_cfg(steps, batch_size, lr, max_length, seed, early_stop, patience, eval_every, monitor,
                                      max_train=max_train, max_test=max_test))
     out = out or Path("runs") / f"{sequence.replace('/', '_').replace('.yaml', '')}-{strategy}-seed{seed}"
     res = run_sequence(cfg, out)
@@ -149,7 +157,7 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
           out: Optional[Path] = typer.Option(None, help="output directory (default runs/bench-<sequence>)"),
           max_train: int = typer.Option(256, help="training examples per task (stratified subsample)"),
           max_test: int = typer.Option(100, help="test examples per task"),
-          steps: int = STEPS_OPTION, early_stop: bool = EARLY_STOP_OPTION, patience: int = PATIENCE_OPTION,
+          steps: int = STEPS_OPTION, early_stop: bool = EARLY_STOP_OPTION, patience: int = PATIENCE_OPTION, monitor: str = MONITOR_OPTION,
           eval_every: int = EVAL_EVERY_OPTION, batch_size: int = BATCH_SIZE_OPTION,
           lr: float = typer.Option(DEFAULT_LR, help="learning rate (without --lr-search)"),
           max_length: int = typer.Option(256, help="max tokens per example"),
@@ -179,7 +187,8 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
     cfg = BenchConfig(sequence=sequence, strategies=_csv(strategies, str, "--strategies"),
                       seeds=_csv(seeds, int, "--seeds"), orders=orders, backbone=backbone, max_train=max_train,
                       max_test=max_test, train=_train_cfg(steps, batch_size, lr, max_length, 0, early_stop, patience,
-                                                          eval_every, max_train=max_train, max_test=max_test),
+                                                          eval_every, monitor, max_train=max_train,
+                                                          max_test=max_test),
                       options=_set_options(set_), lr_search=lr_search, lr_grid=_csv(lr_grid, float, "--lr-grid"),
                       reference=reference, resamples=resamples, device=device)
     out = out or Path("runs") / f"bench-{Path(sequence).stem}"
@@ -200,7 +209,7 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
           family: str = typer.Option("unknown", help="task family, if known"),
           backbone: Optional[str] = typer.Option(None, help="backbone for a new library (read from it afterwards)"),
           max_train: int = typer.Option(256, help="training examples (stratified subsample)"),
-          steps: int = STEPS_OPTION, early_stop: bool = EARLY_STOP_OPTION, patience: int = PATIENCE_OPTION,
+          steps: int = STEPS_OPTION, early_stop: bool = EARLY_STOP_OPTION, patience: int = PATIENCE_OPTION, monitor: str = MONITOR_OPTION,
           eval_every: int = EVAL_EVERY_OPTION, batch_size: int = BATCH_SIZE_OPTION,
           lr: float = typer.Option(DEFAULT_LR, help="learning rate"),
           max_length: int = typer.Option(256, help="max tokens per example"),
@@ -247,7 +256,8 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
             t = t.renamed(name or t.name, description)
     if force_new and reuse:
         raise UserError("--force-new and --reuse exclude each other")
-    cfg = _train_cfg(steps, batch_size, lr, max_length, seed, early_stop, patience, eval_every, max_train=max_train)
+    cfg = _train_cfg(steps, batch_size, lr, max_length, seed, early_stop, patience, eval_every, monitor,
+                     max_train=max_train)
     cfg.head, cfg.head_mix = head, head_mix
     t = t.subsample(max_train, 200, seed)
     if router not in ("calibrated", "softmax-threshold"):
@@ -272,7 +282,8 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
     curve = o.train.get("validation") or []
     if curve:
         typer.echo("held-out accuracy by step: " + ", ".join(f"{v['step']}: {v['accuracy']:.3f}" for v in curve))
-        why_end = "no lower held-out loss in --patience scores" if o.train["stopped"] == "patience" else "--steps reached"
+        why_end = (f"no better held-out {o.train.get('monitor', 'loss')} in --patience scores"
+                   if o.train["stopped"] == "patience" else "--steps reached")
         typer.echo(f"kept the weights of step {o.train['best_step']} ({why_end})")
     h = o.train.get("head") or {}
     if h.get("held_out"):

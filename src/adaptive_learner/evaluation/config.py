@@ -14,6 +14,9 @@ from ..training import TrainConfig
 
 RUNTIME_ONLY = ("device",)  # settings that do not change what a run is (see RunConfig.device)
 LEARNER_ONLY = ("head", "head_mix")  # training settings of Learner.learn's head, which no strategy of a run reads
+# training settings added after runs were stored, with the value those runs had: a stored run without the key
+# is the same run as one with this value
+ADDED_LATER = {"monitor": "loss"}
 
 
 def run_identity(config: dict[str, Any]) -> dict[str, Any]:
@@ -21,7 +24,7 @@ def run_identity(config: dict[str, Any]) -> dict[str, Any]:
     the runtime settings and the head's settings; runs and checkpoints are recognised by this."""
     out = {k: v for k, v in config.items() if k not in RUNTIME_ONLY}
     if isinstance(out.get("train"), dict):
-        out["train"] = {k: v for k, v in out["train"].items() if k not in LEARNER_ONLY}
+        out["train"] = {**ADDED_LATER, **{k: v for k, v in out["train"].items() if k not in LEARNER_ONLY}}
     return out
 
 

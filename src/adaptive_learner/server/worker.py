@@ -61,7 +61,8 @@ def _learn(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
     task = build_task(job["source"], opts)
     cfg = TrainConfig(steps=opts["steps"], batch_size=opts["batch_size"], lr=opts["lr"],
                       max_length=opts["max_length"], seed=opts["seed"], early_stop=opts["early_stop"],
-                      patience=opts["patience"], eval_every=opts["eval_every"])
+                      patience=opts["patience"], eval_every=opts["eval_every"],
+                      monitor=opts.get("monitor", "accuracy"))
     cfg.head = opts.get("head", True)  # as `alearn learn --head/--no-head` sets it
     cfg.head_mix = str(opts.get("head_mix", "gated"))  # and --head-mix
     learner = Learner(job["library"], train=cfg, router=opts["router"], init=opts["init"], create=False)

@@ -18,6 +18,7 @@ from .regularisers import Regulariser
 
 OBJECTIVES = ("choices", "lm")
 SCHEDULES = ("constant", "linear")
+MONITORS = ("loss", "accuracy")  # what early stopping watches on the held-out examples
 
 
 @dataclass
@@ -51,7 +52,10 @@ class TrainConfig:
     val_fraction: float = field(default=0.2, metadata={"help": "fraction of the training examples held out"})
     val_max: int = field(default=64, metadata={"help": "at most this many held-out examples"})
     eval_every: int = field(default=10, metadata={"help": "steps between validation scores"})
-    patience: int = field(default=3, metadata={"help": "validation scores without a lower loss before stopping"})
+    patience: int = field(default=5, metadata={"help": "validation scores without improvement before stopping"})
+    monitor: str = field(default="accuracy", metadata={
+        "help": "what counts as improvement on the held-out examples: accuracy (higher; at equal accuracy the "
+                "lower loss is kept) or loss (lower by min_delta); the best weights are kept"})
     min_delta: float = field(default=0.01, metadata={
         "help": "a held-out loss counts as lower when it is at least this much below the best so far (once "
                 "every held-out example is right, the loss keeps creeping down as the model grows confident)"})
@@ -74,6 +78,8 @@ class TrainConfig:
         check_mix_rule(self.head_mix)
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.monitor not in MONITORS:
+            raise ValueError(f"monitor must be one of {MONITORS}, got {self.monitor!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
 
@@ -253,8 +259,8 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
 
     With early stopping (``cfg.early_stop``) a part of ``items`` is held out (:func:`split_validation`),
     scored before training and every ``cfg.eval_every`` steps; training ends after ``cfg.patience``
-    scores without a held-out loss ``cfg.min_delta`` below the best, or at ``cfg.steps``, and the
-    adapter is left at the weights of its best held-out loss. With an ``accelerate.Accelerator``, the model and optimizer are
+    scores without improvement (``cfg.monitor``: a held-out loss ``cfg.min_delta`` below the best, or a
+    higher held-out accuracy), or at ``cfg.steps``, and the adapter is left at the best weights. With an ``accelerate.Accelerator``, the model and optimizer are
     prepared by it and each process trains on its shard of every batch (data parallel); gradients
     are averaged by it. ``on_step(step, model)``, when given, is called after every optimizer step
     with the model in eval mode and gradients off.
@@ -278,21 +284,34 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
         device = accelerator.device
     pad_id = host.backbone.tokenizer.pad_token_id
     curve: list[dict[str, float]] = []
-    best: float | None = None
+    best: tuple[float, float] | None = None  # (accuracy, loss) of the kept weights
     best_step, best_state, since_best = 0, None, 0
 
+    def judge(acc: float, loss: float) -> tuple[bool, bool]:
+        """(keep these weights, reset patience). ``cfg.monitor`` loss: the held-out loss dropped by
+        ``min_delta``. accuracy: the held-out accuracy rose; the same accuracy with a lower loss keeps
+        the weights but does not reset patience (a few dozen examples tie often and saturate at 1.0 on
+        easy tasks: the loss breaks ties, it does not prolong training)."""
+        if best is None:
+            return True, True
+        if cfg.monitor == "loss":
+            better = loss < best[1] - cfg.min_delta
+            return better, better
+        if acc > best[0]:
+            return True, True
+        return acc == best[0] and loss < best[1], False
+
     def check(step: int) -> bool:
-        """Score the held-out items; remember the weights when the held-out loss drops by ``min_delta``
-        (accuracy on a few dozen examples is too coarse to choose by: it ties, and it saturates at 1.0
-        on easy tasks). True when patience has run out."""
+        """Score the held-out items; remember the weights when they are better (``judge``). True when
+        patience has run out."""
         nonlocal best, best_step, best_state, since_best
         acc, loss = validate(model, val_items, pad_id)
         curve.append({"step": step, "accuracy": round(acc, 4), "loss": round(loss, 4)})
-        if best is None or loss < best - cfg.min_delta:
-            best, best_step, since_best = loss, step, 0
+        keep, reset = judge(round(acc, 4), round(loss, 4))
+        if keep:
+            best, best_step = (round(acc, 4), round(loss, 4)), step
             best_state = {n: p.detach().clone() for n, p in params.items()}
-        else:
-            since_best += 1
+        since_best = 0 if reset else since_best + 1
         return since_best >= cfg.patience
 
     if val_items:
