@@ -32,7 +32,7 @@ import numpy as np
 
 from common import save
 
-DEFAULT_RULES = ("loss:3:0.01,loss:5:0.01,loss:8:0.01,loss:5:0,acc:3,acc:5,acc:8,accloss:3:0.01,accloss:5:0.01,"
+DEFAULT_RULES = ("loss:3:0.01,loss:5:0.01,loss:8:0.01,loss:5:0,acc:3,acc:4,acc:5,acc:8,accloss:3:0.01,accloss:5:0.01,"
                  "accloss:8:0.01,steps:50,steps:100,steps:200")
 
 

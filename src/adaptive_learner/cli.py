@@ -23,7 +23,7 @@ app.add_typer(data_app, name="data")
 # the training defaults (``TrainConfig``'s; kept here so that `alearn --help` needs no torch import)
 DEFAULT_STEPS = 300
 DEFAULT_LR = 2e-3
-DEFAULT_PATIENCE = 5
+DEFAULT_PATIENCE = 4
 DEFAULT_EVAL_EVERY = 10
 DEFAULT_MONITOR = "accuracy"
 STEPS_HELP = "most optimizer steps per task (training stops earlier once the held-out examples stop improving; " \

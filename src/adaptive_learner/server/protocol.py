@@ -68,7 +68,7 @@ class LearnRequest(_Strict):
     max_train: int = Field(default=256, gt=0, le=100_000)
     steps: int = Field(default=300, gt=0, le=100_000)
     early_stop: bool = True
-    patience: int = Field(default=5, gt=0, le=1000)
+    patience: int = Field(default=4, gt=0, le=1000)
     monitor: Literal["accuracy", "loss"] = Field(default="accuracy", description="as `alearn learn --monitor`")
     eval_every: int = Field(default=10, gt=0, le=100_000)
     batch_size: int = Field(default=8, gt=0, le=1024)

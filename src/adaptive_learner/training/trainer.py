@@ -52,7 +52,7 @@ class TrainConfig:
     val_fraction: float = field(default=0.2, metadata={"help": "fraction of the training examples held out"})
     val_max: int = field(default=64, metadata={"help": "at most this many held-out examples"})
     eval_every: int = field(default=10, metadata={"help": "steps between validation scores"})
-    patience: int = field(default=5, metadata={"help": "validation scores without improvement before stopping"})
+    patience: int = field(default=4, metadata={"help": "validation scores without improvement before stopping"})
     monitor: str = field(default="accuracy", metadata={
         "help": "what counts as improvement on the held-out examples: accuracy (higher; at equal accuracy the "
                 "lower loss is kept) or loss (lower by min_delta); the best weights are kept"})
