@@ -131,8 +131,7 @@ def train_curves(a: argparse.Namespace) -> list[dict[str, Any]]:
 
 def right(scores: Any, labels: list[int]) -> str:
     """Which test examples the scores get right, as a string of 0/1 (paired comparisons later)."""
-    pred = np.asarray(scores).argmax(axis=1) if not isinstance(scores, list) else [int(np.argmax(s)) for s in scores]
-    return "".join("1" if int(p) == y else "0" for p, y in zip(pred, labels))
+    return "".join("1" if int(np.argmax(s)) == y else "0" for s, y in zip(scores, labels))
 
 
 def markdown(rows: list[dict[str, Any]], checkpoints: list[int] | None) -> str:

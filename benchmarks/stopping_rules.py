@@ -42,6 +42,8 @@ def replay(rule: str, held: list[dict[str, float]], cap: int) -> tuple[int, int]
     if kind == "steps":
         n = min(int(args[0]), cap, held[-1]["step"])  # a curve recorded to fewer steps ends there
         return n, n
+    from adaptive_learner.training.trainer import improvement
+
     patience = int(args[0])
     delta = float(args[1]) if len(args) > 1 else 0.0
     best = held[0]
@@ -49,22 +51,15 @@ def replay(rule: str, held: list[dict[str, float]], cap: int) -> tuple[int, int]
     for point in held[1:]:
         if point["step"] > cap:
             break
-        if kind == "loss":
-            better = point["loss"] < best["loss"] - delta
-        elif kind == "acc":
-            better = point["accuracy"] > best["accuracy"]
+        if kind in ("loss", "acc"):  # the trainer's own rule (TrainConfig.monitor loss / accuracy)
+            keep, reset = improvement("loss" if kind == "loss" else "accuracy", delta, best, point)
         elif kind == "accloss":
-            better = point["accuracy"] > best["accuracy"] or (
+            keep = reset = point["accuracy"] > best["accuracy"] or (
                 point["accuracy"] == best["accuracy"] and point["loss"] < best["loss"] - delta)
         else:
             raise ValueError(f"unknown rule {rule!r}")
-        if better:
-            best, since = point, 0
-        elif kind == "acc" and point["accuracy"] == best["accuracy"] and point["loss"] < best["loss"]:
-            best = point  # a tie in accuracy keeps the lower loss, without resetting patience
-            since += 1
-        else:
-            since += 1
+        best = point if keep else best
+        since = 0 if reset else since + 1
         if since >= patience:
             return best["step"], point["step"]
     return best["step"], min(held[-1]["step"], cap)

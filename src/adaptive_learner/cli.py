@@ -72,8 +72,8 @@ def run(sequence: Optional[str] = typer.Argument(None, help="built-in sequence n
         out: Optional[Path] = typer.Option(None, help="output directory (default runs/<strategy>-<time>)"),
         max_train: int = typer.Option(256, help="training examples per task (stratified subsample)"),
         max_test: int = typer.Option(100, help="test examples per task"),
-        steps: int = STEPS_OPTION, early_stop: bool = EARLY_STOP_OPTION, patience: int = PATIENCE_OPTION, monitor: str = MONITOR_OPTION,
-        eval_every: int = EVAL_EVERY_OPTION, batch_size: int = BATCH_SIZE_OPTION,
+        steps: int = STEPS_OPTION, early_stop: bool = EARLY_STOP_OPTION, patience: int = PATIENCE_OPTION,
+        monitor: str = MONITOR_OPTION, eval_every: int = EVAL_EVERY_OPTION, batch_size: int = BATCH_SIZE_OPTION,
         lr: float = typer.Option(DEFAULT_LR, help="learning rate"),
         max_length: int = typer.Option(256, help="max tokens per example"),
         seed: int = typer.Option(0, help="seed for sampling, initialisation and batch order"),
@@ -100,8 +100,8 @@ def run(sequence: Optional[str] = typer.Argument(None, help="built-in sequence n
     check_requirements(strategy)  # unknown, or a peft without the method it wraps: one line
     cfg = RunConfig(sequence=sequence, strategy=strategy, backbone=backbone, max_train=max_train,
                     max_test=max_test, seed=seed, device=device,
-                    train=_train_cfg(steps, batch_size, lr, max_length, seed, early_stop, patience, eval_every, monitor,
-                                     max_train=max_train, max_test=max_test))
+                    train=_train_cfg(steps, batch_size, lr, max_length, seed, early_stop, patience, eval_every,
+                                     monitor, max_train=max_train, max_test=max_test))
     out = out or Path("runs") / f"{sequence.replace('/', '_').replace('.yaml', '')}-{strategy}-seed{seed}"
     res = run_sequence(cfg, out)
     if res.info.get("world_size", 1) > 1 and os.environ.get("RANK", "0") != "0":
@@ -157,8 +157,8 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
           out: Optional[Path] = typer.Option(None, help="output directory (default runs/bench-<sequence>)"),
           max_train: int = typer.Option(256, help="training examples per task (stratified subsample)"),
           max_test: int = typer.Option(100, help="test examples per task"),
-          steps: int = STEPS_OPTION, early_stop: bool = EARLY_STOP_OPTION, patience: int = PATIENCE_OPTION, monitor: str = MONITOR_OPTION,
-          eval_every: int = EVAL_EVERY_OPTION, batch_size: int = BATCH_SIZE_OPTION,
+          steps: int = STEPS_OPTION, early_stop: bool = EARLY_STOP_OPTION, patience: int = PATIENCE_OPTION,
+          monitor: str = MONITOR_OPTION, eval_every: int = EVAL_EVERY_OPTION, batch_size: int = BATCH_SIZE_OPTION,
           lr: float = typer.Option(DEFAULT_LR, help="learning rate (without --lr-search)"),
           max_length: int = typer.Option(256, help="max tokens per example"),
           workers: int = typer.Option(1, help="runs at once. 1: one after another in this process (no Ray). "
@@ -209,8 +209,8 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
           family: str = typer.Option("unknown", help="task family, if known"),
           backbone: Optional[str] = typer.Option(None, help="backbone for a new library (read from it afterwards)"),
           max_train: int = typer.Option(256, help="training examples (stratified subsample)"),
-          steps: int = STEPS_OPTION, early_stop: bool = EARLY_STOP_OPTION, patience: int = PATIENCE_OPTION, monitor: str = MONITOR_OPTION,
-          eval_every: int = EVAL_EVERY_OPTION, batch_size: int = BATCH_SIZE_OPTION,
+          steps: int = STEPS_OPTION, early_stop: bool = EARLY_STOP_OPTION, patience: int = PATIENCE_OPTION,
+          monitor: str = MONITOR_OPTION, eval_every: int = EVAL_EVERY_OPTION, batch_size: int = BATCH_SIZE_OPTION,
           lr: float = typer.Option(DEFAULT_LR, help="learning rate"),
           max_length: int = typer.Option(256, help="max tokens per example"),
           seed: int = typer.Option(0, help="seed for sampling, the validation split, initialisation and batch order"),

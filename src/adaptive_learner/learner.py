@@ -29,7 +29,7 @@ from .scoring import accuracy, score
 from .tasks.spec import Example, TaskData, TaskSpec, check_name
 from .training import FeatureHead, TrainConfig, TrainReport, fit_task_head, load_head, stage_head, train_adapter
 from .training.head import prompt_features
-from .training.trainer import adapter_learned, learned_verdict
+from .training.trainer import adapter_learned, kept_point, learned_verdict
 from .training.forgetting import ForgettingOptions, make_forgetting_regularisers, store_forgetting_state
 
 PAIR_SEPARATOR = " ||| "
@@ -324,10 +324,10 @@ def held_out_verdict(rep: TrainReport, head_report: dict[str, Any]) -> dict[str,
     if f"{mix:g}" in table:
         acc = table[f"{mix:g}"]["accuracy"]
     else:
-        kept = [v for v in rep.validation if v["step"] == rep.best_step]
-        if not kept:
+        kept = kept_point(rep)
+        if kept is None:
             return {}
-        acc = kept[0]["accuracy"]
+        acc = kept["accuracy"]
     return {"held_out_accuracy": round(float(acc), 4), "held_out_majority": round(rep.val_majority, 4),
             "held_out_size": rep.val_size, "learned": learned_verdict(float(acc), rep.val_majority, rep.val_size)}
 

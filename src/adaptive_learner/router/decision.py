@@ -112,9 +112,9 @@ class Router:
         if eligible and best.probability >= tau:
             return RouteDecision(task, "reuse", best.adapter, best.probability, cands,
                                  _explain_reuse(best, tau) + note, tau)
-        if not eligible:  # no adapter learned anything: as with an empty library, nothing to reuse
-            return RouteDecision(task, "new", None, 1.0, cands, _explain_new(best, tau) + note, tau)
-        return RouteDecision(task, "new", None, 1.0 - best.probability, cands, _explain_new(best, tau) + note, tau)
+        # no adapter learned anything: as with an empty library, nothing to reuse
+        confidence = 1.0 - best.probability if eligible else 1.0
+        return RouteDecision(task, "new", None, confidence, cands, _explain_new(best, tau) + note, tau)
 
     @property
     def uses_trial(self) -> bool:
@@ -154,10 +154,8 @@ class Router:
 
 def _unlearned_adapters(profiles: Sequence[TaskProfile]) -> set[str]:
     """Adapters every one of whose tasks was judged not learned (unknown counts as learned)."""
-    verdicts: dict[str, list[bool | None]] = {}
-    for p in profiles:
-        verdicts.setdefault(p.adapter, []).append(getattr(p, "learned", None))
-    return {a for a, v in verdicts.items() if v and all(x is False for x in v)}
+    adapters = {p.adapter for p in profiles}
+    return adapters - {p.adapter for p in profiles if p.learned is not False}
 
 
 def _fmt_evidence(c: CandidateScore) -> str:

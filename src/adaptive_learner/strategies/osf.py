@@ -155,6 +155,6 @@ class OSF(Strategy):
             self.model.eval()
 
     def finish_info(self) -> dict[str, Any]:
-        """The schedule, the learning rate, each task's preserved rank and trainable parameters, for results.json."""
-        return {"osf": {"schedule": self.schedule, "lr": self.lr, "effective_rank": self.preserved, "trainable_params": self.trained,
-                        "weights_changed": len(self.changed)}}
+        """The schedule, the learning rate, each task's preserved rank and trainable parameters (results.json)."""
+        return {"osf": {"schedule": self.schedule, "lr": self.lr, "effective_rank": self.preserved,
+                        "trainable_params": self.trained, "weights_changed": len(self.changed)}}

@@ -128,8 +128,31 @@ def adapter_learned(rep: "TrainReport") -> bool | None:
     weights early stopping kept. None without held-out examples (nothing to judge by)."""
     if not rep.val_size or rep.val_majority is None or rep.best_step is None:
         return None
-    kept = [v for v in rep.validation if v["step"] == rep.best_step]
-    return learned_verdict(float(kept[0]["accuracy"]), rep.val_majority, rep.val_size) if kept else None
+    kept = kept_point(rep)
+    return learned_verdict(float(kept["accuracy"]), rep.val_majority, rep.val_size) if kept else None
+
+
+def kept_point(rep: "TrainReport") -> dict[str, float] | None:
+    """The validation curve's point of the weights early stopping kept (None: no such point)."""
+    return next((v for v in rep.validation if v["step"] == rep.best_step), None)
+
+
+def improvement(monitor: str, min_delta: float, best: dict[str, float] | None,
+                point: dict[str, float]) -> tuple[bool, bool]:
+    """Early stopping's rule for one held-out score ``point`` ({accuracy, loss}) against the ``best``
+    kept so far: (keep these weights, reset patience). ``monitor`` loss: the held-out loss dropped by
+    ``min_delta``. accuracy: the held-out accuracy rose; the same accuracy with a lower loss keeps the
+    weights but does not reset patience (a few dozen examples tie often and saturate at 1.0 on easy
+    tasks: the loss breaks ties, it does not prolong training). ``benchmarks/stopping_rules.py``
+    replays recorded curves through this same function."""
+    if best is None:
+        return True, True
+    if monitor == "loss":
+        better = point["loss"] < best["loss"] - min_delta
+        return better, better
+    if point["accuracy"] > best["accuracy"]:
+        return True, True
+    return point["accuracy"] == best["accuracy"] and point["loss"] < best["loss"], False
 
 
 def split_validation(items: Sequence[Encoded], cfg: TrainConfig) -> tuple[list[Encoded], list[Encoded]]:
@@ -260,10 +283,10 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
     With early stopping (``cfg.early_stop``) a part of ``items`` is held out (:func:`split_validation`),
     scored before training and every ``cfg.eval_every`` steps; training ends after ``cfg.patience``
     scores without improvement (``cfg.monitor``: a held-out loss ``cfg.min_delta`` below the best, or a
-    higher held-out accuracy), or at ``cfg.steps``, and the adapter is left at the best weights. With an ``accelerate.Accelerator``, the model and optimizer are
-    prepared by it and each process trains on its shard of every batch (data parallel); gradients
-    are averaged by it. ``on_step(step, model)``, when given, is called after every optimizer step
-    with the model in eval mode and gradients off.
+    higher held-out accuracy), or at ``cfg.steps``, and the adapter is left at the best weights. With an
+    ``accelerate.Accelerator``, the model and optimizer are prepared by it and each process trains on
+    its shard of every batch (data parallel); gradients are averaged by it. ``on_step(step, model)``,
+    when given, is called after every optimizer step with the model in eval mode and gradients off.
     """
     if not items:
         raise ValueError("no training examples")
@@ -284,32 +307,18 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
         device = accelerator.device
     pad_id = host.backbone.tokenizer.pad_token_id
     curve: list[dict[str, float]] = []
-    best: tuple[float, float] | None = None  # (accuracy, loss) of the kept weights
+    best: dict[str, float] | None = None  # the curve's point of the kept weights
     best_step, best_state, since_best = 0, None, 0
 
-    def judge(acc: float, loss: float) -> tuple[bool, bool]:
-        """(keep these weights, reset patience). ``cfg.monitor`` loss: the held-out loss dropped by
-        ``min_delta``. accuracy: the held-out accuracy rose; the same accuracy with a lower loss keeps
-        the weights but does not reset patience (a few dozen examples tie often and saturate at 1.0 on
-        easy tasks: the loss breaks ties, it does not prolong training)."""
-        if best is None:
-            return True, True
-        if cfg.monitor == "loss":
-            better = loss < best[1] - cfg.min_delta
-            return better, better
-        if acc > best[0]:
-            return True, True
-        return acc == best[0] and loss < best[1], False
-
     def check(step: int) -> bool:
-        """Score the held-out items; remember the weights when they are better (``judge``). True when
-        patience has run out."""
+        """Score the held-out items; remember the weights when they are better (``improvement``). True
+        when patience has run out."""
         nonlocal best, best_step, best_state, since_best
         acc, loss = validate(model, val_items, pad_id)
         curve.append({"step": step, "accuracy": round(acc, 4), "loss": round(loss, 4)})
-        keep, reset = judge(round(acc, 4), round(loss, 4))
+        keep, reset = improvement(cfg.monitor, cfg.min_delta, best, curve[-1])
         if keep:
-            best, best_step = (round(acc, 4), round(loss, 4)), step
+            best, best_step = curve[-1], step
             best_state = {n: p.detach().clone() for n, p in params.items()}
         since_best = 0 if reset else since_best + 1
         return since_best >= cfg.patience
