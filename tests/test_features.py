@@ -179,3 +179,12 @@ def test_pair_tasks_carry_their_structure_through_storage_and_into_evidence(fres
     gap = np.abs(pair.structure.mean(0) - other.structure.mean(0))
     assert ev["len_ratio_gap"] == pytest.approx(gap[0]) and ev["pair_cos_gap"] == pytest.approx(gap[1])
     assert "len_ratio_gap" not in pair_evidence(pair, single)  # only between two pair tasks
+
+
+def test_pair_tasks_store_their_examples_field_ratios_for_routing(fresh_backbone, pair_task, toy_task):
+    ext = F.FeatureExtractor(AdapterHost(fresh_backbone))
+    pair = ext.task_features(pair_task.spec, pair_task.train[:6])
+    f0, f1 = pair_task.spec.input_fields[:2]
+    expected = [F.length_ratio(str(e.fields[f0]), str(e.fields[f1])) for e in pair_task.train[:6]]
+    assert np.allclose(pair.field_ratios, expected, atol=1e-6)
+    assert ext.task_features(toy_task.spec, toy_task.train[:6]).field_ratios is None

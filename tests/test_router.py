@@ -317,3 +317,67 @@ def test_input_router_only_considers_tasks_with_as_many_fields():
     r_pair, r_none = router.route(cluster(0, 2, 3), [2, 3])
     assert r_pair.task == "pair" and r_none is None
     assert count_fields("a ||| b") == 2 and count_fields("plain") == 1
+
+
+def _pair_texts(ratio_words: tuple[int, int], n: int, seed: int) -> list[str]:
+    """Pair inputs whose fields have about the given word counts."""
+    rng = np.random.RandomState(seed)
+    a, b = ratio_words
+    return [" ".join(["w"] * max(1, a + rng.randint(-2, 3))) + " ||| " + " ".join(["w"] * max(1, b + rng.randint(-1, 2)))
+            for _ in range(n)]
+
+
+def test_pair_inputs_that_look_alike_are_routed_by_how_their_fields_relate():
+    """Two pair tasks whose features are drawn from one distribution (news sentences, to a pooled
+    early layer) differ in how long the second field is against the first: the ratio model tells them
+    apart, the features alone cannot; a single-field task is untouched."""
+    from adaptive_learner.features import field_ratio
+    from adaptive_learner.router.routing import RatioModel
+
+    shapes = {"para": (20, 20), "entail": (30, 8)}
+
+    def task(name, seed, n_fields=2):
+        texts = _pair_texts(shapes[name], 64, seed) if n_fields == 2 else None
+        f = TaskFeatures(name, cluster(0, 64, seed), None, None, None, 2, n_fields)
+        f.field_ratios = None if texts is None else np.array([field_ratio(t) for t in texts], dtype=np.float32)
+        return f
+
+    profs = [TaskProfile("para", "a", task("para", 1)), TaskProfile("entail", "b", task("entail", 2)),
+             TaskProfile("single", "c", feats("single", 6, 3))]
+    router = InputRouter(profs)
+    assert isinstance(router.ratio_model, RatioModel)
+    texts = _pair_texts(shapes["para"], 40, 10) + _pair_texts(shapes["entail"], 40, 11)
+    truth = ["para"] * 40 + ["entail"] * 40
+    x = cluster(0, 80, 12)
+    with_ratio = router.route(x, [2] * 80, texts=texts)
+    without = router.route(x, [2] * 80)
+    assert np.mean([r.task == t for r, t in zip(with_ratio, truth)]) > 0.95
+    assert np.mean([r.task == t for r, t in zip(without, truth)]) < 0.75
+    single = router.route(cluster(6, 5, 13), [1] * 5, texts=["one field"] * 5)
+    assert all(r.task == "single" for r in single)
+    # one stored pair task without ratios (an old library): no task is weighed by them
+    old = task("entail", 2)
+    old.field_ratios = None
+    assert InputRouter([profs[0], TaskProfile("entail", "b", old)]).ratio_model is None
+
+
+def test_field_ratios_are_stored_with_a_profile_and_read_from_older_structure_arrays():
+    from adaptive_learner.features import field_ratio, length_ratio
+
+    assert field_ratio("one two three ||| one") == pytest.approx(np.log(2 / 4))
+    assert field_ratio("no pair here") is None
+    assert length_ratio("a b c", "a") == field_ratio("a b c ||| a")
+    f = TaskFeatures("p", cluster(0, 4, 0), None, None, None, 2, 2, ["a", "b"])
+    f.field_ratios = np.array([0.1, -1.0, 0.0, 0.5], dtype=np.float32)
+    back = TaskFeatures.from_stored(f.meta(), f.tensors())
+    assert np.allclose(back.field_ratios, f.field_ratios)
+    tensors = f.tensors()
+    del tensors["field_ratios"]
+    tensors["structure"] = torch_tensor(np.array([[0.3, 0.9], [-1.2, 0.5]], dtype=np.float32))
+    assert np.allclose(TaskFeatures.from_stored(f.meta(), tensors).field_ratios, [0.3, -1.2])
+
+
+def torch_tensor(a: np.ndarray):
+    import torch
+
+    return torch.from_numpy(a)

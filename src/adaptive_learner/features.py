@@ -93,6 +93,7 @@ class TaskFeatures:
     inputs: np.ndarray | None = None  # (n, e) sentence embeddings of the same examples' input texts (open set)
     label_vecs: np.ndarray | None = None  # (n_labels, e) sentence embedding of each label name
     structure: np.ndarray | None = None  # (n, 2) pair tasks: per example, how its two fields relate (pair_structure)
+    field_ratios: np.ndarray | None = None  # (n,) pair tasks: per example, log length ratio of its fields (routing)
 
     @property
     def n_examples(self) -> int:
@@ -101,7 +102,8 @@ class TaskFeatures:
     def tensors(self) -> dict[str, torch.Tensor]:
         """The arrays, for a safetensors file."""
         out = {}
-        for key in ("examples", "description", "labels", "gradient", "inputs", "label_vecs", "structure"):
+        for key in ("examples", "description", "labels", "gradient", "inputs", "label_vecs", "structure",
+                    "field_ratios"):
             v = getattr(self, key)
             if v is not None:
                 out[key] = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
@@ -115,15 +117,31 @@ class TaskFeatures:
     @classmethod
     def from_stored(cls, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "TaskFeatures":
         get = lambda k: tensors[k].numpy().astype(np.float32) if k in tensors else None  # noqa: E731
+        structure, ratios = get("structure"), get("field_ratios")
+        if ratios is None and structure is not None:  # stored before field_ratios: the same ratio is its column 0
+            ratios = np.ascontiguousarray(structure[:, 0])
         return cls(meta["task"], get("examples"), get("description"), get("labels"), get("gradient"),
                    int(meta["n_labels"]), int(meta["n_fields"]), list(meta.get("label_names", [])),
-                   list(meta.get("verbalizers", [])), get("inputs"), get("label_vecs"), get("structure"))
+                   list(meta.get("verbalizers", [])), get("inputs"), get("label_vecs"), structure, ratios)
 
 
 # ---------------------------------------------------------------------------------------------- text
 def input_text(fields: dict[str, str], spec: TaskSpec) -> str:
     """The raw input of one example as a user would type it: the fields joined by `` ||| ``."""
     return PAIR_JOIN.join(str(fields[f]) for f in spec.input_fields)
+
+
+def length_ratio(first: str, second: str) -> float:
+    """log((words of the second field + 1) / (words of the first + 1)): paraphrase pairs two sentences of
+    one kind (about 0), entailment and QA a long text and a short statement or question (about -1.5 to
+    -2.2), whatever the domain (``benchmarks/pair_structure.py``)."""
+    return float(np.log((len(second.split()) + 1) / (len(first.split()) + 1)))
+
+
+def field_ratio(text: str) -> float | None:
+    """``length_ratio`` of the first two fields of a raw input (``first ||| second``); None for one field."""
+    parts = text.split(PAIR_JOIN.strip())
+    return length_ratio(parts[0].strip(), parts[1].strip()) if len(parts) > 1 else None
 
 
 def pair_structure(encoder: Any, spec: TaskSpec, examples: Sequence[Example]) -> np.ndarray | None:
@@ -139,7 +157,7 @@ def pair_structure(encoder: Any, spec: TaskSpec, examples: Sequence[Example]) ->
     u, v = encoder.encode(first), encoder.encode(second)
     u = u / np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
     v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-    ratio = np.log([(len(b.split()) + 1) / (len(a.split()) + 1) for a, b in zip(first, second)])
+    ratio = np.array([length_ratio(a, b) for a, b in zip(first, second)])
     return np.stack([ratio, (u * v).sum(1)], axis=1).astype(np.float32)
 
 
@@ -403,12 +421,14 @@ class FeatureExtractor:
     def task_features(self, spec: TaskSpec, examples: Sequence[Example], max_length: int = 256) -> TaskFeatures:
         """Every switched-on signal of a task, from its spec and the given labelled examples."""
         cfg = self.config
-        feats = inputs = structure = None
+        feats = inputs = structure = ratios = None
         if cfg.examples and examples:
             texts = [input_text(e.fields, spec) for e in examples]
             feats = self.input_features(texts)
             inputs = self.encoder.encode(texts)
             structure = pair_structure(self.encoder, spec, examples) if cfg.structure else None
+            if len(spec.input_fields) > 1:
+                ratios = np.array([field_ratio(t) for t in texts], dtype=np.float32)
         desc = self.encoder.encode([spec.description.strip()])[0] if cfg.description else None
         labels = label_vecs = None
         if cfg.labels:
@@ -418,4 +438,4 @@ class FeatureExtractor:
         if cfg.gradient and examples:
             grad = gradient_sketch(self.host, spec, list(examples)[: cfg.k], cfg.gradient_dim, cfg.seed, max_length)
         return TaskFeatures(spec.name, feats, desc, labels, grad, len(spec.label_names), len(spec.input_fields),
-                            list(spec.label_names), list(spec.verbalizers), inputs, label_vecs, structure)
+                            list(spec.label_names), list(spec.verbalizers), inputs, label_vecs, structure, ratios)

@@ -302,7 +302,9 @@ def routing_eval(bank: dict[str, TaskBank], kind: str = "calibrated") -> dict[st
     answers = {t: b.profile.verbalizers or b.profile.label_names for t, b in bank.items()}
     per_task, conf, hits, strict, same_adapter = {}, [], [], [], []
     for t, b in sorted(bank.items()):
-        routed = router.route(b.test, [b.profile.n_fields] * len(b.test))
+        texts = b.test_texts if kind != "softmax-threshold" and len(b.test_texts) == len(b.test) else None
+        routed = (router.route(b.test, [b.profile.n_fields] * len(b.test), texts=texts) if texts is not None
+                  else router.route(b.test, [b.profile.n_fields] * len(b.test)))
         ok = [r is not None and r.adapter == adapter[t] and answers[r.task] == answers[t] for r in routed]
         per_task[t] = float(np.mean(ok))
         hits += ok

@@ -7,6 +7,14 @@ cross-validation (``fit_temperature``), so the confidence is calibrated. Only ta
 many fields as the input has (pairs are written ``first ||| second``) are eligible. The features come from the same early-exit
 forward the profiles used, so routing costs a fraction of one scoring pass.
 
+Pair inputs: the LDA's features are pooled over the tokens, so they hardly see how the two fields
+relate, and pairs of news sentences (paraphrase, similarity, entailment) look alike to it. Where
+every stored pair task keeps its examples' field length ratios (``TaskFeatures.field_ratios``), each
+such task also gets a Gaussian over that ratio, and a pair input's log-likelihood under it is added
+to the tempered log posterior (a second, independent piece of evidence: paraphrase pairs two sentences
+of one kind, entailment and QA a long text and a short one; BENCHMARKS "Routing pairs by how their
+fields relate"). It costs a word count per input.
+
 Open set: an input far from every stored task is *unknown* rather than sent to the nearest one.
 The task is chosen by the backbone features above; whether the input belongs to any stored task is
 judged on sentence embeddings of the raw input (all-MiniLM-L6-v2, the router's text encoder),
@@ -20,11 +28,11 @@ eligible task: unknown. Tasks stored without input embeddings (older libraries) 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from ..features import PAIR_JOIN
+from ..features import PAIR_JOIN, field_ratio
 from .evidence import TaskProfile
 
 
@@ -91,6 +99,7 @@ class InputRouter:
         y = np.concatenate([[i] * p.features.n_examples for i, p in enumerate(usable)])
         self.single = len(usable) == 1
         self.novelty_model = NoveltyModel([p.features.inputs for p in usable], quantile)
+        self.ratio_model = RatioModel.fit([p.features for p in usable])
         self.temperature = 1.0
         if not self.single:
             self.lda = _lda(len(usable)).fit(x, y)
@@ -104,10 +113,13 @@ class InputRouter:
         return self.lda.predict_log_proba(np.asarray(feats, dtype=np.float64)) / self.temperature
 
     def route(self, feats: np.ndarray, n_fields: Sequence[int] | None = None,
-              embeddings: np.ndarray | None = None) -> list[RoutedInput | None]:
+              embeddings: np.ndarray | None = None, texts: Sequence[str] | None = None) -> list[RoutedInput | None]:
         """The task, adapter and posterior confidence for each input; None where no task takes its fields.
-        With the inputs' sentence ``embeddings``, also each input's novelty (above 1: no stored task's)."""
+        With the inputs' sentence ``embeddings``, also each input's novelty (above 1: no stored task's);
+        with their raw ``texts``, pair inputs are also judged by their fields' length ratio."""
         logp = self.log_posterior(feats)
+        if texts is not None and self.ratio_model is not None:
+            logp = logp + self.ratio_model.log_likelihood([field_ratio(t) for t in texts])
         novelty = None if embeddings is None else self.novelty_model.novelty(embeddings)
         out: list[RoutedInput | None] = []
         fields = np.array([p.features.n_fields for p in self.profiles])
@@ -122,6 +134,40 @@ class InputRouter:
             j = int(np.argmax(post))
             out.append(RoutedInput(self.tasks[j], self.profiles[j].adapter, float(post[j]),
                                    None if novelty is None else float(novelty[i][ok].min())))
+        return out
+
+
+class RatioModel:
+    """Per stored pair task, a Gaussian over its examples' field length ratio (``features.length_ratio``)."""
+
+    MIN_SD = 0.05  # a task whose stored pairs all have one ratio still allows some spread
+
+    def __init__(self, pair: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> None:
+        self.pair, self.mean, self.sd = pair, mean, sd
+
+    @classmethod
+    def fit(cls, profiles: Sequence[Any]) -> "RatioModel | None":
+        """None unless every stored task of two or more fields has at least two ratios (a task without them
+        could not be weighed alike, so no task is)."""
+        pair = np.array([f.n_fields > 1 for f in profiles])
+        if not pair.any() or any(f.field_ratios is None or len(f.field_ratios) < 2
+                                 for f, p in zip(profiles, pair) if p):
+            return None
+        mean, sd = np.zeros(len(profiles)), np.ones(len(profiles))
+        for i, f in enumerate(profiles):
+            if pair[i]:
+                r = np.asarray(f.field_ratios, dtype=np.float64)
+                mean[i], sd[i] = r.mean(), max(float(r.std()), cls.MIN_SD)
+        return cls(pair, mean, sd)
+
+    def log_likelihood(self, ratios: Sequence[float | None]) -> np.ndarray:
+        """(n, tasks): each pair input's Gaussian log density under each pair task; 0 elsewhere (single
+        inputs, and single-field tasks, which a pair input is never routed to)."""
+        out = np.zeros((len(ratios), len(self.pair)))
+        for i, r in enumerate(ratios):
+            if r is not None:
+                z = (r - self.mean[self.pair]) / self.sd[self.pair]
+                out[i, self.pair] = -0.5 * z * z - np.log(self.sd[self.pair]) - 0.5 * np.log(2 * np.pi)
         return out
 
 
