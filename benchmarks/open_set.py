@@ -11,6 +11,7 @@ called unknown and of out-of-library inputs caught. Only inputs that some stored
 same number of fields) count: the others are refused by the field count already.
 
     python benchmarks/open_set.py --out open_set
+    python benchmarks/open_set.py --no-ratio      # embeddings only, as before the field length ratio
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from adaptive_learner.features import input_text, text_encoder
+from adaptive_learner.features import field_ratio, input_text, text_encoder
 from adaptive_learner.router.routing import NoveltyModel
 from adaptive_learner.tasks import catalog_names, load_catalog_task
 from adaptive_learner.tasks.spec import stratified_take
@@ -34,15 +35,21 @@ def embed_tasks(encoder: Any, profile_n: int, test_n: int) -> dict[str, dict[str
         t = load_catalog_task(name)
         prof = stratified_take(t.train, profile_n, 1)  # the router's profile examples (seed + 1)
         test = stratified_take(t.test, test_n, 2)
+        prof_texts = [input_text(e.fields, t.spec) for e in prof]
+        test_texts = [input_text(e.fields, t.spec) for e in test]
+        pair = len(t.spec.input_fields) > 1
         out[name] = {"family": t.spec.family, "fields": len(t.spec.input_fields),
-                     "profile": encoder.encode([input_text(e.fields, t.spec) for e in prof]),
-                     "test": encoder.encode([input_text(e.fields, t.spec) for e in test])}
+                     "profile": encoder.encode(prof_texts), "test": encoder.encode(test_texts),
+                     "profile_ratios": np.array([field_ratio(x) for x in prof_texts]) if pair else None,
+                     "test_ratios": [field_ratio(x) for x in test_texts]}
         print(f"embedded {name}", flush=True)
     return out
 
 
-def scores_for(tasks: dict[str, dict[str, Any]], library: list[str], quantile: float, k: int) -> dict[str, list[float]]:
-    model = NoveltyModel([tasks[t]["profile"] for t in library], quantile, k)
+def scores_for(tasks: dict[str, dict[str, Any]], library: list[str], quantile: float, k: int,
+               ratio: bool = True) -> dict[str, list[float]]:
+    model = NoveltyModel([tasks[t]["profile"] for t in library], quantile, k,
+                         [tasks[t]["profile_ratios"] for t in library] if ratio else None)
     fields = np.array([tasks[t]["fields"] for t in library])
     families = {tasks[t]["family"] for t in library}
     out: dict[str, list[float]] = {"in": [], "other_family": [], "same_family": []}
@@ -50,7 +57,7 @@ def scores_for(tasks: dict[str, dict[str, Any]], library: list[str], quantile: f
         ok = fields == t["fields"]
         if not ok.any():
             continue
-        nov = model.novelty(t["test"])[:, ok].min(1)
+        nov = model.novelty(t["test"], t["test_ratios"] if ratio else None)[:, ok].min(1)
         kind = "in" if name in library else ("same_family" if t["family"] in families else "other_family")
         out[kind].extend(nov.tolist())
     return out
@@ -77,6 +84,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--profile-n", type=int, default=128)
     ap.add_argument("--test-n", type=int, default=100)
+    ap.add_argument("--no-ratio", action="store_true", help="embeddings only (before the field length ratio)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     tasks = embed_tasks(text_encoder("minilm"), a.profile_n, a.test_n)
@@ -89,7 +97,7 @@ def main() -> None:
             aurocs = []
             for _ in range(a.draws):
                 lib = sorted(rng.choice(names, size=min(size, len(names)), replace=False).tolist())
-                s = scores_for(tasks, lib, q, a.k)
+                s = scores_for(tasks, lib, q, a.k, not a.no_ratio)
                 aurocs.append(summarise(s).get("auroc_other_family", np.nan))
                 for key in pooled:
                     pooled[key].extend(s[key])
@@ -100,6 +108,7 @@ def main() -> None:
             print(f"quantile {q:g}, {size} tasks: {res}", flush=True)
     if a.out:
         save(a.out, {"machine": machine(), "encoder": "all-MiniLM-L6-v2", "k": a.k, "draws": a.draws,
+                     "field_ratio": not a.no_ratio,
                      "profile_n": a.profile_n, "test_n": a.test_n, "results": results})
 
 

@@ -27,6 +27,23 @@ def test_novelty_thresholds_hold_out_each_example():
     assert np.all(NoveltyModel(xs, quantile=0.5).thresholds < model.thresholds)
 
 
+def test_a_pair_of_the_wrong_shape_is_unknown_to_a_pair_task():
+    """Same text embeddings, different field length ratio: an entailment-shaped pair (long text, short
+    statement) against a stored paraphrase-shaped task is unknown; pairs of the task's own shape and
+    single inputs are judged by their embeddings alone."""
+    centres, xs = _directions()
+    rng = np.random.RandomState(3)
+    ratios = [rng.normal(0.0, 0.2, 128), None, None]  # task 0 stores pairs of two similar-length sentences
+    model = NoveltyModel(xs, quantile=0.99, ratios=ratios)
+    _, fresh = _directions(seed=0, n=400)
+    near = fresh[0][128:228]
+    own = model.novelty(near, list(rng.normal(0.0, 0.2, 100)))[:, 0]
+    wrong_shape = model.novelty(near, [-1.6] * 100)[:, 0]
+    assert np.mean(own > 1) < 0.05 and np.all(wrong_shape > 1)
+    assert np.allclose(model.novelty(near, [None] * 100), model.novelty(near))
+    assert np.allclose(model.novelty(near, [-1.6] * 100)[:, 1:], model.novelty(near)[:, 1:])  # no ratios stored
+
+
 def test_a_task_without_embeddings_or_too_few_never_says_unknown():
     centres, xs = _directions(n=4)
     model = NoveltyModel([xs[0], None, xs[2]], k=5)
@@ -52,7 +69,7 @@ def test_predict_says_unknown_with_the_nearest_task_and_no_abstain_routes(routed
     texts = ["superb lovely wonderful", "awful dull"]
     known = routed_lib.predict(texts, abstain=False)
     # every input beyond every threshold: each is unknown, with the nearest task and the label it would give
-    monkeypatch.setattr(routing.NoveltyModel, "novelty", lambda self, feats: np.full((len(feats), 1), 5.0))
+    monkeypatch.setattr(routing.NoveltyModel, "novelty", lambda self, feats, ratios=None: np.full((len(feats), 1), 5.0))
     routed_lib.router._input_router = None
     unknown = routed_lib.predict(texts)
     assert [p.label for p in unknown] == ["unknown", "unknown"]

@@ -21,8 +21,11 @@ judged on sentence embeddings of the raw input (all-MiniLM-L6-v2, the router's t
 which separate domains far better than the backbone's early layer (BENCHMARKS "Open-set
 routing"). An input's novelty for a task is its cosine distance to the task's ``k``-th nearest
 stored example, divided by that task's threshold: the ``quantile`` of the same distance for each of
-the task's own examples to the others (leave-one-out, so held out). Novelty above 1 for every
-eligible task: unknown. Tasks stored without input embeddings (older libraries) never say unknown.
+the task's own examples to the others (leave-one-out, so held out); for a pair input and a stored
+pair task, the larger of that and the field length ratio's distance from the task's mean, over the
+same quantile among its examples (a pair of the right kind of text but the wrong shape, an
+entailment pair against a paraphrase task, is not the task's). Novelty above 1 for every eligible
+task: unknown. Tasks stored without input embeddings (older libraries) never say unknown.
 """
 
 from __future__ import annotations
@@ -59,8 +62,19 @@ class NoveltyModel:
     from its own examples held out one at a time."""
 
     def __init__(self, embeddings: Sequence[np.ndarray | None], quantile: float = DEFAULT_QUANTILE,
-                 k: int = DEFAULT_K) -> None:
+                 k: int = DEFAULT_K, ratios: Sequence[np.ndarray | None] | None = None) -> None:
         self.k = k
+        # pair tasks: how far an input's field length ratio is from the task's, over the same quantile
+        # of that distance among the task's own examples (a pair of the right kind of text but the wrong
+        # shape, an entailment pair against a paraphrase task, is not the task's)
+        self.ratio_stats: list[tuple[float, float, float] | None] = []
+        for r in (ratios if ratios is not None else [None] * len(embeddings)):
+            if r is None or len(r) <= k + 1:
+                self.ratio_stats.append(None)
+                continue
+            r = np.asarray(r, dtype=np.float64)
+            mean, sd = float(r.mean()), max(float(r.std()), RatioModel.MIN_SD)
+            self.ratio_stats.append((mean, sd, max(float(np.quantile(np.abs(r - mean) / sd, quantile)), 1e-6)))
         self.banks = [None if e is None or len(e) == 0 else _unit(np.asarray(e, dtype=np.float64)) for e in embeddings]
         self.thresholds = np.full(len(self.banks), np.inf)
         for i, bank in enumerate(self.banks):
@@ -69,9 +83,11 @@ class NoveltyModel:
                 np.fill_diagonal(d, np.inf)  # each example's neighbours are the others
                 self.thresholds[i] = max(float(np.quantile(np.sort(d, axis=1)[:, k - 1], quantile)), 1e-6)
 
-    def novelty(self, embeddings: np.ndarray) -> np.ndarray:
+    def novelty(self, embeddings: np.ndarray, ratios: Sequence[float | None] | None = None) -> np.ndarray:
         """(n, tasks): each input's distance to each task over the task's threshold (0 where a task has
-        no embeddings or too few to set a threshold: such a task never calls an input unknown)."""
+        no embeddings or too few to set a threshold: such a task never calls an input unknown). With the
+        inputs' field length ``ratios``, a pair input is as novel to a pair task as the larger of its
+        two distances."""
         x = _unit(np.asarray(embeddings, dtype=np.float64))
         out = np.zeros((len(x), len(self.banks)))
         for i, bank in enumerate(self.banks):
@@ -79,6 +95,11 @@ class NoveltyModel:
                 continue
             d = np.sort(1.0 - x @ bank.T, axis=1)[:, min(self.k, len(bank)) - 1]
             out[:, i] = d / self.thresholds[i]
+            stats = self.ratio_stats[i] if i < len(self.ratio_stats) else None
+            if ratios is not None and stats is not None:
+                mean, sd, limit = stats
+                z = np.array([0.0 if r is None else abs(r - mean) / sd / limit for r in ratios])
+                out[:, i] = np.maximum(out[:, i], z)
         return out
 
 
@@ -98,7 +119,8 @@ class InputRouter:
         x = np.vstack([p.features.examples for p in usable]).astype(np.float64)
         y = np.concatenate([[i] * p.features.n_examples for i, p in enumerate(usable)])
         self.single = len(usable) == 1
-        self.novelty_model = NoveltyModel([p.features.inputs for p in usable], quantile)
+        self.novelty_model = NoveltyModel([p.features.inputs for p in usable], quantile,
+                                          ratios=[p.features.field_ratios for p in usable])
         self.ratio_model = RatioModel.fit([p.features for p in usable])
         self.temperature = 1.0
         if not self.single:
@@ -118,9 +140,10 @@ class InputRouter:
         With the inputs' sentence ``embeddings``, also each input's novelty (above 1: no stored task's);
         with their raw ``texts``, pair inputs are also judged by their fields' length ratio."""
         logp = self.log_posterior(feats)
-        if texts is not None and self.ratio_model is not None:
-            logp = logp + self.ratio_model.log_likelihood([field_ratio(t) for t in texts])
-        novelty = None if embeddings is None else self.novelty_model.novelty(embeddings)
+        ratios = None if texts is None else [field_ratio(t) for t in texts]
+        if ratios is not None and self.ratio_model is not None:
+            logp = logp + self.ratio_model.log_likelihood(ratios)
+        novelty = None if embeddings is None else self.novelty_model.novelty(embeddings, ratios)
         out: list[RoutedInput | None] = []
         fields = np.array([p.features.n_fields for p in self.profiles])
         for i, row in enumerate(logp):
