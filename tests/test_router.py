@@ -381,3 +381,75 @@ def torch_tensor(a: np.ndarray):
     import torch
 
     return torch.from_numpy(a)
+
+
+# ------------------------------------------------------------------ the answer trial
+def test_answers_mapped_onto_new_labels_are_tested_against_shuffled_labels():
+    from adaptive_learner.router.trial import answer_mapping, mapping_test
+
+    labels = np.array([0, 1] * 16)
+    renamed = 1 - labels  # the same decision, the labels called the other way round
+    acc, mapping = answer_mapping(renamed, labels, 2, 2)
+    assert acc == 1.0 and mapping == [1, 0]
+    sure = mapping_test(renamed, labels, 2, 2, permutations=500)
+    assert sure["p"] < 0.01 and 0.5 <= sure["null"] < 0.7
+    noise = mapping_test(np.random.RandomState(1).randint(0, 2, 32), labels, 2, 2, permutations=500)
+    assert noise["p"] > 0.05
+    # many candidate labels onto two: chance is high, and so is the bar
+    five = np.random.RandomState(2).randint(0, 5, 32)
+    assert mapping_test(five, labels, 5, 2, permutations=500)["null"] > 0.6
+    assert answer_mapping(np.zeros(32, int), labels, 5, 2)[0] == 0.5  # one answer for all: the majority
+
+
+def _answers(p: float, acc: float, base: float):
+    asked = []
+
+    def answer_trial(cands):
+        asked.append(list(cands))
+        return {a: {"answer_acc": acc, "answer_null": 0.55, "answer_p": p, "answer_base_acc": base,
+                    "answer_mapping": [1, 0]} for a, _ in cands}
+    return answer_trial, asked
+
+
+def test_an_adapter_that_already_answers_the_task_is_reused_before_creating(combiner):
+    """The signals say new (a task whose labels the combiner has never seen named so); the likeliest
+    candidates are asked the examples in their own words, and one that answers them through a label
+    mapping, beyond chance and beyond the bare backbone, is reused with confidence 1 - p."""
+    probe = feats("topic", 14, 8, desc=14, labels=14, n_labels=5)
+    router = Router(combiner, RouterConfig(trial_shortlist=2))
+    trial, asked = _answers(p=0.002, acc=0.84, base=0.70)
+    d = router.decide(probe, library(3), answer_trial=trial)
+    assert len(asked) == 1 and len(asked[0]) == 2  # the short list, as (adapter, task) pairs
+    assert d.action == "reuse" and d.adapter == asked[0][0][0] and d.confidence == pytest.approx(0.998)
+    assert "answers this task" in d.explanation and "p = 0.002" in d.explanation
+    # not beyond chance, or no better than the backbone alone: new, as the signals said
+    for p, base in ((0.2, 0.70), (0.002, 0.84)):
+        trial, _ = _answers(p=p, acc=0.84, base=base)
+        assert router.decide(probe, library(3), answer_trial=trial).action == "new"
+    # switched off, or a task the signals already place: the trial is not run
+    trial, asked = _answers(p=0.002, acc=0.84, base=0.70)
+    assert Router(combiner, RouterConfig(answer_alpha=0)).decide(probe, library(3), answer_trial=trial).action == "new"
+    assert router.decide(feats("sent2", 0, 7, desc=0, labels=0), library(2), answer_trial=trial).action == "reuse"
+    assert asked == []
+
+
+def test_answer_trial_asks_a_stored_adapter_in_its_own_tasks_words(fresh_backbone, toy_task):
+    """Fields matched by position, the candidate's prompt and answers, the backbone beside it; a
+    candidate taking another number of fields is skipped."""
+    from dataclasses import replace as dc_replace
+
+    from adaptive_learner.adapters import AdapterHost
+    from adaptive_learner.router.trial import run_answer_trial
+
+    host = AdapterHost(fresh_backbone)
+    host.create("lora-a", seed=0)
+    spec = toy_task.spec
+    other = dc_replace(spec, name="other", input_fields=["body"], template="Body: {body}\nVerdict:",
+                       label_names=["bad", "good", "meh"], verbalizers=[" bad", " good", " meh"])
+    pair = dc_replace(spec, name="pair", input_fields=["a", "b"], template="{a} {b}")
+    out = run_answer_trial(host, spec, toy_task.train[:12], [("lora-a", other), ("lora-b", pair)], 64,
+                           permutations=50)
+    assert set(out) == {"lora-a"}
+    r = out["lora-a"]
+    assert 0.0 <= r["answer_base_acc"] <= 1.0 and 0.0 <= r["answer_acc"] <= 1.0 and 0.0 < r["answer_p"] <= 1.0
+    assert len(r["answer_mapping"]) == 3

@@ -118,12 +118,15 @@ class Learner:
             self._router = (key, LibraryRouter.for_library(self.host, self.library, self.router_kind, self.features))
         return self._router[1]
 
-    def decide(self, task: TaskData):
-        """The router's reuse-or-create decision for ``task`` (nothing is trained or written)."""
+    def decide(self, task: TaskData, only: Sequence[str] | None = None):
+        """The router's reuse-or-create decision for ``task`` (nothing is trained or written); ``only``:
+        as if the library held just these adapters."""
         if not task.train:
             raise UserError(f"task {task.name} has no training examples")
         self.library.reload()
         stored = load_profiles(self.library)  # a task learned again is its own best candidate
+        if only is not None:
+            stored = [p for p in stored if p.adapter in set(only)]
         examples = self.router.probe_examples(task)
 
         def trial(adapters: Sequence[str]) -> dict[str, dict[str, float]]:
@@ -131,7 +134,15 @@ class Learner:
 
             return run_trial(self.host, task.spec, examples, adapters, self.train_cfg.max_length,
                              ensure_loaded=self.ensure_loaded)
-        decision = self.router.decide(task, stored, trial, self.router.probe(task, self.train_cfg.max_length))
+
+        def answer_trial(candidates: Sequence[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+            from .router.trial import run_answer_trial
+
+            asked = [(a, self.library.task_spec(t)) for a, t in candidates if a in self.library.adapters]
+            return run_answer_trial(self.host, task.spec, examples, asked, self.train_cfg.max_length,
+                                    ensure_loaded=self.ensure_loaded, seed=self.train_cfg.seed)
+        decision = self.router.decide(task, stored, trial, self.router.probe(task, self.train_cfg.max_length),
+                                      answer_trial)
         if decision.action == "new":
             decision.adapter = self._fresh_name(task.name)
         return decision

@@ -12,6 +12,14 @@ above that task's majority-class rate, ``TaskProfile.learned`` False) is not off
 is nothing in it to transfer, and EWC and replay would hold the new task to weights that never
 worked (the two wrong reuses of the outcome runs, BENCHMARKS.md, were both of this kind). The next
 candidate above the threshold is reused instead, else a new adapter is made.
+
+Before creating, the answer trial (where stored adapters are at hand: ``alearn learn``, the bench's
+router): the likeliest candidates' adapters answer the k examples under their own task's prompt, and
+their answers are mapped onto the new labels. A family shares its decision across datasets whatever
+the labels are called; the signals above, fitted on the catalog's label sets, do not see that a
+film-critic task labelled "recommended" / "not recommended" is sentiment. An adapter that answers
+better than chance (permutation p <= ``answer_alpha``) and than the backbone alone under the same
+prompt is reused, with confidence 1 - p (a test's, not the combiner's calibrated probability).
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from .calibration import Combiner, signals_of
 from .evidence import TaskProfile, evidence_for_all
 
 Trial = Callable[[Sequence[str]], dict[str, dict[str, float]]]  # adapters -> {adapter: {"trial_gain": ..}}
+# (adapter, its task) pairs -> {adapter: {"answer_acc", "answer_p", "answer_base_acc", ...}} (trial.run_answer_trial)
+AnswerTrial = Callable[[Sequence[tuple[str, str]]], dict[str, dict[str, Any]]]
 
 
 @dataclass
@@ -70,6 +80,9 @@ class RouterConfig:
     threshold: float | None = field(default=None, metadata={"help": "override the data-chosen reuse threshold"})
     reuse_unlearned: bool = field(default=False, metadata={
         "help": "offer for reuse an adapter whose tasks were all judged not learned (held-out verdict)"})
+    answer_alpha: float = field(default=0.01, metadata={
+        "help": "before creating: reuse a candidate whose adapter already answers the k examples through a "
+                "mapping of its labels onto the new ones, at this permutation p-value or below (0: never)"})
     seed: int = field(default=0, metadata={"help": "seed of the permutation test"})
 
 
@@ -82,15 +95,16 @@ class Router:
         self.combiner = combiner
         self.config = config or RouterConfig()
 
-    def decide(self, probe: TaskFeatures, profiles: Sequence[TaskProfile], trial: Trial | None = None) -> RouteDecision:
+    def decide(self, probe: TaskFeatures, profiles: Sequence[TaskProfile], trial: Trial | None = None,
+               answer_trial: AnswerTrial | None = None) -> RouteDecision:
         """Decide for the task ``probe`` against the stored ``profiles`` (one per stored task)."""
         if not profiles:
             return RouteDecision(probe.task, "new", None, 1.0, [], "the library is empty: a new adapter")
         evidence = evidence_for_all(probe, profiles, self.config.permutations, self.config.seed)
-        return self.decide_from_evidence(probe.task, profiles, evidence, trial)
+        return self.decide_from_evidence(probe.task, profiles, evidence, trial, answer_trial)
 
     def decide_from_evidence(self, task: str, profiles: Sequence[TaskProfile], evidence: list[dict[str, float]],
-                             trial: Trial | None = None) -> RouteDecision:
+                             trial: Trial | None = None, answer_trial: AnswerTrial | None = None) -> RouteDecision:
         """The decision once each stored task's evidence is known (one dict per profile)."""
         if not profiles:
             return RouteDecision(task, "new", None, 1.0, [], "the library is empty: a new adapter")
@@ -112,9 +126,33 @@ class Router:
         if eligible and best.probability >= tau:
             return RouteDecision(task, "reuse", best.adapter, best.probability, cands,
                                  _explain_reuse(best, tau) + note, tau)
+        answered = self._answer_trial(eligible, answer_trial) if eligible else None
+        if answered is not None:
+            c, r = answered
+            return RouteDecision(task, "reuse", c.adapter, 1.0 - r["answer_p"], cands,
+                                 _explain_answers(c, r, best, tau) + note, tau)
         # no adapter learned anything: as with an empty library, nothing to reuse
         confidence = 1.0 - best.probability if eligible else 1.0
         return RouteDecision(task, "new", None, confidence, cands, _explain_new(best, tau) + note, tau)
+
+    def _answer_trial(self, eligible: list[CandidateScore], answer_trial: AnswerTrial | None
+                      ) -> tuple[CandidateScore, dict[str, Any]] | None:
+        """The signals said new. Does one of the likeliest candidates' adapters already answer the task,
+        through a mapping of its labels onto the new ones, better than chance (p <= ``answer_alpha``) and
+        than the backbone alone under the same prompt? Then that one (the most accurate) is reused."""
+        alpha = self.config.answer_alpha
+        if answer_trial is None or alpha <= 0 or self.config.trial_shortlist <= 0:
+            return None
+        short = eligible[: self.config.trial_shortlist]
+        results = answer_trial([(c.adapter, c.task) for c in short])
+        passed = []
+        for c in short:
+            r = results.get(c.adapter)
+            if r is not None:
+                c.evidence.update({k: float(v) for k, v in r.items() if k != "answer_mapping"})
+                if r["answer_p"] <= alpha and r["answer_acc"] > r["answer_base_acc"]:
+                    passed.append((c, r))
+        return max(passed, key=lambda cr: cr[1]["answer_acc"]) if passed else None
 
     @property
     def uses_trial(self) -> bool:
@@ -168,6 +206,14 @@ def _fmt_evidence(c: CandidateScore) -> str:
 def _explain_reuse(best: CandidateScore, tau: float) -> str:
     return (f"reuse {best.adapter}: matches its task {best.task} with probability {best.probability:.2f} "
             f">= threshold {tau:.2f} ({_fmt_evidence(best)})")
+
+
+def _explain_answers(c: CandidateScore, r: dict[str, Any], best: CandidateScore, tau: float) -> str:
+    return (f"reuse {c.adapter}: the signals alone matched no adapter (best {best.adapter}, probability "
+            f"{best.probability:.2f} < {tau:.2f}), but its adapter already answers this task in its own task "
+            f"{c.task}'s words: {r['answer_acc']:.2f} of the examples right through a mapping of its labels "
+            f"(labels shuffled: {r['answer_null']:.2f}, p = {r['answer_p']:.3f}; the backbone alone "
+            f"{r['answer_base_acc']:.2f}); confidence 1 - p")
 
 
 def _explain_new(best: CandidateScore, tau: float) -> str:

@@ -52,3 +52,66 @@ def run_trial(host: Any, spec: TaskSpec, examples: Sequence[Example], adapters: 
         ce, acc = classification_stats(scores[j * n:(j + 1) * n], labels)
         out[a] = {"trial_gain": base_ce - ce, "trial_acc_gain": acc - base_acc}
     return out
+
+
+# ---------------------------------------------------------------------------------------------- answers
+def answer_mapping(pred: np.ndarray, labels: np.ndarray, n_pred: int, n_labels: int) -> tuple[float, list[int]]:
+    """Accuracy of the best many-to-one mapping of predicted (candidate) labels onto the new task's
+    labels, and the mapping (for each candidate label, the new label it stands for)."""
+    m = np.zeros((n_pred, n_labels))
+    np.add.at(m, (np.asarray(pred, dtype=int), np.asarray(labels, dtype=int)), 1)
+    return float(m.max(axis=1).sum() / max(len(labels), 1)), [int(j) for j in m.argmax(axis=1)]
+
+
+def mapping_test(pred: np.ndarray, labels: np.ndarray, n_pred: int, n_labels: int, permutations: int = 1000,
+                 seed: int = 0) -> dict[str, Any]:
+    """How well ``pred`` answers ``labels`` through its best mapping, against the same with the labels
+    shuffled (the mapping is chosen after the fact, so chance is not 1 / n_labels): mapped accuracy,
+    the shuffled mean and a one-sided permutation p-value."""
+    acc, mapping = answer_mapping(pred, labels, n_pred, n_labels)
+    rng = np.random.RandomState(seed)
+    labels = np.asarray(labels)
+    null = np.array([answer_mapping(pred, rng.permutation(labels), n_pred, n_labels)[0] for _ in range(permutations)])
+    return {"acc": acc, "null": float(null.mean()), "p": float((1 + np.sum(null >= acc - 1e-12)) / (1 + permutations)),
+            "mapping": mapping}
+
+
+def run_answer_trial(host: Any, spec: TaskSpec, examples: Sequence[Example],
+                     candidates: Sequence[tuple[str, TaskSpec]], max_length: int, batch_size: int = 16,
+                     ensure_loaded: Callable[[str], None] | None = None, permutations: int = 1000,
+                     seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Does a stored adapter already answer the new task, in its own words? The k examples' inputs are
+    put to each candidate adapter under its own task's prompt and answers (fields matched by position),
+    and its answers are mapped onto the new task's labels (``mapping_test``): what a family shares across
+    datasets is the decision, whatever the labels are called ("recommended" / "not recommended" against
+    "positive" / "negative"). The backbone alone under the same prompt is measured beside each, so an
+    adapter is credited only for what it adds. Candidates taking another number of fields are skipped."""
+    tok = host.backbone.tokenizer
+    labels = np.array([e.label for e in examples])
+    names, flat, routing, spans = [], [], [], []
+    for adapter, cand in candidates:
+        if adapter == BASE or len(cand.input_fields) != len(spec.input_fields) or not examples:
+            continue
+        if ensure_loaded is not None:
+            ensure_loaded(adapter)
+        asked = [Example({cf: e.fields[nf] for cf, nf in zip(cand.input_fields, spec.input_fields)}, 0)
+                 for e in examples]
+        items = encode_examples(tok, cand, asked, max_length)
+        for who in (BASE, adapter):
+            spans.append((adapter, who, len(flat), len(flat) + len(items), len(cand.label_names)))
+            flat += items
+            routing += [who] * len(items)
+        names.append(adapter)
+    if not flat:
+        return {}
+    host.model.eval()
+    scores = score(host.model, flat, tok.pad_token_id, batch_size, adapter_names=routing)
+    out: dict[str, dict[str, Any]] = {}
+    for adapter, who, a, b, n_pred in spans:
+        pred = np.array([int(np.argmax(s)) for s in scores[a:b]])
+        res = mapping_test(pred, labels, n_pred, len(spec.label_names), permutations, seed)
+        key = "base" if who == BASE else "adapter"
+        out.setdefault(adapter, {})[key] = res
+    return {a: {"answer_acc": r["adapter"]["acc"], "answer_null": r["adapter"]["null"], "answer_p": r["adapter"]["p"],
+                "answer_base_acc": r["base"]["acc"], "answer_mapping": r["adapter"]["mapping"]}
+            for a, r in out.items()}

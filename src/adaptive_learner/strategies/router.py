@@ -30,7 +30,7 @@ from ..prompting import Encoded
 from ..router.evidence import TaskProfile
 from ..router.inference import answer_routed
 from ..router.service import LibraryRouter
-from ..router.trial import run_trial
+from ..router.trial import run_answer_trial, run_trial
 from ..router.warm_start import DEFAULT_INIT, check_init, warm_start_source
 from ..tasks.spec import TaskData
 from ..training.trainer import adapter_learned
@@ -83,8 +83,9 @@ class RouterStrategy(Strategy):
         self.decisions: list[dict[str, Any]] = []
 
     def learn(self, task: TaskData, items: list[Encoded]) -> None:
-        trial = self._trial(task) if self.use_trial else None
-        decision = self.router.decide(task, self.profiles, trial)  # a revisited task is its own best candidate
+        trial, answers = self._trial(task) if self.use_trial else (None, None)
+        # a revisited task is its own best candidate
+        decision = self.router.decide(task, self.profiles, trial, answer_trial=answers)
         advised = decision.action
         if not self.may_reuse:
             decision.action = "new"
@@ -116,7 +117,12 @@ class RouterStrategy(Strategy):
             trained = [a for a in adapters if a in self.version]
             return run_trial(self.ctx.host, task.spec, examples, trained, self.ctx.train.max_length,
                              self.ctx.eval_batch_size)
-        return trial
+
+        def answers(candidates: Sequence[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+            asked = [(a, self.tasks[t].spec) for a, t in candidates if a in self.version and t in self.tasks]
+            return run_answer_trial(self.ctx.host, task.spec, examples, asked, self.ctx.train.max_length,
+                                    self.ctx.eval_batch_size, seed=self.ctx.train.seed)
+        return trial, answers
 
     def _fresh(self, task: str) -> str:
         name, k = f"lora-{task}"[:60], 2
