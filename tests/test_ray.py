@@ -96,6 +96,17 @@ def test_bench_with_two_workers_matches_one_and_reuses_finished_runs(ray_local, 
     assert _comparable(two) == _comparable(one)
 
 
+def test_runs_on_workers_keep_the_drivers_priority(ray_local):
+    """Ray would raise the workers' niceness by 15: a bench's runs would yield to any other job."""
+    import os
+
+    @ray_local.remote
+    def niceness():
+        return os.nice(0)
+
+    assert ray_local.get(niceness.remote()) == os.nice(0)
+
+
 def test_bad_workers_and_ray_address_are_one_line_errors(ray_local, sequence, tmp_path):
     for args, words in [(["--workers", "0"], "--workers must be at least 1"),
                         (["--workers", "-2"], "--workers must be at least 1"),

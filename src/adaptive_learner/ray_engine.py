@@ -93,6 +93,9 @@ def check_address(address: str) -> str:
 # starts another: on a busy machine (a learn job training on every core beside it) the proxy never makes
 # it and the app fails to start. A local Ray started here inherits these; a user's own settings win.
 LOCAL_DEFAULTS = {"RAY_USAGE_STATS_ENABLED": "0",  # no report home unless the user asks for it
+                  # Ray raises its workers' niceness by 15 (19 at most): a bench started at nice 5 beside
+                  # other jobs ran its runs at 19, starved; the runs are the work, at the driver's priority
+                  "RAY_worker_niceness": "0",
                   "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
                   "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "30"}
 
