@@ -129,6 +129,20 @@ def test_a_user_mistake_in_a_worker_is_raised_as_itself(ray_local):
             pool.map(check_workers, [(1,), (0,), (2,)])
 
 
+def test_a_worker_that_dies_is_one_line_saying_how_to_resume(ray_local):
+    """Not a user's mistake and not a bug: the run is lost, the finished ones are kept (the CLI prints
+    RunLost as one line, exit 1)."""
+    import os
+
+    from adaptive_learner.errors import RunLost
+    from adaptive_learner.ray_engine import RunPool
+
+    with RunPool(2) as pool:
+        with pytest.raises(RunLost, match=r"^the Ray worker of run runs/x ended without a result .*run the same "
+                                          r"command again to resume$"):
+            pool.map(os._exit, [(3,)], labels=["runs/x"])
+
+
 def test_without_ray_installed_workers_is_one_line_error(sequence, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as where it is not installed
     code, _, err = run_alearn("bench", sequence, *BENCH, "--out", tmp_path / "out", "--workers", "2")

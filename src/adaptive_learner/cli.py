@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from .errors import UserError
+from .errors import RunLost, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="adaptive-learner: a frozen LLM that learns a stream of tasks through a library of LoRA adapters.")
@@ -557,6 +557,9 @@ def main() -> None:
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except RunLost as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
     except PermissionError as exc:
         typer.echo(f"error: permission denied: {exc.filename or exc}", err=True)
         sys.exit(2)

@@ -1,4 +1,5 @@
-"""Errors that mean "the user asked for something we cannot do", shown as one line by the CLI."""
+"""Errors that mean "the user asked for something we cannot do", or that a run was lost outside the
+program, shown as one line by the CLI."""
 
 from __future__ import annotations
 
@@ -13,3 +14,8 @@ class LibraryError(UserError):
 
 class SourceError(UserError):
     """A packaged model or dataset that cannot be fetched or read (offline with no cache, bad checksum)."""
+
+
+class RunLost(Exception):
+    """A run that ended without a result for a reason outside the program (its worker killed or gone);
+    what finished is kept. The CLI prints it as one line and exits 1."""

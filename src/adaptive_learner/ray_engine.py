@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import UserError
+from .errors import RunLost, UserError
 
 INSTALL_HINT = "pip install 'adaptive-learner[ray]'"
 # the environment the package reads, handed to Ray workers (which may have started before it was set)
@@ -286,8 +286,8 @@ def _worker_error(exc: BaseException, label: str) -> BaseException:
         return cause
     if isinstance(exc, ray.exceptions.RayTaskError):
         return exc  # a bug: keep the worker's traceback
-    return RuntimeError(f"the Ray worker of run {label} ended without a result ({_first_line(exc)}); finished "
-                        f"runs are kept: run the same command again to resume")
+    return RunLost(f"the Ray worker of run {label} ended without a result ({_first_line(exc)}); finished "
+                   f"runs are kept: run the same command again to resume")
 
 
 # ---------------------------------------------------------------------- alearn serve --ray
