@@ -60,3 +60,14 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
     t0 = time.perf_counter()
     r = fn()
     return time.perf_counter() - t0, r
+
+
+def library_draws(names: Sequence[str], sizes: str, draws: int, seed: int):
+    """(size, library) pairs: for each comma-separated size, ``draws`` random libraries of that many of
+    ``names`` (one, all of them, at or above their number), from one seeded generator."""
+    import numpy as np
+
+    rng = np.random.RandomState(seed)
+    for size in (int(x) for x in sizes.split(",")):
+        for _ in range(1 if size >= len(names) else draws):
+            yield size, sorted(str(t) for t in rng.choice(list(names), min(size, len(names)), replace=False))

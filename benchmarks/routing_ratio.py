@@ -21,7 +21,7 @@ from adaptive_learner.evaluation.router_bank import load_bank
 from adaptive_learner.router.calibration import expected_calibration_error
 from adaptive_learner.router.evidence import TaskProfile
 from adaptive_learner.router.routing import InputRouter
-from common import save
+from common import library_draws, save
 
 
 def one_library(bank, lib) -> dict:
@@ -54,12 +54,10 @@ def main() -> None:
     ap.add_argument("--out", default="routing_ratio")
     args = ap.parse_args()
     bank, _ = load_bank(Path(args.bank))
-    names, rng = sorted(bank), np.random.RandomState(args.seed)
     rows = []
-    for size in (int(x) for x in args.sizes.split(",")):
-        draws = 1 if size >= len(names) else args.draws
-        for _ in range(draws):
-            lib = sorted(str(t) for t in rng.choice(names, min(size, len(names)), replace=False))
+    draws = list(library_draws(sorted(bank), args.sizes, args.draws, args.seed))
+    for size in dict.fromkeys(s for s, _ in draws):
+        for lib in (lib for s, lib in draws if s == size):
             r = one_library(bank, lib)
             rows.append({"size": size, **r})
             a, b = r["lda"], r["lda+ratio"]
