@@ -204,3 +204,33 @@ def test_zero_shot_row_is_scored_once_per_seed_and_order(repeated, tiny_backbone
     other = RunConfig(sequence=cfg.sequence, backbone="another-model")  # another backbone is scored anew
     harness.zero_shot_row(host, other, items, tmp_path / "zs.json")
     assert len(calls) == len(items)
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint_when_the_bench_is_run_again(toy_sequence, tmp_path,
+                                                                                 monkeypatch):
+    """A bench stopped during a run's second task continues from its first task's checkpoint when the same
+    command is run again (the first task is not trained again), and ends with the uninterrupted results."""
+    from adaptive_learner.strategies import REGISTRY
+
+    cfg = tiny_bench(toy_sequence, strategies=["naive"], seeds=[0])
+    straight = run_bench(cfg, tmp_path / "straight")
+    learn, calls = REGISTRY["naive"].learn, []
+
+    def interrupted(self, task, items):
+        calls.append(task.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return learn(self, task, items)
+
+    monkeypatch.setattr(REGISTRY["naive"], "learn", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(cfg, tmp_path / "resumed")
+    run_dir = tmp_path / "resumed" / "seed0-order0" / "naive"
+    assert json.loads((run_dir / "checkpoint.json").read_text())["done"] == 1
+    calls.clear()
+    monkeypatch.setattr(REGISTRY["naive"], "learn", lambda self, task, items: (calls.append(task.name),
+                                                                              learn(self, task, items))[1])
+    again = run_bench(cfg, tmp_path / "resumed")
+    assert calls == ["pairs"]  # only the task after the checkpoint
+    assert not (run_dir / "checkpoint.json").exists()
+    assert [r["metrics"] for r in again.runs] == [r["metrics"] for r in straight.runs]

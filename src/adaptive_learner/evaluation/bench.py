@@ -49,6 +49,7 @@ from ..fileio import atomic_write_json, atomic_write_text, read_json
 from ..strategies import check_requirements
 from ..tasks.spec import TaskData, stratified_split
 from ..training import TrainConfig
+from . import checkpoint
 from .config import run_identity
 from .harness import RunConfig, RunResult, environment, prepare_tasks, run_sequence
 from .plots import plot_bars
@@ -178,8 +179,10 @@ def cached_run(rc: RunConfig, tasks: list[TaskData], out: Path) -> RunResult:
     done = finished_run(rc, tasks, out)
     if done is not None:
         return done
+    # an interrupted run of exactly these settings continues from its last finished task
+    resume = checkpoint.resumable(out, rc, [t.name for t in tasks])
     # the strategies of one seed and order share their tasks' test examples: the zero-shot row is scored once
-    res = run_sequence(rc, out, tasks=tasks, zero_shot_cache=out.parent / "zero-shot.json")
+    res = run_sequence(rc, out, tasks=tasks, zero_shot_cache=out.parent / "zero-shot.json", resume=resume)
     atomic_write_json(out / "bench-key.json", run_key(rc, tasks))
     return res
 

@@ -209,14 +209,29 @@ def save(out: Path, cfg: Any, tasks: list[str], done: int, matrix: np.ndarray, z
     save_checkpoint(Path(out), state, host, strategy)
 
 
+def _differences(doc: dict[str, Any], cfg: Any) -> list[str]:
+    now, then = run_identity(json.loads(json.dumps(cfg.to_dict(), default=str))), run_identity(doc["config"])
+    return sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
+
+
+def resumable(out: Path, cfg: Any, tasks: list[str]) -> bool:
+    """Whether ``out`` holds a readable checkpoint of a run with exactly these settings and tasks."""
+    if not (Path(out) / STATE_FILE).is_file():
+        return False
+    try:
+        doc = read_checkpoint(out)
+    except UserError:
+        return False
+    return doc["tasks"] == tasks and not _differences(doc, cfg)
+
+
 def resume(out: Path, cfg: Any, tasks: list[str], host: Any, strategy: Any,
            matrix: np.ndarray) -> tuple[np.ndarray, int, float, float]:
     """Restore a checkpoint into ``host``, ``strategy`` and ``matrix``; (zero-shot row, tasks done, timings)."""
     doc = read_checkpoint(out)
     if doc["tasks"] != tasks:
         raise UserError(f"the checkpoint in {out} is for tasks {doc['tasks']}, not {tasks}")
-    now, then = run_identity(json.loads(json.dumps(cfg.to_dict(), default=str))), run_identity(doc["config"])
-    diffs = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
+    diffs = _differences(doc, cfg)
     if diffs:
         raise UserError(f"the checkpoint in {out} was made with other settings ({', '.join(diffs)}); "
                         f"resume it with `alearn run --resume {out}` alone")
