@@ -11,7 +11,8 @@ called unknown and of out-of-library inputs caught. Only inputs that some stored
 same number of fields) count: the others are refused by the field count already.
 
     python benchmarks/open_set.py --out open_set
-    python benchmarks/open_set.py --no-ratio      # embeddings only, as before the field length ratio
+    python benchmarks/open_set.py --no-ratio --no-features   # embeddings only, as before the field length ratio
+    python benchmarks/open_set.py --no-features              # embeddings and ratio, as before the backbone view
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from adaptive_learner.tasks.spec import stratified_take
 from common import machine, save
 
 
-def embed_tasks(encoder: Any, profile_n: int, test_n: int) -> dict[str, dict[str, Any]]:
+def embed_tasks(encoder: Any, profile_n: int, test_n: int, extractor: Any = None) -> dict[str, dict[str, Any]]:
+    """Per catalog task: sentence embeddings (and, with ``extractor``, the router's backbone features) of
+    its profile examples and test inputs."""
     out = {}
     for name in catalog_names():
         t = load_catalog_task(name)
@@ -41,7 +44,9 @@ def embed_tasks(encoder: Any, profile_n: int, test_n: int) -> dict[str, dict[str
         out[name] = {"family": t.spec.family, "fields": len(t.spec.input_fields),
                      "profile": encoder.encode(prof_texts), "test": encoder.encode(test_texts),
                      "profile_ratios": np.array([field_ratio(x) for x in prof_texts]) if pair else None,
-                     "test_ratios": [field_ratio(x) for x in test_texts]}
+                     "test_ratios": [field_ratio(x) for x in test_texts],
+                     "profile_features": extractor.input_features(prof_texts) if extractor is not None else None,
+                     "test_features": extractor.input_features(test_texts) if extractor is not None else None}
         print(f"embedded {name}", flush=True)
     return out
 
@@ -49,7 +54,8 @@ def embed_tasks(encoder: Any, profile_n: int, test_n: int) -> dict[str, dict[str
 def scores_for(tasks: dict[str, dict[str, Any]], library: list[str], quantile: float, k: int,
                ratio: bool = True) -> dict[str, list[float]]:
     model = NoveltyModel([tasks[t]["profile"] for t in library], quantile, k,
-                         [tasks[t]["profile_ratios"] for t in library] if ratio else None)
+                         [tasks[t]["profile_ratios"] for t in library] if ratio else None,
+                         [tasks[t]["profile_features"] for t in library])
     fields = np.array([tasks[t]["fields"] for t in library])
     families = {tasks[t]["family"] for t in library}
     out: dict[str, list[float]] = {"in": [], "other_family": [], "same_family": []}
@@ -57,7 +63,7 @@ def scores_for(tasks: dict[str, dict[str, Any]], library: list[str], quantile: f
         ok = fields == t["fields"]
         if not ok.any():
             continue
-        nov = model.novelty(t["test"], t["test_ratios"] if ratio else None)[:, ok].min(1)
+        nov = model.novelty(t["test"], t["test_ratios"] if ratio else None, t["test_features"])[:, ok].min(1)
         kind = "in" if name in library else ("same_family" if t["family"] in families else "other_family")
         out[kind].extend(nov.tolist())
     return out
@@ -85,9 +91,19 @@ def main() -> None:
     ap.add_argument("--profile-n", type=int, default=128)
     ap.add_argument("--test-n", type=int, default=100)
     ap.add_argument("--no-ratio", action="store_true", help="embeddings only (before the field length ratio)")
+    ap.add_argument("--no-features", action="store_true",
+                    help="sentence embeddings only (before the backbone features were a second view)")
+    ap.add_argument("--backbone", default="smollm2-135m")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
-    tasks = embed_tasks(text_encoder("minilm"), a.profile_n, a.test_n)
+    extractor = None
+    if not a.no_features:  # the router's own feature extractor, as a library built by `alearn learn` has it
+        from adaptive_learner.adapters import AdapterHost
+        from adaptive_learner.backbone import load_backbone
+        from adaptive_learner.features import FeatureConfig, FeatureExtractor
+
+        extractor = FeatureExtractor(AdapterHost(load_backbone(a.backbone)), FeatureConfig())
+    tasks = embed_tasks(text_encoder("minilm"), a.profile_n, a.test_n, extractor)
     names = sorted(tasks)
     results: dict[str, Any] = {}
     for q in [float(x) for x in a.quantiles.split(",")]:
@@ -108,7 +124,7 @@ def main() -> None:
             print(f"quantile {q:g}, {size} tasks: {res}", flush=True)
     if a.out:
         save(a.out, {"machine": machine(), "encoder": "all-MiniLM-L6-v2", "k": a.k, "draws": a.draws,
-                     "field_ratio": not a.no_ratio,
+                     "field_ratio": not a.no_ratio, "backbone_features": None if a.no_features else a.backbone,
                      "profile_n": a.profile_n, "test_n": a.test_n, "results": results})
 
 

@@ -69,7 +69,7 @@ def test_predict_says_unknown_with_the_nearest_task_and_no_abstain_routes(routed
     texts = ["superb lovely wonderful", "awful dull"]
     known = routed_lib.predict(texts, abstain=False)
     # every input beyond every threshold: each is unknown, with the nearest task and the label it would give
-    monkeypatch.setattr(routing.NoveltyModel, "novelty", lambda self, feats, ratios=None: np.full((len(feats), 1), 5.0))
+    monkeypatch.setattr(routing.NoveltyModel, "novelty", lambda self, emb, ratios=None, feats=None: np.full((len(emb), 1), 5.0))
     routed_lib.router._input_router = None
     unknown = routed_lib.predict(texts)
     assert [p.label for p in unknown] == ["unknown", "unknown"]
@@ -79,3 +79,24 @@ def test_predict_says_unknown_with_the_nearest_task_and_no_abstain_routes(routed
     assert [p.label for p in forced] == [p.label for p in known]
     # a task given is never second-guessed
     assert all(p.label in toy_task.spec.label_names for p in routed_lib.predict(texts, task="toy"))
+
+
+def test_backbone_features_are_a_second_view_averaged_with_the_embeddings():
+    """With the backbone features stored too, an input's novelty is the mean of the two views: in-task
+    inputs in both stay known, an input in-task by its embedding but of no task by its features is
+    judged more novel than by its embedding alone, and a task stored without features is judged by its
+    embeddings alone."""
+    centres, xs = _directions()
+    fcentres, fs = _directions(seed=7, dim=24)  # another space: the backbone's features of the same inputs
+    model = NoveltyModel(xs, quantile=0.99, features=fs)
+    _, fresh = _directions(seed=0, n=400)
+    _, ffresh = _directions(seed=7, n=400, dim=24)
+    emb, feats = np.vstack([f[128:] for f in fresh]), np.vstack([f[128:] for f in ffresh])
+    both = model.novelty(emb, features=feats)
+    assert np.mean(both.min(1) > 1) < 0.05
+    rng = np.random.RandomState(9)
+    far_feats = rng.normal(0, 1, (len(emb), 24)) * 10
+    assert np.all(model.novelty(emb, features=far_feats).min(1) > model.novelty(emb).min(1))
+    assert np.allclose(model.novelty(emb), NoveltyModel(xs, quantile=0.99).novelty(emb))  # no features given
+    partial = NoveltyModel(xs, quantile=0.99, features=[fs[0], None, fs[2]])
+    assert np.allclose(partial.novelty(emb, features=far_feats)[:, 1], model.novelty(emb)[:, 1])

@@ -17,11 +17,13 @@ fields relate"). It costs a word count per input.
 
 Open set: an input far from every stored task is *unknown* rather than sent to the nearest one.
 The task is chosen by the backbone features above; whether the input belongs to any stored task is
-judged on sentence embeddings of the raw input (all-MiniLM-L6-v2, the router's text encoder),
-which separate domains far better than the backbone's early layer (BENCHMARKS "Open-set
-routing"). An input's novelty for a task is its cosine distance to the task's ``k``-th nearest
+judged on two views of it: sentence embeddings of the raw input (all-MiniLM-L6-v2, the router's
+text encoder) and the same backbone features, standardised over the library's stored examples
+(each view alone separates less well than their mean: BENCHMARKS "Open-set routing"). In each
+view, an input's distance to a task is its cosine distance to the task's ``k``-th nearest
 stored example, divided by that task's threshold: the ``quantile`` of the same distance for each of
-the task's own examples to the others (leave-one-out, so held out); for a pair input and a stored
+the task's own examples to the others (leave-one-out, so held out); its novelty is the mean of the
+two views' distances; for a pair input and a stored
 pair task, the larger of that and the field length ratio's distance from the task's mean, over the
 same quantile among its examples (a pair of the right kind of text but the wrong shape, an
 entailment pair against a paraphrase task, is not the task's). Novelty above 1 for every eligible
@@ -57,12 +59,40 @@ DEFAULT_QUANTILE = 0.99
 DEFAULT_K = 5
 
 
+class _KnnView:
+    """One view of the stored examples for the open set: per task, the ``k``-th nearest-neighbour cosine
+    distance to its stored examples, over that task's threshold (the ``quantile`` of the same distance
+    for each of its own examples to the others). NaN where a task has no examples in this view, or too
+    few to set a threshold."""
+
+    def __init__(self, vectors: Sequence[np.ndarray | None], quantile: float, k: int) -> None:
+        self.k = k
+        self.banks = [None if e is None or len(e) == 0 else _unit(np.asarray(e, dtype=np.float64)) for e in vectors]
+        self.thresholds = np.full(len(self.banks), np.inf)
+        for i, bank in enumerate(self.banks):
+            if bank is not None and len(bank) > k + 1:
+                d = 1.0 - bank @ bank.T
+                np.fill_diagonal(d, np.inf)  # each example's neighbours are the others
+                self.thresholds[i] = max(float(np.quantile(np.sort(d, axis=1)[:, k - 1], quantile)), 1e-6)
+
+    def distance(self, x: np.ndarray) -> np.ndarray:
+        x = _unit(np.asarray(x, dtype=np.float64))
+        out = np.full((len(x), len(self.banks)), np.nan)
+        for i, bank in enumerate(self.banks):
+            if bank is not None and np.isfinite(self.thresholds[i]):
+                out[:, i] = np.sort(1.0 - x @ bank.T, axis=1)[:, min(self.k, len(bank)) - 1] / self.thresholds[i]
+        return out
+
+
 class NoveltyModel:
-    """Per task: the k-th nearest-neighbour cosine distance to its stored examples, over a threshold
-    from its own examples held out one at a time."""
+    """Per task: how far an input is from the task's stored examples, over a threshold from the task's
+    own examples held out one at a time; the mean over the views given (sentence embeddings, and the
+    backbone features the input router already has), then, for pair inputs, the larger of that and the
+    field length ratio's distance."""
 
     def __init__(self, embeddings: Sequence[np.ndarray | None], quantile: float = DEFAULT_QUANTILE,
-                 k: int = DEFAULT_K, ratios: Sequence[np.ndarray | None] | None = None) -> None:
+                 k: int = DEFAULT_K, ratios: Sequence[np.ndarray | None] | None = None,
+                 features: Sequence[np.ndarray | None] | None = None) -> None:
         self.k = k
         # pair tasks: how far an input's field length ratio is from the task's, over the same quantile
         # of that distance among the task's own examples (a pair of the right kind of text but the wrong
@@ -75,31 +105,38 @@ class NoveltyModel:
             r = np.asarray(r, dtype=np.float64)
             mean, sd = float(r.mean()), max(float(r.std()), RatioModel.MIN_SD)
             self.ratio_stats.append((mean, sd, max(float(np.quantile(np.abs(r - mean) / sd, quantile)), 1e-6)))
-        self.banks = [None if e is None or len(e) == 0 else _unit(np.asarray(e, dtype=np.float64)) for e in embeddings]
-        self.thresholds = np.full(len(self.banks), np.inf)
-        for i, bank in enumerate(self.banks):
-            if bank is not None and len(bank) > k + 1:
-                d = 1.0 - bank @ bank.T
-                np.fill_diagonal(d, np.inf)  # each example's neighbours are the others
-                self.thresholds[i] = max(float(np.quantile(np.sort(d, axis=1)[:, k - 1], quantile)), 1e-6)
+        self.embedding_view = _KnnView(embeddings, quantile, k)
+        self.banks, self.thresholds = self.embedding_view.banks, self.embedding_view.thresholds
+        # the backbone features, standardised over every stored example of the library (their raw
+        # early-layer means are dominated by a few huge dimensions, so raw cosines say little)
+        self.feature_view: _KnnView | None = None
+        if features is not None and any(f is not None and len(f) for f in features):
+            stacked = np.vstack([f for f in features if f is not None and len(f)]).astype(np.float64)
+            self.feature_mean, self.feature_scale = stacked.mean(0), stacked.std(0) + 1e-6
+            self.feature_view = _KnnView([None if f is None else self._standard(f) for f in features], quantile, k)
 
-    def novelty(self, embeddings: np.ndarray, ratios: Sequence[float | None] | None = None) -> np.ndarray:
-        """(n, tasks): each input's distance to each task over the task's threshold (0 where a task has
-        no embeddings or too few to set a threshold: such a task never calls an input unknown). With the
-        inputs' field length ``ratios``, a pair input is as novel to a pair task as the larger of its
-        two distances."""
-        x = _unit(np.asarray(embeddings, dtype=np.float64))
-        out = np.zeros((len(x), len(self.banks)))
-        for i, bank in enumerate(self.banks):
-            if bank is None or not np.isfinite(self.thresholds[i]):
-                continue
-            d = np.sort(1.0 - x @ bank.T, axis=1)[:, min(self.k, len(bank)) - 1]
-            out[:, i] = d / self.thresholds[i]
-            stats = self.ratio_stats[i] if i < len(self.ratio_stats) else None
-            if ratios is not None and stats is not None:
-                mean, sd, limit = stats
-                z = np.array([0.0 if r is None else abs(r - mean) / sd / limit for r in ratios])
-                out[:, i] = np.maximum(out[:, i], z)
+    def _standard(self, f: np.ndarray) -> np.ndarray:
+        return (np.asarray(f, dtype=np.float64) - self.feature_mean) / self.feature_scale
+
+    def novelty(self, embeddings: np.ndarray, ratios: Sequence[float | None] | None = None,
+                features: np.ndarray | None = None) -> np.ndarray:
+        """(n, tasks): each input's distance to each task over the task's threshold, the mean of the
+        views (sentence ``embeddings``; backbone ``features`` too where the model was built with them);
+        0 where a task has no view with enough examples (such a task never calls an input unknown).
+        With the inputs' field length ``ratios``, a pair input is as novel to a pair task as the larger
+        of that and its ratio distance."""
+        views = [self.embedding_view.distance(embeddings)]
+        if features is not None and self.feature_view is not None:
+            views.append(self.feature_view.distance(self._standard(features)))
+        stack = np.stack(views)
+        seen = np.isfinite(stack).sum(0)
+        out = np.where(seen > 0, np.nansum(stack, axis=0) / np.maximum(seen, 1), 0.0)
+        if ratios is not None:
+            for i, stats in enumerate(self.ratio_stats):
+                if stats is not None and seen[:, i].any():
+                    mean, sd, limit = stats
+                    z = np.array([0.0 if r is None else abs(r - mean) / sd / limit for r in ratios])
+                    out[:, i] = np.where(seen[:, i] > 0, np.maximum(out[:, i], z), 0.0)
         return out
 
 
@@ -120,7 +157,8 @@ class InputRouter:
         y = np.concatenate([[i] * p.features.n_examples for i, p in enumerate(usable)])
         self.single = len(usable) == 1
         self.novelty_model = NoveltyModel([p.features.inputs for p in usable], quantile,
-                                          ratios=[p.features.field_ratios for p in usable])
+                                          ratios=[p.features.field_ratios for p in usable],
+                                          features=[p.features.examples for p in usable])
         self.ratio_model = RatioModel.fit([p.features for p in usable])
         self.temperature = 1.0
         if not self.single:
@@ -143,7 +181,7 @@ class InputRouter:
         ratios = None if texts is None else [field_ratio(t) for t in texts]
         if ratios is not None and self.ratio_model is not None:
             logp = logp + self.ratio_model.log_likelihood(ratios)
-        novelty = None if embeddings is None else self.novelty_model.novelty(embeddings, ratios)
+        novelty = None if embeddings is None else self.novelty_model.novelty(embeddings, ratios, feats)
         out: list[RoutedInput | None] = []
         fields = np.array([p.features.n_fields for p in self.profiles])
         for i, row in enumerate(logp):
