@@ -77,6 +77,7 @@ def test_predict_says_unknown_with_the_nearest_task_and_no_abstain_routes(routed
     assert all(p.task == "toy" and p.novelty == 5.0 for p in unknown)
     forced = routed_lib.predict(texts, abstain=False)
     assert [p.label for p in forced] == [p.label for p in known]
+    assert all(p.novelty is None for p in forced)  # --no-abstain skips the open-set check
     # a task given is never second-guessed
     assert all(p.label in toy_task.spec.label_names for p in routed_lib.predict(texts, task="toy"))
 

@@ -310,7 +310,8 @@ def predict(texts: List[str] = typer.Argument(..., help="inputs; for pair tasks 
                                                           "it each input is routed to a learned task"),
             as_json: bool = typer.Option(False, "--json", help="print JSON lines"),
             abstain: bool = typer.Option(True, "--abstain/--no-abstain", help="without --task: label an input that "
-                                         "is far from every learned task 'unknown' (--no-abstain: always route)"),
+                                         "is far from every learned task 'unknown' (--no-abstain: always route, "
+                                         "and skip the open-set check)"),
             device: str = DEVICE_OPTION) -> None:
     """Label inputs with a learned task's adapter (given, or inferred per input by the router).
 

@@ -277,9 +277,10 @@ class Learner:
         Without ``task``, each text is routed to a learned task by its backbone features, and all
         texts are scored by task (each task's prompt prefix shared). With ``abstain``, an input far from
         every learned task (novelty above 1) gets the label ``unknown``; the nearest task, the label
-        it would give (``nearest_label``) and the route confidence are still reported."""
+        it would give (``nearest_label``) and the route confidence are still reported. Without
+        ``abstain`` the open-set check is skipped (no sentence embedding per input; ``novelty`` None)."""
         if task is None:
-            out = self._predict_routed(texts)
+            out = self._predict_routed(texts, open_set=abstain)
             if abstain:
                 for p in out:
                     if p.novelty is not None and p.novelty > 1.0:
@@ -300,13 +301,13 @@ class Learner:
         return out
 
 
-    def _predict_routed(self, texts: Sequence[str]) -> list[Prediction]:
+    def _predict_routed(self, texts: Sequence[str], open_set: bool = True) -> list[Prediction]:
         profiles = self._stored_profiles()
         if not profiles:
             raise UserError(f"library {self.path} has no learned task to route inputs to; give --task")
         specs = {p.task: self.library.task_spec(p.task) for p in profiles}
         answers = answer_routed(self.host, self.router, profiles, specs, texts, self.train_cfg.max_length,
-                                ensure_loaded=self.ensure_loaded)
+                                ensure_loaded=self.ensure_loaded, open_set=open_set)
         out = [Prediction(a.text, a.task, a.adapter, a.label_name, a.probability, a.route_confidence, a.novelty)
                for a in answers]
         for task in sorted({a.task for a in answers}):
