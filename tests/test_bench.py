@@ -226,7 +226,8 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_when_the_bench_is_run_ag
     with pytest.raises(KeyboardInterrupt):
         run_bench(cfg, tmp_path / "resumed")
     run_dir = tmp_path / "resumed" / "seed0-order0" / "naive"
-    assert json.loads((run_dir / "checkpoint.json").read_text())["done"] == 1
+    ckpt = json.loads((run_dir / "checkpoint.json").read_text())
+    assert ckpt["done"] == 1
     calls.clear()
     monkeypatch.setattr(REGISTRY["naive"], "learn", lambda self, task, items: (calls.append(task.name),
                                                                               learn(self, task, items))[1])
@@ -234,3 +235,6 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_when_the_bench_is_run_ag
     assert calls == ["pairs"]  # only the task after the checkpoint
     assert not (run_dir / "checkpoint.json").exists()
     assert [r["metrics"] for r in again.runs] == [r["metrics"] for r in straight.runs]
+    # the wall time counts both processes' shares, not only the resumed one's
+    t = json.loads((run_dir / "results.json").read_text())["timings_s"]
+    assert t["total"] >= ckpt["timings"]["total"] + (t["train"] - ckpt["timings"]["train"])

@@ -85,9 +85,10 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
     T = len(tasks)
     R = np.full((T, T), np.nan)
     if resume:  # the zero-shot row, the finished rows, the adapters and the strategy's state come back
-        b, start, t_train, t_eval = checkpoint.resume(workdir, cfg, [t.name for t in tasks], host, strategy, R)
+        b, start, t_train, t_eval, t_before = checkpoint.resume(workdir, cfg, [t.name for t in tasks], host,
+                                                                strategy, R)
     else:
-        start, t_train, t_eval = 0, 0.0, 0.0
+        start, t_train, t_eval, t_before = 0, 0.0, 0.0, 0.0
         t0 = time.perf_counter()
         b = zero_shot_row(host, cfg, test_items, zero_shot_cache)
         t_eval += time.perf_counter() - t0
@@ -109,14 +110,15 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
                     final[other.name] = cache[key].tolist()
             t_eval += time.perf_counter() - t0
         if main:
-            checkpoint.save(workdir, cfg, [t.name for t in tasks], i + 1, R, b, (t_train, t_eval), host, strategy)
+            checkpoint.save(workdir, cfg, [t.name for t in tasks], i + 1, R, b,
+                            (t_train, t_eval, t_before + time.perf_counter() - t_start), host, strategy)
     metrics = all_metrics(R, b)
     extra = strategy.finish_info() if hasattr(strategy, "finish_info") else {}
     info = {
         "strategy": cfg.strategy, "n_adapters": len(strategy.adapters), "adapters": strategy.adapters,
         "trainable_params": strategy.trainable_params(), "train_reports": strategy.reports,
         "timings_s": {"train": round(t_train, 1), "eval": round(t_eval, 1),
-                      "total": round(time.perf_counter() - t_start, 1)},
+                      "total": round(t_before + time.perf_counter() - t_start, 1)},  # every process's share
         "n_train": [len(x) for x in train_items], "n_test": [len(x) for x in test_items],
         "world_size": accelerator.num_processes if accelerator is not None else 1,
         "device": device_name(backbone.device),
