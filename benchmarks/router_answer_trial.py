@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 from pathlib import Path
+
+import numpy as np
 
 from adaptive_learner.learner import Learner
 from adaptive_learner.tasks import load_catalog_task
@@ -48,10 +51,17 @@ def main() -> None:
                 settings.append(("with source", list(adapters)))
             for setting, only in settings:
                 kin = [a for a in only if family[a] == fam]
+                t0 = time.perf_counter()
                 d = learner.decide(task, only=only)
+                seconds = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                plain = learner.decide(task, only=only, answer_trial=False)  # the same signals, no trial
+                seconds_plain = time.perf_counter() - t0
                 asked = {c.adapter: {k: round(v, 4) for k, v in c.evidence.items() if k.startswith("answer_")}
                          for c in d.candidates if "answer_p" in c.evidence}
                 by_answers = d.action == "reuse" and bool(asked) and "already answers" in d.explanation
+                # the same signals without the trial: the same decision, or new where the trial reused
+                assert (plain.action == "new") if by_answers else ((plain.action, plain.adapter) == (d.action, d.adapter))
                 # the router without the trial: the same signals, so the same decision, except that a reuse
                 # the trial made would have been a new adapter
                 for label, action in (("answer trial", d.action), ("signals only", "new" if by_answers else d.action)):
@@ -61,7 +71,8 @@ def main() -> None:
                                  "router": label, "same_family_stored": kin, "action": action, "adapter": adapter,
                                  "confidence": round(d.confidence, 4) if label == "answer trial" or not by_answers
                                  else None, "right_by_family": bool(right), "answer_trial": asked,
-                                 "explanation": d.explanation})
+                                 "explanation": d.explanation, "seconds": round(seconds, 3),
+                                 "seconds_without_trial": round(seconds_plain, 3)})
                     print(f"{task.name:16s} {setting:15s} {label:13s} {action:5s} {str(adapter):16s} "
                           f"right={right} " + (" ".join(
                               f"{a}:{r['answer_acc']:.2f}/{r['answer_base_acc']:.2f}/p={r['answer_p']:.3f}"
@@ -73,6 +84,14 @@ def main() -> None:
                           "wrong_reuses": sum(r["action"] == "reuse" and not r["right_by_family"] for r in mine),
                           "missed_reuses": sum(r["action"] == "new" and not r["right_by_family"] for r in mine)}
         print(label, summary[label])
+    ran = [r for r in rows if r["router"] == "answer trial" and r["answer_trial"]]
+    if ran:
+        extra = [r["seconds"] - r["seconds_without_trial"] for r in ran]
+        summary["trial_seconds"] = {"decisions_with_a_trial": len(ran), "median_extra_s": float(np.median(extra)),
+                                    "max_extra_s": float(np.max(extra)),
+                                    "median_decision_s_without": float(np.median([r["seconds_without_trial"]
+                                                                                  for r in ran]))}
+        print("trial cost", summary["trial_seconds"])
     if args.out:
         save(args.out, {"machine": machine(), "library": args.library, "rows": rows, "summary": summary,
                         "adapters": adapters})

@@ -135,3 +135,27 @@ def test_fewer_examples_than_k_still_decides_and_says_so(tmp_path, fresh_backbon
     assert d.action in ("reuse", "new") and "fewer than k" in d.explanation
     sigs = {c["head"] for c in d.decision["candidates"]}
     assert sigs == {"description+label_names+labels"}  # below min_examples: description and labels only
+
+
+def test_decide_hands_the_router_an_answer_trial_unless_told_not_to(lib, toy_task, monkeypatch):
+    """``Learner.decide(answer_trial=False)`` decides on the signals alone; by default the router gets a
+    trial that asks the stored adapters (``router.trial.run_answer_trial``) in their own tasks' words."""
+    from adaptive_learner.router import trial as trial_module
+
+    _, learner, _, _ = lib
+    given, asked = [], []
+    real = learner.router.decider.decide
+
+    def spy(probe, profiles, trial=None, answer_trial=None):
+        given.append(answer_trial)
+        if answer_trial is not None:
+            answer_trial([(p.adapter, p.task) for p in profiles])
+        return real(probe, profiles, trial)
+
+    monkeypatch.setattr(learner.router.decider, "decide", spy)
+    monkeypatch.setattr(trial_module, "run_answer_trial", lambda host, spec, ex, cands, *a, **k: asked.append(
+        [(a, s.name) for a, s in cands]) or {})
+    learner.decide(toy_task, answer_trial=False)
+    assert given == [None] and asked == []
+    learner.decide(toy_task)
+    assert callable(given[-1]) and asked and {name for _, name in asked[0]} == {p.task for p in load_profiles(learner.library)}

@@ -118,9 +118,10 @@ class Learner:
             self._router = (key, LibraryRouter.for_library(self.host, self.library, self.router_kind, self.features))
         return self._router[1]
 
-    def decide(self, task: TaskData, only: Sequence[str] | None = None):
+    def decide(self, task: TaskData, only: Sequence[str] | None = None, answer_trial: bool = True):
         """The router's reuse-or-create decision for ``task`` (nothing is trained or written); ``only``:
-        as if the library held just these adapters."""
+        as if the library held just these adapters; ``answer_trial``: let stored adapters answer the
+        examples when the signals say new (``router.decision``; off: the signals alone)."""
         if not task.train:
             raise UserError(f"task {task.name} has no training examples")
         self.library.reload()
@@ -135,14 +136,14 @@ class Learner:
             return run_trial(self.host, task.spec, examples, adapters, self.train_cfg.max_length,
                              ensure_loaded=self.ensure_loaded)
 
-        def answer_trial(candidates: Sequence[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+        def ask(candidates: Sequence[tuple[str, str]]) -> dict[str, dict[str, Any]]:
             from .router.trial import run_answer_trial
 
             asked = [(a, self.library.task_spec(t)) for a, t in candidates if a in self.library.adapters]
             return run_answer_trial(self.host, task.spec, examples, asked, self.train_cfg.max_length,
                                     ensure_loaded=self.ensure_loaded, seed=self.train_cfg.seed)
         decision = self.router.decide(task, stored, trial, self.router.probe(task, self.train_cfg.max_length),
-                                      answer_trial)
+                                      ask if answer_trial else None)
         if decision.action == "new":
             decision.adapter = self._fresh_name(task.name)
         return decision
