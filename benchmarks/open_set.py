@@ -94,6 +94,8 @@ def main() -> None:
     ap.add_argument("--no-features", action="store_true",
                     help="sentence embeddings only (before the backbone features were a second view)")
     ap.add_argument("--backbone", default="smollm2-135m")
+    ap.add_argument("--encoder-max-tokens", type=int, default=None,
+                    help="truncate MiniLM's inputs to this many tokens (profiles and inputs alike; default: its 256)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     extractor = None
@@ -103,7 +105,10 @@ def main() -> None:
         from adaptive_learner.features import FeatureConfig, FeatureExtractor
 
         extractor = FeatureExtractor(AdapterHost(load_backbone(a.backbone)), FeatureConfig())
-    tasks = embed_tasks(text_encoder("minilm"), a.profile_n, a.test_n, extractor)
+    encoder = text_encoder("minilm")
+    if a.encoder_max_tokens:
+        encoder.model.max_seq_length = a.encoder_max_tokens
+    tasks = embed_tasks(encoder, a.profile_n, a.test_n, extractor)
     names = sorted(tasks)
     results: dict[str, Any] = {}
     for q in [float(x) for x in a.quantiles.split(",")]:
@@ -125,6 +130,7 @@ def main() -> None:
     if a.out:
         save(a.out, {"machine": machine(), "encoder": "all-MiniLM-L6-v2", "k": a.k, "draws": a.draws,
                      "field_ratio": not a.no_ratio, "backbone_features": None if a.no_features else a.backbone,
+                     "encoder_max_tokens": encoder.model.max_seq_length,
                      "profile_n": a.profile_n, "test_n": a.test_n, "results": results})
 
 

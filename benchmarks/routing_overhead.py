@@ -45,12 +45,16 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--layer", type=int, default=None, help="feature layer (default: the router's default)")
+    ap.add_argument("--encoder-max-tokens", type=int, default=None,
+                    help="truncate MiniLM's inputs (profiles and inputs alike; default: its 256)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     backbone = load_backbone(args.backbone)
     host = AdapterHost(backbone)
     router = LibraryRouter(host, features=FeatureConfig(layer=args.layer))
+    if args.encoder_max_tokens:
+        router.extractor.encoder.model.max_seq_length = args.encoder_max_tokens
     profiles, tasks = [], {}
     for name in catalog_names():
         t = load_catalog_task(name)
