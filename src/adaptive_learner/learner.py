@@ -127,7 +127,8 @@ class Learner:
         self.library.reload()
         stored = load_profiles(self.library)  # a task learned again is its own best candidate
         if only is not None:
-            stored = [p for p in stored if p.adapter in set(only)]
+            keep = set(only)
+            stored = [p for p in stored if p.adapter in keep]
         examples = self.router.probe_examples(task)
 
         def trial(adapters: Sequence[str]) -> dict[str, dict[str, float]]:

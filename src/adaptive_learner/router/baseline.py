@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from ..features import TaskFeatures
-from .decision import CandidateScore, RouteDecision, Trial
+from .decision import AnswerTrial, CandidateScore, RouteDecision, Trial
 from .evidence import TaskProfile
 from .routing import RoutedInput
 
@@ -47,8 +47,10 @@ class SoftmaxThresholdRouter:
     def __init__(self, threshold: float = SOFTMAX_THRESHOLD) -> None:
         self.threshold = threshold
 
-    def decide(self, probe: TaskFeatures, profiles: Sequence[TaskProfile], trial: Trial | None = None) -> RouteDecision:
-        """Decide for ``probe`` against the stored profiles (``trial`` is ignored: the original had none)."""
+    def decide(self, probe: TaskFeatures, profiles: Sequence[TaskProfile], trial: Trial | None = None,
+               answer_trial: AnswerTrial | None = None) -> RouteDecision:
+        """Decide for ``probe`` against the stored profiles (``trial`` and ``answer_trial`` are ignored: the
+        original had neither)."""
         if not profiles:
             return RouteDecision(probe.task, "new", None, 1.0, [], "the library is empty: a new adapter",
                                  self.threshold, self.name)

@@ -132,11 +132,12 @@ class NoveltyModel:
         seen = np.isfinite(stack).sum(0)
         out = np.where(seen > 0, np.nansum(stack, axis=0) / np.maximum(seen, 1), 0.0)
         if ratios is not None:
+            judged = seen.any(axis=0)  # a view covers a task for every input or for none
             for i, stats in enumerate(self.ratio_stats):
-                if stats is not None and seen[:, i].any():
+                if stats is not None and judged[i]:
                     mean, sd, limit = stats
                     z = np.array([0.0 if r is None else abs(r - mean) / sd / limit for r in ratios])
-                    out[:, i] = np.where(seen[:, i] > 0, np.maximum(out[:, i], z), 0.0)
+                    out[:, i] = np.maximum(out[:, i], z)
         return out
 
 

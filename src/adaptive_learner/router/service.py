@@ -90,8 +90,7 @@ class LibraryRouter:
                probe: TaskFeatures | None = None, answer_trial: Callable | None = None) -> RouteDecision:
         """Reuse or create for ``task`` against ``profiles`` (``answer_trial``: see ``router.decision``)."""
         probe = probe if probe is not None else self.probe(task)
-        decision = (self.decider.decide(probe, profiles, trial, answer_trial) if isinstance(self.decider, Router)
-                    else self.decider.decide(probe, profiles, trial))
+        decision = self.decider.decide(probe, profiles, trial, answer_trial)
         if len(self.probe_examples(task)) < self.features.k:
             decision.explanation += (f" [only {len(self.probe_examples(task))} examples, fewer than k="
                                      f"{self.features.k}: weaker evidence]")

@@ -88,7 +88,7 @@ def run_answer_trial(host: Any, spec: TaskSpec, examples: Sequence[Example],
     adapter is credited only for what it adds. Candidates taking another number of fields are skipped."""
     tok = host.backbone.tokenizer
     labels = np.array([e.label for e in examples])
-    names, flat, routing, spans = [], [], [], []
+    flat, routing, spans = [], [], []
     for adapter, cand in candidates:
         if adapter == BASE or len(cand.input_fields) != len(spec.input_fields) or not examples:
             continue
@@ -101,7 +101,6 @@ def run_answer_trial(host: Any, spec: TaskSpec, examples: Sequence[Example],
             spans.append((adapter, who, len(flat), len(flat) + len(items), len(cand.label_names)))
             flat += items
             routing += [who] * len(items)
-        names.append(adapter)
     if not flat:
         return {}
     host.model.eval()
