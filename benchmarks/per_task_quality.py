@@ -95,7 +95,10 @@ def run_peer(encoder_dir: str, task: TaskData) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int, dump: Path | None = None) -> dict[str, Any]:
+def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int, dump: Path | None = None,
+             encoder: str | None = "minilm") -> dict[str, Any]:
+    """``alearn learn --force-new`` on ``task``: a new adapter, then (``cfg.head``) the head, whose encoder
+    views come from ``encoder`` as the library's router encoder gives them (None: the backbone's alone)."""
     tok = backbone.tokenizer
     items = encode_examples(tok, task.spec, task.train, cfg.max_length)
     test = encode_examples(tok, task.spec, task.test, cfg.max_length)
@@ -117,13 +120,13 @@ def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int, dump: P
     if cfg.head:
         # what Learner.learn does next: the head on the frozen features, mixed by the held-out examples
         t0 = time.perf_counter()
-        head, report = fit_task_head(host, "q", items, cfg)
+        head, report = fit_task_head(host, "q", items, cfg, encoder=encoder)
         mixed = scores
         if head is not None:
             with host.base() as m:
-                mixed = head.combine(scores, prompt_features(m, test, head.layer, tok.pad_token_id))
+                mixed = head.combine(scores, head.features(m, test, tok.pad_token_id))
         out["head"] = {"accuracy": accuracy(mixed, test), "mix": report["mix"], "held_out": report.get("held_out"),
-                       "seconds": round(time.perf_counter() - t0, 1)}
+                       "views": report.get("views"), "seconds": round(time.perf_counter() - t0, 1)}
     if dump is not None:
         dump_task(host, "q", items, test, scores, cfg, dump / f"{task.name}.safetensors")
     host.delete("q")
@@ -255,6 +258,9 @@ def main() -> None:
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--probe", action="store_true", help="also a linear head on the frozen backbone's features")
     ap.add_argument("--no-ours", action="store_true", help="skip the adapter (peer and probe only)")
+    ap.add_argument("--head-encoder", default="minilm",
+                    help="the head's sentence encoder for two-field tasks, as alearn learn uses the router's; "
+                         "'none': the backbone's features alone (before session 13)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--dump", default=None, help="folder: per task, the per-example arrays head_choice.py reads")
     a = ap.parse_args()
@@ -283,7 +289,8 @@ def main() -> None:
             row: dict[str, Any] = {"task": task.name, "labels": task.spec.label_names, "n_train": len(task.train),
                                    "n_test": len(task.test), "majority": round(float(counts.max() / counts.sum()), 4)}
             if not a.no_ours:
-                row["ours"] = run_ours(backbone, task, cfg, a.seed, Path(a.dump) if a.dump else None)
+                row["ours"] = run_ours(backbone, task, cfg, a.seed, Path(a.dump) if a.dump else None,
+                                       None if a.head_encoder == "none" else a.head_encoder)
             if a.probe:
                 row["probe"] = run_probe(backbone, task, cfg)
             if encoder is not None:

@@ -142,3 +142,92 @@ def test_choose_l2_penalises_noise_and_spares_signal():
     assert l2 == max(L2_GRID) and set(losses) == {f"{v:g}" for v in L2_GRID}
     x, y = _blobs(n=120, dim=50)
     assert choose_l2(x, y, 3)[0] <= 1e-1
+
+
+def test_encoded_items_carry_their_raw_fields(tiny_backbone, pair_task):
+    items = encode_examples(tiny_backbone.tokenizer, pair_task.spec, pair_task.train[:3], 64)
+    assert [it.fields for it in items] == [(e.fields["first"], e.fields["second"]) for e in pair_task.train[:3]]
+
+
+def test_the_pair_view_is_how_two_fields_relate(tiny_backbone, pair_task):
+    from adaptive_learner.features import text_encoder
+    from adaptive_learner.training.head import pair_view
+
+    enc = text_encoder("hashing")
+    items = encode_examples(tiny_backbone.tokenizer, pair_task.spec, pair_task.train[:4], 64)
+    x = pair_view(enc, items)
+    u, v = enc.encode([it.fields[0] for it in items]), enc.encode([it.fields[1] for it in items])
+    np.testing.assert_allclose(x, np.concatenate([u, v, np.abs(u - v), u * v], 1))
+    import pytest
+
+    one_field = [replace(it, fields=it.fields[:1]) for it in items]
+    with pytest.raises(ValueError, match="two fields"):
+        pair_view(enc, one_field)
+
+
+def test_choose_views_adds_a_view_only_where_it_predicts_the_label():
+    from adaptive_learner.training.head import choose_views
+
+    rng = np.random.RandomState(0)
+    y = [i % 2 for i in range(120)]
+    backbone = rng.normal(size=(120, 20)).astype(np.float32)  # says nothing about the label
+    signal = (np.asarray(y)[:, None] * 3.0 + rng.normal(size=(120, 8))).astype(np.float32)
+    views, losses = choose_views(backbone, {"pair": signal}, y, 2)
+    assert views == ("pair",) and losses["backbone+pair"] < losses["backbone"]
+    noise = rng.normal(size=(120, 8)).astype(np.float32)
+    assert choose_views(backbone + signal[:, :1] * 2, {"pair": noise}, y, 2)[0] == ()
+
+
+def _more_pairs(pair_task, n_train: int = 80, n_test: int = 24):
+    """The toy pair task with more examples (as many "same" as not): enough to hold some out."""
+    from adaptive_learner.tasks.spec import Example, TaskData
+
+    words = ["fine", "superb", "boring", "wonderful", "lovely", "great", "dull", "awful", "grand", "bleak"]
+    rng = np.random.RandomState(0)
+
+    def make(n: int) -> list:
+        out = []
+        for i in range(n):
+            a = words[rng.randint(len(words))]
+            b = a if i % 2 else words[(words.index(a) + 1 + rng.randint(len(words) - 1)) % len(words)]
+            out.append(Example({"first": f"the word {a}", "second": f"the word {b}"}, i % 2))
+        return out
+    return TaskData(pair_task.spec, make(n_train), make(n_test))
+
+
+def test_a_pair_task_head_sees_its_fields_and_is_stored_with_its_views(tmp_path, fresh_backbone, pair_task):
+    """On pairs labelled 'the same' iff both fields are equal, the head adds the pair view (the hashing
+    encoder of the tiny backbone's router), stores it, and answers through it after a reload."""
+    host = AdapterHost(fresh_backbone)
+    host.create("p", seed=0)
+    items = encode_examples(fresh_backbone.tokenizer, pair_task.spec, _more_pairs(pair_task).train, 64)
+    head, report = fit_task_head(host, "p", items, TrainConfig(max_length=64, head_mix="0"), encoder="hashing")
+    assert report["views"]["chosen"] == ["pair"] and report["views"]["encoder"] == "hashing"
+    assert head.views == ("pair",) and head.encoder == "hashing"
+    with host.base() as m:
+        feats = head.features(m, items, fresh_backbone.tokenizer.pad_token_id)
+    assert feats.shape[1] == fresh_backbone.model.config.hidden_size + 4 * 512 == head.weight.shape[0]
+    assert (head.log_probs(feats).argmax(1) == np.array([it.label for it in items])).mean() >= 0.9
+    stored = FeatureHead.from_stored(head.meta(), head.tensors())
+    assert stored.views == ("pair",) and stored.encoder == "hashing"
+    # without an encoder (or a task of one field) the head sees the backbone alone, as before
+    plain, rep = fit_task_head(host, "p", items, TrainConfig(max_length=64, head_mix="0"))
+    assert plain.views == () and "views" not in rep
+    old = {k: v for k, v in plain.meta().items() if k in ("layer", "mix")}  # a head stored before the views
+    assert FeatureHead.from_stored(old, plain.tensors()).views == ()
+
+
+def test_learn_on_a_pair_task_stores_a_head_that_predict_uses(tmp_path, fresh_backbone, pair_task):
+    cfg = TrainConfig(steps=4, batch_size=8, lr=1e-2, max_length=64, eval_every=2, patience=1, head_mix="0")
+    learner = Learner(tmp_path / "lib", backbone=fresh_backbone, train=cfg)
+    task = _more_pairs(pair_task)
+    out = learner.learn(task, force_new=True)
+    head = load_head(learner.library, "pairs")
+    assert head is not None and head.views == ("pair",)
+    assert learner.library.verify() == []
+    texts = [f"{e.fields['first']} ||| {e.fields['second']}" for e in task.test]
+    preds = learner.predict(texts, task="pairs")
+    hits = np.mean([p.label == task.spec.label_names[e.label] for p, e in zip(preds, task.test)])
+    assert hits == out.accuracy_after and hits >= 0.8
+    routed = learner.predict(texts, abstain=False)  # the one task, routed: the same head answers
+    assert [p.label for p in routed] == [p.label for p in preds]

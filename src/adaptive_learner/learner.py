@@ -28,7 +28,6 @@ from .router.store import load_profiles, save_profile, write_router_state
 from .scoring import accuracy, score
 from .tasks.spec import Example, TaskData, TaskSpec, check_name
 from .training import FeatureHead, TrainConfig, TrainReport, fit_task_head, load_head, stage_head, train_adapter
-from .training.head import prompt_features
 from .training.trainer import adapter_learned, kept_point, learned_verdict
 from .training.forgetting import ForgettingOptions, make_forgetting_regularisers, store_forgetting_state
 
@@ -173,7 +172,7 @@ class Learner:
         if head is None or not items:
             return scores
         with self.host.base() as m:
-            feats = prompt_features(m, items, head.layer, pad)
+            feats = head.features(m, items, pad)
         return head.combine(scores, feats)
 
     def _stored_profiles(self) -> list[Any]:
@@ -237,7 +236,8 @@ class Learner:
             regs = make_forgetting_regularisers(self.library if action == "reuse" else None, adapter,
                                                 self.forgetting, task, gain=conf if decision is not None else 1.0)
             rep = train_adapter(self.host, adapter, items, self.train_cfg, regs, desc=f"learn {task.name} -> {adapter}")
-            head, head_report = fit_task_head(self.host, adapter, items, self.train_cfg) if self.train_cfg.head \
+            head, head_report = fit_task_head(self.host, adapter, items, self.train_cfg,
+                                              encoder=self.router.extractor.encoder_name) if self.train_cfg.head \
                 else (None, {"mix": 1.0, "reason": "head turned off"})
             after = self.evaluate(task, adapter, eval_limit, head)
             train_summary = {"steps": rep.steps, "examples": rep.examples, "seconds": round(rep.seconds, 1),
@@ -321,7 +321,7 @@ class Learner:
             items = encode_examples(self.backbone.tokenizer, spec, [Example(split_fields(answers[i].text, spec), 0)
                                                                     for i in rows], self.train_cfg.max_length)
             with self.host.base() as m:
-                feats = prompt_features(m, items, head.layer, self.backbone.tokenizer.pad_token_id)
+                feats = head.features(m, items, self.backbone.tokenizer.pad_token_id)
             for i, mixed in zip(rows, head.combine([answers[i].scores for i in rows], feats)):
                 k = int(np.argmax(mixed))
                 out[i].label, out[i].confidence = spec.label_names[k], float(np.exp(mixed[k]))

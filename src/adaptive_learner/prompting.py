@@ -33,6 +33,7 @@ class Encoded:
     label: int
     task: str
     normalise: bool = False  # score a choice by its mean token log-likelihood (``mean`` scoring)
+    fields: tuple[str, ...] = ()  # the raw input fields, in the spec's order (the task head's encoder views)
 
 
 def verbalizer_ids(tokenizer: Any, spec: TaskSpec) -> list[list[int]]:
@@ -97,7 +98,7 @@ def encode_examples(tokenizer: Any, spec: TaskSpec, examples: Sequence[Example],
     mode, head, choices = scoring_plan(verbalizer_ids(tokenizer, spec), spec.label_scoring)
     budget = max_length - len(head) - max(len(c) for c in choices)
     return [Encoded(encode_prompt(tokenizer, spec.prompt(e.fields), budget) + head, choices, e.label, spec.name,
-                    normalise=mode == "mean")
+                    normalise=mode == "mean", fields=tuple(str(e.fields[f]) for f in spec.input_fields))
             for e in examples]
 
 

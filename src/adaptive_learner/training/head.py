@@ -19,7 +19,12 @@ dozen examples choose by chance as often as not (measured: benchmarks/head_choic
 
 Features: the frozen backbone's hidden states at one layer (two thirds of the depth by default),
 averaged over the prompt's tokens. They come from the backbone with every adapter disabled, so a
-task's head stays valid when its adapter is later reused and changed by another task.
+task's head stays valid when its adapter is later reused and changed by another task. For an input
+of two or more fields (a sentence pair, a passage and a question) the head may also see how the first
+two fields relate: ``[u, v, |u - v|, u * v]`` of their sentence embeddings (the router's encoder),
+the classic sentence-pair features; it does when they lower the cross-validated log loss of the head
+on the training examples (:func:`choose_views`), which is where the two fields' relation carries the
+label (paraphrase and similarity: BENCHMARKS "The head sees how a pair's fields relate").
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import torch
 from ..prompting import Encoded, left_pad
 
 MIXES = (0.0, 0.25, 0.5, 0.75, 1.0)
+VIEWS = ("pair",)  # encoder views a head may add to the backbone's features
 MIX_RULES = ("gated", "held-out")  # or a number in [0, 1]
 GATE_Z = 1.96  # McNemar, two-sided 5%
 
@@ -132,16 +138,48 @@ def _shared_prefix(model: Any, items: Sequence[Encoded], device: torch.device, r
     return n, cache, hs[0].sum(0)
 
 
+def pair_view(encoder: Any, items: Sequence[Encoded]) -> np.ndarray:
+    """(n, 4 d): ``[u, v, |u - v|, u * v]`` of the sentence embeddings of each item's first two fields."""
+    if any(len(it.fields) < 2 for it in items):
+        raise ValueError("the pair view needs inputs of two fields")
+    u = np.asarray(encoder.encode([it.fields[0] for it in items]), dtype=np.float32)
+    v = np.asarray(encoder.encode([it.fields[1] for it in items]), dtype=np.float32)
+    return np.concatenate([u, v, np.abs(u - v), u * v], axis=1)
+
+
+def encoder_views(views: Sequence[str], encoder: Any, items: Sequence[Encoded]) -> list[np.ndarray]:
+    """The named encoder views of ``items``, in order."""
+    out = []
+    for view in views:
+        if view != "pair":
+            raise ValueError(f"unknown head view {view!r}; known: {', '.join(VIEWS)}")
+        out.append(pair_view(encoder, items))
+    return out
+
+
 @dataclass
 class FeatureHead:
-    """A standardised linear classifier over the pooled features, and its mixing weight."""
+    """A standardised linear classifier over the pooled features (and any encoder views), and its
+    mixing weight."""
 
     layer: int
-    mean: np.ndarray  # (hidden,)
-    scale: np.ndarray  # (hidden,)
-    weight: np.ndarray  # (hidden, n_labels)
+    mean: np.ndarray  # (features,)
+    scale: np.ndarray  # (features,)
+    weight: np.ndarray  # (features, n_labels)
     bias: np.ndarray  # (n_labels,)
     mix: float = 1.0  # weight of the adapter's probabilities
+    views: tuple[str, ...] = ()  # encoder views after the backbone's features (:data:`VIEWS`)
+    encoder: str | None = None  # the sentence encoder of the views (``features.text_encoder``)
+
+    def features(self, model: Any, items: Sequence[Encoded], pad_id: int) -> np.ndarray:
+        """The head's input for ``items``: the backbone's pooled features (``model``: the backbone with
+        adapters disabled), then each encoder view."""
+        feats = prompt_features(model, items, self.layer, pad_id)
+        if not self.views or not items:
+            return feats
+        from ..features import text_encoder
+
+        return np.concatenate([feats, *encoder_views(self.views, text_encoder(self.encoder or "minilm"), items)], 1)
 
     def log_probs(self, features: np.ndarray) -> np.ndarray:
         z = ((features - self.mean) / self.scale) @ self.weight + self.bias
@@ -157,12 +195,16 @@ class FeatureHead:
                 for k in ("mean", "scale", "weight", "bias")}
 
     def meta(self) -> dict[str, Any]:
-        return {"layer": self.layer, "mix": self.mix}
+        return {"layer": self.layer, "mix": self.mix, "views": list(self.views), "encoder": self.encoder}
 
     @classmethod
     def from_stored(cls, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "FeatureHead":
         arrays = {k: tensors[k].numpy().astype(np.float32) for k in ("mean", "scale", "weight", "bias")}
-        return cls(int(meta["layer"]), mix=float(meta["mix"]), **arrays)
+        views = tuple(meta.get("views") or ())  # heads stored before the views: the backbone's features alone
+        unknown = [v for v in views if v not in VIEWS]
+        if unknown:
+            raise ValueError(f"stored head uses unknown views {unknown}; known: {', '.join(VIEWS)}")
+        return cls(int(meta["layer"]), mix=float(meta["mix"]), views=views, encoder=meta.get("encoder"), **arrays)
 
 
 def fit_head(features: np.ndarray, labels: Sequence[int], n_labels: int, layer: int, l2: float = 1e-2,
@@ -189,29 +231,54 @@ def fit_head(features: np.ndarray, labels: Sequence[int], n_labels: int, layer: 
 L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
-def choose_l2(features: np.ndarray, labels: Sequence[int], n_labels: int, grid: Sequence[float] = L2_GRID,
-              folds: int = 5, seed: int = 0) -> tuple[float, dict[str, float]]:
-    """The L2 strength of the head with the lowest cross-validated log loss over ``features`` (k folds,
-    label-stratified, seeded), and every strength's log loss. A head fitted on a few hundred examples of
-    hundreds of features separates them at any weak penalty; the penalty decides how far its
-    probabilities can be trusted, which is what mixing it with the adapter needs."""
+def _folds(labels: Sequence[int], folds: int, seed: int) -> np.ndarray:
+    """A label-stratified fold number per example, seeded."""
     y = np.asarray(labels)
     rng = np.random.RandomState(seed)
     fold = np.zeros(len(y), dtype=int)
     for k in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == k))
         fold[idx] = np.arange(len(idx)) % folds
-    losses: dict[str, float] = {}
-    for l2 in grid:
-        total = 0.0
-        for f in range(folds):
-            test = fold == f
-            if not test.any() or len(np.unique(y[~test])) < 2:
-                continue
-            lp = fit_head(features[~test], y[~test].tolist(), n_labels, 0, l2=l2).log_probs(features[test])
-            total += float(-lp[np.arange(test.sum()), y[test]].sum())
-        losses[f"{l2:g}"] = total / len(y)
+    return fold
+
+
+def cv_log_loss(features: np.ndarray, labels: Sequence[int], n_labels: int, l2: float = 1e-2, folds: int = 5,
+                seed: int = 0) -> float:
+    """The head's mean log loss over ``folds`` label-stratified folds, each scored by a head fitted on the rest."""
+    y = np.asarray(labels)
+    fold = _folds(y, folds, seed)
+    total = 0.0
+    for f in range(folds):
+        test = fold == f
+        if not test.any() or len(np.unique(y[~test])) < 2:
+            continue
+        lp = fit_head(features[~test], y[~test].tolist(), n_labels, 0, l2=l2).log_probs(features[test])
+        total += float(-lp[np.arange(test.sum()), y[test]].sum())
+    return total / len(y)
+
+
+def choose_l2(features: np.ndarray, labels: Sequence[int], n_labels: int, grid: Sequence[float] = L2_GRID,
+              folds: int = 5, seed: int = 0) -> tuple[float, dict[str, float]]:
+    """The L2 strength of the head with the lowest cross-validated log loss over ``features`` (k folds,
+    label-stratified, seeded), and every strength's log loss. A head fitted on a few hundred examples of
+    hundreds of features separates them at any weak penalty; the penalty decides how far its
+    probabilities can be trusted, which is what mixing it with the adapter needs."""
+    losses = {f"{l2:g}": cv_log_loss(features, labels, n_labels, l2, folds, seed) for l2 in grid}
     best = min(grid, key=lambda l2: (round(losses[f"{l2:g}"], 6), -l2))
+    return best, losses
+
+
+def choose_views(backbone: np.ndarray, views: dict[str, np.ndarray], labels: Sequence[int], n_labels: int,
+                 folds: int = 5, seed: int = 0) -> tuple[tuple[str, ...], dict[str, float]]:
+    """Which encoder views the head adds to the backbone's features: every candidate set (none, each view)
+    scored by :func:`cv_log_loss` on the training examples; the lowest wins, ties to fewer views. Returns
+    the views and each candidate's log loss."""
+    candidates: dict[tuple[str, ...], np.ndarray] = {(): backbone}
+    for name, x in views.items():
+        candidates[(name,)] = np.concatenate([backbone, x], axis=1)
+    losses = {"+".join(("backbone", *k)): cv_log_loss(x, labels, n_labels, folds=folds, seed=seed)
+              for k, x in candidates.items()}
+    best = min(candidates, key=lambda k: (round(losses["+".join(("backbone", *k))], 6), len(k)))
     return best, losses
 
 
@@ -253,12 +320,14 @@ def _mixed(p_adapter: np.ndarray, p_head: np.ndarray, mix: float) -> np.ndarray:
     return np.clip(mix * p_adapter + (1 - mix) * p_head, 1e-12, 1.0)
 
 
-def fit_task_head(host: Any, adapter: str, items: Sequence[Encoded], cfg: Any, layer: int | None = None
-                  ) -> tuple[FeatureHead | None, dict[str, Any]]:
+def fit_task_head(host: Any, adapter: str, items: Sequence[Encoded], cfg: Any, layer: int | None = None,
+                  encoder: str | None = None) -> tuple[FeatureHead | None, dict[str, Any]]:
     """Fit a task's head beside its trained adapter and choose their mix on the held-out examples
     that early stopping used (:func:`~adaptive_learner.training.trainer.split_validation` with the
-    same config gives the same split). Returns the head refitted on every example (None when the
-    adapter alone is best, or nothing could be held out) and a report for the library's history."""
+    same config gives the same split). ``encoder``: the sentence encoder whose views a task of two
+    fields may add (:func:`choose_views`; None: the backbone's features alone). Returns the head
+    refitted on every example (None when the adapter alone is best, or nothing could be held out) and
+    a report for the library's history."""
     import time
 
     from ..scoring import score
@@ -274,16 +343,30 @@ def fit_task_head(host: Any, adapter: str, items: Sequence[Encoded], cfg: Any, l
         layer = default_layer(model) if layer is None else layer
         f_train, f_val = prompt_features(model, train, layer, pad), prompt_features(model, val, layer, pad)
     y_train, y_val = [it.label for it in train], [it.label for it in val]
+    views: tuple[str, ...] = ()
+    report: dict[str, Any] = {}
+    if encoder is not None and all(len(it.fields) >= 2 for it in items):
+        # two fields: does how they relate help the head? chosen on the training part alone
+        from ..features import text_encoder
+
+        enc = text_encoder(encoder)
+        v_train = dict(zip(VIEWS, encoder_views(VIEWS, enc, train)))
+        views, losses = choose_views(f_train, v_train, y_train, n_labels)
+        report["views"] = {"chosen": list(views), "cv_log_loss": {k: round(v, 4) for k, v in losses.items()},
+                           "encoder": encoder}
+        if views:
+            f_train = np.concatenate([f_train, *(v_train[v] for v in views)], axis=1)
+            f_val = np.concatenate([f_val, *encoder_views(views, enc, val)], axis=1)
     with host.using(adapter) as model:
         model.eval()
         s_val = score(model, val, pad)
     rule = getattr(cfg, "head_mix", "gated")
     mix, table = choose_mix(s_val, fit_head(f_train, y_train, n_labels, layer).log_probs(f_val), y_val, rule)
-    report: dict[str, Any] = {"mix": mix, "rule": rule, "layer": layer, "held_out": table}
+    report = {"mix": mix, "rule": rule, "layer": layer, **report, "held_out": table}
     head = None
     if mix < 1.0:
         head = fit_head(np.concatenate([f_train, f_val]), y_train + y_val, n_labels, layer)
-        head.mix = mix
+        head.mix, head.views, head.encoder = mix, views, encoder if views else None
     report["seconds"] = round(time.perf_counter() - t0, 1)
     return head, report
 
