@@ -21,22 +21,19 @@ from adaptive_learner.backbone import load_backbone
 from adaptive_learner.features import text_encoder
 from adaptive_learner.prompting import encode_examples
 from adaptive_learner.tasks import load_catalog_task
-from adaptive_learner.training.head import choose_l2, choose_views, default_layer, fit_head, prompt_features
+from adaptive_learner.training.head import choose_l2, choose_views, default_layer, fit_head, pair_view, prompt_features
 from common import machine, save
 
 TASKS = ["sst2", "rotten_tomatoes", "trec", "sms_spam", "mrpc", "stsb", "rte", "cb", "boolq", "imdb", "bbc_news"]
 
 
-def encoder_views(encoder: Any, spec: Any, examples: list) -> dict[str, np.ndarray]:
+def encoder_views(encoder: Any, spec: Any, examples: list, items: list) -> dict[str, np.ndarray]:
     """The sentence encoder's views of the inputs: ``joined`` (the fields as one text, as the peer sees
-    them) and, for two fields, ``pair`` ([u, v, |u - v|, u * v] of the first two fields' embeddings)."""
+    them) and, for two fields, ``pair`` (the head's own :func:`pair_view` of the encoded items)."""
     fields = spec.input_fields
-    joined = encoder.encode(["\n".join(f"{f}: {e.fields[f]}" for f in fields) for e in examples])
-    views = {"joined": joined}
+    views = {"joined": encoder.encode(["\n".join(f"{f}: {e.fields[f]}" for f in fields) for e in examples])}
     if len(fields) >= 2:
-        u = encoder.encode([str(e.fields[fields[0]]) for e in examples])
-        v = encoder.encode([str(e.fields[fields[1]]) for e in examples])
-        views["pair"] = np.concatenate([u, v, np.abs(u - v), u * v], axis=1)
+        views["pair"] = pair_view(encoder, items)
     return views
 
 
@@ -77,7 +74,7 @@ def main() -> None:
         b_test = prompt_features(model, test, layer, tok.pad_token_id)
         t_backbone = time.perf_counter() - t0
         t0 = time.perf_counter()
-        e_train, e_test = encoder_views(encoder, spec, task.train), encoder_views(encoder, spec, task.test)
+        e_train, e_test = encoder_views(encoder, spec, task.train, items), encoder_views(encoder, spec, task.test, test)
         t_encoder = time.perf_counter() - t0
         sets = {"backbone": (b_train, b_test)}
         for k in e_train:
