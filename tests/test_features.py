@@ -188,3 +188,31 @@ def test_pair_tasks_store_their_examples_field_ratios_for_routing(fresh_backbone
     expected = [F.length_ratio(str(e.fields[f0]), str(e.fields[f1])) for e in pair_task.train[:6]]
     assert np.allclose(pair.field_ratios, expected, atol=1e-6)
     assert ext.task_features(toy_task.spec, toy_task.train[:6]).field_ratios is None
+
+
+def test_base_switches_every_lora_layer_off_and_back_as_peft_does(fresh_backbone):
+    """``AdapterHost.base()`` flips the LoRA layers' own switch instead of peft's ``disable_adapter()``:
+    the same logits as peft's path and as the bare backbone, and the adapters answer again after."""
+    host = AdapterHost(fresh_backbone)
+    ids = torch.tensor([[1, 5, 9, 13, 7]])
+    with torch.no_grad():
+        bare = host.model(input_ids=ids).logits
+    for name in ("a", "b"):
+        host.create(name, seed=0)
+        with torch.no_grad():
+            for n, p in host.peft.named_parameters():
+                if f"lora_B.{name}" in n:
+                    p.normal_(0, 0.5)
+    grads = {n: p.requires_grad for n, p in host.peft.named_parameters()}
+    with torch.no_grad():
+        tuned = host.model(input_ids=ids).logits
+        with host.base() as m:
+            ours = m(input_ids=ids).logits
+        with host.peft.disable_adapter():
+            peft_base = host.peft(input_ids=ids).logits
+        host.activate("b")
+        assert torch.allclose(host.model(input_ids=ids).logits, tuned)
+    assert (tuned - bare).abs().max() > 1e-3  # the adapter really changes the answer
+    assert torch.equal(ours, peft_base) and torch.allclose(ours, bare, atol=1e-6)
+    assert {n: p.requires_grad for n, p in host.peft.named_parameters()} == grads
+    assert not any(m._disable_adapters for m in host.peft.modules() if hasattr(m, "_disable_adapters"))
