@@ -1,0 +1,89 @@
+"""Pool finished bench runs of several seeds into one table: mean and spread of AvgAcc over seeds, and
+each strategy's paired bootstrap interval against the reference over all seeds together.
+
+``alearn bench`` pools the seeds it runs in one output folder; runs made on different machines or
+sessions are kept as ``results-<strategy>.json`` files (the ``results.json`` of each run) in one
+folder per seed. This reads those files and computes the same comparison ``alearn bench`` prints
+(``evaluation.stats.compare``: resampling each task's test examples within each seed), so a
+3-seed interval can be had without keeping every run's folder. Every run must have been scored on
+the same test examples per seed (the same ``--max-test``), which the script checks.
+
+    python benchmarks/pool_seeds.py results/bench-headline-acc results/bench-headline-acc-seed1 \
+        results/bench-headline-acc-seed2 --strategies router,per-task --out pooled_headline
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from adaptive_learner.evaluation.bench import TASK_INFERRED, run_outcomes
+from adaptive_learner.evaluation.stats import compare
+from common import save
+
+
+def load_runs(folders: list[Path], strategies: list[str]) -> tuple[dict, dict]:
+    """Per (strategy, seed): the run's AvgAcc and other metrics, and the per-example outcomes."""
+    metrics: dict[tuple[str, int], dict] = {}
+    correct: dict = {}
+    for folder in folders:
+        for s in strategies:
+            f = folder / f"results-{s}.json"
+            if not f.is_file():
+                continue
+            doc = json.loads(f.read_text())
+            seed = int(doc["config"]["seed"])
+            if (s, seed) in metrics:
+                raise SystemExit(f"error: two runs of {s} with seed {seed} ({f})")
+            metrics[(s, seed)] = {**doc["metrics"], "n_adapters": doc.get("n_adapters"), "file": str(f),
+                                  "max_test": doc["config"].get("max_test"), "tasks": doc["tasks"]}
+            correct.update(run_outcomes(s, seed, 0, doc))
+    return metrics, correct
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folders", nargs="+", type=Path, help="folders of results-<strategy>.json files")
+    ap.add_argument("--strategies", required=True, help="comma-separated; the first is the reference")
+    ap.add_argument("--resamples", type=int, default=2000)
+    ap.add_argument("--out", default="pooled_seeds")
+    args = ap.parse_args()
+    strategies = args.strategies.split(",")
+    ref = strategies[0]
+    metrics, correct = load_runs(args.folders, strategies)
+    tests = {(m["max_test"], tuple(m["tasks"])) for m in metrics.values()}
+    if len(tests) != 1:
+        raise SystemExit(f"error: the runs differ in test examples or tasks: {sorted(tests)}")
+    rows = []
+    names = strategies + sorted({k[0] for k in correct if k[0].endswith(TASK_INFERRED)})
+    for s in names:
+        seeds = sorted(seed for (name, seed) in metrics if name == s)
+        accs = [metrics[(s, seed)]["avg_acc"] for seed in seeds]
+        if s.endswith(TASK_INFERRED):
+            seeds = sorted(seed for (name, seed, _) in correct if name == s)
+            accs = [float(np.mean([np.mean(v) for v in correct[(s, seed, 0)].values()])) for seed in seeds]
+        row = {"strategy": s, "seeds": seeds, "avg_acc": accs,
+               "mean": float(np.mean(accs)) if accs else None, "sd": float(np.std(accs, ddof=1)) if len(accs) > 1 else None,
+               "bwt": [metrics[(s, seed)].get("bwt") for seed in seeds] if not s.endswith(TASK_INFERRED) else None,
+               "adapters": [metrics[(s, seed)].get("n_adapters") for seed in seeds] if not s.endswith(TASK_INFERRED) else None}
+        if s != ref:
+            d = compare(correct, s, ref, args.resamples)
+            row["minus_ref"] = d.to_dict() if d else None
+        rows.append(row)
+    print(f"| strategy | seeds | AvgAcc per seed | mean ± sd | - {ref} [paired 95% CI, pooled over seeds] |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        d = r.get("minus_ref")
+        diff = "(reference)" if r["strategy"] == ref else (
+            f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]{' *' if d['excludes_zero'] else ''}" if d else "")
+        sd = f" ± {r['sd']:.3f}" if r["sd"] is not None else ""
+        print(f"| {r['strategy']} | {','.join(map(str, r['seeds']))} | {' / '.join(f'{a:.3f}' for a in r['avg_acc'])} "
+              f"| {r['mean']:.3f}{sd} | {diff} |")
+    save(args.out, {"folders": [str(f) for f in args.folders], "reference": ref, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
