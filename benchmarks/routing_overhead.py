@@ -17,6 +17,7 @@ Timing figures only when the machine runs nothing else.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 import numpy as np
@@ -34,6 +35,21 @@ from adaptive_learner.tasks.spec import stratified_take
 from common import fmt, machine, save, spread
 
 
+@contextlib.contextmanager
+def peft_base(host: AdapterHost):
+    """``host.base()`` as it was before 2026-12-03: through peft's ``disable_adapter()``."""
+    @contextlib.contextmanager
+    def base():
+        with host.peft.disable_adapter():
+            yield host.peft
+
+    host.base = base
+    try:
+        yield
+    finally:
+        del host.base
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="smollm2-135m")
@@ -47,6 +63,8 @@ def main() -> None:
     ap.add_argument("--layer", type=int, default=None, help="feature layer (default: the router's default)")
     ap.add_argument("--encoder-max-tokens", type=int, default=None,
                     help="truncate MiniLM's inputs (profiles and inputs alike; default: its 256)")
+    ap.add_argument("--peft-base", action="store_true",
+                    help="also time routing with the backbone reached through peft's disable_adapter() (before 2026-12-03)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -75,7 +93,7 @@ def main() -> None:
         texts = [input_text(e.fields, t.spec) for e in examples]
         items = encode_examples(backbone.tokenizer, t.spec, examples, args.max_length)
         a = f"lora-{name}"
-        t_score, t_route, t_route_closed, right = [], [], [], 0
+        t_score, t_route, t_route_closed, t_route_peft, right = [], [], [], [], 0
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             score_routed(host, items, [a] * len(items), [name] * len(items), args.batch_size)
@@ -86,6 +104,11 @@ def main() -> None:
             t0 = time.perf_counter()
             router.route(texts, profiles, open_set=False)
             t_route_closed.append(time.perf_counter() - t0)
+            if args.peft_base:
+                with peft_base(host):
+                    t0 = time.perf_counter()
+                    router.route(texts, profiles, open_set=True)
+                    t_route_peft.append(time.perf_counter() - t0)
             right = sum(r is not None and r.task == name for r in routed)
         ratio = [r / s for r, s in zip(t_route, t_score)]
         ratio_closed = [r / s for r, s in zip(t_route_closed, t_score)]
@@ -93,8 +116,12 @@ def main() -> None:
                       "routed_to_its_task": right / len(texts), "score_s": spread(t_score),
                       "route_s": spread(t_route), "route_closed_s": spread(t_route_closed),
                       "overhead": spread(ratio), "overhead_closed": spread(ratio_closed)}
+        if t_route_peft:
+            rows[name]["route_peft_base_s"] = spread(t_route_peft)
+            rows[name]["overhead_peft_base"] = spread([r / s for r, s in zip(t_route_peft, t_score)])
         print(f"{name:16s} score {fmt(rows[name]['score_s'])} s  route {fmt(rows[name]['route_s'], 3)} s  "
-              f"overhead {fmt(rows[name]['overhead'], 3)}  (closed set {fmt(rows[name]['overhead_closed'], 3)})",
+              f"overhead {fmt(rows[name]['overhead'], 3)}  (closed set {fmt(rows[name]['overhead_closed'], 3)})"
+              + (f"  (peft's disable_adapter {fmt(rows[name]['overhead_peft_base'], 3)})" if t_route_peft else ""),
               flush=True)
     total_s = sum(r["score_s"]["median"] for r in rows.values())
     total_r = sum(r["route_s"]["median"] for r in rows.values())
