@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptive_learner.evaluation.bench import TASK_INFERRED, run_outcomes
-from adaptive_learner.evaluation.stats import compare
+from adaptive_learner.evaluation.stats import avg_accuracy, compare
 from common import save
 
 
@@ -60,15 +60,14 @@ def main() -> None:
     rows = []
     names = strategies + sorted({k[0] for k in correct if k[0].endswith(TASK_INFERRED)})
     for s in names:
-        seeds = sorted(seed for (name, seed) in metrics if name == s)
-        accs = [metrics[(s, seed)]["avg_acc"] for seed in seeds]
-        if s.endswith(TASK_INFERRED):
-            seeds = sorted(seed for (name, seed, _) in correct if name == s)
-            accs = [float(np.mean([np.mean(v) for v in correct[(s, seed, 0)].values()])) for seed in seeds]
+        inferred = s.endswith(TASK_INFERRED)
+        seeds = sorted(seed for (name, seed, _) in correct if name == s) if inferred else \
+            sorted(seed for (name, seed) in metrics if name == s)
+        accs = [avg_accuracy(correct[(s, seed, 0)]) if inferred else metrics[(s, seed)]["avg_acc"] for seed in seeds]
         row = {"strategy": s, "seeds": seeds, "avg_acc": accs,
                "mean": float(np.mean(accs)) if accs else None, "sd": float(np.std(accs, ddof=1)) if len(accs) > 1 else None,
-               "bwt": [metrics[(s, seed)].get("bwt") for seed in seeds] if not s.endswith(TASK_INFERRED) else None,
-               "adapters": [metrics[(s, seed)].get("n_adapters") for seed in seeds] if not s.endswith(TASK_INFERRED) else None}
+               "bwt": None if inferred else [metrics[(s, seed)].get("bwt") for seed in seeds],
+               "adapters": None if inferred else [metrics[(s, seed)].get("n_adapters") for seed in seeds]}
         if s != ref:
             d = compare(correct, s, ref, args.resamples)
             row["minus_ref"] = d.to_dict() if d else None

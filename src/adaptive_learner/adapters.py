@@ -105,9 +105,9 @@ class AdapterHost:
         """The untouched backbone, for the zero-shot row and base-model statistics.
 
         Every LoRA layer's own switch is turned off and back as it was. peft's ``disable_adapter()``
-        does the same and more (a status walk over the model, and re-setting which weights require
-        grad on the way out): about 0.1 s a call on smollm2-135m, a quarter of routing a batch of
-        short inputs. Any other kind of peft layer takes peft's own path.
+        does the same and more on every call (a status walk over the whole model, and re-setting which
+        weights require grad on the way out); routing calls this per batch (BENCHMARKS.md, "Routing
+        without peft's switch"). Any other kind of peft layer takes peft's own path.
         """
         if self.peft is None:
             yield self.backbone.model
