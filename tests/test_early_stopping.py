@@ -33,6 +33,22 @@ def test_validation_split_is_stratified_disjoint_and_seeded(items):
     assert len(split_validation(items, cfg(val_max=9))[1]) == 9
 
 
+def test_a_joint_run_holds_out_each_tasks_part_and_weighs_tasks_equally(fresh_backbone, items):
+    # two tasks of unequal size: each holds out what it would alone; the held-out accuracy and loss
+    # are the means over tasks (as AvgAcc weighs them), not over the pooled examples
+    other = [replace(it, task="other", label=1 - it.label) for it in items[:45]]
+    train, val = split_validation([*items, *other], cfg())
+    alone = [split_validation(items, cfg()), split_validation(other, cfg())]
+    assert [id(x) for x in val] == [id(x) for x in alone[0][1] + alone[1][1]]
+    assert [id(x) for x in train] == [id(x) for x in alone[0][0] + alone[1][0]]
+    pad = fresh_backbone.tokenizer.pad_token_id
+    (a1, l1), (a2, l2) = validate(fresh_backbone.model, alone[0][1], pad), validate(fresh_backbone.model, alone[1][1], pad)
+    acc, loss = validate(fresh_backbone.model, val, pad)
+    assert acc == pytest.approx((a1 + a2) / 2) and loss == pytest.approx((l1 + l2) / 2)
+    n1, n2 = len(alone[0][1]), len(alone[1][1])
+    assert loss != pytest.approx((n1 * l1 + n2 * l2) / (n1 + n2))  # what the pooled mean would have been
+
+
 def test_stops_when_held_out_scores_stop_improving(fresh_backbone, items):
     host = AdapterHost(fresh_backbone)
     host.create("a")

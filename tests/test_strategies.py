@@ -52,6 +52,24 @@ def test_ewc_replay_keeps_fisher_and_buffer_of_every_task(toy_sequence, tiny_bac
         {k.replace(".shared.", ".") for k in host.trainable("shared")}
 
 
+def test_mtl_stops_on_the_mean_of_each_tasks_held_out_accuracy(toy_sequence, tmp_path):
+    # the joint run is checked every eval_every x tasks steps, on each task's own held-out part
+    from adaptive_learner.evaluation.harness import prepare_tasks
+
+    tasks = prepare_tasks(RunConfig(sequence=toy_sequence, strategy="mtl", max_train=48, max_test=8))
+    host = AdapterHost(load_backbone("tiny-random"))
+    train = TrainConfig(steps=6, batch_size=4, lr=1e-2, max_length=64, eval_every=3, patience=100,
+                        val_fraction=0.35)  # the pair task is small: enough held out to validate on
+    strat = make("mtl", Context(host=host, train=train, n_tasks=2, workdir=tmp_path, options={}))
+    for t in tasks:
+        strat.learn(t, encode_examples(host.backbone.tokenizer, t.spec, t.train, 64))
+    rep = strat.reports[-1]
+    assert rep["steps"] == 12 and [v["step"] for v in rep["validation"]] == [0, 6, 12]
+    for v in rep["validation"]:
+        assert set(v["tasks"]) == {t.spec.name for t in tasks}
+        assert v["accuracy"] == pytest.approx(np.mean(list(v["tasks"].values())), abs=1e-3)
+
+
 def test_unknown_or_malformed_forgetting_options_are_user_errors():
     with pytest.raises(UserError, match="ewc_strenght"):
         ForgettingOptions.from_mapping({"ewc_strenght": 1})

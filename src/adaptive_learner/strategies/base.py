@@ -85,7 +85,8 @@ class Strategy:
                             accelerator=self.ctx.options.get("accelerator"))
         self.version[adapter] = self.version.get(adapter, 0) + 1
         self.reports.append({"adapter": adapter, "steps": rep.steps, "examples": rep.examples, "tokens": rep.tokens,
-                             "seconds": round(rep.seconds, 2), "final_loss": round(rep.final_loss, 4)})
+                             "seconds": round(rep.seconds, 2), "final_loss": round(rep.final_loss, 4),
+                             "best_step": rep.best_step, "stopped": rep.stopped, "validation": rep.validation})
         return rep
 
     @property

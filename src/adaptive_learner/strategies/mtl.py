@@ -2,6 +2,10 @@
 
 It sees the whole sequence, so only the final row of the accuracy matrix exists; its budget is
 the sequence's total (steps per task x number of tasks), over the pooled, shuffled examples.
+Early stopping treats it as the tasks would be treated alone: each task holds out its own part,
+the monitor is the mean of the tasks' held-out accuracies (what AvgAcc weighs), and it is checked
+every ``eval_every`` x tasks steps (each task gets a share of every batch, so as many steps per
+task pass between checks as in a single-task run) with the same patience.
 """
 
 from dataclasses import replace
@@ -28,7 +32,8 @@ class Multitask(Strategy):
         self.seen += 1
         if self.seen == self.ctx.n_tasks:
             self.new_adapter(JOINT)
-            cfg = replace(self.ctx.train, steps=self.ctx.train.steps * self.ctx.n_tasks)
+            n = self.ctx.n_tasks
+            cfg = replace(self.ctx.train, steps=self.ctx.train.steps * n, eval_every=self.ctx.train.eval_every * n)
             self.train(JOINT, self.pool, desc="mtl (joint)", cfg=cfg)
 
     def adapter_for(self, task: str) -> str:

@@ -157,7 +157,17 @@ def improvement(monitor: str, min_delta: float, best: dict[str, float] | None,
 
 def split_validation(items: Sequence[Encoded], cfg: TrainConfig) -> tuple[list[Encoded], list[Encoded]]:
     """(train, validation): a label-stratified ``val_fraction`` (at most ``val_max``) held out, seeded.
-    Empty validation when early stopping is off or the task is too small to spare it."""
+    Empty validation when early stopping is off or the task is too small to spare it. Items of several
+    tasks (a joint run) are split task by task, each task holding out its own part as it would alone."""
+    tasks = list(dict.fromkeys(it.task for it in items))
+    if len(tasks) > 1:
+        train: list[Encoded] = []
+        val: list[Encoded] = []
+        for t in tasks:
+            tr, va = split_validation([it for it in items if it.task == t], cfg)
+            train.extend(tr)
+            val.extend(va)
+        return train, val
     n_val = min(cfg.val_max, int(round(cfg.val_fraction * len(items))))
     if not cfg.early_stop or n_val < MIN_VALIDATION or len(items) - n_val < MIN_VALIDATION:
         return list(items), []
@@ -176,16 +186,29 @@ def split_validation(items: Sequence[Encoded], cfg: TrainConfig) -> tuple[list[E
 
 
 def validate(model: Any, items: Sequence[Encoded], pad_id: int) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy over the choices' scores) on held-out items."""
+    """(accuracy, mean cross-entropy over the choices' scores) on held-out items; items of several tasks
+    give the mean over tasks of each task's figure (as AvgAcc weighs them), not the pooled one."""
+    return validate_tasks(model, items, pad_id)[:2]
+
+
+def validate_tasks(model: Any, items: Sequence[Encoded],
+                   pad_id: int) -> tuple[float, float, dict[str, float]]:
+    """``validate``'s (accuracy, loss), and each task's held-out accuracy."""
     was_training = model.training
     model.eval()
     try:
         scores = score(model, items, pad_id)
     finally:
         model.train(was_training)
-    acc = float(np.mean([int(np.argmax(s)) == it.label for s, it in zip(scores, items)]))
-    loss = float(np.mean([np.logaddexp.reduce(s) - s[it.label] for s, it in zip(scores, items)]))
-    return acc, loss
+    right: dict[str, list[float]] = {}
+    nll: dict[str, list[float]] = {}
+    for s, it in zip(scores, items):
+        right.setdefault(it.task, []).append(float(int(np.argmax(s)) == it.label))
+        nll.setdefault(it.task, []).append(float(np.logaddexp.reduce(s) - s[it.label]))
+    per_task = {t: float(np.mean(v)) for t, v in right.items()}
+    acc = float(np.mean(list(per_task.values())))
+    loss = float(np.mean([np.mean(v) for v in nll.values()]))
+    return acc, loss, per_task
 
 
 def batches_for(n_items: int, lengths: Sequence[int], cfg: TrainConfig, rng: np.random.RandomState) -> list[list[int]]:
@@ -314,8 +337,10 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
         """Score the held-out items; remember the weights when they are better (``improvement``). True
         when patience has run out."""
         nonlocal best, best_step, best_state, since_best
-        acc, loss = validate(model, val_items, pad_id)
+        acc, loss, per_task = validate_tasks(model, val_items, pad_id)
         curve.append({"step": step, "accuracy": round(acc, 4), "loss": round(loss, 4)})
+        if len(per_task) > 1:  # a joint run: each task's own held-out accuracy beside their mean
+            curve[-1]["tasks"] = {t: round(a, 4) for t, a in per_task.items()}
         keep, reset = improvement(cfg.monitor, cfg.min_delta, best, curve[-1])
         if keep:
             best, best_step = curve[-1], step
@@ -394,6 +419,9 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
     for r in regularisers:
         r.end(host, adapter, items)
     final = float(np.mean(losses[-10:])) if losses else float("nan")
-    majority = (max(Counter(it.label for it in val_items).values()) / len(val_items)) if val_items else None
+    majority = None  # the held-out majority-class rate (a joint run: the mean of each task's)
+    if val_items:
+        groups = [[it.label for it in val_items if it.task == t] for t in dict.fromkeys(it.task for it in val_items)]
+        majority = float(np.mean([max(Counter(g).values()) / len(g) for g in groups]))
     return TrainReport(len(losses), n_ex, n_tok, seconds, final, losses, n_pos, curve,
                        best_step if val_items else None, stopped, majority, len(val_items))
