@@ -13,6 +13,7 @@ same number of fields) count: the others are refused by the field count already.
     python benchmarks/open_set.py --out open_set
     python benchmarks/open_set.py --no-ratio --no-features   # embeddings only, as before the field length ratio
     python benchmarks/open_set.py --no-features              # embeddings and ratio, as before the backbone view
+    python benchmarks/open_set.py --no-embeddings            # backbone features and ratio: no sentence encoder
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ def embed_tasks(encoder: Any, profile_n: int, test_n: int, extractor: Any = None
 
 
 def scores_for(tasks: dict[str, dict[str, Any]], library: list[str], quantile: float, k: int,
-               ratio: bool = True) -> dict[str, list[float]]:
-    model = NoveltyModel([tasks[t]["profile"] for t in library], quantile, k,
+               ratio: bool = True, embeddings: bool = True) -> dict[str, list[float]]:
+    model = NoveltyModel([tasks[t]["profile"] if embeddings else None for t in library], quantile, k,
                          [tasks[t]["profile_ratios"] for t in library] if ratio else None,
                          [tasks[t]["profile_features"] for t in library])
     fields = np.array([tasks[t]["fields"] for t in library])
@@ -63,7 +64,8 @@ def scores_for(tasks: dict[str, dict[str, Any]], library: list[str], quantile: f
         ok = fields == t["fields"]
         if not ok.any():
             continue
-        nov = model.novelty(t["test"], t["test_ratios"] if ratio else None, t["test_features"])[:, ok].min(1)
+        test = t["test"] if embeddings else np.zeros_like(t["test"])  # no stored embeddings: a view of no task
+        nov = model.novelty(test, t["test_ratios"] if ratio else None, t["test_features"])[:, ok].min(1)
         kind = "in" if name in library else ("same_family" if t["family"] in families else "other_family")
         out[kind].extend(nov.tolist())
     return out
@@ -93,6 +95,8 @@ def main() -> None:
     ap.add_argument("--no-ratio", action="store_true", help="embeddings only (before the field length ratio)")
     ap.add_argument("--no-features", action="store_true",
                     help="sentence embeddings only (before the backbone features were a second view)")
+    ap.add_argument("--no-embeddings", action="store_true",
+                    help="the backbone features (and ratio) alone: no sentence encoder per input")
     ap.add_argument("--backbone", default="smollm2-135m")
     ap.add_argument("--encoder-max-tokens", type=int, default=None,
                     help="truncate MiniLM's inputs to this many tokens (profiles and inputs alike; default: its 256)")
@@ -118,7 +122,7 @@ def main() -> None:
             aurocs = []
             for _ in range(a.draws):
                 lib = sorted(rng.choice(names, size=min(size, len(names)), replace=False).tolist())
-                s = scores_for(tasks, lib, q, a.k, not a.no_ratio)
+                s = scores_for(tasks, lib, q, a.k, not a.no_ratio, not a.no_embeddings)
                 aurocs.append(summarise(s).get("auroc_other_family", np.nan))
                 for key in pooled:
                     pooled[key].extend(s[key])
@@ -130,6 +134,7 @@ def main() -> None:
     if a.out:
         save(a.out, {"machine": machine(), "encoder": "all-MiniLM-L6-v2", "k": a.k, "draws": a.draws,
                      "field_ratio": not a.no_ratio, "backbone_features": None if a.no_features else a.backbone,
+                     "sentence_embeddings": not a.no_embeddings,
                      "encoder_max_tokens": encoder.model.max_seq_length,
                      "profile_n": a.profile_n, "test_n": a.test_n, "results": results})
 

@@ -30,9 +30,22 @@ from adaptive_learner.prompting import encode_examples
 from adaptive_learner.router.evidence import TaskProfile
 from adaptive_learner.router.inference import score_routed
 from adaptive_learner.router.service import LibraryRouter
+from adaptive_learner.scoring import BATCH
 from adaptive_learner.tasks import catalog_names, load_catalog_task
 from adaptive_learner.tasks.spec import stratified_take
 from common import fmt, machine, save, spread
+
+
+@contextlib.contextmanager
+def old_batches(router: LibraryRouter):
+    """Routing with the batch size before 2026-12-03: MiniLM 32 inputs per forward (sentence-transformers')."""
+    enc = router.extractor.encoder
+    enc_bs = enc.batch_size
+    enc.batch_size = 32
+    try:
+        yield
+    finally:
+        enc.batch_size = enc_bs
 
 
 @contextlib.contextmanager
@@ -58,13 +71,15 @@ def main() -> None:
     ap.add_argument("--profile", type=int, default=32, help="profile examples per stored task")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-length", type=int, default=256)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=BATCH, help="examples per scoring batch (default: scoring.BATCH)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--layer", type=int, default=None, help="feature layer (default: the router's default)")
     ap.add_argument("--encoder-max-tokens", type=int, default=None,
                     help="truncate MiniLM's inputs (profiles and inputs alike; default: its 256)")
     ap.add_argument("--peft-base", action="store_true",
                     help="also time routing with the backbone reached through peft's disable_adapter() (before 2026-12-03)")
+    ap.add_argument("--old-batches", action="store_true",
+                    help="also time scoring and routing with the batch sizes before 2026-12-03 (scoring 16, MiniLM 32)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -94,7 +109,16 @@ def main() -> None:
         items = encode_examples(backbone.tokenizer, t.spec, examples, args.max_length)
         a = f"lora-{name}"
         t_score, t_route, t_route_closed, t_route_peft, right = [], [], [], [], 0
+        t_score_old, t_route_old = [], []
         for _ in range(args.repeats):
+            if args.old_batches:
+                t0 = time.perf_counter()
+                score_routed(host, items, [a] * len(items), [name] * len(items), 16)
+                t_score_old.append(time.perf_counter() - t0)
+                with old_batches(router):
+                    t0 = time.perf_counter()
+                    router.route(texts, profiles, open_set=True)
+                    t_route_old.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             score_routed(host, items, [a] * len(items), [name] * len(items), args.batch_size)
             t_score.append(time.perf_counter() - t0)
@@ -116,18 +140,31 @@ def main() -> None:
                       "routed_to_its_task": right / len(texts), "score_s": spread(t_score),
                       "route_s": spread(t_route), "route_closed_s": spread(t_route_closed),
                       "overhead": spread(ratio), "overhead_closed": spread(ratio_closed)}
+        if t_score_old:
+            rows[name].update({"score_old_batches_s": spread(t_score_old), "route_old_batches_s": spread(t_route_old),
+                               "overhead_old_batches": spread([r / s for r, s in zip(t_route_old, t_score_old)]),
+                               "scoring_speedup": spread([o / n for o, n in zip(t_score_old, t_score)]),
+                               "routing_speedup": spread([o / n for o, n in zip(t_route_old, t_route)])})
         if t_route_peft:
             rows[name]["route_peft_base_s"] = spread(t_route_peft)
             rows[name]["overhead_peft_base"] = spread([r / s for r, s in zip(t_route_peft, t_score)])
         print(f"{name:16s} score {fmt(rows[name]['score_s'])} s  route {fmt(rows[name]['route_s'], 3)} s  "
               f"overhead {fmt(rows[name]['overhead'], 3)}  (closed set {fmt(rows[name]['overhead_closed'], 3)})"
-              + (f"  (peft's disable_adapter {fmt(rows[name]['overhead_peft_base'], 3)})" if t_route_peft else ""),
+              + (f"  (peft's disable_adapter {fmt(rows[name]['overhead_peft_base'], 3)})" if t_route_peft else "")
+              + (f"  (old batches: overhead {fmt(rows[name]['overhead_old_batches'], 3)}, scoring x"
+                 f"{fmt(rows[name]['scoring_speedup'], 2)}, routing x{fmt(rows[name]['routing_speedup'], 2)})"
+                 if t_score_old else ""),
               flush=True)
     total_s = sum(r["score_s"]["median"] for r in rows.values())
     total_r = sum(r["route_s"]["median"] for r in rows.values())
     doc = {"machine": machine(), "backbone": args.backbone, "features": router.features.to_dict(),
            "args": vars(args), "tasks": rows, "overall_overhead": total_r / total_s}
     print(f"overall: routing adds {100 * total_r / total_s:.1f}% to scoring")
+    if args.old_batches:
+        old = (sum(r["route_old_batches_s"]["median"] for r in rows.values())
+               / sum(r["score_old_batches_s"]["median"] for r in rows.values()))
+        doc["overall_overhead_old_batches"] = old
+        print(f"overall with the old batch sizes: {100 * old:.1f}%")
     save(args.out or f"routing_overhead_layer{args.layer if args.layer is not None else 'default'}", doc)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import subprocess
 import sys
 import tempfile
@@ -52,11 +53,15 @@ def main() -> None:
     p.add_argument("--ref", default="f00ae2b", help="the commit whose scoring is the reference")
     p.add_argument("--tasks", default="sst2,mrpc,boolq")
     p.add_argument("--n", type=int, default=96, help="test examples per task")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="examples per batch for both (default: each commit's own default, as a user gets it)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default="scoring_compare")
     a = p.parse_args()
     ref = reference_scoring(a.ref)
+    own = {"now": a.batch_size or inspect.signature(score).parameters["batch_size"].default,
+           "before": a.batch_size or inspect.signature(ref.score).parameters["batch_size"].default}
+    print(f"batch sizes: now {own['now']}, {a.ref} {own['before']}", flush=True)
     bb = load_backbone(a.backbone)
     host = AdapterHost(bb)
     host.create("scored", seed=0)
@@ -71,13 +76,13 @@ def main() -> None:
         for name in a.tasks.split(","):
             task = load_catalog_task(name).subsample(None, a.n, 0)
             items = encode_examples(bb.tokenizer, task.spec, task.test, 256)
-            score(model, items[:4], pad, a.batch_size)  # warm-up
+            score(model, items[:4], pad, own["now"])  # warm-up
             now, before, diff = [], [], 0.0
             for r in range(a.repeats):
                 for arm in ("before", "now") if r % 2 == 0 else ("now", "before"):
                     fn = ref.score if arm == "before" else score
                     t0 = time.perf_counter()
-                    got = fn(model, items, pad, a.batch_size)
+                    got = fn(model, items, pad, own[arm])
                     (before if arm == "before" else now).append(len(items) / (time.perf_counter() - t0))
                     if arm == "before":
                         want = got
@@ -89,7 +94,8 @@ def main() -> None:
                              "mean_prompt_tokens": float(np.mean([len(it.prompt) for it in items]))}
             print(f"{name}: now {fmt(results[name]['now_ex_per_s'])} ex/s, {a.ref} {fmt(results[name]['before_ex_per_s'])}"
                   f" ex/s, ratio {fmt(results[name]['ratio'])}, max |dlogp| {diff:.1e}", flush=True)
-    save(a.out, {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "args": vars(a), "results": results,
+    save(a.out, {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "args": vars(a), "batch_sizes": own,
+                 "results": results,
                  "peak_rss_gb": peak_rss_gb()})
 
 

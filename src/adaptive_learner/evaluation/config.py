@@ -37,7 +37,7 @@ class RunConfig:
     backbone: str = DEFAULT_BACKBONE
     max_train: int | None = 256
     max_test: int | None = 100
-    eval_batch_size: int = 16
+    eval_batch_size: int = 8
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)

@@ -28,7 +28,7 @@ class Context:
     train: TrainConfig
     n_tasks: int
     workdir: Path
-    eval_batch_size: int = 16
+    eval_batch_size: int = 8
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
