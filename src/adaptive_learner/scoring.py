@@ -32,8 +32,9 @@ from .prompting import Encoded, left_pad, length_batches
 
 
 MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forward
-# examples per scoring forward: on this CPU (2 threads), batches of 8 sorted by length score inputs of 90 tokens
-# and more 1.1-1.5x faster than 16 (less padding), short ones about as fast (BENCHMARKS.md, "Batches of 8")
+# examples per scoring forward (every caller's default): on the development CPU (2 threads), batches of 8 sorted
+# by length scored inputs of 60 tokens and more 1.05-1.46x faster than 16 (less padding), the shortest 0.89-0.94x
+# (BENCHMARKS.md, "Batches of 8")
 BATCH = 8
 PACK_MIN_SAVING = 0.2  # pack (``pack=True``) only rows whose padding is at least this part of the positions
 

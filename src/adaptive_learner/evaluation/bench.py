@@ -46,6 +46,7 @@ from ..adapters import LoraSettings
 from ..backbone import DEFAULT_BACKBONE, resolve_device
 from ..errors import UserError
 from ..fileio import atomic_write_json, atomic_write_text, read_json
+from ..scoring import BATCH
 from ..strategies import check_requirements
 from ..tasks.spec import TaskData, stratified_split
 from ..training import TrainConfig
@@ -75,7 +76,7 @@ class BenchConfig:
     backbone: str = field(default=DEFAULT_BACKBONE, metadata={"help": "backbone alias, path or id"})
     max_train: int | None = field(default=256, metadata={"help": "training examples per task"})
     max_test: int | None = field(default=100, metadata={"help": "test examples per task"})
-    eval_batch_size: int = field(default=8, metadata={"help": "examples per scoring batch"})
+    eval_batch_size: int = field(default=BATCH, metadata={"help": "examples per scoring batch"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "per-task budget and default lr"})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "LoRA settings"})
     options: dict[str, Any] = field(default_factory=dict, metadata={"help": "strategy options (ewc_*, replay_*, ...)"})

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..adapters import LoraSettings
 from ..backbone import DEFAULT_BACKBONE
+from ..scoring import BATCH
 from ..training import TrainConfig
 
 RUNTIME_ONLY = ("device",)  # settings that do not change what a run is (see RunConfig.device)
@@ -37,7 +38,7 @@ class RunConfig:
     backbone: str = DEFAULT_BACKBONE
     max_train: int | None = 256
     max_test: int | None = 100
-    eval_batch_size: int = 8
+    eval_batch_size: int = BATCH
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)

@@ -15,7 +15,7 @@ import numpy as np
 from ..adapters import BASE, AdapterHost
 from ..errors import UserError
 from ..prompting import Encoded
-from ..scoring import score
+from ..scoring import BATCH, score
 from ..tasks.spec import TaskData
 from ..training import TrainConfig, TrainReport, train_adapter
 
@@ -28,7 +28,7 @@ class Context:
     train: TrainConfig
     n_tasks: int
     workdir: Path
-    eval_batch_size: int = 8
+    eval_batch_size: int = BATCH
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
