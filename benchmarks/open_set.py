@@ -31,7 +31,8 @@ from adaptive_learner.tasks.spec import stratified_take
 from common import machine, save
 
 
-def embed_tasks(encoder: Any, profile_n: int, test_n: int, extractor: Any = None) -> dict[str, dict[str, Any]]:
+def embed_tasks(encoder: Any, profile_n: int, test_n: int, extractor: Any = None,
+                max_tokens: int | None = None) -> dict[str, dict[str, Any]]:
     """Per catalog task: sentence embeddings (and, with ``extractor``, the router's backbone features) of
     its profile examples and test inputs."""
     out = {}
@@ -43,7 +44,8 @@ def embed_tasks(encoder: Any, profile_n: int, test_n: int, extractor: Any = None
         test_texts = [input_text(e.fields, t.spec) for e in test]
         pair = len(t.spec.input_fields) > 1
         out[name] = {"family": t.spec.family, "fields": len(t.spec.input_fields),
-                     "profile": encoder.encode(prof_texts), "test": encoder.encode(test_texts),
+                     "profile": encoder.encode(prof_texts, max_tokens=max_tokens),
+                     "test": encoder.encode(test_texts, max_tokens=max_tokens),
                      "profile_ratios": np.array([field_ratio(x) for x in prof_texts]) if pair else None,
                      "test_ratios": [field_ratio(x) for x in test_texts],
                      "profile_features": extractor.input_features(prof_texts) if extractor is not None else None,
@@ -99,7 +101,8 @@ def main() -> None:
                     help="the backbone features (and ratio) alone: no sentence encoder per input")
     ap.add_argument("--backbone", default="smollm2-135m")
     ap.add_argument("--encoder-max-tokens", type=int, default=None,
-                    help="truncate MiniLM's inputs to this many tokens (profiles and inputs alike; default: its 256)")
+                    help="tokens of each input MiniLM embeds, profiles and inputs alike (default: the router's, "
+                         "FeatureConfig.input_embedding_tokens; 256 before 2026-12-03)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     extractor = None
@@ -110,9 +113,10 @@ def main() -> None:
 
         extractor = FeatureExtractor(AdapterHost(load_backbone(a.backbone)), FeatureConfig())
     encoder = text_encoder("minilm")
-    if a.encoder_max_tokens:
-        encoder.model.max_seq_length = a.encoder_max_tokens
-    tasks = embed_tasks(encoder, a.profile_n, a.test_n, extractor)
+    from adaptive_learner.features import FeatureConfig as _FC
+
+    max_tokens = a.encoder_max_tokens or _FC.input_embedding_tokens
+    tasks = embed_tasks(encoder, a.profile_n, a.test_n, extractor, max_tokens)
     names = sorted(tasks)
     results: dict[str, Any] = {}
     for q in [float(x) for x in a.quantiles.split(",")]:
@@ -135,7 +139,7 @@ def main() -> None:
         save(a.out, {"machine": machine(), "encoder": "all-MiniLM-L6-v2", "k": a.k, "draws": a.draws,
                      "field_ratio": not a.no_ratio, "backbone_features": None if a.no_features else a.backbone,
                      "sentence_embeddings": not a.no_embeddings,
-                     "encoder_max_tokens": encoder.model.max_seq_length,
+                     "encoder_max_tokens": max_tokens,
                      "profile_n": a.profile_n, "test_n": a.test_n, "results": results})
 
 

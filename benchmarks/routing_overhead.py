@@ -49,6 +49,18 @@ def old_batches(router: LibraryRouter):
 
 
 @contextlib.contextmanager
+def input_tokens(router: LibraryRouter, n: int):
+    """Routed inputs embedded at ``n`` tokens (timing only: the stored profiles stay at the library's length)."""
+    cfg = router.extractor.config
+    kept = cfg.input_embedding_tokens
+    cfg.input_embedding_tokens = n
+    try:
+        yield
+    finally:
+        cfg.input_embedding_tokens = kept
+
+
+@contextlib.contextmanager
 def peft_base(host: AdapterHost):
     """``host.base()`` as it was before 2026-12-03: through peft's ``disable_adapter()``."""
     @contextlib.contextmanager
@@ -74,8 +86,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=BATCH, help="examples per scoring batch (default: scoring.BATCH)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--layer", type=int, default=None, help="feature layer (default: the router's default)")
-    ap.add_argument("--encoder-max-tokens", type=int, default=None,
-                    help="truncate MiniLM's inputs (profiles and inputs alike; default: its 256)")
+    ap.add_argument("--encoder-max-tokens", type=int, default=FeatureConfig.input_embedding_tokens,
+                    help="tokens of each input MiniLM embeds, profiles and inputs alike (default: the router's, "
+                         "FeatureConfig.input_embedding_tokens; 256 before 2026-12-03)")
+    ap.add_argument("--also-tokens", type=int, default=None,
+                    help="also time routing with the inputs embedded at this many tokens, in the same loop (e.g. 256)")
     ap.add_argument("--peft-base", action="store_true",
                     help="also time routing with the backbone reached through peft's disable_adapter() (before 2026-12-03)")
     ap.add_argument("--old-batches", action="store_true",
@@ -85,9 +100,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     backbone = load_backbone(args.backbone)
     host = AdapterHost(backbone)
-    router = LibraryRouter(host, features=FeatureConfig(layer=args.layer))
-    if args.encoder_max_tokens:
-        router.extractor.encoder.model.max_seq_length = args.encoder_max_tokens
+    router = LibraryRouter(host, features=FeatureConfig(layer=args.layer, input_embedding_tokens=args.encoder_max_tokens))
     profiles, tasks = [], {}
     for name in catalog_names():
         t = load_catalog_task(name)
@@ -109,7 +122,7 @@ def main() -> None:
         items = encode_examples(backbone.tokenizer, t.spec, examples, args.max_length)
         a = f"lora-{name}"
         t_score, t_route, t_route_closed, t_route_peft, right = [], [], [], [], 0
-        t_score_old, t_route_old = [], []
+        t_score_old, t_route_old, t_route_tokens = [], [], []
         for _ in range(args.repeats):
             if args.old_batches:
                 t0 = time.perf_counter()
@@ -128,6 +141,11 @@ def main() -> None:
             t0 = time.perf_counter()
             router.route(texts, profiles, open_set=False)
             t_route_closed.append(time.perf_counter() - t0)
+            if args.also_tokens:
+                with input_tokens(router, args.also_tokens):
+                    t0 = time.perf_counter()
+                    router.route(texts, profiles, open_set=True)
+                    t_route_tokens.append(time.perf_counter() - t0)
             if args.peft_base:
                 with peft_base(host):
                     t0 = time.perf_counter()
@@ -145,11 +163,16 @@ def main() -> None:
                                "overhead_old_batches": spread([r / s for r, s in zip(t_route_old, t_score_old)]),
                                "scoring_speedup": spread([o / n for o, n in zip(t_score_old, t_score)]),
                                "routing_speedup": spread([o / n for o, n in zip(t_route_old, t_route)])})
+        if t_route_tokens:
+            rows[name]["route_also_tokens_s"] = spread(t_route_tokens)
+            rows[name]["overhead_also_tokens"] = spread([r / s for r, s in zip(t_route_tokens, t_score)])
         if t_route_peft:
             rows[name]["route_peft_base_s"] = spread(t_route_peft)
             rows[name]["overhead_peft_base"] = spread([r / s for r, s in zip(t_route_peft, t_score)])
         print(f"{name:16s} score {fmt(rows[name]['score_s'])} s  route {fmt(rows[name]['route_s'], 3)} s  "
               f"overhead {fmt(rows[name]['overhead'], 3)}  (closed set {fmt(rows[name]['overhead_closed'], 3)})"
+              + (f"  (inputs at {args.also_tokens} tokens {fmt(rows[name]['overhead_also_tokens'], 3)})"
+                 if t_route_tokens else "")
               + (f"  (peft's disable_adapter {fmt(rows[name]['overhead_peft_base'], 3)})" if t_route_peft else "")
               + (f"  (old batches: overhead {fmt(rows[name]['overhead_old_batches'], 3)}, scoring x"
                  f"{fmt(rows[name]['scoring_speedup'], 2)}, routing x{fmt(rows[name]['routing_speedup'], 2)})"
@@ -160,6 +183,10 @@ def main() -> None:
     doc = {"machine": machine(), "backbone": args.backbone, "features": router.features.to_dict(),
            "args": vars(args), "tasks": rows, "overall_overhead": total_r / total_s}
     print(f"overall: routing adds {100 * total_r / total_s:.1f}% to scoring")
+    if args.also_tokens:
+        also = sum(r["route_also_tokens_s"]["median"] for r in rows.values()) / total_s
+        doc["overall_overhead_also_tokens"] = also
+        print(f"overall with inputs at {args.also_tokens} tokens: {100 * also:.1f}%")
     if args.old_batches:
         old = (sum(r["route_old_batches_s"]["median"] for r in rows.values())
                / sum(r["score_old_batches_s"]["median"] for r in rows.values()))

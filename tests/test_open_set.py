@@ -101,3 +101,69 @@ def test_backbone_features_are_a_second_view_averaged_with_the_embeddings():
     assert np.allclose(model.novelty(emb), NoveltyModel(xs, quantile=0.99).novelty(emb))  # no features given
     partial = NoveltyModel(xs, quantile=0.99, features=[fs[0], None, fs[2]])
     assert np.allclose(partial.novelty(emb, features=far_feats)[:, 1], model.novelty(emb)[:, 1])
+
+
+def test_the_input_length_is_a_library_setting_and_an_old_library_keeps_256(routed_lib):
+    from adaptive_learner.features import FeatureConfig
+    from adaptive_learner.library import AdapterLibrary
+    from adaptive_learner.router.service import LibraryRouter
+    from adaptive_learner.router.store import router_state
+
+    stored = router_state(AdapterLibrary.open(routed_lib.library.path))
+    assert stored["features"]["input_embedding_tokens"] == FeatureConfig().input_embedding_tokens == 64
+    # a library written before the setting existed: its profiles were embedded at MiniLM's own 256
+    old = {**stored, "features": {k: v for k, v in stored["features"].items() if k != "input_embedding_tokens"}}
+    assert FeatureConfig.from_dict(old["features"]).input_embedding_tokens == 256
+    host = routed_lib.host
+    assert LibraryRouter(host, stored=old).extractor.config.input_embedding_tokens == 256
+    assert LibraryRouter(host, stored=stored).extractor.config.input_embedding_tokens == 64
+
+
+def test_profiles_and_routed_inputs_are_embedded_at_the_same_input_length(fresh_backbone, toy_task, monkeypatch):
+    """The stored examples' embeddings and a routed input's are cut at the library's length: two inputs
+    that differ only past it look the same to the open set, and both paths give one embedding."""
+    from adaptive_learner.adapters import AdapterHost
+    from adaptive_learner.features import FeatureConfig, FeatureExtractor, input_text
+    from adaptive_learner.router.evidence import TaskProfile
+    from adaptive_learner.router.service import LibraryRouter
+
+    host = AdapterHost(fresh_backbone)
+    ext = FeatureExtractor(host, FeatureConfig(input_embedding_tokens=3))
+    head = "a fine and"
+    a, b = ext.input_embeddings([head + " lovely film", head + " dreadful mess"])
+    assert np.allclose(a, b)
+    full = FeatureExtractor(host, FeatureConfig(input_embedding_tokens=64)).input_embeddings(
+        [head + " lovely film", head + " dreadful mess"])
+    assert not np.allclose(full[0], full[1])
+    ex = toy_task.train[:6]
+    feats = ext.task_features(toy_task.spec, ex)
+    texts = [input_text(e.fields, toy_task.spec) for e in ex]
+    assert np.allclose(feats.inputs, ext.input_embeddings(texts))
+    assert not np.allclose(feats.inputs, FeatureExtractor(host, FeatureConfig()).input_embeddings(texts))
+    router = LibraryRouter(host, features=FeatureConfig(input_embedding_tokens=3))
+    seen = {}
+    from adaptive_learner.router import routing
+
+    real = routing.InputRouter.route
+
+    def spy(self, feats_, fields, embeddings=None, texts=None):
+        seen["emb"] = embeddings
+        return real(self, feats_, fields, embeddings, texts=texts)
+
+    monkeypatch.setattr(routing.InputRouter, "route", spy)
+    router.route(texts[:2], [TaskProfile("toy", "lora-toy", feats)])
+    assert np.allclose(seen["emb"], ext.input_embeddings(texts[:2]))
+    assert not np.allclose(seen["emb"], FeatureExtractor(host, FeatureConfig()).input_embeddings(texts[:2]))
+
+
+@pytest.mark.slow
+def test_minilm_embeds_the_first_tokens_and_keeps_its_own_length():
+    from adaptive_learner.features import text_encoder
+
+    enc = text_encoder("minilm")
+    text = "the quarterly results of the company beat every forecast " * 20
+    short = enc.encode([text], max_tokens=16)
+    ids = enc.model.tokenizer(text, add_special_tokens=False)["input_ids"][:14]  # 16 with [CLS] and [SEP]
+    assert np.allclose(short, enc.encode([enc.model.tokenizer.decode(ids)]), atol=1e-5)
+    assert not np.allclose(short, enc.encode([text]), atol=1e-3)
+    assert enc.model.max_seq_length == 256

