@@ -5,6 +5,8 @@ examples. The peer is adaptive-classifier (a frozen all-MiniLM-L6-v2 from the pi
 prototype memory and head; a benchmark-only dependency: ``pip install -e ".[bench]"``).
 Ours: a new LoRA adapter on the backbone trained as ``alearn learn --force-new`` trains it (the
 ``TrainConfig`` defaults unless ``--set`` says otherwise), with the task's label scoring.
+Each row keeps both methods' per-example outcomes and our answer minus the peer's with a paired bootstrap
+95% interval (the same resample of the task's test examples for both); the summary pools the tasks.
 
 Tasks: catalog tasks, and user-style CSV tasks with multi-word labels ("spam" / "not spam"), made
 from packaged data, written as CSV files and loaded the way ``alearn learn --data`` loads them.
@@ -90,9 +92,29 @@ def run_peer(encoder_dir: str, task: TaskData) -> dict[str, Any]:
         clf.add_examples(texts[i: i + 32], labels[i: i + 32])
     t_train = time.perf_counter() - t0
     preds = clf.predict_batch([peer_text(spec, e) for e in task.test], k=1)
-    acc = float(np.mean([p[0][0] == spec.label_names[e.label] for p, e in zip(preds, task.test)]))
-    return {"accuracy": acc, "train_seconds": round(t_train, 1), "load_seconds": round(t_load, 1),
-            "seconds": round(time.perf_counter() - t0, 1)}
+    correct = [int(p[0][0] == spec.label_names[e.label]) for p, e in zip(preds, task.test)]
+    return {"accuracy": float(np.mean(correct)), "train_seconds": round(t_train, 1), "load_seconds": round(t_load, 1),
+            "seconds": round(time.perf_counter() - t0, 1), "correct": correct}
+
+
+def right(scores: list, items: list) -> list[int]:
+    """1/0 per test example: its highest-scoring choice is its label (what ``accuracy`` averages)."""
+    return [int(int(np.argmax(s)) == it.label) for s, it in zip(scores, items)]
+
+
+def against_peer(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Our answer (the head's mix where there is one) minus the peer's, mean over the rows' tasks, with the
+    paired bootstrap 95% interval (each task's test examples resampled, the same draw for both)."""
+    from adaptive_learner.evaluation.stats import paired_bootstrap
+
+    ours, peer = {}, {}
+    for r in rows:
+        o = r.get("ours", {})
+        mine = o.get("head", {}).get("correct", o.get("correct"))
+        if mine is None or "correct" not in r.get("peer", {}):
+            continue
+        ours[r["task"]], peer[r["task"]] = mine, r["peer"]["correct"]
+    return paired_bootstrap([ours], [peer], [0]).to_dict() if ours else None
 
 
 def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int, dump: Path | None = None,
@@ -115,7 +137,8 @@ def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int, dump: P
         m.eval()
         scores = score(m, test, tok.pad_token_id)
     acc = accuracy(scores, test)
-    out = {"accuracy": acc, "zero_shot": zero, "train_seconds": round(t_train, 1), "zero_shot_seconds": round(t_zero, 1),
+    out = {"accuracy": acc, "correct": right(scores, test), "zero_shot": zero, "train_seconds": round(t_train, 1),
+           "zero_shot_seconds": round(t_zero, 1),
            "steps": rep.steps, "best_step": rep.best_step, "stopped": rep.stopped, "validation": rep.validation}
     if cfg.head:
         # what Learner.learn does next: the head on the frozen features, mixed by the held-out examples
@@ -125,7 +148,8 @@ def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int, dump: P
         if head is not None:
             with host.base() as m:
                 mixed = head.combine(scores, head.features(m, test, tok.pad_token_id))
-        out["head"] = {"accuracy": accuracy(mixed, test), "mix": report["mix"], "held_out": report.get("held_out"),
+        out["head"] = {"accuracy": accuracy(mixed, test), "correct": right(mixed, test), "mix": report["mix"],
+                       "held_out": report.get("held_out"),
                        "views": report.get("views"), "seconds": round(time.perf_counter() - t0, 1)}
     if dump is not None:
         dump_task(host, "q", items, test, scores, cfg, dump / f"{task.name}.safetensors")
@@ -295,6 +319,9 @@ def main() -> None:
                 row["probe"] = run_probe(backbone, task, cfg)
             if encoder is not None:
                 row["peer"] = run_peer(encoder, task)
+            diff = against_peer([row])
+            if diff is not None:
+                row["ours_minus_peer"] = diff
             rows.append(row)
             line = f"{task.name:16s} n={len(task.train)} majority {row['majority']:.3f}"
             if "ours" in row:
@@ -306,6 +333,8 @@ def main() -> None:
             for k in ("probe", "peer"):
                 if k in row:
                     line += f" {k} {row[k]['accuracy']:.3f} ({row[k]['train_seconds']} s)"
+            if diff is not None:
+                line += f" ours - peer {diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}]"
             print(line, flush=True)
             if a.out:  # after every task, so that a long run's finished tasks are kept
                 save(a.out, {"machine": machine(), "peak_rss_gb": round(peak_rss_gb(), 2), "config": cfg.to_dict(),
@@ -315,6 +344,9 @@ def main() -> None:
                for k in ("ours", "probe", "peer") if rows and k in rows[0]}
     if rows and "head" in rows[0].get("ours", {}):
         summary["head_mean"] = round(float(np.mean([r["ours"]["head"]["accuracy"] for r in rows])), 4)
+    pooled = against_peer(rows)
+    if pooled is not None:
+        summary["ours_minus_peer"] = pooled
     print(json.dumps(summary))
     print(markdown(rows))
     if a.out:
