@@ -100,6 +100,7 @@ def main() -> None:
     ap.add_argument("--no-embeddings", action="store_true",
                     help="the backbone features (and ratio) alone: no sentence encoder per input")
     ap.add_argument("--backbone", default="smollm2-135m")
+    ap.add_argument("--layer", type=int, default=None, help="the backbone view's layer (default: the router's)")
     ap.add_argument("--encoder-max-tokens", type=int, default=None,
                     help="tokens of each input MiniLM embeds, profiles and inputs alike (default: the router's, "
                          "FeatureConfig.input_embedding_tokens; 256 before 2026-12-03)")
@@ -111,7 +112,7 @@ def main() -> None:
         from adaptive_learner.backbone import load_backbone
         from adaptive_learner.features import FeatureConfig, FeatureExtractor
 
-        extractor = FeatureExtractor(AdapterHost(load_backbone(a.backbone)), FeatureConfig())
+        extractor = FeatureExtractor(AdapterHost(load_backbone(a.backbone)), FeatureConfig(layer=a.layer))
     encoder = text_encoder("minilm")
     from adaptive_learner.features import FeatureConfig as _FC
 
@@ -138,7 +139,7 @@ def main() -> None:
     if a.out:
         save(a.out, {"machine": machine(), "encoder": "all-MiniLM-L6-v2", "k": a.k, "draws": a.draws,
                      "field_ratio": not a.no_ratio, "backbone_features": None if a.no_features else a.backbone,
-                     "sentence_embeddings": not a.no_embeddings,
+                     "sentence_embeddings": not a.no_embeddings, "layer": a.layer,
                      "encoder_max_tokens": max_tokens,
                      "profile_n": a.profile_n, "test_n": a.test_n, "results": results})
 
