@@ -4,9 +4,13 @@ Every catalog task's 128 profile rows (the router bank's) and 64 test inputs, on
 field ratios on. Prints, per tau, exact-task and adapter-level accuracy and the share of inputs that
 would need the layer-4 forward. Writes results/routing_cascade.json.
 
-    OMP_NUM_THREADS=1 python benchmarks/routing_cascade.py
+    cd benchmarks && OMP_NUM_THREADS=1 python routing_cascade.py
 """
+from __future__ import annotations
+
 import json
+
+import numpy as np
 
 from adaptive_learner.adapters import AdapterHost
 from adaptive_learner.backbone import load_backbone
@@ -16,31 +20,46 @@ from adaptive_learner.router.evidence import TaskProfile
 from adaptive_learner.router.routing import InputRouter
 from adaptive_learner.tasks import catalog_names, load_catalog_task
 from adaptive_learner.tasks.spec import stratified_take
-host = AdapterHost(load_backbone("smollm2-135m"))
-ex1 = FeatureExtractor(host, FeatureConfig(layer=1)); ex4 = FeatureExtractor(host, FeatureConfig())
-P = {1: [], 4: []}; T = {1: {}, 4: {}}; texts = {}; fam = {}
-for name in catalog_names():
-    t = load_catalog_task(name); fam[name] = t.spec.family
-    prof, _ = bank_rows(t, 128, 64, 0)
-    test = stratified_take(t.test, 64, 2)
-    texts[name] = [input_text(e.fields, t.spec) for e in test]
-    for L, ex in ((1, ex1), (4, ex4)):
-        f = ex.task_features(t.spec, prof); f.inputs = None
-        P[L].append(TaskProfile(name, f"lora-{t.spec.family}", f))
-        T[L][name] = ex.input_features(texts[name])
-    print(name, flush=True)
-R = {L: InputRouter(P[L]) for L in (1, 4)}
-res = {}
-for tau in (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01):
-    ok_a = ok_t = esc = n = 0
-    for name in sorted(texts):
-        nf = [P[1][[p.task for p in P[1]].index(name)].features.n_fields] * len(texts[name])
-        r1 = R[1].route(T[1][name], nf, texts=texts[name])
-        r4 = R[4].route(T[4][name], nf, texts=texts[name])
-        for a, b in zip(r1, r4):
-            r = a if a.confidence >= tau else b
-            esc += a.confidence < tau; n += 1
-            ok_t += r.task == name; ok_a += r.adapter == f"lora-{fam[name]}"
-    res[tau] = (ok_t / n, ok_a / n, esc / n)
-    print(f"tau {tau}: exact {ok_t/n:.3f} adapter {ok_a/n:.3f} escalated {esc/n:.3f}", flush=True)
-json.dump(res, open('results/routing_cascade.json', 'w'))
+
+
+def main() -> None:
+    host = AdapterHost(load_backbone("smollm2-135m"))
+    extractors = {1: FeatureExtractor(host, FeatureConfig(layer=1)), 4: FeatureExtractor(host, FeatureConfig())}
+    profiles: dict[int, list[TaskProfile]] = {1: [], 4: []}
+    test: dict[int, dict[str, np.ndarray]] = {1: {}, 4: {}}
+    texts, family = {}, {}
+    for name in catalog_names():
+        t = load_catalog_task(name)
+        family[name] = t.spec.family
+        prof, _ = bank_rows(t, 128, 64, 0)
+        texts[name] = [input_text(e.fields, t.spec) for e in stratified_take(t.test, 64, 2)]
+        for layer, ex in extractors.items():
+            f = ex.task_features(t.spec, prof)
+            f.inputs = None  # routing only: no open set
+            profiles[layer].append(TaskProfile(name, f"lora-{t.spec.family}", f))
+            test[layer][name] = ex.input_features(texts[name])
+        print(name, flush=True)
+    routers = {layer: InputRouter(p) for layer, p in profiles.items()}
+    fields = {p.task: p.features.n_fields for p in profiles[1]}
+    res = {}
+    for tau in (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01):
+        ok_adapter = ok_task = escalated = n = 0
+        for name in sorted(texts):
+            nf = [fields[name]] * len(texts[name])
+            early = routers[1].route(test[1][name], nf, texts=texts[name])
+            late = routers[4].route(test[4][name], nf, texts=texts[name])
+            for a, b in zip(early, late):
+                r = a if a.confidence >= tau else b
+                escalated += a.confidence < tau
+                n += 1
+                ok_task += r.task == name
+                ok_adapter += r.adapter == f"lora-{family[name]}"
+        res[tau] = (ok_task / n, ok_adapter / n, escalated / n)  # exact task, adapter level, share escalated
+        print(f"tau {tau}: exact {ok_task / n:.3f} adapter {ok_adapter / n:.3f} escalated {escalated / n:.3f}",
+              flush=True)
+    with open("results/routing_cascade.json", "w") as fh:
+        json.dump(res, fh)
+
+
+if __name__ == "__main__":
+    main()
