@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from adaptive_learner.features import field_ratio, input_text, text_encoder
+from adaptive_learner.features import FeatureConfig, field_ratio, input_text, text_encoder
 from adaptive_learner.router.routing import NoveltyModel
 from adaptive_learner.tasks import catalog_names, load_catalog_task
 from adaptive_learner.tasks.spec import stratified_take
@@ -110,13 +110,11 @@ def main() -> None:
     if not a.no_features:  # the router's own feature extractor, as a library built by `alearn learn` has it
         from adaptive_learner.adapters import AdapterHost
         from adaptive_learner.backbone import load_backbone
-        from adaptive_learner.features import FeatureConfig, FeatureExtractor
+        from adaptive_learner.features import FeatureExtractor
 
         extractor = FeatureExtractor(AdapterHost(load_backbone(a.backbone)), FeatureConfig(layer=a.layer))
     encoder = text_encoder("minilm")
-    from adaptive_learner.features import FeatureConfig as _FC
-
-    max_tokens = a.encoder_max_tokens or _FC.input_embedding_tokens
+    max_tokens = a.encoder_max_tokens or FeatureConfig.input_embedding_tokens
     tasks = embed_tasks(encoder, a.profile_n, a.test_n, extractor, max_tokens)
     names = sorted(tasks)
     results: dict[str, Any] = {}

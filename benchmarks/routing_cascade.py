@@ -8,18 +8,15 @@ would need the layer-4 forward. Writes results/routing_cascade.json.
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from adaptive_learner.adapters import AdapterHost
 from adaptive_learner.backbone import load_backbone
-from adaptive_learner.evaluation.router_bank import bank_rows
-from adaptive_learner.features import FeatureConfig, FeatureExtractor, input_text
+from adaptive_learner.features import FeatureConfig, FeatureExtractor
 from adaptive_learner.router.evidence import TaskProfile
 from adaptive_learner.router.routing import InputRouter
-from adaptive_learner.tasks import catalog_names, load_catalog_task
-from adaptive_learner.tasks.spec import stratified_take
+from common import save
+from routing_views import routing_rows
 
 
 def main() -> None:
@@ -28,11 +25,9 @@ def main() -> None:
     profiles: dict[int, list[TaskProfile]] = {1: [], 4: []}
     test: dict[int, dict[str, np.ndarray]] = {1: {}, 4: {}}
     texts, family = {}, {}
-    for name in catalog_names():
-        t = load_catalog_task(name)
+    for name, (t, prof, test_texts) in routing_rows(128, 64).items():
         family[name] = t.spec.family
-        prof, _ = bank_rows(t, 128, 64, 0)
-        texts[name] = [input_text(e.fields, t.spec) for e in stratified_take(t.test, 64, 2)]
+        texts[name] = test_texts
         for layer, ex in extractors.items():
             f = ex.task_features(t.spec, prof)
             f.inputs = None  # routing only: no open set
@@ -57,8 +52,7 @@ def main() -> None:
         res[tau] = (ok_task / n, ok_adapter / n, escalated / n)  # exact task, adapter level, share escalated
         print(f"tau {tau}: exact {ok_task / n:.3f} adapter {ok_adapter / n:.3f} escalated {escalated / n:.3f}",
               flush=True)
-    with open("results/routing_cascade.json", "w") as fh:
-        json.dump(res, fh)
+    save("routing_cascade", res)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+from typing import Any
 
 import numpy as np
 
@@ -21,10 +22,20 @@ from adaptive_learner.adapters import AdapterHost
 from adaptive_learner.backbone import load_backbone
 from adaptive_learner.evaluation.router_bank import TaskBank, bank_rows
 from adaptive_learner.evaluation.router_eval import routing_eval
-from adaptive_learner.features import FeatureConfig, FeatureExtractor, field_ratio, input_text, text_encoder
+from adaptive_learner.features import DEFAULT_LAYER, FeatureConfig, FeatureExtractor, input_text, text_encoder
 from adaptive_learner.tasks import catalog_names, load_catalog_task
 from adaptive_learner.tasks.spec import stratified_take
 from common import machine, save
+
+
+def routing_rows(profile_n: int, test_n: int) -> dict[str, tuple[Any, list, list[str]]]:
+    """Per catalog task: (task, its profile rows as the router bank draws them, its test inputs' texts)."""
+    out = {}
+    for name in catalog_names():
+        t = load_catalog_task(name)
+        prof, _ = bank_rows(t, profile_n, 64, 0)
+        out[name] = (t, prof, [input_text(e.fields, t.spec) for e in stratified_take(t.test, test_n, 2)])
+    return out
 
 
 def main() -> None:
@@ -39,18 +50,16 @@ def main() -> None:
     encoder = text_encoder("minilm")
     base = FeatureExtractor(host, FeatureConfig())
     texts, banks = {}, {}
-    for name in catalog_names():
-        t = load_catalog_task(name)
-        prof, _ = bank_rows(t, args.profile_n, 64, 0)
-        test = stratified_take(t.test, args.test_n, 2)
-        pt, tt = [input_text(e.fields, t.spec) for e in prof], [input_text(e.fields, t.spec) for e in test]
-        texts[name] = (pt, tt)
+    for name, (t, prof, tt) in routing_rows(args.profile_n, args.test_n).items():
+        texts[name] = ([input_text(e.fields, t.spec) for e in prof], tt)
         feats = base.task_features(t.spec, prof)
         feats.inputs = None  # the open set is not what is measured here
         banks[name] = TaskBank(name, t.spec.family, feats, np.zeros((0, 1)), base.input_features(tt),
                                np.zeros((1, 1)), tt)
         print(f"featurised {name}", flush=True)
-    cache: dict[str, tuple[dict, dict]] = {}
+    # the default layer's features are the banks' own: not computed again
+    cache: dict[str, tuple[dict, dict]] = {
+        f"b{DEFAULT_LAYER}": ({k: b.profile.examples for k, b in banks.items()}, {k: b.test for k, b in banks.items()})}
 
     def view(part: str) -> tuple[dict, dict]:
         if part not in cache:

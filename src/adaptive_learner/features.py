@@ -67,8 +67,8 @@ class FeatureConfig:
     seed: int = field(default=0, metadata={"help": "seed of example sampling and the gradient sketch"})
     input_embedding_tokens: int = field(default=64, metadata={
         "help": "tokens of each input the sentence encoder embeds for the open set, stored profiles and routed "
-                "inputs alike (64, the backbone features' own limit: a third of the long inputs' routing cost "
-                "for 0.4-0.5 AUROC points, BENCHMARKS.md); libraries stored before this setting keep 256"})
+                "inputs alike (64, the backbone features' own limit: about half the long inputs' open-set routing "
+                "cost for 0.4-0.5 AUROC points, BENCHMARKS.md); libraries stored before this setting keep 256"})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
