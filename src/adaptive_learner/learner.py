@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .adapters import AdapterHost, LoraSettings
-from .backbone import DEFAULT_BACKBONE, Backbone, load_backbone, resolve_device
+from .backbone import DEFAULT_BACKBONE, Backbone, dtype_name, load_backbone, resolve_device, resolve_dtype
 from .errors import LibraryError, UserError
 from .library import MANIFEST, AdapterLibrary
 from .features import FeatureConfig
@@ -71,9 +71,11 @@ class Learner:
     def __init__(self, path: str | Path, backbone: str | Backbone | None = None, lora: LoraSettings | None = None,
                  train: TrainConfig | None = None, create: bool = True,
                  forgetting: ForgettingOptions | None = None, router: str = "calibrated",
-                 features: FeatureConfig | None = None, init: str = DEFAULT_INIT, device: str = "auto") -> None:
+                 features: FeatureConfig | None = None, init: str = DEFAULT_INIT, device: str = "auto",
+                 dtype: str = "float32") -> None:
         self.path = Path(path)
         self.device = resolve_device(device)  # auto: a CUDA GPU when there is one; the library is the same either way
+        dtype = resolve_dtype(dtype)  # the backbone's precision (float32 or bfloat16); the library is the same either way
         self.router_kind = router
         self.init = check_init(init, "--init")  # where a router-made new adapter starts: nearest | fresh
         self.features = features  # for a new library; an existing one keeps the settings it was built with
@@ -90,17 +92,18 @@ class Learner:
             name = stored.backbone["name"]
             if isinstance(backbone, str) and backbone not in (name, None):
                 raise LibraryError(f"library {self.path} was built on {name!r}, not {backbone!r}")
-            self.backbone = backbone if isinstance(backbone, Backbone) else load_backbone(name, device=self.device)
+            self.backbone = backbone if isinstance(backbone, Backbone) else load_backbone(name, device=self.device, dtype=dtype)
             self.library = AdapterLibrary.open(self.path, self.backbone.identity, verify=False)
             self.lora = LoraSettings(**self.library.manifest.get("lora", {}))
         else:
             self.backbone = (backbone if isinstance(backbone, Backbone)
-                             else load_backbone(backbone or DEFAULT_BACKBONE, device=self.device))
+                             else load_backbone(backbone or DEFAULT_BACKBONE, device=self.device, dtype=dtype))
             self.lora = lora or LoraSettings()
             # exist_ok: another process may create it at the same moment; then both use that one
             self.library = AdapterLibrary.create(self.path, self.backbone.identity, _lora_dict(self.lora),
                                                  exist_ok=True)
             self.lora = LoraSettings(**self.library.manifest.get("lora", {}))
+        self.dtype = dtype_name(next(self.backbone.model.parameters()).dtype)  # recorded with each learn
         self.host = AdapterHost(self.backbone, self.lora)
         self._loaded: dict[str, str] = {}  # adapter -> updated stamp loaded
         self._router: tuple[str, LibraryRouter] | None = None
@@ -243,7 +246,7 @@ class Learner:
             train_summary = {"steps": rep.steps, "examples": rep.examples, "seconds": round(rep.seconds, 1),
                              "final_loss": round(rep.final_loss, 4), "regularisers": [r.name for r in regs],
                              "lr": self.train_cfg.lr, "stopped": rep.stopped, "best_step": rep.best_step,
-                             "monitor": self.train_cfg.monitor,
+                             "monitor": self.train_cfg.monitor, "dtype": self.dtype,
                              "validation": rep.validation, "head": head_report,
                              **held_out_verdict(rep, head_report), "adapter_learned": adapter_learned(rep)}
             profile = self.router.profile(task, self.train_cfg.max_length)

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from ..adapters import LoraSettings
-from ..backbone import DEFAULT_BACKBONE, resolve_device
+from ..backbone import DEFAULT_BACKBONE, resolve_device, resolve_dtype
 from ..errors import UserError
 from ..fileio import atomic_write_json, atomic_write_text, read_json
 from ..scoring import BATCH
@@ -89,6 +89,7 @@ class BenchConfig:
     resamples: int = field(default=2000, metadata={"help": "bootstrap resamples of the test examples"})
     device: str = field(default="auto", metadata={"help": "where the runs train and score (auto: a CUDA GPU when "
                                                            "there is one); not part of a run's identity"})
+    dtype: str = field(default="float32", metadata={"help": "the backbone's precision: float32 or bfloat16"})
 
     def validate(self) -> None:
         from ..strategies import REGISTRY
@@ -110,6 +111,7 @@ class BenchConfig:
         for s in self.strategies:
             check_requirements(s)
         resolve_device(self.device)
+        resolve_dtype(self.dtype)
 
 
 @dataclass
@@ -150,7 +152,8 @@ def _run_config(cfg: BenchConfig, strategy: str, seed: int, lr: float) -> RunCon
     return RunConfig(sequence=cfg.sequence, strategy=strategy, backbone=cfg.backbone, max_train=cfg.max_train,
                      max_test=cfg.max_test, eval_batch_size=cfg.eval_batch_size, seed=seed,
                      train=replace(cfg.train, lr=lr, seed=seed), lora=cfg.lora,
-                     options=strategy_options(strategy, cfg.options), device=cfg.device)
+                     options=strategy_options(strategy, cfg.options), device=cfg.device,
+                     dtype=cfg.dtype)
 
 
 def run_key(rc: RunConfig, tasks: list[TaskData]) -> dict[str, Any]:

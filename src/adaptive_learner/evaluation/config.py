@@ -18,12 +18,15 @@ LEARNER_ONLY = ("head", "head_mix")  # training settings of Learner.learn's head
 # training settings added after runs were stored, with the value those runs had: a stored run without the key
 # is the same run as one with this value
 ADDED_LATER = {"monitor": "loss"}
+# run settings added after runs were stored, with the value those runs had: left out of the identity at that value
+RUN_ADDED_LATER = {"dtype": "float32"}
 
 
 def run_identity(config: dict[str, Any]) -> dict[str, Any]:
     """A run config (``RunConfig.to_dict``, as JSON) without what does not change what the run computes:
     the runtime settings and the head's settings; runs and checkpoints are recognised by this."""
-    out = {k: v for k, v in config.items() if k not in RUNTIME_ONLY}
+    out = {k: v for k, v in config.items()
+           if k not in RUNTIME_ONLY and not (k in RUN_ADDED_LATER and v == RUN_ADDED_LATER[k])}
     if isinstance(out.get("train"), dict):
         out["train"] = {**ADDED_LATER, **{k: v for k, v in out["train"].items() if k not in LEARNER_ONLY}}
     return out
@@ -46,6 +49,8 @@ class RunConfig:
     # where it runs (auto: a CUDA GPU when there is one). Not part of what the run *is*: a finished run is
     # reused, and an interrupted one resumed, whatever device made it; results.json records the device.
     device: str = "auto"
+    # the backbone's precision (float32 or bfloat16): part of what the run is, since scores change with it
+    dtype: str = "float32"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

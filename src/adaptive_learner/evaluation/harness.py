@@ -67,7 +67,7 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
     t_start = time.perf_counter()
     device = resolve_device(cfg.device)  # a bad or missing device: one line before anything is loaded or written
     tasks = tasks if tasks is not None else prepare_tasks(cfg)
-    backbone = backbone or load_backbone(cfg.backbone, device=device, seed=cfg.seed)
+    backbone = backbone or load_backbone(cfg.backbone, device=device, dtype=cfg.dtype, seed=cfg.seed)
     host = AdapterHost(backbone, cfg.lora)
     workdir = Path(out) if out else Path("runs") / f"{cfg.strategy}-{time.strftime('%Y%m%d-%H%M%S')}"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -160,7 +160,8 @@ def _read_cache(path: Path | None) -> dict[str, float]:
 
 
 def _zero_shot_key(cfg: RunConfig, items: list[Encoded]) -> str:
-    h = hashlib.sha256(json.dumps(cfg.backbone).encode())  # the scoring rule is in the encoded items
+    # the scoring rule is in the encoded items; a float32 key is the one written before bfloat16
+    h = hashlib.sha256(json.dumps(cfg.backbone if cfg.dtype == "float32" else [cfg.backbone, cfg.dtype]).encode())
     for it in items:
         h.update(json.dumps([it.prompt, it.choices, it.label, it.normalise]).encode())
     return h.hexdigest()

@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from .. import testhooks
-from ..backbone import same_backbone
+from ..backbone import FINGERPRINTS, same_backbone
 from ..errors import LibraryError
 from ..fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
 from .check import check_file_name, check_manifest
@@ -90,9 +90,13 @@ class AdapterLibrary:
         recover_on_open(p)
         lib = cls(p, _read_manifest(p))
         if backbone is not None and not same_backbone(lib.backbone, backbone):
+            if not any(k in lib.backbone and k in backbone for k in FINGERPRINTS):
+                # a library stored before bfloat16 holds only the float32 fingerprint
+                raise LibraryError(f"library {p} was stored before bfloat16 backbones and records only its "
+                                   f"backbone's float32 fingerprint: use it with --dtype float32")
             raise LibraryError(f"library {p} was built on backbone {lib.backbone.get('name')!r} "
-                               f"({lib.backbone.get('fingerprint')}); refusing to use it with "
-                               f"{backbone.get('name')!r} ({backbone.get('fingerprint')})")
+                               f"({_fingerprint(lib.backbone)}); refusing to use it with "
+                               f"{backbone.get('name')!r} ({_fingerprint(backbone)})")
         if verify:
             problems = lib.verify(extra=False)
             if problems and _writer_was_applying(lib):
@@ -294,6 +298,10 @@ class Transaction:
             apply_plan(self.lib.path, self.root)
         except OSError as exc:
             raise write_error(self.lib.path, exc, committed=True) from None
+
+
+def _fingerprint(identity: dict[str, Any]) -> str | None:
+    return next((identity[k] for k in FINGERPRINTS if k in identity), None)
 
 
 def _writer_was_applying(lib: "AdapterLibrary") -> bool:

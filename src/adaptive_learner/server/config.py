@@ -53,6 +53,7 @@ class JobSettings:
     nice: int = field(default=10, metadata={"help": "OS priority added to a learn job's process (0-19): the "
                                                      "higher, the more CPU stays with answering requests"})
     threads: int = field(default=0, metadata={"help": "torch threads of a learn job (0: half the cores, at least 1)"})
+    dtype: str = field(default="float32", metadata={"help": "the backbone's precision in a learn job (the server's)"})
 
     def check(self) -> None:
         if not 0 <= self.nice <= 19:
@@ -72,6 +73,7 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     backbone: str | None = field(default=None, metadata={"help": "backbone for a new, empty library"})
+    dtype: str = field(default="float32", metadata={"help": "the backbone's precision: float32 or bfloat16"})
     token: str | None = field(default=None, metadata={"help": "bearer token for learn and delete"})
     token_all: bool = field(default=False, metadata={"help": "require the token for every /v1 endpoint"})
     max_length: int = field(default=256, metadata={"help": "max tokens per input when scoring"})
@@ -91,6 +93,11 @@ class ServeConfig:
             raise UserError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.max_length <= 0:
             raise UserError(f"--max-length must be positive, got {self.max_length}")
+        from ..backbone import dtype_name, resolve_dtype
+
+        self.dtype = dtype_name(resolve_dtype(self.dtype))
+        if self.jobs.dtype != self.dtype:
+            raise UserError(f"learn jobs would load the backbone in {self.jobs.dtype}, the server in {self.dtype}")
         if self.token is not None and not self.token.strip():
             self.token = None  # an empty ALEARN_TOKEN means no token
         if self.token_all and self.token is None:

@@ -135,7 +135,8 @@ class JobManager:
             job = Job(id=uuid.uuid4().hex[:16], task=task, dry_run=bool(options.get("dry_run")),
                       phase="starting", upload_dir=upload_dir)
             payload = {"id": job.id, "library": str(self.library), "source": source, "options": options,
-                       "nice": self.settings.nice, "threads": self.settings.resolved_threads()}
+                       "nice": self.settings.nice, "threads": self.settings.resolved_threads(),
+                       "dtype": self.settings.dtype}
             proc = self._ctx.Process(target=run_watched, args=(payload, self._events, os.getpid()),
                                      name=f"alearn-job-{job.id}", daemon=True)
             proc.start()

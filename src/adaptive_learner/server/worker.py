@@ -65,7 +65,8 @@ def _learn(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
                       monitor=opts.get("monitor", "accuracy"))
     cfg.head = opts.get("head", True)  # as `alearn learn --head/--no-head` sets it
     cfg.head_mix = str(opts.get("head_mix", "gated"))  # and --head-mix
-    learner = Learner(job["library"], train=cfg, router=opts["router"], init=opts["init"], create=False)
+    learner = Learner(job["library"], train=cfg, router=opts["router"], init=opts["init"], create=False,
+                      dtype=job.get("dtype", "float32"))
     _report_training(emit)
     emit(phase="deciding")
     o = learner.learn(task, force_new=opts["force_new"], reuse=opts.get("reuse"), dry_run=opts["dry_run"])
