@@ -56,6 +56,7 @@ BAD = {  # one thing wrong in an otherwise good `alearn learn`, and values that 
     "--task": junk,  # given together with --data: exactly one of them is allowed
     "--backbone": junk.filter(lambda v: v != "tiny-random" and not v.startswith("-")),
     "--description": st.sampled_from(["", " ", "\t"]),
+    "--dtype": junk.filter(lambda v: v.strip().lower() not in ("float32", "bfloat16", "fp32", "bf16")),
     "--data": junk.map(lambda v: str(FIXTURES / f"missing-{len(v)}.csv")),
 }
 

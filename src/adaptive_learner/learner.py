@@ -66,7 +66,11 @@ class Prediction:
 
 
 class Learner:
-    """A frozen backbone plus the adapter library at ``path``."""
+    """A frozen backbone plus the adapter library at ``path``.
+
+    ``device``: where it trains and scores (``auto``: a CUDA GPU when there is one); ``dtype``: the precision
+    the backbone loads in, ``float32`` or ``bfloat16`` (ignored when ``backbone`` is an already loaded
+    :class:`Backbone`); neither changes the library's files."""
 
     def __init__(self, path: str | Path, backbone: str | Backbone | None = None, lora: LoraSettings | None = None,
                  train: TrainConfig | None = None, create: bool = True,
