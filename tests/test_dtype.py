@@ -96,3 +96,36 @@ def test_a_run_in_bfloat16_is_another_run_and_float32_runs_keep_their_identity()
     assert run_identity(plain) == run_identity(stored)
     half = json.loads(json.dumps(RunConfig(dtype="bfloat16").to_dict(), default=str))
     assert run_identity(half) != run_identity(plain) and run_identity(half)["dtype"] == "bfloat16"
+
+
+def test_a_server_in_bfloat16_answers_and_its_learn_jobs_train_in_bfloat16(tmp_path, float32_library):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from server_common import AUTH, copy_library, running, wait_job
+
+    from adaptive_learner.server import JobSettings
+
+    lib = copy_library(float32_library, tmp_path / "lib")
+    with running(lib, dtype="bf16", jobs=JobSettings(dtype="bfloat16")) as (client, app):
+        assert app.state.engine.learner.dtype == "bfloat16"
+        pred = client.post("/v1/predict", json={"inputs": ["lovely"], "task": "toy"})
+        assert pred.status_code == 200 and pred.json()["predictions"][0]["adapter"] == "lora-toy"
+        form = {"description": "Is it a good review?", "name": "toy2", "force_new": "true", "steps": "2",
+                "max_length": "64", "batch_size": "4"}
+        r = client.post("/v1/learn", data=form, files={"file": ("reviews.csv", open(FIXTURES / "toy_sentiment.csv", "rb"))},
+                        headers=AUTH)
+        assert r.status_code == 202, r.text
+        job = wait_job(client, r.json()["id"])
+        assert job["state"] == "succeeded", job
+    assert json.loads((lib / "manifest.json").read_text())["history"][-1]["train"]["dtype"] == "bfloat16"
+
+
+def test_server_settings_refuse_a_job_precision_unlike_the_servers(tmp_path):
+    from adaptive_learner.errors import UserError
+    from adaptive_learner.server import JobSettings, ServeConfig
+
+    with pytest.raises(UserError, match="unknown dtype"):
+        ServeConfig(library=tmp_path, dtype="half").check()
+    with pytest.raises(UserError, match="learn jobs would load the backbone in float32"):
+        ServeConfig(library=tmp_path, dtype="bfloat16").check()
+    assert ServeConfig(library=tmp_path, dtype="bf16", jobs=JobSettings(dtype="bfloat16")).check().dtype == "bfloat16"
