@@ -56,3 +56,20 @@ def test_short_training_beats_zero_shot_on_sst2(real_backbone):
     with host.using("sst2") as m:
         trained = accuracy(score(m, test, tok.pad_token_id), test)
     assert trained > zero + 0.05, (zero, trained)
+
+
+def test_smollm2_in_bfloat16_is_the_same_backbone_and_answers_as_float32(real_backbone):
+    import numpy as np
+
+    from adaptive_learner.backbone import load_backbone, same_backbone
+    from adaptive_learner.prompting import encode_examples
+    from adaptive_learner.scoring import score
+    from adaptive_learner.tasks import load_catalog_task
+
+    half = load_backbone("smollm2-135m", dtype="bfloat16")
+    assert same_backbone(real_backbone.identity, half.identity)
+    task = load_catalog_task("sst2").subsample(None, 32, 0)
+    items = encode_examples(real_backbone.tokenizer, task.spec, task.test, 256)
+    full, low = (score(b.model, items, b.tokenizer.pad_token_id) for b in (real_backbone, half))
+    same = np.mean([np.argmax(x) == np.argmax(y) for x, y in zip(full, low)])
+    assert same >= 0.9 and max(float(np.abs(x - y).max()) for x, y in zip(full, low)) < 0.5
