@@ -374,7 +374,7 @@ def bench_markdown(res: BenchResult, cfg: BenchConfig, orders: list[list[int]], 
     """The comparison table, the lr search, and every run's matrix."""
     many = len(cfg.seeds) * cfg.orders > 1
     t = cfg.train
-    lines = [f"# Benchmark: {cfg.sequence} on {cfg.backbone}", "",
+    lines = [f"# Benchmark: {cfg.sequence} on {cfg.backbone}" + ("" if cfg.dtype == "float32" else f" ({cfg.dtype})"), "",
              f"Same budget for every strategy: {t.steps} steps x batch {t.batch_size} per task, max_length "
              f"{t.max_length}, max_train {cfg.max_train}, max_test {cfg.max_test}; seeds {cfg.seeds}; "
              f"{cfg.orders} task order(s): " + "; ".join(" -> ".join(task_names[i] for i in o) for o in orders)

@@ -215,7 +215,8 @@ def write_results(res: RunResult, cfg: RunConfig, out: Path, tasks: list[TaskDat
 
 def summary_markdown(res: RunResult, cfg: RunConfig) -> str:
     """The matrix and metrics as a markdown table."""
-    lines = [f"# {cfg.strategy} on {cfg.sequence} ({cfg.backbone})", "",
+    lines = [f"# {cfg.strategy} on {cfg.sequence} ({cfg.backbone}" + ("" if cfg.dtype == "float32" else f", {cfg.dtype}")
+             + ")", "",
              f"Budget: {cfg.train.steps} steps x batch {cfg.train.batch_size} per task, lr {cfg.train.lr}, "
              f"max_train {cfg.max_train}, max_test {cfg.max_test}, seed {cfg.seed}.", "",
              "| after \\ on | " + " | ".join(res.tasks) + " |", "|---" * (len(res.tasks) + 1) + "|",
