@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from adaptive_learner.adapters import AdapterHost
-from adaptive_learner.backbone import load_backbone
+from adaptive_learner.backbone import load_backbone, resolve_device
 from adaptive_learner.evaluation.stats import paired_bootstrap
 from adaptive_learner.prompting import encode_examples
 from adaptive_learner.scoring import score
@@ -45,7 +45,7 @@ def _moved_adapter(host: AdapterHost, name: str) -> None:
 
 
 def speed(a: argparse.Namespace) -> dict:
-    hosts = {d: AdapterHost(load_backbone(a.backbone, dtype=d)) for d in DTYPES}
+    hosts = {d: AdapterHost(load_backbone(a.backbone, device=a.device, dtype=d)) for d in DTYPES}
     for h in hosts.values():
         _moved_adapter(h, "scored")
     results = {}
@@ -95,7 +95,7 @@ def speed(a: argparse.Namespace) -> dict:
 def quality(a: argparse.Namespace) -> dict:
     from per_task_quality import run_ours
 
-    backbones = {d: load_backbone(a.backbone, dtype=d) for d in DTYPES}
+    backbones = {d: load_backbone(a.backbone, device=a.device, dtype=d) for d in DTYPES}
     cfg = replace(TrainConfig(), seed=a.seed)
     rows = {}
     for name in a.tasks.split(","):
@@ -124,6 +124,7 @@ def quality(a: argparse.Namespace) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backbone", default="smollm2-135m")
+    p.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda")
     p.add_argument("--tasks", default="sst2,mrpc,boolq")
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--speed", action="store_true")
@@ -136,6 +137,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     a = p.parse_args()
+    a.device = resolve_device(a.device)
     out = a.out or ("dtype_speed" if a.speed else "dtype_quality")
     a.out = out
     doc = speed(a) if a.speed else quality(a)
