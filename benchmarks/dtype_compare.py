@@ -106,7 +106,7 @@ def quality(a: argparse.Namespace) -> dict:
             out = run_ours(backbones[d], task, cfg, a.seed)
             out["seconds"] = round(time.perf_counter() - t0, 1)
             row[d] = out
-        final = {d: row[d].get("head", row[d]) for d in DTYPES}
+        final = {d: _final(row[d]) for d in DTYPES}
         diff = paired_bootstrap([{name: final["bfloat16"]["correct"]}], [{name: final["float32"]["correct"]}], [0])
         row["bf16_minus_fp32"] = diff.to_dict()
         rows[name] = row
@@ -115,10 +115,15 @@ def quality(a: argparse.Namespace) -> dict:
               f"{diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}]", flush=True)
         save(a.out, {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "args": vars(a), "rows": rows,
                      "peak_rss_gb": peak_rss_gb(), "complete": False})
-    both = {d: [rows[t][d].get("head", rows[t][d])["correct"] for t in rows] for d in DTYPES}
-    pooled = paired_bootstrap([dict(zip(rows, both["bfloat16"]))], [dict(zip(rows, both["float32"]))], [0])
+    final = {d: {t: _final(rows[t][d]) for t in rows} for d in DTYPES}
+    pooled = paired_bootstrap(*([{t: f["correct"] for t, f in final[d].items()}] for d in ("bfloat16", "float32")), [0])
     return {"rows": rows, "pooled_bf16_minus_fp32": pooled.to_dict(),
-            "mean": {d: float(np.mean([rows[t][d].get("head", rows[t][d])["accuracy"] for t in rows])) for d in DTYPES}}
+            "mean": {d: float(np.mean([f["accuracy"] for f in final[d].values()])) for d in DTYPES}}
+
+
+def _final(out: dict) -> dict:
+    """What ``alearn learn`` answers with: the adapter + head when a head was fitted, else the adapter."""
+    return out.get("head", out)
 
 
 def main() -> None:
@@ -138,10 +143,9 @@ def main() -> None:
     p.add_argument("--out", default=None)
     a = p.parse_args()
     a.device = resolve_device(a.device)
-    out = a.out or ("dtype_speed" if a.speed else "dtype_quality")
-    a.out = out
+    a.out = a.out or ("dtype_speed" if a.speed else "dtype_quality")
     doc = speed(a) if a.speed else quality(a)
-    save(out, {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "args": vars(a),
+    save(a.out, {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "args": vars(a),
                **({"results": doc} if a.speed else doc), "peak_rss_gb": peak_rss_gb(), "complete": True})
 
 
