@@ -176,6 +176,10 @@ def test_choose_views_adds_a_view_only_where_it_predicts_the_label():
     assert views == ("pair",) and losses["backbone+pair"] < losses["backbone"]
     noise = rng.normal(size=(120, 8)).astype(np.float32)
     assert choose_views(backbone + signal[:, :1] * 2, {"pair": noise}, y, 2)[0] == ()
+    # two views: every subset is a candidate, in the views' order; the informative one alone wins
+    views, losses = choose_views(backbone, {"text": noise, "pair": signal}, y, 2)
+    assert list(losses) == ["backbone", "backbone+text", "backbone+pair", "backbone+text+pair"]
+    assert views == ("pair",)
 
 
 def _more_pairs(pair_task, n_train: int = 80, n_test: int = 24):
@@ -196,25 +200,50 @@ def _more_pairs(pair_task, n_train: int = 80, n_test: int = 24):
 
 
 def test_a_pair_task_head_sees_its_fields_and_is_stored_with_its_views(tmp_path, fresh_backbone, pair_task):
-    """On pairs labelled 'the same' iff both fields are equal, the head adds the pair view (the hashing
-    encoder of the tiny backbone's router), stores it, and answers through it after a reload."""
+    """On pairs labelled 'the same' iff both fields are equal, the tiny backbone's features say nothing;
+    the head adds the encoder views (the hashing encoder of the tiny backbone's router) with the lowest
+    cross-validated log loss, stores them, and answers through them after a reload."""
     host = AdapterHost(fresh_backbone)
     host.create("p", seed=0)
     items = encode_examples(fresh_backbone.tokenizer, pair_task.spec, _more_pairs(pair_task).train, 64)
     head, report = fit_task_head(host, "p", items, TrainConfig(max_length=64, head_mix="0"), encoder="hashing")
-    assert report["views"]["chosen"] == ["pair"] and report["views"]["encoder"] == "hashing"
-    assert head.views == ("pair",) and head.encoder == "hashing"
+    losses = report["views"]["cv_log_loss"]
+    assert set(losses) == {"backbone", "backbone+text", "backbone+pair", "backbone+text+pair"}
+    chosen = tuple(report["views"]["chosen"])
+    assert chosen and losses["+".join(("backbone", *chosen))] == min(losses.values()) < losses["backbone"]
+    assert report["views"]["encoder"] == "hashing" and head.views == chosen and head.encoder == "hashing"
     with host.base() as m:
         feats = head.features(m, items, fresh_backbone.tokenizer.pad_token_id)
-    assert feats.shape[1] == fresh_backbone.model.config.hidden_size + 4 * 512 == head.weight.shape[0]
+    widths = {"text": 512, "pair": 4 * 512}
+    assert feats.shape[1] == fresh_backbone.model.config.hidden_size + sum(widths[v] for v in chosen) \
+        == head.weight.shape[0]
     assert (head.log_probs(feats).argmax(1) == np.array([it.label for it in items])).mean() >= 0.9
     stored = FeatureHead.from_stored(head.meta(), head.tensors())
-    assert stored.views == ("pair",) and stored.encoder == "hashing"
-    # without an encoder (or a task of one field) the head sees the backbone alone, as before
+    assert stored.views == chosen and stored.encoder == "hashing"
+    # without an encoder the head sees the backbone alone, as before
     plain, rep = fit_task_head(host, "p", items, TrainConfig(max_length=64, head_mix="0"))
     assert plain.views == () and "views" not in rep
     old = {k: v for k, v in plain.meta().items() if k in ("layer", "mix")}  # a head stored before the views
     assert FeatureHead.from_stored(old, plain.tensors()).views == ()
+
+
+def test_a_one_field_head_may_add_the_text_view_and_never_the_pair_view(fresh_backbone, toy_task):
+    """A task of one field: the candidates are the backbone alone and with the text view (the sentence
+    embedding of the input); on toy sentiment, whose words carry the label, the text view lowers the log loss."""
+    from adaptive_learner.features import text_encoder
+    from adaptive_learner.training.head import text_view, views_for
+
+    host = AdapterHost(fresh_backbone)
+    host.create("t", seed=0)
+    items = encode_examples(fresh_backbone.tokenizer, toy_task.spec, toy_task.train, 64)
+    assert views_for(items) == ("text",) and views_for([replace(it, fields=()) for it in items]) == ()
+    enc = text_encoder("hashing")
+    np.testing.assert_allclose(text_view(enc, items[:3]), enc.encode([it.fields[0] for it in items[:3]]))
+    head, report = fit_task_head(host, "t", items, TrainConfig(max_length=64, head_mix="0"), encoder="hashing")
+    losses = report["views"]["cv_log_loss"]
+    assert set(losses) == {"backbone", "backbone+text"}
+    assert report["views"]["chosen"] == ["text"] and losses["backbone+text"] < losses["backbone"]
+    assert head.views == ("text",)
 
 
 def test_learn_on_a_pair_task_stores_a_head_that_predict_uses(tmp_path, fresh_backbone, pair_task):
@@ -223,7 +252,7 @@ def test_learn_on_a_pair_task_stores_a_head_that_predict_uses(tmp_path, fresh_ba
     task = _more_pairs(pair_task)
     out = learner.learn(task, force_new=True)
     head = load_head(learner.library, "pairs")
-    assert head is not None and head.views == ("pair",)
+    assert head is not None and head.views in {("text",), ("pair",), ("text", "pair")}
     assert learner.library.verify() == []
     texts = [f"{e.fields['first']} ||| {e.fields['second']}" for e in task.test]
     preds = learner.predict(texts, task="pairs")

@@ -304,7 +304,9 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
         mix, gate = h["mix"], h["held_out"].get("gate") or {}
         apart = (f"; right only by the adapter {gate['adapter_only']}, only by the head {gate['head_only']}"
                  if gate else "")
-        seen = "the frozen features" + (" and how the two fields relate" if (h.get("views") or {}).get("chosen") else "")
+        said = {"text": "the input's sentence embedding", "pair": "how the two fields relate"}
+        chosen = [said.get(v, v) for v in (h.get("views") or {}).get("chosen") or []]
+        seen = " and ".join(["the frozen features", *chosen])
         typer.echo(f"head on {seen}: mix {mix:g} adapter + {1 - mix:g} head, by rule {h.get('rule', 'held-out')}"
                    f" (held-out accuracy: adapter alone {acc['1']:.3f}, head alone {acc['0']:.3f}, this mix "
                    f"{acc.get(f'{mix:g}', float('nan')):.3f}{apart})")

@@ -19,12 +19,15 @@ dozen examples choose by chance as often as not (measured: benchmarks/head_choic
 
 Features: the frozen backbone's hidden states at one layer (two thirds of the depth by default),
 averaged over the prompt's tokens. They come from the backbone with every adapter disabled, so a
-task's head stays valid when its adapter is later reused and changed by another task. For an input
-of two or more fields (a sentence pair, a passage and a question) the head may also see how the first
-two fields relate: ``[u, v, |u - v|, u * v]`` of their sentence embeddings (the router's encoder),
-the classic sentence-pair features; it does when they lower the cross-validated log loss of the head
-on the training examples (:func:`choose_views`), which is where the two fields' relation carries the
-label (paraphrase and similarity: BENCHMARKS "The head sees how a pair's fields relate").
+task's head stays valid when its adapter is later reused and changed by another task. The head may
+also see two views from a sentence encoder (the router's): ``text``, the sentence embedding of the
+input's fields as one text (what a frozen-encoder classifier sees; on long topical texts it beats the
+small backbone's features: BENCHMARKS "A text view for every head"), and, for an input of two or more
+fields (a sentence pair, a passage and a question), ``pair``: how the first two fields relate,
+``[u, v, |u - v|, u * v]`` of their sentence embeddings, the classic sentence-pair features
+(paraphrase and similarity: BENCHMARKS "The head sees how a pair's fields relate"). A view is added
+only when it lowers the cross-validated log loss of the head on the training examples
+(:func:`choose_views`: every set of the views the input allows, ties to fewer views).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import torch
 from ..prompting import Encoded, left_pad
 
 MIXES = (0.0, 0.25, 0.5, 0.75, 1.0)
-VIEWS = ("pair",)  # encoder views a head may add to the backbone's features
+VIEWS = ("text", "pair")  # encoder views a head may add to the backbone's features
 MIX_RULES = ("gated", "held-out")  # or a number in [0, 1]
 GATE_Z = 1.96  # McNemar, two-sided 5%
 
@@ -147,13 +150,29 @@ def pair_view(encoder: Any, items: Sequence[Encoded]) -> np.ndarray:
     return np.concatenate([u, v, np.abs(u - v), u * v], axis=1)
 
 
+def text_view(encoder: Any, items: Sequence[Encoded]) -> np.ndarray:
+    """(n, d): the sentence embedding of each item's fields as one text (one per line)."""
+    if any(not it.fields for it in items):
+        raise ValueError("the text view needs the inputs' fields")
+    return np.asarray(encoder.encode(["\n".join(it.fields) for it in items]), dtype=np.float32)
+
+
+def views_for(items: Sequence[Encoded]) -> tuple[str, ...]:
+    """The encoder views ``items`` allow: ``text`` when every item keeps its fields, ``pair`` when every
+    item has two or more."""
+    if not items or any(not it.fields for it in items):
+        return ()
+    return ("text", "pair") if all(len(it.fields) >= 2 for it in items) else ("text",)
+
+
 def encoder_views(views: Sequence[str], encoder: Any, items: Sequence[Encoded]) -> list[np.ndarray]:
     """The named encoder views of ``items``, in order."""
+    makers = {"text": text_view, "pair": pair_view}
     out = []
     for view in views:
-        if view != "pair":
+        if view not in makers:
             raise ValueError(f"unknown head view {view!r}; known: {', '.join(VIEWS)}")
-        out.append(pair_view(encoder, items))
+        out.append(makers[view](encoder, items))
     return out
 
 
@@ -270,12 +289,16 @@ def choose_l2(features: np.ndarray, labels: Sequence[int], n_labels: int, grid: 
 
 def choose_views(backbone: np.ndarray, views: dict[str, np.ndarray], labels: Sequence[int], n_labels: int,
                  folds: int = 5, seed: int = 0) -> tuple[tuple[str, ...], dict[str, float]]:
-    """Which encoder views the head adds to the backbone's features: every candidate set (none, each view)
-    scored by :func:`cv_log_loss` on the training examples; the lowest wins, ties to fewer views. Returns
-    the views and each candidate's log loss."""
-    candidates: dict[tuple[str, ...], np.ndarray] = {(): backbone}
-    for name, x in views.items():
-        candidates[(name,)] = np.concatenate([backbone, x], axis=1)
+    """Which encoder views the head adds to the backbone's features: every candidate set (none, each
+    subset of ``views`` in their order) scored by :func:`cv_log_loss` on the training examples; the lowest
+    wins, ties to fewer views. Returns the views and each candidate's log loss."""
+    from itertools import combinations
+
+    names = list(views)
+    candidates: dict[tuple[str, ...], np.ndarray] = {}
+    for k in range(len(names) + 1):
+        for subset in combinations(names, k):
+            candidates[subset] = np.concatenate([backbone, *(views[v] for v in subset)], axis=1)
     losses = {"+".join(("backbone", *k)): cv_log_loss(x, labels, n_labels, folds=folds, seed=seed)
               for k, x in candidates.items()}
     best = min(candidates, key=lambda k: (round(losses["+".join(("backbone", *k))], 6), len(k)))
@@ -324,8 +347,8 @@ def fit_task_head(host: Any, adapter: str, items: Sequence[Encoded], cfg: Any, l
                   encoder: str | None = None) -> tuple[FeatureHead | None, dict[str, Any]]:
     """Fit a task's head beside its trained adapter and choose their mix on the held-out examples
     that early stopping used (:func:`~adaptive_learner.training.trainer.split_validation` with the
-    same config gives the same split). ``encoder``: the sentence encoder whose views a task of two
-    fields may add (:func:`choose_views`; None: the backbone's features alone). Returns the head
+    same config gives the same split). ``encoder``: the sentence encoder whose views the head may add
+    (:func:`views_for`, :func:`choose_views`; None: the backbone's features alone). Returns the head
     refitted on every example (None when the adapter alone is best, or nothing could be held out) and
     a report for the library's history."""
     import time
@@ -345,12 +368,14 @@ def fit_task_head(host: Any, adapter: str, items: Sequence[Encoded], cfg: Any, l
     y_train, y_val = [it.label for it in train], [it.label for it in val]
     views: tuple[str, ...] = ()
     report: dict[str, Any] = {}
-    if encoder is not None and all(len(it.fields) >= 2 for it in items):
-        # two fields: does how they relate help the head? chosen on the training part alone
+    allowed = views_for(items) if encoder is not None else ()
+    if allowed:
+        # does the sentence encoder's view of the text (or of how two fields relate) help the head?
+        # chosen on the training part alone
         from ..features import text_encoder
 
         enc = text_encoder(encoder)
-        v_train = dict(zip(VIEWS, encoder_views(VIEWS, enc, train)))
+        v_train = dict(zip(allowed, encoder_views(allowed, enc, train)))
         views, losses = choose_views(f_train, v_train, y_train, n_labels)
         report["views"] = {"chosen": list(views), "cv_log_loss": {k: round(v, 4) for k, v in losses.items()},
                            "encoder": encoder}
