@@ -118,7 +118,7 @@ def against_peer(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int, dump: Path | None = None,
-             encoder: str | None = "minilm") -> dict[str, Any]:
+             encoder: str | None = "minilm", view_rule: str = "one-se") -> dict[str, Any]:
     """``alearn learn --force-new`` on ``task``: a new adapter, then (``cfg.head``) the head, whose encoder
     views come from ``encoder`` as the library's router encoder gives them (None: the backbone's alone)."""
     tok = backbone.tokenizer
@@ -143,7 +143,7 @@ def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int, dump: P
     if cfg.head:
         # what Learner.learn does next: the head on the frozen features, mixed by the held-out examples
         t0 = time.perf_counter()
-        head, report = fit_task_head(host, "q", items, cfg, encoder=encoder)
+        head, report = fit_task_head(host, "q", items, cfg, encoder=encoder, view_rule=view_rule)
         mixed = scores
         if head is not None:
             with host.base() as m:
@@ -283,8 +283,10 @@ def main() -> None:
     ap.add_argument("--probe", action="store_true", help="also a linear head on the frozen backbone's features")
     ap.add_argument("--no-ours", action="store_true", help="skip the adapter (peer and probe only)")
     ap.add_argument("--head-encoder", default="minilm",
-                    help="the head's sentence encoder for two-field tasks, as alearn learn uses the router's; "
+                    help="the head's sentence encoder, as alearn learn uses the router's; "
                          "'none': the backbone's features alone (before session 13)")
+    ap.add_argument("--view-rule", default="one-se", choices=["one-se", "min"],
+                    help="how the head chooses its encoder views (training/head.py choose_views)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--dump", default=None, help="folder: per task, the per-example arrays head_choice.py reads")
     a = ap.parse_args()
@@ -314,7 +316,7 @@ def main() -> None:
                                    "n_test": len(task.test), "majority": round(float(counts.max() / counts.sum()), 4)}
             if not a.no_ours:
                 row["ours"] = run_ours(backbone, task, cfg, a.seed, Path(a.dump) if a.dump else None,
-                                       None if a.head_encoder == "none" else a.head_encoder)
+                                       None if a.head_encoder == "none" else a.head_encoder, a.view_rule)
             if a.probe:
                 row["probe"] = run_probe(backbone, task, cfg)
             if encoder is not None:

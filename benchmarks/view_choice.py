@@ -7,7 +7,8 @@ they lower the head's cross-validated log loss on the training part of the examp
 ``per_task_quality.py`` gives ``fit_task_head`` (same subsample, same held-out split), without training
 an adapter: the adapter does not depend on the head, so a task whose chosen views are the same under both
 rules gets the same head, the same mix and the same test answers, and only the tasks whose choice
-changed need ``per_task_quality.py`` again.
+changed need ``per_task_quality.py`` again. ``chosen`` is today's rule (one standard error), ``lowest`` the lowest
+cross-validated loss (the rule of the first text-view runs), ``before`` the rule before the text view.
 
     OMP_NUM_THREADS=1 python view_choice.py --n-train 160 --out view_choice_160
 """
@@ -69,14 +70,17 @@ def main() -> None:
             f_train = prompt_features(backbone.model, train, layer, tok.pad_token_id)
             allowed = views_for(items)
             v_train = dict(zip(allowed, encoder_views(allowed, enc, train)))
-            chosen, losses = choose_views(f_train, v_train, [it.label for it in train], len(task.spec.label_names))
+            y, n_labels = [it.label for it in train], len(task.spec.label_names)
+            chosen, losses = choose_views(f_train, v_train, y, n_labels)
+            lowest, _ = choose_views(f_train, v_train, y, n_labels, rule="min")
             row = {"task": task.name, "n_train": len(items), "fit_on": len(train), "held_out": len(val),
-                   "chosen": list(chosen), "before": before(losses),
+                   "chosen": list(chosen), "lowest": list(lowest), "before": before(losses),
                    "cv_log_loss": {k: round(v, 4) for k, v in losses.items()},
                    "seconds": round(time.perf_counter() - t0, 1)}
             row["changed"] = row["chosen"] != row["before"]
             rows.append(row)
-            print(f"{task.name:16s} n={len(items)} chosen {'+'.join(chosen) or '-':10s} before "
+            print(f"{task.name:16s} n={len(items)} chosen {'+'.join(chosen) or '-':10s} lowest "
+                  f"{'+'.join(lowest) or '-':10s} before "
                   f"{'+'.join(row['before']) or '-':6s} {'CHANGED' if row['changed'] else 'same'} "
                   f"{row['cv_log_loss']} ({row['seconds']} s)", flush=True)
             if a.out:

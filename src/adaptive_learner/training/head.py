@@ -21,13 +21,13 @@ Features: the frozen backbone's hidden states at one layer (two thirds of the de
 averaged over the prompt's tokens. They come from the backbone with every adapter disabled, so a
 task's head stays valid when its adapter is later reused and changed by another task. The head may
 also see two views from a sentence encoder (the router's): ``text``, the sentence embedding of the
-input's fields as one text (what a frozen-encoder classifier sees; on long topical texts it beats the
-small backbone's features: BENCHMARKS "A text view for every head"), and, for an input of two or more
+input's fields as one text (what a frozen-encoder classifier sees), and, for an input of two or more
 fields (a sentence pair, a passage and a question), ``pair``: how the first two fields relate,
 ``[u, v, |u - v|, u * v]`` of their sentence embeddings, the classic sentence-pair features
-(paraphrase and similarity: BENCHMARKS "The head sees how a pair's fields relate"). A view is added
-only when it lowers the cross-validated log loss of the head on the training examples
-(:func:`choose_views`: every set of the views the input allows, ties to fewer views).
+(paraphrase and similarity: BENCHMARKS "The head sees how a pair's fields relate"). Every set of the
+views the input allows is scored by the head's cross-validated log loss on the training examples, and
+the fewest views within one standard error of the lowest are kept (:func:`choose_views`; BENCHMARKS
+"A text view for every head").
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ MIXES = (0.0, 0.25, 0.5, 0.75, 1.0)
 VIEWS = ("text", "pair")  # encoder views a head may add to the backbone's features
 MIX_RULES = ("gated", "held-out")  # or a number in [0, 1]
 GATE_Z = 1.96  # McNemar, two-sided 5%
+VIEW_RULES = ("one-se", "min")  # how choose_views picks among the view sets
 
 
 def check_mix_rule(rule: str) -> str:
@@ -261,19 +262,26 @@ def _folds(labels: Sequence[int], folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def cv_log_loss(features: np.ndarray, labels: Sequence[int], n_labels: int, l2: float = 1e-2, folds: int = 5,
-                seed: int = 0) -> float:
-    """The head's mean log loss over ``folds`` label-stratified folds, each scored by a head fitted on the rest."""
+def cv_losses(features: np.ndarray, labels: Sequence[int], n_labels: int, l2: float = 1e-2, folds: int = 5,
+              seed: int = 0) -> np.ndarray:
+    """Each example's log loss under a head fitted on the other ``folds - 1`` label-stratified folds (0 for an
+    example whose fold could not be scored: the rest held one label alone)."""
     y = np.asarray(labels)
     fold = _folds(y, folds, seed)
-    total = 0.0
+    out = np.zeros(len(y))
     for f in range(folds):
         test = fold == f
         if not test.any() or len(np.unique(y[~test])) < 2:
             continue
         lp = fit_head(features[~test], y[~test].tolist(), n_labels, 0, l2=l2).log_probs(features[test])
-        total += float(-lp[np.arange(test.sum()), y[test]].sum())
-    return total / len(y)
+        out[test] = -lp[np.arange(test.sum()), y[test]]
+    return out
+
+
+def cv_log_loss(features: np.ndarray, labels: Sequence[int], n_labels: int, l2: float = 1e-2, folds: int = 5,
+                seed: int = 0) -> float:
+    """The head's mean log loss over ``folds`` label-stratified folds, each scored by a head fitted on the rest."""
+    return float(cv_losses(features, labels, n_labels, l2, folds, seed).mean())
 
 
 def choose_l2(features: np.ndarray, labels: Sequence[int], n_labels: int, grid: Sequence[float] = L2_GRID,
@@ -288,20 +296,33 @@ def choose_l2(features: np.ndarray, labels: Sequence[int], n_labels: int, grid: 
 
 
 def choose_views(backbone: np.ndarray, views: dict[str, np.ndarray], labels: Sequence[int], n_labels: int,
-                 folds: int = 5, seed: int = 0) -> tuple[tuple[str, ...], dict[str, float]]:
-    """Which encoder views the head adds to the backbone's features: every candidate set (none, each
-    subset of ``views`` in their order) scored by :func:`cv_log_loss` on the training examples; the lowest
-    wins, ties to fewer views. Returns the views and each candidate's log loss."""
+                 folds: int = 5, seed: int = 0, rule: str = "one-se") -> tuple[tuple[str, ...], dict[str, float]]:
+    """Which encoder views the head adds to the backbone's features. Every candidate set (none, each subset
+    of ``views`` in their order) is scored by its per-example cross-validated log loss on the training
+    examples (:func:`cv_losses`, the same folds for all). ``rule``: ``one-se`` (the default), the fewest
+    views whose mean loss is within one standard error of the lowest (the standard error of the two
+    candidates' per-example difference), so that a view is added only where it is clearly better, not where
+    a few hundred examples favour it by chance; ``min``: the lowest mean, ties to fewer views. Returns the
+    views and each candidate's mean log loss."""
     from itertools import combinations
 
+    if rule not in VIEW_RULES:
+        raise ValueError(f"view rule must be one of {', '.join(VIEW_RULES)}, got {rule!r}")
     names = list(views)
-    candidates: dict[tuple[str, ...], np.ndarray] = {}
+    per: dict[tuple[str, ...], np.ndarray] = {}
     for k in range(len(names) + 1):
         for subset in combinations(names, k):
-            candidates[subset] = np.concatenate([backbone, *(views[v] for v in subset)], axis=1)
-    losses = {"+".join(("backbone", *k)): cv_log_loss(x, labels, n_labels, folds=folds, seed=seed)
-              for k, x in candidates.items()}
-    best = min(candidates, key=lambda k: (round(losses["+".join(("backbone", *k))], 6), len(k)))
+            x = np.concatenate([backbone, *(views[v] for v in subset)], axis=1)
+            per[subset] = cv_losses(x, labels, n_labels, folds=folds, seed=seed)
+    losses = {"+".join(("backbone", *k)): float(v.mean()) for k, v in per.items()}
+    order = sorted(per, key=lambda k: (len(k), round(float(per[k].mean()), 6)))
+    best = min(per, key=lambda k: (round(float(per[k].mean()), 6), len(k)))
+    if rule == "min":
+        return best, losses
+    for k in order:  # the fewest views first
+        d = per[k] - per[best]
+        if d.mean() <= d.std(ddof=1) / np.sqrt(len(d)) + 1e-12:
+            return k, losses
     return best, losses
 
 
@@ -344,11 +365,11 @@ def _mixed(p_adapter: np.ndarray, p_head: np.ndarray, mix: float) -> np.ndarray:
 
 
 def fit_task_head(host: Any, adapter: str, items: Sequence[Encoded], cfg: Any, layer: int | None = None,
-                  encoder: str | None = None) -> tuple[FeatureHead | None, dict[str, Any]]:
+                  encoder: str | None = None, view_rule: str = "one-se") -> tuple[FeatureHead | None, dict[str, Any]]:
     """Fit a task's head beside its trained adapter and choose their mix on the held-out examples
     that early stopping used (:func:`~adaptive_learner.training.trainer.split_validation` with the
     same config gives the same split). ``encoder``: the sentence encoder whose views the head may add
-    (:func:`views_for`, :func:`choose_views`; None: the backbone's features alone). Returns the head
+    (:func:`views_for`, :func:`choose_views` by ``view_rule``; None: the backbone's features alone). Returns the head
     refitted on every example (None when the adapter alone is best, or nothing could be held out) and
     a report for the library's history."""
     import time
@@ -376,9 +397,9 @@ def fit_task_head(host: Any, adapter: str, items: Sequence[Encoded], cfg: Any, l
 
         enc = text_encoder(encoder)
         v_train = dict(zip(allowed, encoder_views(allowed, enc, train)))
-        views, losses = choose_views(f_train, v_train, y_train, n_labels)
+        views, losses = choose_views(f_train, v_train, y_train, n_labels, rule=view_rule)
         report["views"] = {"chosen": list(views), "cv_log_loss": {k: round(v, 4) for k, v in losses.items()},
-                           "encoder": encoder}
+                           "encoder": encoder, "rule": view_rule}
         if views:
             f_train = np.concatenate([f_train, *(v_train[v] for v in views)], axis=1)
             f_val = np.concatenate([f_val, *encoder_views(views, enc, val)], axis=1)
