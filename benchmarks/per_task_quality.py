@@ -118,7 +118,8 @@ def against_peer(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int, dump: Path | None = None,
-             encoder: str | None = "minilm", view_rule: str = "one-se") -> dict[str, Any]:
+             encoder: str | None = "minilm", views: tuple[str, ...] = ("pair",), view_rule: str = "min"
+             ) -> dict[str, Any]:
     """``alearn learn --force-new`` on ``task``: a new adapter, then (``cfg.head``) the head, whose encoder
     views come from ``encoder`` as the library's router encoder gives them (None: the backbone's alone)."""
     tok = backbone.tokenizer
@@ -143,7 +144,7 @@ def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int, dump: P
     if cfg.head:
         # what Learner.learn does next: the head on the frozen features, mixed by the held-out examples
         t0 = time.perf_counter()
-        head, report = fit_task_head(host, "q", items, cfg, encoder=encoder, view_rule=view_rule)
+        head, report = fit_task_head(host, "q", items, cfg, encoder=encoder, views=views, view_rule=view_rule)
         mixed = scores
         if head is not None:
             with host.base() as m:
@@ -285,8 +286,10 @@ def main() -> None:
     ap.add_argument("--head-encoder", default="minilm",
                     help="the head's sentence encoder, as alearn learn uses the router's; "
                          "'none': the backbone's features alone (before session 13)")
-    ap.add_argument("--view-rule", default="one-se", choices=["one-se", "min"],
-                    help="how the head chooses its encoder views (training/head.py choose_views)")
+    ap.add_argument("--head-views", default="pair",
+                    help="the encoder views the head considers, comma-separated: pair (the default), text")
+    ap.add_argument("--view-rule", default="min", choices=["min", "one-se"],
+                    help="how the head chooses among them (training/head.py choose_views)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--dump", default=None, help="folder: per task, the per-example arrays head_choice.py reads")
     a = ap.parse_args()
@@ -316,7 +319,8 @@ def main() -> None:
                                    "n_test": len(task.test), "majority": round(float(counts.max() / counts.sum()), 4)}
             if not a.no_ours:
                 row["ours"] = run_ours(backbone, task, cfg, a.seed, Path(a.dump) if a.dump else None,
-                                       None if a.head_encoder == "none" else a.head_encoder, a.view_rule)
+                                       None if a.head_encoder == "none" else a.head_encoder,
+                                       tuple(v for v in a.head_views.split(",") if v), a.view_rule)
             if a.probe:
                 row["probe"] = run_probe(backbone, task, cfg)
             if encoder is not None:

@@ -1,14 +1,16 @@
-"""Which encoder views the task head chooses, per task, at today's defaults and at the rule before.
+"""Which encoder views the task head chooses, per task, with the text view and by each rule, and by default.
 
-``alearn learn`` fits a linear head on the frozen backbone's features beside each adapter and adds
-a sentence encoder's views (``text``: the input as one text; ``pair``: how two fields relate) when
-they lower the head's cross-validated log loss on the training part of the examples
-(``training/head.py``, ``choose_views``). This script runs only that choice, on exactly the examples
+``alearn learn`` fits a linear head on the frozen backbone's features beside each adapter and may add
+a sentence encoder's views (``text``: the input as one text, an option; ``pair``: how two fields relate)
+by the head's cross-validated log loss on the training part of the examples (``training/head.py``,
+``choose_views``). This script runs only that choice, on exactly the examples
 ``per_task_quality.py`` gives ``fit_task_head`` (same subsample, same held-out split), without training
-an adapter: the adapter does not depend on the head, so a task whose chosen views are the same under both
+an adapter: the adapter does not depend on the head, so a task whose chosen views are the same under two
 rules gets the same head, the same mix and the same test answers, and only the tasks whose choice
-changed need ``per_task_quality.py`` again. ``chosen`` is today's rule (one standard error), ``lowest`` the lowest
-cross-validated loss (the rule of the first text-view runs), ``before`` the rule before the text view.
+changed need ``per_task_quality.py`` again. Every view the input allows is a candidate (``text`` and ``pair``, as
+``per_task_quality.py --head-views text,pair``): ``chosen`` is the one-standard-error rule's choice (in
+the first two result files, written before that rule, the lowest loss's), ``lowest`` the lowest
+cross-validated loss's, ``before`` the default's (the pair view alone, lowest loss).
 
     OMP_NUM_THREADS=1 python view_choice.py --n-train 160 --out view_choice_160
 """
@@ -34,7 +36,7 @@ from per_task_quality import CATALOG, CSV_TASKS, csv_task
 
 
 def before(losses: dict[str, float]) -> list[str]:
-    """The choice of the rule before the text view: the backbone alone or with the pair view (two fields)."""
+    """The default's choice: the backbone alone or with the pair view (two fields), the lowest loss."""
     old = {k: v for k, v in losses.items() if k in ("backbone", "backbone+pair")}
     best = min(old, key=lambda k: (round(old[k], 6), k.count("+")))
     return best.split("+")[1:]
@@ -71,7 +73,7 @@ def main() -> None:
             allowed = views_for(items)
             v_train = dict(zip(allowed, encoder_views(allowed, enc, train)))
             y, n_labels = [it.label for it in train], len(task.spec.label_names)
-            chosen, losses = choose_views(f_train, v_train, y, n_labels)
+            chosen, losses = choose_views(f_train, v_train, y, n_labels, rule="one-se")
             lowest, _ = choose_views(f_train, v_train, y, n_labels, rule="min")
             row = {"task": task.name, "n_train": len(items), "fit_on": len(train), "held_out": len(val),
                    "chosen": list(chosen), "lowest": list(lowest), "before": before(losses),

@@ -184,7 +184,8 @@ def test_choose_views_adds_a_view_only_where_it_predicts_the_label():
 
 def test_a_view_that_helps_by_less_than_a_standard_error_is_left_out():
     """One-standard-error rule: a weakly informative view lowers the mean cross-validated loss a little;
-    ``min`` adds it, the default leaves it out; a strong one is added by both; unknown rules are refused."""
+    ``min`` (the default) adds it, ``one-se`` leaves it out; a strong one is added by both; unknown rules
+    are refused."""
     import pytest
 
     from adaptive_learner.training.head import choose_views, cv_log_loss, cv_losses
@@ -194,10 +195,10 @@ def test_a_view_that_helps_by_less_than_a_standard_error_is_left_out():
     backbone = (y[:, None] * 1.0 + rng.normal(size=(120, 5))).astype(np.float32)
     noise = rng.normal(size=(120, 3))
     weak, strong = (y[:, None] * 0.1 + noise).astype(np.float32), (y[:, None] * 1.0 + noise).astype(np.float32)
-    views, losses = choose_views(backbone, {"text": weak}, y.tolist(), 2)
+    views, losses = choose_views(backbone, {"text": weak}, y.tolist(), 2, rule="one-se")
     assert losses["backbone+text"] < losses["backbone"] and views == ()
-    assert choose_views(backbone, {"text": weak}, y.tolist(), 2, rule="min")[0] == ("text",)
-    assert choose_views(backbone, {"text": strong}, y.tolist(), 2)[0] == ("text",)
+    assert choose_views(backbone, {"text": weak}, y.tolist(), 2)[0] == ("text",)
+    assert choose_views(backbone, {"text": strong}, y.tolist(), 2, rule="one-se")[0] == ("text",)
     per = cv_losses(backbone, y.tolist(), 2)
     assert per.shape == (120,) and (per > 0).all() and per.mean() == pytest.approx(cv_log_loss(backbone, y.tolist(), 2))
     with pytest.raises(ValueError, match="view rule"):
@@ -228,7 +229,10 @@ def test_a_pair_task_head_sees_its_fields_and_is_stored_with_its_views(tmp_path,
     host = AdapterHost(fresh_backbone)
     host.create("p", seed=0)
     items = encode_examples(fresh_backbone.tokenizer, pair_task.spec, _more_pairs(pair_task).train, 64)
-    head, report = fit_task_head(host, "p", items, TrainConfig(max_length=64, head_mix="0"), encoder="hashing")
+    assert fit_task_head(host, "p", items, TrainConfig(max_length=64, head_mix="0"),
+                         encoder="hashing")[1]["views"]["chosen"] == ["pair"]  # the default: the pair view alone
+    head, report = fit_task_head(host, "p", items, TrainConfig(max_length=64, head_mix="0"), encoder="hashing",
+                                 views=("text", "pair"), view_rule="one-se")
     losses = report["views"]["cv_log_loss"]
     assert set(losses) == {"backbone", "backbone+text", "backbone+pair", "backbone+text+pair"}
     chosen = tuple(report["views"]["chosen"])
@@ -251,18 +255,26 @@ def test_a_pair_task_head_sees_its_fields_and_is_stored_with_its_views(tmp_path,
 
 
 def test_a_one_field_head_may_add_the_text_view_and_never_the_pair_view(fresh_backbone, toy_task):
-    """A task of one field: the candidates are the backbone alone and with the text view (the sentence
-    embedding of the input); on toy sentiment, whose words carry the label, the text view lowers the log loss."""
+    """The text view is an option: asked for, a task of one field has the backbone alone and with the text
+    view (the sentence embedding of the input) as candidates; on toy sentiment, whose words carry the
+    label, the text view lowers the log loss."""
     from adaptive_learner.features import text_encoder
+    import pytest
+
     from adaptive_learner.training.head import text_view, views_for
 
     host = AdapterHost(fresh_backbone)
     host.create("t", seed=0)
     items = encode_examples(fresh_backbone.tokenizer, toy_task.spec, toy_task.train, 64)
     assert views_for(items) == ("text",) and views_for([replace(it, fields=()) for it in items]) == ()
+    assert views_for(items, ("pair",)) == ()
+    with pytest.raises(ValueError, match="unknown head views"):
+        views_for(items, ("words",))
     enc = text_encoder("hashing")
     np.testing.assert_allclose(text_view(enc, items[:3]), enc.encode([it.fields[0] for it in items[:3]]))
-    head, report = fit_task_head(host, "t", items, TrainConfig(max_length=64, head_mix="0"), encoder="hashing")
+    cfg = TrainConfig(max_length=64, head_mix="0")
+    assert "views" not in fit_task_head(host, "t", items, cfg, encoder="hashing")[1]  # by default: no view
+    head, report = fit_task_head(host, "t", items, cfg, encoder="hashing", views=("text", "pair"))
     losses = report["views"]["cv_log_loss"]
     assert set(losses) == {"backbone", "backbone+text"}
     assert report["views"]["chosen"] == ["text"] and losses["backbone+text"] < losses["backbone"]
@@ -275,7 +287,7 @@ def test_learn_on_a_pair_task_stores_a_head_that_predict_uses(tmp_path, fresh_ba
     task = _more_pairs(pair_task)
     out = learner.learn(task, force_new=True)
     head = load_head(learner.library, "pairs")
-    assert head is not None and head.views in {("text",), ("pair",), ("text", "pair")}
+    assert head is not None and head.views == ("pair",)
     assert learner.library.verify() == []
     texts = [f"{e.fields['first']} ||| {e.fields['second']}" for e in task.test]
     preds = learner.predict(texts, task="pairs")
