@@ -71,3 +71,14 @@ def library_draws(names: Sequence[str], sizes: str, draws: int, seed: int):
     for size in (int(x) for x in sizes.split(",")):
         for _ in range(1 if size >= len(names) else draws):
             yield size, sorted(str(t) for t in rng.choice(list(names), min(size, len(names)), replace=False))
+
+
+def moved_adapter(host, name: str, seed: int = 0) -> None:
+    """Create LoRA adapter ``name`` on ``host`` with B moved off zero (seeded), so that it changes the
+    outputs as a trained one does: what speed benchmarks time in place of a trained adapter."""
+    host.create(name, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for key, w in sorted(host.trainable(name).items()):
+            if "lora_B" in key:
+                w.copy_(torch.randn(w.shape, generator=gen) * 0.02)

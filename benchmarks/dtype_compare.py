@@ -21,7 +21,6 @@ import time
 from dataclasses import replace
 
 import numpy as np
-import torch
 
 from adaptive_learner.adapters import AdapterHost
 from adaptive_learner.backbone import load_backbone, resolve_device
@@ -30,24 +29,15 @@ from adaptive_learner.prompting import encode_examples
 from adaptive_learner.scoring import score
 from adaptive_learner.tasks import load_catalog_task
 from adaptive_learner.training import TrainConfig, train_adapter
-from common import fmt, machine, peak_rss_gb, save, spread
+from common import fmt, machine, moved_adapter, peak_rss_gb, save, spread
 
 DTYPES = ("float32", "bfloat16")
-
-
-def _moved_adapter(host: AdapterHost, name: str) -> None:
-    host.create(name, seed=0)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # a LoRA adapter that changes the outputs, as a trained one does
-        for key, w in sorted(host.trainable(name).items()):
-            if "lora_B" in key:
-                w.copy_(torch.randn(w.shape, generator=gen) * 0.02)
 
 
 def speed(a: argparse.Namespace) -> dict:
     hosts = {d: AdapterHost(load_backbone(a.backbone, device=a.device, dtype=d)) for d in DTYPES}
     for h in hosts.values():
-        _moved_adapter(h, "scored")
+        moved_adapter(h, "scored")
     results = {}
     for name in a.tasks.split(","):
         task = load_catalog_task(name).subsample(a.n_train, a.n, 0)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from adaptive_learner.adapters import AdapterHost
 from adaptive_learner.backbone import load_backbone
 from adaptive_learner.features import text_encoder
@@ -24,7 +22,7 @@ from adaptive_learner.prompting import encode_examples
 from adaptive_learner.scoring import score
 from adaptive_learner.tasks import load_catalog_task
 from adaptive_learner.training.head import default_layer, prompt_features, text_view
-from common import fmt, machine, save, spread, timed
+from common import fmt, machine, moved_adapter, save, spread, timed
 
 
 def main() -> None:
@@ -38,11 +36,7 @@ def main() -> None:
     backbone = load_backbone(a.backbone)
     tok = backbone.tokenizer
     host = AdapterHost(backbone)
-    host.create("t", seed=0)
-    with torch.no_grad():
-        for name, p in host.trainable("t").items():
-            if "lora_B" in name:
-                p.normal_(0, 0.01)
+    moved_adapter(host, "t")
     enc = text_encoder("minilm")
     rows = []
     for name in a.tasks.split(","):

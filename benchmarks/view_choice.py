@@ -35,10 +35,12 @@ from common import machine, save
 from per_task_quality import CATALOG, CSV_TASKS, csv_task
 
 
-def before(losses: dict[str, float]) -> list[str]:
-    """The default's choice: the backbone alone or with the pair view (two fields), the lowest loss."""
-    old = {k: v for k, v in losses.items() if k in ("backbone", "backbone+pair")}
-    best = min(old, key=lambda k: (round(old[k], 6), k.count("+")))
+def lowest(losses: dict[str, float], among: tuple[str, ...] | None = None) -> list[str]:
+    """The ``min`` rule's views from :func:`choose_views`'s losses (keys ``backbone+view+...``): the lowest
+    loss, ties to fewer views; ``among``: only the candidates of these keys (the default's: the backbone
+    alone or with the pair view)."""
+    pool = {k: v for k, v in losses.items() if among is None or k in among}
+    best = min(pool, key=lambda k: (round(pool[k], 6), k.count("+")))
     return best.split("+")[1:]
 
 
@@ -74,15 +76,15 @@ def main() -> None:
             v_train = dict(zip(allowed, encoder_views(allowed, enc, train)))
             y, n_labels = [it.label for it in train], len(task.spec.label_names)
             chosen, losses = choose_views(f_train, v_train, y, n_labels, rule="one-se")
-            lowest, _ = choose_views(f_train, v_train, y, n_labels, rule="min")
+            low = lowest(losses)
             row = {"task": task.name, "n_train": len(items), "fit_on": len(train), "held_out": len(val),
-                   "chosen": list(chosen), "lowest": list(lowest), "before": before(losses),
+                   "chosen": list(chosen), "lowest": low, "before": lowest(losses, ("backbone", "backbone+pair")),
                    "cv_log_loss": {k: round(v, 4) for k, v in losses.items()},
                    "seconds": round(time.perf_counter() - t0, 1)}
             row["changed"] = row["chosen"] != row["before"]
             rows.append(row)
             print(f"{task.name:16s} n={len(items)} chosen {'+'.join(chosen) or '-':10s} lowest "
-                  f"{'+'.join(lowest) or '-':10s} before "
+                  f"{'+'.join(low) or '-':10s} before "
                   f"{'+'.join(row['before']) or '-':6s} {'CHANGED' if row['changed'] else 'same'} "
                   f"{row['cv_log_loss']} ({row['seconds']} s)", flush=True)
             if a.out:
