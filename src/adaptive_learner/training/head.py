@@ -48,7 +48,7 @@ VIEWS = ("text", "pair")  # encoder views a head may add to the backbone's featu
 DEFAULT_VIEWS = ("pair",)  # those it considers by default (the text view measured, not adopted: the module's doc)
 MIX_RULES = ("gated", "held-out")  # or a number in [0, 1]
 GATE_Z = 1.96  # McNemar, two-sided 5%
-VIEW_RULES = ("min", "one-se")  # how choose_views picks among the view sets (the first: the default)
+VIEW_RULES = ("min", "one-se", "gated")  # how choose_views picks among the view sets (the first: the default)
 
 
 def check_mix_rule(rule: str) -> str:
@@ -270,20 +270,41 @@ def _folds(labels: Sequence[int], folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def cv_losses(features: np.ndarray, labels: Sequence[int], n_labels: int, l2: float = 1e-2, folds: int = 5,
-              seed: int = 0) -> np.ndarray:
-    """Each example's log loss under a head fitted on the other ``folds - 1`` label-stratified folds (0 for an
-    example whose fold could not be scored: the rest held one label alone)."""
+def _cv(features: np.ndarray, labels: Sequence[int], n_labels: int, l2: float, folds: int, seed: int
+        ) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold label log-probabilities (n, n_labels), and which examples were scored (a fold is not when
+    the rest hold one label alone; its rows stay uniform)."""
     y = np.asarray(labels)
     fold = _folds(y, folds, seed)
-    out = np.zeros(len(y))
+    out = np.full((len(y), n_labels), -np.log(n_labels))
+    scored = np.zeros(len(y), dtype=bool)
     for f in range(folds):
         test = fold == f
         if not test.any() or len(np.unique(y[~test])) < 2:
             continue
-        lp = fit_head(features[~test], y[~test].tolist(), n_labels, 0, l2=l2).log_probs(features[test])
-        out[test] = -lp[np.arange(test.sum()), y[test]]
-    return out
+        out[test] = fit_head(features[~test], y[~test].tolist(), n_labels, 0, l2=l2).log_probs(features[test])
+        scored |= test
+    return out, scored
+
+
+def cv_log_probs(features: np.ndarray, labels: Sequence[int], n_labels: int, l2: float = 1e-2, folds: int = 5,
+                 seed: int = 0) -> np.ndarray:
+    """(n, n_labels): each example's label log-probabilities under a head fitted on the other ``folds - 1``
+    label-stratified folds (uniform for an example whose fold could not be scored: the rest held one label
+    alone)."""
+    return _cv(features, labels, n_labels, l2, folds, seed)[0]
+
+
+def _losses(lp: np.ndarray, scored: np.ndarray, labels: Sequence[int]) -> np.ndarray:
+    y = np.asarray(labels)
+    return np.where(scored, -lp[np.arange(len(y)), y], 0.0)
+
+
+def cv_losses(features: np.ndarray, labels: Sequence[int], n_labels: int, l2: float = 1e-2, folds: int = 5,
+              seed: int = 0) -> np.ndarray:
+    """Each example's log loss under a head fitted on the other ``folds - 1`` label-stratified folds (0 for an
+    example whose fold could not be scored: the rest held one label alone)."""
+    return _losses(*_cv(features, labels, n_labels, l2, folds, seed), labels)
 
 
 def cv_log_loss(features: np.ndarray, labels: Sequence[int], n_labels: int, l2: float = 1e-2, folds: int = 5,
@@ -304,34 +325,65 @@ def choose_l2(features: np.ndarray, labels: Sequence[int], n_labels: int, grid: 
 
 
 def choose_views(backbone: np.ndarray, views: dict[str, np.ndarray], labels: Sequence[int], n_labels: int,
-                 folds: int = 5, seed: int = 0, rule: str = "min") -> tuple[tuple[str, ...], dict[str, float]]:
+                 folds: int = 5, seed: int = 0, rule: str = "min", free: Sequence[str] = DEFAULT_VIEWS,
+                 details: dict[str, Any] | None = None) -> tuple[tuple[str, ...], dict[str, float]]:
     """Which encoder views the head adds to the backbone's features. Every candidate set (none, each subset
-    of ``views`` in their order) is scored by its per-example cross-validated log loss on the training
-    examples (:func:`cv_losses`, the same folds for all). ``rule``: ``min`` (the default), the lowest mean,
-    ties to fewer views; ``one-se``: the fewest views whose mean loss is within one standard error of the
-    lowest (the standard error of the two candidates' per-example difference), so that a view is added only
-    where it is clearly better (measured, not adopted: the module's doc). Returns the views and each
-    candidate's mean log loss."""
+    of ``views`` in their order) is scored by cross-validation on the training examples (the same
+    label-stratified folds for all): its per-example log loss and whether its answer is right. ``rule``:
+
+    - ``min`` (the default): the lowest mean log loss, ties to fewer views;
+    - ``one-se``: the fewest views whose mean loss is within one standard error of the lowest (the standard
+      error of the two candidates' per-example difference);
+    - ``gated``: the views in ``free`` are chosen as by ``min``; a set with any other view replaces that
+      choice only when its cross-validated answers beat it by the mix's gate (a McNemar test at 5%: right
+      where the other is wrong clearly more often than the reverse); of several that pass, the most
+      accurate (then fewer views, then the lower loss). The gate the mix uses, applied to the views, with
+      every training example's out-of-fold answer instead of the few held-out ones.
+
+    Returns the views and each candidate's mean log loss; ``details``, when given, receives each
+    candidate's cross-validated accuracy and, for ``gated``, the gate's counts against the free choice."""
     from itertools import combinations
 
     if rule not in VIEW_RULES:
         raise ValueError(f"view rule must be one of {', '.join(VIEW_RULES)}, got {rule!r}")
+    y = np.asarray(labels)
     names = list(views)
     per: dict[tuple[str, ...], np.ndarray] = {}
+    hit: dict[tuple[str, ...], np.ndarray] = {}
     for k in range(len(names) + 1):
         for subset in combinations(names, k):
             x = np.concatenate([backbone, *(views[v] for v in subset)], axis=1)
-            per[subset] = cv_losses(x, labels, n_labels, folds=folds, seed=seed)
+            lp, scored = _cv(x, y, n_labels, 1e-2, folds, seed)
+            per[subset], hit[subset] = _losses(lp, scored, y), lp.argmax(1) == y
     mean = {k: round(float(v.mean()), 6) for k, v in per.items()}
     losses = {"+".join(("backbone", *k)): float(v.mean()) for k, v in per.items()}
-    best = min(per, key=lambda k: (mean[k], len(k)))
+    if details is not None:
+        details["cv_accuracy"] = {"+".join(("backbone", *k)): round(float(v.mean()), 4) for k, v in hit.items()}
+    lowest = min(per, key=lambda k: (mean[k], len(k)))
     if rule == "min":
-        return best, losses
-    for k in sorted(per, key=lambda k: (len(k), mean[k])):  # the fewest views first
-        d = per[k] - per[best]
-        if d.mean() <= d.std(ddof=1) / np.sqrt(len(d)) + 1e-12:
-            return k, losses
-    return best, losses
+        return lowest, losses
+    if rule == "one-se":
+        for k in sorted(per, key=lambda k: (len(k), mean[k])):  # the fewest views first
+            d = per[k] - per[lowest]
+            if d.mean() <= d.std(ddof=1) / np.sqrt(len(d)) + 1e-12:
+                return k, losses
+        return lowest, losses
+    base = min((k for k in per if set(k) <= set(free)), key=lambda k: (mean[k], len(k)))
+    gate: dict[str, Any] = {}
+    passed = []
+    for k in per:
+        if set(k) <= set(free):
+            continue
+        b, c = int((hit[k] & ~hit[base]).sum()), int((~hit[k] & hit[base]).sum())
+        z = (b - c) / np.sqrt(b + c) if b + c else 0.0
+        gate["+".join(("backbone", *k))] = {"only_this": b, "only_free": c, "z": round(float(z), 3)}
+        if z >= GATE_Z:
+            passed.append(k)
+    if details is not None:
+        details["gate"] = {"free": "+".join(("backbone", *base)), **gate}
+    if not passed:
+        return base, losses
+    return max(passed, key=lambda k: (hit[k].mean(), -len(k), -mean[k])), losses
 
 
 def choose_mix(adapter_scores: Sequence[np.ndarray], head_log_probs: np.ndarray, labels: Sequence[int],
