@@ -153,37 +153,48 @@ def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int, dump: P
                        "held_out": report.get("held_out"),
                        "views": report.get("views"), "seconds": round(time.perf_counter() - t0, 1)}
     if dump is not None:
-        dump_task(host, "q", items, test, scores, cfg, dump / f"{task.name}.safetensors")
+        dump_task(host, "q", items, test, scores, cfg, dump / f"{task.name}.safetensors", encoder)
     host.delete("q")
     return out
 
 
 def dump_task(host: AdapterHost, adapter: str, items: list, test: list, test_scores: list, cfg: TrainConfig,
-              path: Path) -> None:
-    """What choosing between the adapter and the head needs, per example, to study choice rules offline
-    (``head_choice.py``): the frozen features of every training and test example, which training
-    examples early stopping held out, the adapter's label scores on those and on the test examples."""
+              path: Path, encoder: str | None = "minilm") -> None:
+    """What the head's decisions need, per example, to study them offline (``head_policy.py``,
+    ``head_choice.py``): exactly the arrays ``fit_task_head`` gives ``decide_head`` (``head_arrays``: the frozen
+    features and encoder views of the training part and of the held-out part early stopping used, their
+    labels, the adapter's label scores on the held-out part), and the same for the test examples (features,
+    every view the input allows, labels, the adapter's scores). Also, for ``head_choice.py``, the training
+    examples' features in their original order with the held-out mask."""
     from safetensors.numpy import save_file
 
-    from adaptive_learner.training.head import default_layer
+    from adaptive_learner.features import text_encoder
+    from adaptive_learner.training.head import VIEWS, encoder_views, head_arrays, views_for
     from adaptive_learner.training.trainer import split_validation
 
     pad = host.backbone.tokenizer.pad_token_id
-    _, val = split_validation(items, cfg)
+    train, val = split_validation(items, cfg)
     held = {id(it) for it in val}
+    arr = head_arrays(host, adapter, train, val, encoder=encoder, views=VIEWS)
+    layer = arr["layer"]
     with host.base() as m:
-        layer = default_layer(m)
-        f_train, f_test = prompt_features(m, items, layer, pad), prompt_features(m, test, layer, pad)
-    with host.using(adapter) as m:
-        m.eval()
-        s_val = score(m, val, pad) if val else []
-    arrays = {"features_train": f_train, "features_test": f_test,
+        f_items, f_test = prompt_features(m, items, layer, pad), prompt_features(m, test, layer, pad)
+    arrays = {"features_train": f_items, "features_test": f_test,
               "labels_train": np.array([it.label for it in items], dtype=np.int64),
               "labels_test": np.array([it.label for it in test], dtype=np.int64),
               "held_out": np.array([id(it) in held for it in items], dtype=np.int64),
-              "scores_test": np.stack(test_scores).astype(np.float32)}
+              "scores_test": np.stack(test_scores).astype(np.float32),
+              "fit_features": arr["f_train"], "val_features": arr["f_val"],
+              "fit_labels": np.array(arr["y_train"], dtype=np.int64), "val_labels": np.array(arr["y_val"], dtype=np.int64)}
     if val:
-        arrays["scores_val"] = np.stack(s_val).astype(np.float32)  # in the order of held_out's ones
+        arrays["scores_val"] = np.stack(arr["s_val"]).astype(np.float32)  # in the order of held_out's ones
+    for v, x in arr["v_train"].items():
+        arrays[f"fit_view_{v}"] = x
+        arrays[f"val_view_{v}"] = arr["v_val"][v]
+    allowed = views_for(test, VIEWS) if encoder is not None else ()
+    if allowed:
+        for v, x in zip(allowed, encoder_views(allowed, text_encoder(encoder), test)):
+            arrays[f"test_view_{v}"] = x
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(path), metadata={"layer": str(layer)})
 
@@ -288,7 +299,7 @@ def main() -> None:
                          "'none': the backbone's features alone (before session 13)")
     ap.add_argument("--head-views", default="pair",
                     help="the encoder views the head considers, comma-separated: pair (the default), text")
-    ap.add_argument("--view-rule", default="min", choices=["min", "one-se"],
+    ap.add_argument("--view-rule", default="min", choices=["min", "one-se", "gated"],
                     help="how the head chooses among them (training/head.py choose_views)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--dump", default=None, help="folder: per task, the per-example arrays head_choice.py reads")

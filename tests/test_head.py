@@ -295,3 +295,54 @@ def test_learn_on_a_pair_task_stores_a_head_that_predict_uses(tmp_path, fresh_ba
     assert hits == out.accuracy_after and hits >= 0.8
     routed = learner.predict(texts, abstain=False)  # the one task, routed: the same head answers
     assert [p.label for p in routed] == [p.label for p in preds]
+
+
+def test_the_gated_view_rule_adds_a_view_only_where_its_answers_are_clearly_better():
+    """``gated``: the free views (the pair view) chosen by the lowest loss; a set with another view (text)
+    replaces that choice only when its cross-validated answers beat it by a McNemar test at 5%."""
+    from adaptive_learner.training.head import choose_views
+
+    rng = np.random.RandomState(0)
+    y = np.array([i % 2 for i in range(160)])
+    backbone = (y[:, None] * 0.3 + rng.normal(size=(160, 5))).astype(np.float32)  # weakly informative
+    noise = rng.normal(size=(160, 3))
+    strong = (y[:, None] * 2.0 + noise).astype(np.float32)
+    weak = (y[:, None] * 0.15 + noise).astype(np.float32)
+    details: dict = {}
+    views, _ = choose_views(backbone, {"text": strong}, y.tolist(), 2, rule="gated", details=details)
+    assert views == ("text",)
+    gate = details["gate"]["backbone+text"]
+    assert details["gate"]["free"] == "backbone" and gate["z"] >= 1.96 and gate["only_this"] > gate["only_free"]
+    assert details["cv_accuracy"]["backbone+text"] > details["cv_accuracy"]["backbone"]
+    # a view that lowers the loss a little is added by ``min`` but not by the gate
+    views, losses = choose_views(backbone, {"text": weak}, y.tolist(), 2, rule="gated")
+    assert views == ()
+    # the free view is chosen as ``min`` chooses it, with no gate
+    assert choose_views(backbone, {"pair": strong}, y.tolist(), 2, rule="gated")[0] == ("pair",)
+
+
+def test_the_head_temperature_is_fitted_to_its_out_of_fold_answers():
+    """An overconfident head's answers (logits three times too large) get a temperature near 3; the decided
+    head's logits are divided by it, with the same answers."""
+    from adaptive_learner.training.head import decide_head, fit_head, fit_temperature
+
+    rng = np.random.RandomState(0)
+    logits = rng.normal(size=(4000, 3)) * 2.0
+    p = np.exp(logits - np.logaddexp.reduce(logits, axis=1, keepdims=True))
+    y = np.array([rng.choice(3, p=row) for row in p])
+    lp = 3.0 * logits
+    lp = lp - np.logaddexp.reduce(lp, axis=1, keepdims=True)
+    assert abs(fit_temperature(lp, y) - 3.0) < 0.3
+    # decide_head: the same head as without calibration, its logits divided by the temperature
+    x = (y[:600, None] * 0.8 + rng.normal(size=(600, 6))).astype(np.float32)
+    yy = y[:600].tolist()
+    s_val = [np.zeros(3) for _ in range(100)]  # an adapter that knows nothing: the head decides
+    args = (x[:500], x[500:], yy[:500], yy[500:], s_val, 3, 0)
+    plain, _ = decide_head(*args)
+    calibrated, report = decide_head(*args, calibrate=True)
+    t = report["temperature"]
+    assert t > 0 and calibrated is not None and plain is not None
+    np.testing.assert_allclose(calibrated.weight * t, plain.weight, rtol=1e-3, atol=1e-4)  # t: rounded in the report
+    full = fit_head(x, yy, 3, 0)
+    np.testing.assert_allclose(plain.weight, full.weight, rtol=1e-5, atol=1e-6)
+    assert (calibrated.log_probs(x).argmax(1) == plain.log_probs(x).argmax(1)).all()

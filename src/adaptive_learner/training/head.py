@@ -424,59 +424,110 @@ def _mixed(p_adapter: np.ndarray, p_head: np.ndarray, mix: float) -> np.ndarray:
     return np.clip(mix * p_adapter + (1 - mix) * p_head, 1e-12, 1.0)
 
 
+def fit_temperature(log_probs: np.ndarray, labels: Sequence[int]) -> float:
+    """The temperature T (logits divided by T) that minimises the log loss of ``log_probs`` (a head's
+    out-of-fold answers): a grid over log T, then a local refinement; deterministic."""
+    y = np.asarray(labels)
+
+    def nll(t: float) -> float:
+        z = log_probs / t
+        z = z - np.logaddexp.reduce(z, axis=1, keepdims=True)
+        return float(-z[np.arange(len(y)), y].mean())
+
+    grid = np.exp(np.linspace(np.log(0.25), np.log(16.0), 49))
+    best = min(grid, key=nll)
+    fine = best * np.exp(np.linspace(-0.05, 0.05, 21))
+    return float(min(fine, key=nll))
+
+
+def decide_head(f_train: np.ndarray, f_val: np.ndarray, y_train: Sequence[int], y_val: Sequence[int],
+                s_val: Sequence[np.ndarray], n_labels: int, layer: int, rule: str = "gated",
+                v_train: dict[str, np.ndarray] | None = None, v_val: dict[str, np.ndarray] | None = None,
+                view_rule: str = "min", calibrate: bool = False) -> tuple[FeatureHead | None, dict[str, Any]]:
+    """Everything :func:`fit_task_head` decides, from arrays: which encoder views the head adds (among those in
+    ``v_train``/``v_val``, by ``view_rule`` on the training part alone), the head's temperature (``calibrate``:
+    fitted to its cross-validated answers on the training part), the mix (``rule``, on the held-out part:
+    ``s_val`` the adapter's label scores there), then the head refitted on every example. Pure: a benchmark
+    that kept these arrays replays the decision exactly."""
+    views: tuple[str, ...] = ()
+    report: dict[str, Any] = {}
+    if v_train:
+        details: dict[str, Any] = {}
+        views, losses = choose_views(f_train, v_train, y_train, n_labels, rule=view_rule, details=details)
+        report["views"] = {"chosen": list(views), "cv_log_loss": {k: round(v, 4) for k, v in losses.items()},
+                           "rule": view_rule, **details}
+        if views:
+            f_train = np.concatenate([f_train, *(v_train[v] for v in views)], axis=1)
+            f_val = np.concatenate([f_val, *(v_val[v] for v in views)], axis=1)
+    temperature = 1.0
+    if calibrate:
+        temperature = fit_temperature(cv_log_probs(f_train, y_train, n_labels), y_train)
+        report["temperature"] = round(temperature, 4)
+    head_val = fit_head(f_train, y_train, n_labels, layer)
+    mix, table = choose_mix(s_val, head_val.log_probs(f_val) / temperature if calibrate else head_val.log_probs(f_val),
+                            y_val, rule)
+    report = {"mix": mix, "rule": rule, "layer": layer, **report, "held_out": table}
+    head = None
+    if mix < 1.0:
+        head = fit_head(np.concatenate([f_train, f_val]), list(y_train) + list(y_val), n_labels, layer)
+        head.weight, head.bias = head.weight / temperature, head.bias / temperature
+        head.mix, head.views = mix, views
+    return head, report
+
+
 def fit_task_head(host: Any, adapter: str, items: Sequence[Encoded], cfg: Any, layer: int | None = None,
-                  encoder: str | None = None, views: Sequence[str] = DEFAULT_VIEWS, view_rule: str = "min"
-                  ) -> tuple[FeatureHead | None, dict[str, Any]]:
+                  encoder: str | None = None, views: Sequence[str] = DEFAULT_VIEWS, view_rule: str = "min",
+                  calibrate: bool = False) -> tuple[FeatureHead | None, dict[str, Any]]:
     """Fit a task's head beside its trained adapter and choose their mix on the held-out examples
     that early stopping used (:func:`~adaptive_learner.training.trainer.split_validation` with the
     same config gives the same split). ``encoder``: the sentence encoder whose views the head may add
     among ``views`` (:func:`views_for`, :func:`choose_views` by ``view_rule``; None: the backbone's features
-    alone). Returns the head
-    refitted on every example (None when the adapter alone is best, or nothing could be held out) and
-    a report for the library's history."""
+    alone). The decisions: :func:`decide_head`. Returns the head refitted on every example (None when the
+    adapter alone is best, or nothing could be held out) and a report for the library's history."""
     import time
 
-    from ..scoring import score
     from .trainer import split_validation
 
     t0 = time.perf_counter()
     train, val = split_validation(items, cfg)
     if not val:
         return None, {"mix": 1.0, "reason": "too few examples to hold any out: adapter alone"}
+    arrays = head_arrays(host, adapter, train, val, layer, encoder, views)
+    head, report = decide_head(**arrays, n_labels=len(items[0].choices), rule=getattr(cfg, "head_mix", "gated"),
+                               view_rule=view_rule, calibrate=calibrate)
+    if "views" in report:
+        report["views"]["encoder"] = encoder
+    if head is not None and head.views:
+        head.encoder = encoder
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    return head, report
+
+
+def head_arrays(host: Any, adapter: str, train: Sequence[Encoded], val: Sequence[Encoded], layer: int | None = None,
+                encoder: str | None = None, views: Sequence[str] = DEFAULT_VIEWS) -> dict[str, Any]:
+    """What :func:`decide_head` reads, as its keyword arguments: the backbone's features of the training and
+    held-out parts (at ``layer``, default :func:`default_layer`), their labels, the adapter's label scores on
+    the held-out part, and the views of ``encoder`` (None: none) that the examples allow among ``views``."""
+    from ..scoring import score
+
     pad = host.backbone.tokenizer.pad_token_id
-    n_labels = len(items[0].choices)
     with host.base() as model:
         layer = default_layer(model) if layer is None else layer
         f_train, f_val = prompt_features(model, train, layer, pad), prompt_features(model, val, layer, pad)
-    y_train, y_val = [it.label for it in train], [it.label for it in val]
-    considered, views = tuple(views), ()
-    report: dict[str, Any] = {}
-    allowed = views_for(items, considered) if encoder is not None else ()
+    with host.using(adapter) as model:
+        model.eval()
+        s_val = score(model, val, pad)
+    allowed = views_for(list(train) + list(val), tuple(views)) if encoder is not None else ()
+    v_train: dict[str, np.ndarray] = {}
+    v_val: dict[str, np.ndarray] = {}
     if allowed:
-        # does the sentence encoder's view of the text (or of how two fields relate) help the head?
-        # chosen on the training part alone
         from ..features import text_encoder
 
         enc = text_encoder(encoder)
         v_train = dict(zip(allowed, encoder_views(allowed, enc, train)))
-        views, losses = choose_views(f_train, v_train, y_train, n_labels, rule=view_rule)
-        report["views"] = {"chosen": list(views), "cv_log_loss": {k: round(v, 4) for k, v in losses.items()},
-                           "encoder": encoder, "rule": view_rule}
-        if views:
-            f_train = np.concatenate([f_train, *(v_train[v] for v in views)], axis=1)
-            f_val = np.concatenate([f_val, *encoder_views(views, enc, val)], axis=1)
-    with host.using(adapter) as model:
-        model.eval()
-        s_val = score(model, val, pad)
-    rule = getattr(cfg, "head_mix", "gated")
-    mix, table = choose_mix(s_val, fit_head(f_train, y_train, n_labels, layer).log_probs(f_val), y_val, rule)
-    report = {"mix": mix, "rule": rule, "layer": layer, **report, "held_out": table}
-    head = None
-    if mix < 1.0:
-        head = fit_head(np.concatenate([f_train, f_val]), y_train + y_val, n_labels, layer)
-        head.mix, head.views, head.encoder = mix, views, encoder if views else None
-    report["seconds"] = round(time.perf_counter() - t0, 1)
-    return head, report
+        v_val = dict(zip(allowed, encoder_views(allowed, enc, val)))
+    return {"f_train": f_train, "f_val": f_val, "y_train": [it.label for it in train],
+            "y_val": [it.label for it in val], "s_val": s_val, "layer": layer, "v_train": v_train, "v_val": v_val}
 
 
 # ---------------------------------------------------------------- in the library (beside the task's profile)
