@@ -169,13 +169,19 @@ def dump_task(host: AdapterHost, adapter: str, items: list, test: list, test_sco
     from safetensors.numpy import save_file
 
     from adaptive_learner.features import text_encoder
-    from adaptive_learner.training.head import VIEWS, encoder_views, head_arrays, views_for
+    from adaptive_learner.training.head import VIEWS, default_layer, encoder_views, head_arrays, views_for
     from adaptive_learner.training.trainer import split_validation
 
     pad = host.backbone.tokenizer.pad_token_id
     train, val = split_validation(items, cfg)
     held = {id(it) for it in val}
-    arr = head_arrays(host, adapter, train, val, encoder=encoder, views=VIEWS)
+    if not val:  # nothing held out (too few examples): the adapter alone answers; nothing to decide
+        arr = {"f_train": np.zeros((0, 1), np.float32), "f_val": np.zeros((0, 1), np.float32), "y_train": [],
+               "y_val": [], "s_val": [], "v_train": {}, "v_val": {}}
+        with host.base() as m:
+            arr["layer"] = default_layer(m)
+    else:
+        arr = head_arrays(host, adapter, train, val, encoder=encoder, views=VIEWS)
     layer = arr["layer"]
     with host.base() as m:
         f_items, f_test = prompt_features(m, items, layer, pad), prompt_features(m, test, layer, pad)
