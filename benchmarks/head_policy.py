@@ -14,7 +14,8 @@ Policies (``name: views considered / view rule / temperature``):
 - ``text-gated``: text and pair / the gated rule (the pair view free, a set with the text view only where
   its cross-validated answers beat the free choice by the mix's McNemar gate) / none;
 - ``calibrated``, ``text-gated-calibrated``: as ``default`` / ``text-gated``, the head's temperature fitted
-  to its cross-validated answers on the training part;
+  to its cross-validated answers on the training part; ``...-both``: also the adapter's, fitted to its
+  answers on the held-out part;
 - ``adapter``: the adapter alone (no head).
 
     python head_policy.py /tmp/pq/h160 /tmp/pq/h512 --results h160=per_task_quality_160_h,h512=... --out head_policy
@@ -34,16 +35,18 @@ from adaptive_learner.evaluation.stats import paired_bootstrap
 from adaptive_learner.training.head import decide_head
 from common import save
 
-POLICIES: dict[str, tuple[tuple[str, ...], str, bool]] = {
-    "default": (("pair",), "min", False),
-    "text-min": (("text", "pair"), "min", False),
-    "text-gated": (("text", "pair"), "gated", False),
-    "calibrated": (("pair",), "min", True),
-    "text-gated-calibrated": (("text", "pair"), "gated", True),
+POLICIES: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "default": (("pair",), "min", "none"),
+    "text-min": (("text", "pair"), "min", "none"),
+    "text-gated": (("text", "pair"), "gated", "none"),
+    "calibrated": (("pair",), "min", "head"),
+    "calibrated-both": (("pair",), "min", "both"),
+    "text-gated-calibrated": (("text", "pair"), "gated", "head"),
+    "text-gated-calibrated-both": (("text", "pair"), "gated", "both"),
 }
 
 
-def replay(d: dict[str, np.ndarray], layer: int, views: tuple[str, ...], view_rule: str, calibrate: bool,
+def replay(d: dict[str, np.ndarray], layer: int, views: tuple[str, ...], view_rule: str, calibrate: str,
            mix_rule: str = "gated") -> dict[str, Any]:
     """The test answers of the head ``decide_head`` gives under one policy, mixed with the adapter."""
     y_test = d["labels_test"]
@@ -63,7 +66,8 @@ def replay(d: dict[str, np.ndarray], layer: int, views: tuple[str, ...], view_ru
     correct = [int(np.argmax(s) == y) for s, y in zip(answers, y_test)]
     return {"accuracy": float(np.mean(correct)), "correct": correct, "mix": report["mix"],
             "views": list(head.views) if head is not None else report.get("views", {}).get("chosen", []),
-            "temperature": report.get("temperature"), "gate": report.get("views", {}).get("gate")}
+            "temperature": report.get("temperature"), "adapter_temperature": report.get("adapter_temperature"),
+            "gate": report.get("views", {}).get("gate")}
 
 
 def main() -> None:
@@ -88,7 +92,7 @@ def main() -> None:
                 layer = int(fh.metadata()["layer"])
             d = load_file(str(f))
             key = f"{Path(folder).name}/{f.stem}"
-            rows[key] = {"adapter": replay({k: v for k, v in d.items() if k != "scores_val"}, layer, (), "min", False)}
+            rows[key] = {"adapter": replay({k: v for k, v in d.items() if k != "scores_val"}, layer, (), "min", "none")}
             for name, (views, rule, cal) in POLICIES.items():
                 rows[key][name] = replay(d, layer, views, rule, cal)
             r = ref.get(key, {})

@@ -339,10 +339,39 @@ def test_the_head_temperature_is_fitted_to_its_out_of_fold_answers():
     s_val = [np.zeros(3) for _ in range(100)]  # an adapter that knows nothing: the head decides
     args = (x[:500], x[500:], yy[:500], yy[500:], s_val, 3, 0)
     plain, _ = decide_head(*args)
-    calibrated, report = decide_head(*args, calibrate=True)
+    calibrated, report = decide_head(*args, calibrate="head")
     t = report["temperature"]
     assert t > 0 and calibrated is not None and plain is not None
     np.testing.assert_allclose(calibrated.weight * t, plain.weight, rtol=1e-3, atol=1e-4)  # t: rounded in the report
     full = fit_head(x, yy, 3, 0)
     np.testing.assert_allclose(plain.weight, full.weight, rtol=1e-5, atol=1e-6)
     assert (calibrated.log_probs(x).argmax(1) == plain.log_probs(x).argmax(1)).all()
+
+
+def test_the_adapter_temperature_is_stored_with_the_head_and_divides_its_scores():
+    """calibrate="both": the adapter's temperature (fitted on its held-out answers) is kept in the head's meta
+    and divides the adapter's scores in the mix; an unknown calibration is refused."""
+    import pytest
+
+    from adaptive_learner.training.head import FeatureHead, _mixed, _softmax, decide_head
+
+    rng = np.random.RandomState(1)
+    y = np.array([i % 2 for i in range(200)])
+    x = (y[:, None] * 0.8 + rng.normal(size=(200, 4))).astype(np.float32)
+    # an overconfident adapter: right 70 % of the time, always at log-odds 8
+    right = rng.rand(40) < 0.7
+    s_val = [np.array([0.0, 8.0]) if (lab == 1) == r else np.array([8.0, 0.0]) for lab, r in zip(y[160:], right)]
+    head, report = decide_head(x[:160], x[160:], y[:160].tolist(), y[160:].tolist(), s_val, 2, 0, rule="0.5",
+                               calibrate="both")
+    t = report["adapter_temperature"]
+    assert t > 2 and head.adapter_temperature == t
+    stored = FeatureHead.from_stored(head.meta(), head.tensors())
+    assert stored.adapter_temperature == pytest.approx(t)
+    scores = [np.array([0.0, 8.0]), np.array([8.0, 0.0])]
+    got = stored.combine(scores, x[:2])
+    want = np.log(_mixed(np.stack([_softmax(s / t) for s in scores]), np.exp(stored.log_probs(x[:2])), 0.5))
+    np.testing.assert_allclose(np.stack(got), want, rtol=1e-5)
+    assert "adapter_temperature" not in decide_head(x[:160], x[160:], y[:160].tolist(), y[160:].tolist(), s_val, 2, 0,
+                                                    rule="0.5")[0].meta()
+    with pytest.raises(ValueError, match="calibrate"):
+        decide_head(x[:160], x[160:], y[:160].tolist(), y[160:].tolist(), s_val, 2, 0, calibrate="yes")

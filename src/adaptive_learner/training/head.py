@@ -198,6 +198,7 @@ class FeatureHead:
     mix: float = 1.0  # weight of the adapter's probabilities
     views: tuple[str, ...] = ()  # encoder views after the backbone's features (:data:`VIEWS`)
     encoder: str | None = None  # the sentence encoder of the views (``features.text_encoder``)
+    adapter_temperature: float = 1.0  # the adapter's label scores are divided by it before the mix
 
     def features(self, model: Any, items: Sequence[Encoded], pad_id: int) -> np.ndarray:
         """The head's input for ``items``: the backbone's pooled features (``model``: the backbone with
@@ -215,7 +216,8 @@ class FeatureHead:
 
     def combine(self, adapter_scores: Sequence[np.ndarray], features: np.ndarray) -> list[np.ndarray]:
         """Per input, the mixed label log-probabilities (``adapter_scores``: log-likelihoods per label)."""
-        return [np.log(m) for m in _mixed(np.stack([_softmax(s) for s in adapter_scores]),
+        return [np.log(m) for m in _mixed(np.stack([_softmax(np.asarray(s) / self.adapter_temperature)
+                                                    for s in adapter_scores]),
                                           np.exp(self.log_probs(features)), self.mix)]
 
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -223,7 +225,10 @@ class FeatureHead:
                 for k in ("mean", "scale", "weight", "bias")}
 
     def meta(self) -> dict[str, Any]:
-        return {"layer": self.layer, "mix": self.mix, "views": list(self.views), "encoder": self.encoder}
+        meta = {"layer": self.layer, "mix": self.mix, "views": list(self.views), "encoder": self.encoder}
+        if self.adapter_temperature != 1.0:
+            meta["adapter_temperature"] = self.adapter_temperature
+        return meta
 
     @classmethod
     def from_stored(cls, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "FeatureHead":
@@ -232,7 +237,8 @@ class FeatureHead:
         unknown = [v for v in views if v not in VIEWS]
         if unknown:
             raise ValueError(f"stored head uses unknown views {unknown}; known: {', '.join(VIEWS)}")
-        return cls(int(meta["layer"]), mix=float(meta["mix"]), views=views, encoder=meta.get("encoder"), **arrays)
+        return cls(int(meta["layer"]), mix=float(meta["mix"]), views=views, encoder=meta.get("encoder"),
+                   adapter_temperature=float(meta.get("adapter_temperature", 1.0)), **arrays)
 
 
 def fit_head(features: np.ndarray, labels: Sequence[int], n_labels: int, layer: int, l2: float = 1e-2,
@@ -440,15 +446,26 @@ def fit_temperature(log_probs: np.ndarray, labels: Sequence[int]) -> float:
     return float(min(fine, key=nll))
 
 
+CALIBRATIONS = ("none", "head", "both")  # which temperatures decide_head fits
+
+
+def _log_softmax(s: np.ndarray) -> np.ndarray:
+    return s - np.logaddexp.reduce(s, axis=-1, keepdims=True)
+
+
 def decide_head(f_train: np.ndarray, f_val: np.ndarray, y_train: Sequence[int], y_val: Sequence[int],
                 s_val: Sequence[np.ndarray], n_labels: int, layer: int, rule: str = "gated",
                 v_train: dict[str, np.ndarray] | None = None, v_val: dict[str, np.ndarray] | None = None,
-                view_rule: str = "min", calibrate: bool = False) -> tuple[FeatureHead | None, dict[str, Any]]:
+                view_rule: str = "min", calibrate: str = "none") -> tuple[FeatureHead | None, dict[str, Any]]:
     """Everything :func:`fit_task_head` decides, from arrays: which encoder views the head adds (among those in
-    ``v_train``/``v_val``, by ``view_rule`` on the training part alone), the head's temperature (``calibrate``:
-    fitted to its cross-validated answers on the training part), the mix (``rule``, on the held-out part:
-    ``s_val`` the adapter's label scores there), then the head refitted on every example. Pure: a benchmark
-    that kept these arrays replays the decision exactly."""
+    ``v_train``/``v_val``, by ``view_rule`` on the training part alone), temperatures (``calibrate``: ``head``,
+    the head's, fitted to its cross-validated answers on the training part; ``both``, also the adapter's,
+    fitted to its answers on the held-out part), the mix (``rule``, on the held-out part: ``s_val`` the
+    adapter's label scores there), then the head refitted on every example. A temperature changes no answer
+    of the one it divides, only how far it outweighs the other in the mix. Pure: a benchmark that kept these
+    arrays replays the decision exactly."""
+    if calibrate not in CALIBRATIONS:
+        raise ValueError(f"calibrate must be one of {', '.join(CALIBRATIONS)}, got {calibrate!r}")
     views: tuple[str, ...] = ()
     report: dict[str, Any] = {}
     if v_train:
@@ -459,25 +476,28 @@ def decide_head(f_train: np.ndarray, f_val: np.ndarray, y_train: Sequence[int], 
         if views:
             f_train = np.concatenate([f_train, *(v_train[v] for v in views)], axis=1)
             f_val = np.concatenate([f_val, *(v_val[v] for v in views)], axis=1)
-    temperature = 1.0
-    if calibrate:
-        temperature = fit_temperature(cv_log_probs(f_train, y_train, n_labels), y_train)
-        report["temperature"] = round(temperature, 4)
+    t_head = t_adapter = 1.0
+    if calibrate != "none":
+        t_head = round(fit_temperature(cv_log_probs(f_train, y_train, n_labels), y_train), 4)
+        report["temperature"] = t_head
+    if calibrate == "both":
+        t_adapter = round(fit_temperature(np.stack([_log_softmax(np.asarray(s, dtype=np.float64)) for s in s_val]),
+                                          y_val), 4)
+        report["adapter_temperature"] = t_adapter
     head_val = fit_head(f_train, y_train, n_labels, layer)
-    mix, table = choose_mix(s_val, head_val.log_probs(f_val) / temperature if calibrate else head_val.log_probs(f_val),
-                            y_val, rule)
+    mix, table = choose_mix([np.asarray(s) / t_adapter for s in s_val], head_val.log_probs(f_val) / t_head, y_val, rule)
     report = {"mix": mix, "rule": rule, "layer": layer, **report, "held_out": table}
     head = None
     if mix < 1.0:
         head = fit_head(np.concatenate([f_train, f_val]), list(y_train) + list(y_val), n_labels, layer)
-        head.weight, head.bias = head.weight / temperature, head.bias / temperature
-        head.mix, head.views = mix, views
+        head.weight, head.bias = head.weight / t_head, head.bias / t_head
+        head.mix, head.views, head.adapter_temperature = mix, views, t_adapter
     return head, report
 
 
 def fit_task_head(host: Any, adapter: str, items: Sequence[Encoded], cfg: Any, layer: int | None = None,
                   encoder: str | None = None, views: Sequence[str] = DEFAULT_VIEWS, view_rule: str = "min",
-                  calibrate: bool = False) -> tuple[FeatureHead | None, dict[str, Any]]:
+                  calibrate: str = "none") -> tuple[FeatureHead | None, dict[str, Any]]:
     """Fit a task's head beside its trained adapter and choose their mix on the held-out examples
     that early stopping used (:func:`~adaptive_learner.training.trainer.split_validation` with the
     same config gives the same split). ``encoder``: the sentence encoder whose views the head may add
