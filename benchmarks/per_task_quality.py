@@ -118,8 +118,8 @@ def against_peer(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int, dump: Path | None = None,
-             encoder: str | None = "minilm", views: tuple[str, ...] = ("pair",), view_rule: str = "min"
-             ) -> dict[str, Any]:
+             encoder: str | None = "minilm", views: tuple[str, ...] = ("pair",), view_rule: str = "min",
+             calibrate: str = "none") -> dict[str, Any]:
     """``alearn learn --force-new`` on ``task``: a new adapter, then (``cfg.head``) the head, whose encoder
     views come from ``encoder`` as the library's router encoder gives them (None: the backbone's alone)."""
     tok = backbone.tokenizer
@@ -144,7 +144,8 @@ def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int, dump: P
     if cfg.head:
         # what Learner.learn does next: the head on the frozen features, mixed by the held-out examples
         t0 = time.perf_counter()
-        head, report = fit_task_head(host, "q", items, cfg, encoder=encoder, views=views, view_rule=view_rule)
+        head, report = fit_task_head(host, "q", items, cfg, encoder=encoder, views=views, view_rule=view_rule,
+                                     calibrate=calibrate)
         mixed = scores
         if head is not None:
             with host.base() as m:
@@ -305,6 +306,8 @@ def main() -> None:
                          "'none': the backbone's features alone (before session 13)")
     ap.add_argument("--head-views", default="pair",
                     help="the encoder views the head considers, comma-separated: pair (the default), text")
+    ap.add_argument("--head-calibrate", default="none", choices=["none", "head", "both"],
+                    help="temperatures fitted before the mix (training/head.py decide_head)")
     ap.add_argument("--view-rule", default="min", choices=["min", "one-se", "gated"],
                     help="how the head chooses among them (training/head.py choose_views)")
     ap.add_argument("--out", default=None)
@@ -337,7 +340,8 @@ def main() -> None:
             if not a.no_ours:
                 row["ours"] = run_ours(backbone, task, cfg, a.seed, Path(a.dump) if a.dump else None,
                                        None if a.head_encoder == "none" else a.head_encoder,
-                                       tuple(v for v in a.head_views.split(",") if v), a.view_rule)
+                                       tuple(v for v in a.head_views.split(",") if v), a.view_rule,
+                                       a.head_calibrate)
             if a.probe:
                 row["probe"] = run_probe(backbone, task, cfg)
             if encoder is not None:

@@ -46,6 +46,10 @@ BAD = {  # one thing wrong in an otherwise good `alearn learn`, and values that 
     "--eval-every": st.sampled_from(["0", "-2", "x"]),
     "--monitor": st.sampled_from(["", "acc", "LOSS", "f1"]),
     "--label-scoring": st.sampled_from(["", "longest", "x", "SUM"]),
+    "--head-mix": st.sampled_from(["", "best", "1.5", "-0.1"]),
+    "--head-views": st.sampled_from(["words", "pair,x", "TEXT"]),
+    "--head-view-rule": st.sampled_from(["", "max", "GATED"]),
+    "--head-calibrate": st.sampled_from(["", "yes", "adapter"]),
     "--seed": st.sampled_from(["x", "1.5", "-1", "4294967296"]),
     "--name": junk.filter(lambda v: bool(v) and (not set(v) <= NAME_OK or ".." in v or not v[0].isalnum()
                                                  or len(v) > 64)),

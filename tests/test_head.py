@@ -279,6 +279,17 @@ def test_a_one_field_head_may_add_the_text_view_and_never_the_pair_view(fresh_ba
     assert set(losses) == {"backbone", "backbone+text"}
     assert report["views"]["chosen"] == ["text"] and losses["backbone+text"] < losses["backbone"]
     assert head.views == ("text",)
+    # the same options from the config (alearn learn --head-views/--head-view-rule/--head-calibrate)
+    cfg2 = TrainConfig(max_length=64, head_mix="0", head_views="text,pair", head_view_rule="gated",
+                       head_calibrate="both")
+    head2, report2 = fit_task_head(host, "t", items, cfg2, encoder="hashing")
+    assert report2["views"]["rule"] == "gated" and set(report2["views"]["cv_log_loss"]) == {"backbone", "backbone+text"}
+    assert report2["temperature"] > 0 and report2["adapter_temperature"] > 0
+    assert head2.adapter_temperature == report2["adapter_temperature"]
+    with pytest.raises(ValueError, match="head views"):
+        TrainConfig(head_views="words")
+    with pytest.raises(ValueError, match="calibration"):
+        TrainConfig(head_calibrate="yes")
 
 
 def test_learn_on_a_pair_task_stores_a_head_that_predict_uses(tmp_path, fresh_backbone, pair_task):

@@ -234,6 +234,13 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
           head_mix: str = typer.Option("gated", help="how: gated (equal weights unless the held-out examples tell "
                                        "adapter and head apart, then the better alone), held-out (the mix with the "
                                        "best held-out accuracy) or the adapter's weight, a number in [0, 1]"),
+          head_views: str = typer.Option("pair", help="the sentence encoder's views the head may add, comma-separated: "
+                                         "pair (how two fields relate), text (the input as one text); '' for none"),
+          head_view_rule: str = typer.Option("min", help="how the head picks its views: min (lowest cross-validated "
+                                             "log loss), one-se, or gated (a view beyond pair only where its "
+                                             "cross-validated answers are clearly better)"),
+          head_calibrate: str = typer.Option("none", help="temperatures fitted before the mix: none, head (the "
+                                             "head's) or both (also the adapter's, on the held-out examples)"),
           force_new: bool = typer.Option(False, "--force-new", help="always create a new adapter"),
           reuse: Optional[str] = typer.Option(None, help="reuse (and adapt) this adapter"),
           dry_run: bool = typer.Option(False, "--dry-run", help="print the router's decision as JSON; train nothing"),
@@ -246,7 +253,7 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
     from .learner import Learner
     from .prompting import DEFAULT_LABEL_SCORING
     from .tasks import load_catalog_task, load_file_task
-    from .training.head import check_mix_rule
+    from .training.head import check_head_options, check_mix_rule
 
     if (task is None) == (data is None):
         raise UserError("give exactly one of --task NAME or --data FILE")
@@ -254,6 +261,10 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
         check_mix_rule(head_mix)
     except ValueError as exc:
         raise UserError(f"--head-mix: {exc}") from None
+    try:
+        check_head_options(head_views, head_view_rule, head_calibrate)
+    except ValueError as exc:
+        raise UserError(f"--head-views/--head-view-rule/--head-calibrate: {exc}") from None
     if data is not None:
         if not description or not description.strip():
             raise UserError("--data needs --description: the instruction a person would give for this task")
@@ -271,6 +282,7 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
     cfg = _train_cfg(steps, batch_size, lr, max_length, seed, early_stop, patience, eval_every, monitor,
                      max_train=max_train)
     cfg.head, cfg.head_mix = head, head_mix
+    cfg.head_views, cfg.head_view_rule, cfg.head_calibrate = head_views, head_view_rule, head_calibrate
     t = t.subsample(max_train, 200, seed)
     if router not in ("calibrated", "softmax-threshold"):
         raise UserError(f"unknown router {router!r}; available: calibrated, softmax-threshold")

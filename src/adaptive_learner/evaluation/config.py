@@ -14,7 +14,7 @@ from ..scoring import BATCH
 from ..training import TrainConfig
 
 RUNTIME_ONLY = ("device",)  # settings that do not change what a run is (see RunConfig.device)
-LEARNER_ONLY = ("head", "head_mix")  # training settings of Learner.learn's head, which no strategy of a run reads
+LEARNER_ONLY = ("head", "head_mix", "head_views", "head_view_rule", "head_calibrate")  # training settings of Learner.learn's head, which no strategy of a run reads
 # training settings added after runs were stored, with the value those runs had: a stored run without the key
 # is the same run as one with this value
 ADDED_LATER = {"monitor": "loss"}

@@ -65,6 +65,9 @@ def _learn(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
                       monitor=opts.get("monitor", "accuracy"))
     cfg.head = opts.get("head", True)  # as `alearn learn --head/--no-head` sets it
     cfg.head_mix = str(opts.get("head_mix", "gated"))  # and --head-mix
+    cfg.head_views = str(opts.get("head_views", cfg.head_views))  # and the head's views and temperatures
+    cfg.head_view_rule = str(opts.get("head_view_rule", cfg.head_view_rule))
+    cfg.head_calibrate = str(opts.get("head_calibrate", cfg.head_calibrate))
     learner = Learner(job["library"], train=cfg, router=opts["router"], init=opts["init"], create=False,
                       dtype=job.get("dtype", "float32"))
     _report_training(emit)

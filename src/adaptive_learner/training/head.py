@@ -49,6 +49,7 @@ DEFAULT_VIEWS = ("pair",)  # those it considers by default (the text view measur
 MIX_RULES = ("gated", "held-out")  # or a number in [0, 1]
 GATE_Z = 1.96  # McNemar, two-sided 5%
 VIEW_RULES = ("min", "one-se", "gated")  # how choose_views picks among the view sets (the first: the default)
+CALIBRATIONS = ("none", "head", "both")  # which temperatures decide_head fits
 
 
 def check_mix_rule(rule: str) -> str:
@@ -62,6 +63,20 @@ def check_mix_rule(rule: str) -> str:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"head mix must be one of {', '.join(MIX_RULES)} or a number between 0 and 1, got {rule!r}")
     return rule
+
+
+def check_head_options(views: str, view_rule: str, calibrate: str) -> tuple[str, ...]:
+    """The views named in ``views`` (comma-separated) when they, ``view_rule`` and ``calibrate`` are known;
+    ValueError naming the bad one otherwise."""
+    named = tuple(v.strip() for v in views.split(",") if v.strip())
+    unknown = [v for v in named if v not in VIEWS]
+    if unknown:
+        raise ValueError(f"head views must be among {', '.join(VIEWS)}, got {', '.join(unknown)}")
+    if view_rule not in VIEW_RULES:
+        raise ValueError(f"head view rule must be one of {', '.join(VIEW_RULES)}, got {view_rule!r}")
+    if calibrate not in CALIBRATIONS:
+        raise ValueError(f"head calibration must be one of {', '.join(CALIBRATIONS)}, got {calibrate!r}")
+    return named
 
 
 class _Stop(Exception):
@@ -446,9 +461,6 @@ def fit_temperature(log_probs: np.ndarray, labels: Sequence[int]) -> float:
     return float(min(fine, key=nll))
 
 
-CALIBRATIONS = ("none", "head", "both")  # which temperatures decide_head fits
-
-
 def _log_softmax(s: np.ndarray) -> np.ndarray:
     return s - np.logaddexp.reduce(s, axis=-1, keepdims=True)
 
@@ -496,15 +508,22 @@ def decide_head(f_train: np.ndarray, f_val: np.ndarray, y_train: Sequence[int], 
 
 
 def fit_task_head(host: Any, adapter: str, items: Sequence[Encoded], cfg: Any, layer: int | None = None,
-                  encoder: str | None = None, views: Sequence[str] = DEFAULT_VIEWS, view_rule: str = "min",
-                  calibrate: str = "none") -> tuple[FeatureHead | None, dict[str, Any]]:
+                  encoder: str | None = None, views: Sequence[str] | None = None, view_rule: str | None = None,
+                  calibrate: str | None = None) -> tuple[FeatureHead | None, dict[str, Any]]:
     """Fit a task's head beside its trained adapter and choose their mix on the held-out examples
     that early stopping used (:func:`~adaptive_learner.training.trainer.split_validation` with the
     same config gives the same split). ``encoder``: the sentence encoder whose views the head may add
     among ``views`` (:func:`views_for`, :func:`choose_views` by ``view_rule``; None: the backbone's features
-    alone). The decisions: :func:`decide_head`. Returns the head refitted on every example (None when the
-    adapter alone is best, or nothing could be held out) and a report for the library's history."""
+    alone). The decisions: :func:`decide_head`. ``views``, ``view_rule``, ``calibrate``: None takes ``cfg``'s
+    ``head_views``, ``head_view_rule``, ``head_calibrate`` (:class:`TrainConfig`; their defaults where ``cfg``
+    has none). Returns the head refitted on every example (None when the adapter alone is best, or nothing
+    could be held out) and a report for the library's history."""
     import time
+
+    if views is None:
+        views = check_head_options(getattr(cfg, "head_views", ",".join(DEFAULT_VIEWS)), "min", "none")
+    view_rule = getattr(cfg, "head_view_rule", "min") if view_rule is None else view_rule
+    calibrate = getattr(cfg, "head_calibrate", "none") if calibrate is None else calibrate
 
     from .trainer import split_validation
 

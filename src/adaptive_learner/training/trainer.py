@@ -66,6 +66,15 @@ class TrainConfig:
         "help": "how the head's weight is decided: gated (an equal mix unless the held-out examples tell the "
                 "adapter and the head apart, then the better alone), held-out (the mix with the best held-out "
                 "accuracy) or a number in [0, 1] (the adapter's weight)"})
+    head_views: str = field(default="pair", metadata={
+        "help": "the sentence encoder's views the head may add to the backbone's features, comma-separated: "
+                "pair (how two fields relate; the default), text (the input as one text); empty: none"})
+    head_view_rule: str = field(default="min", metadata={
+        "help": "how the head chooses among them: min (the lowest cross-validated log loss), one-se, or gated "
+                "(views beyond the pair view only where the cross-validated answers are clearly better)"})
+    head_calibrate: str = field(default="none", metadata={
+        "help": "temperatures fitted before the mix: none, head (the head's, to its cross-validated answers) "
+                "or both (also the adapter's, to its held-out answers)"})
     seed: int = field(default=0, metadata={"help": "seed of batch order, validation split and dropout"})
     pack: bool = field(default=False, metadata={
         "help": "run a batch's prompts after their shared prefix as one padding-free sequence (block-diagonal "
@@ -73,9 +82,10 @@ class TrainConfig:
                 "(scoring.PACK_MIN_SAVING): the same loss and gradients; pays on mixed-task (replay) batches"})
 
     def __post_init__(self) -> None:
-        from .head import check_mix_rule
+        from .head import check_head_options, check_mix_rule
 
         check_mix_rule(self.head_mix)
+        check_head_options(self.head_views, self.head_view_rule, self.head_calibrate)
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.monitor not in MONITORS:
