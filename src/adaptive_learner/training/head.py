@@ -27,10 +27,20 @@ also see views from a sentence encoder (the router's). By default, for an input 
 the head's cross-validated log loss on the training examples (:func:`choose_views`).
 
 ``text`` (the sentence embedding of the input's fields as one text, what a frozen-encoder classifier
-sees) and the one-standard-error rule (``one-se``) are options (``fit_task_head(views=..., view_rule=...)``),
-measured and not adopted: on the 13 task rows rerun with it (7 at 160 examples, 6 at 512) it lowered the
-head's cross-validated loss on every one, yet the mixed answer gained on two rows (bbc_news at 512, +2
-points) and lost on six (rotten_tomatoes at 512, -5.5) (BENCHMARKS "A text view for the head").
+sees) is an option (``TrainConfig.head_views``), with three rules to choose among the views
+(``head_view_rule``): ``min`` (the default, the lowest cross-validated log loss), ``one-se``, and ``gated``
+(the default's views as by ``min``; the text view only where the head's cross-validated answers with it beat
+those without by the mix's McNemar gate). With ``min`` the text view lowered the loss on every row rerun
+and the mixed answer lost on six of them (rotten_tomatoes at 512, -5.5; BENCHMARKS "A text view for the
+head"); ``gated`` adds it on the long news articles alone (BENCHMARKS, session 19).
+
+Temperatures (``TrainConfig.head_calibrate``): ``head`` divides the head's logits by a temperature fitted to
+its out-of-fold answers on the training part, ``both`` also the adapter's scores by one fitted to its
+held-out answers; measured, not adopted (BENCHMARKS, session 19: the calibrated head weighs less in the mix,
+which costs the rows where the head carries the answer, rte and stsb).
+
+Every decision is made by :func:`decide_head` from arrays (:func:`head_arrays`), so that a benchmark that
+kept them (``benchmarks/per_task_quality.py --dump``, ``benchmarks/head_policy.py``) replays it exactly.
 """
 
 from __future__ import annotations
