@@ -118,7 +118,7 @@ def against_peer(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int, dump: Path | None = None,
-             encoder: str | None = "minilm", views: tuple[str, ...] = ("pair",), view_rule: str = "min",
+             encoder: str | None = "minilm", views: tuple[str, ...] = ("text", "pair"), view_rule: str = "gated",
              calibrate: str = "none") -> dict[str, Any]:
     """``alearn learn --force-new`` on ``task``: a new adapter, then (``cfg.head``) the head, whose encoder
     views come from ``encoder`` as the library's router encoder gives them (None: the backbone's alone)."""
@@ -304,11 +304,12 @@ def main() -> None:
     ap.add_argument("--head-encoder", default="minilm",
                     help="the head's sentence encoder, as alearn learn uses the router's; "
                          "'none': the backbone's features alone (before session 13)")
-    ap.add_argument("--head-views", default="pair",
-                    help="the encoder views the head considers, comma-separated: pair (the default), text")
+    ap.add_argument("--head-views", default="text,pair",
+                    help="the encoder views the head considers, comma-separated: text, pair (the default: both, "
+                         "since session 19; before: pair)")
     ap.add_argument("--head-calibrate", default="none", choices=["none", "head", "both"],
                     help="temperatures fitted before the mix (training/head.py decide_head)")
-    ap.add_argument("--view-rule", default="min", choices=["min", "one-se", "gated"],
+    ap.add_argument("--view-rule", default="gated", choices=["min", "one-se", "gated"],
                     help="how the head chooses among them (training/head.py choose_views)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--dump", default=None, help="folder: per task, the per-example arrays head_choice.py reads")

@@ -229,8 +229,14 @@ def test_a_pair_task_head_sees_its_fields_and_is_stored_with_its_views(tmp_path,
     host = AdapterHost(fresh_backbone)
     host.create("p", seed=0)
     items = encode_examples(fresh_backbone.tokenizer, pair_task.spec, _more_pairs(pair_task).train, 64)
-    assert fit_task_head(host, "p", items, TrainConfig(max_length=64, head_mix="0"),
-                         encoder="hashing")[1]["views"]["chosen"] == ["pair"]  # the default: the pair view alone
+    # the default: both views considered, the pair view by its loss, the text view through the gate
+    default = fit_task_head(host, "p", items, TrainConfig(max_length=64, head_mix="0"), encoder="hashing")[1]["views"]
+    assert default["rule"] == "gated" and default["gate"]["free"] == "backbone+pair"
+    passed = [k for k, g in default["gate"].items() if k != "free" and g["z"] >= 1.96]
+    assert default["chosen"] == (max(passed, key=lambda k: default["cv_accuracy"][k]).split("+")[1:] if passed
+                                 else ["pair"])
+    assert fit_task_head(host, "p", items, TrainConfig(max_length=64, head_mix="0"), encoder="hashing",
+                         views=("pair",), view_rule="min")[1]["views"]["chosen"] == ["pair"]  # the default before
     head, report = fit_task_head(host, "p", items, TrainConfig(max_length=64, head_mix="0"), encoder="hashing",
                                  views=("text", "pair"), view_rule="one-se")
     losses = report["views"]["cv_log_loss"]
@@ -273,8 +279,9 @@ def test_a_one_field_head_may_add_the_text_view_and_never_the_pair_view(fresh_ba
     enc = text_encoder("hashing")
     np.testing.assert_allclose(text_view(enc, items[:3]), enc.encode([it.fields[0] for it in items[:3]]))
     cfg = TrainConfig(max_length=64, head_mix="0")
-    assert "views" not in fit_task_head(host, "t", items, cfg, encoder="hashing")[1]  # by default: no view
-    head, report = fit_task_head(host, "t", items, cfg, encoder="hashing", views=("text", "pair"))
+    assert "views" not in fit_task_head(host, "t", items, cfg, encoder="hashing", views=("pair",))[1]  # no view
+    assert fit_task_head(host, "t", items, cfg, encoder="hashing")[1]["views"]["rule"] == "gated"  # the default
+    head, report = fit_task_head(host, "t", items, cfg, encoder="hashing", views=("text", "pair"), view_rule="min")
     losses = report["views"]["cv_log_loss"]
     assert set(losses) == {"backbone", "backbone+text"}
     assert report["views"]["chosen"] == ["text"] and losses["backbone+text"] < losses["backbone"]
@@ -298,7 +305,7 @@ def test_learn_on_a_pair_task_stores_a_head_that_predict_uses(tmp_path, fresh_ba
     task = _more_pairs(pair_task)
     out = learner.learn(task, force_new=True)
     head = load_head(learner.library, "pairs")
-    assert head is not None and head.views == ("pair",)
+    assert head is not None and head.views and list(head.views) == out.train["head"]["views"]["chosen"]
     assert learner.library.verify() == []
     texts = [f"{e.fields['first']} ||| {e.fields['second']}" for e in task.test]
     preds = learner.predict(texts, task="pairs")

@@ -234,11 +234,12 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
           head_mix: str = typer.Option("gated", help="how: gated (equal weights unless the held-out examples tell "
                                        "adapter and head apart, then the better alone), held-out (the mix with the "
                                        "best held-out accuracy) or the adapter's weight, a number in [0, 1]"),
-          head_views: str = typer.Option("pair", help="the sentence encoder's views the head may add, comma-separated: "
-                                         "pair (how two fields relate), text (the input as one text); '' for none"),
-          head_view_rule: str = typer.Option("min", help="how the head picks its views: min (lowest cross-validated "
-                                             "log loss), one-se, or gated (a view beyond pair only where its "
-                                             "cross-validated answers are clearly better)"),
+          head_views: str = typer.Option("text,pair", help="the sentence encoder's views the head may add, "
+                                         "comma-separated: pair (how two fields relate), text (the input as one "
+                                         "text); '' for none"),
+          head_view_rule: str = typer.Option("gated", help="how the head picks its views: gated (the pair view "
+                                             "by the lowest cross-validated log loss, the text view only where its "
+                                             "cross-validated answers are clearly better), min or one-se"),
           head_calibrate: str = typer.Option("none", help="temperatures fitted before the mix: none, head (the "
                                              "head's) or both (also the adapter's, on the held-out examples)"),
           force_new: bool = typer.Option(False, "--force-new", help="always create a new adapter"),

@@ -80,9 +80,9 @@ class LearnRequest(_Strict):
     head_mix: Literal["gated", "held-out"] | Annotated[float, Field(ge=0, le=1)] = Field(
         default="gated", description="how the head is mixed in, as `alearn learn --head-mix`")
     head_views: Literal["pair", "text", "text,pair", "pair,text", ""] = Field(
-        default="pair", description="the encoder views the head may add, as `alearn learn --head-views`")
+        default="text,pair", description="the encoder views the head may add, as `alearn learn --head-views`")
     head_view_rule: Literal["min", "one-se", "gated"] = Field(
-        default="min", description="how the head picks its views, as `alearn learn --head-view-rule`")
+        default="gated", description="how the head picks its views, as `alearn learn --head-view-rule`")
     head_calibrate: Literal["none", "head", "both"] = Field(
         default="none", description="temperatures fitted before the mix, as `alearn learn --head-calibrate`")
     force_new: bool = False

@@ -27,12 +27,13 @@ also see views from a sentence encoder (the router's). By default, for an input 
 the head's cross-validated log loss on the training examples (:func:`choose_views`).
 
 ``text`` (the sentence embedding of the input's fields as one text, what a frozen-encoder classifier
-sees) is an option (``TrainConfig.head_views``), with three rules to choose among the views
-(``head_view_rule``): ``min`` (the default, the lowest cross-validated log loss), ``one-se``, and ``gated``
-(the default's views as by ``min``; the text view only where the head's cross-validated answers with it beat
-those without by the mix's McNemar gate). With ``min`` the text view lowered the loss on every row rerun
-and the mixed answer lost on six of them (rotten_tomatoes at 512, -5.5; BENCHMARKS "A text view for the
-head"); ``gated`` adds it on the long news articles alone (BENCHMARKS, session 19).
+sees) is considered too (``TrainConfig.head_views``, default ``text,pair``), by one of three rules
+(``head_view_rule``): ``gated`` (the default: the pair view as by ``min``; a set with the text view only
+where the head's cross-validated answers with it beat those without by the mix's McNemar gate), ``min``
+(the lowest cross-validated log loss) and ``one-se``. With ``min`` the text view lowered the loss on every
+row rerun and the mixed answer lost on six of them (rotten_tomatoes at 512, -5.5; BENCHMARKS "A text view
+for the head"); ``gated`` adds it on 5 of 32 catalog rows (the long news articles; trec and question-wants at
+512), the answer changing on two (bbc_news +2.0 at 512, -1.0 at 160; BENCHMARKS, session 19).
 
 Temperatures (``TrainConfig.head_calibrate``): ``head`` divides the head's logits by a temperature fitted to
 its out-of-fold answers on the training part, ``both`` also the adapter's scores by one fitted to its
@@ -55,11 +56,13 @@ from ..prompting import Encoded, left_pad
 
 MIXES = (0.0, 0.25, 0.5, 0.75, 1.0)
 VIEWS = ("text", "pair")  # encoder views a head may add to the backbone's features
-DEFAULT_VIEWS = ("pair",)  # those it considers by default (the text view measured, not adopted: the module's doc)
+DEFAULT_VIEWS = ("text", "pair")  # those it considers by default (TrainConfig.head_views)
+FREE_VIEWS = ("pair",)  # those the gated rule chooses by their loss alone (the others must pass the gate)
 MIX_RULES = ("gated", "held-out")  # or a number in [0, 1]
 GATE_Z = 1.96  # McNemar, two-sided 5%
 VIEW_RULES = ("min", "one-se", "gated")  # how choose_views picks among the view sets (the first: the default)
 CALIBRATIONS = ("none", "head", "both")  # which temperatures decide_head fits
+DEFAULT_VIEW_RULE = "gated"  # TrainConfig.head_view_rule
 
 
 def check_mix_rule(rule: str) -> str:
@@ -356,7 +359,7 @@ def choose_l2(features: np.ndarray, labels: Sequence[int], n_labels: int, grid: 
 
 
 def choose_views(backbone: np.ndarray, views: dict[str, np.ndarray], labels: Sequence[int], n_labels: int,
-                 folds: int = 5, seed: int = 0, rule: str = "min", free: Sequence[str] = DEFAULT_VIEWS,
+                 folds: int = 5, seed: int = 0, rule: str = "min", free: Sequence[str] = FREE_VIEWS,
                  details: dict[str, Any] | None = None) -> tuple[tuple[str, ...], dict[str, float]]:
     """Which encoder views the head adds to the backbone's features. Every candidate set (none, each subset
     of ``views`` in their order) is scored by cross-validation on the training examples (the same
@@ -532,7 +535,7 @@ def fit_task_head(host: Any, adapter: str, items: Sequence[Encoded], cfg: Any, l
 
     if views is None:
         views = check_head_options(getattr(cfg, "head_views", ",".join(DEFAULT_VIEWS)), "min", "none")
-    view_rule = getattr(cfg, "head_view_rule", "min") if view_rule is None else view_rule
+    view_rule = getattr(cfg, "head_view_rule", DEFAULT_VIEW_RULE) if view_rule is None else view_rule
     calibrate = getattr(cfg, "head_calibrate", "none") if calibrate is None else calibrate
 
     from .trainer import split_validation

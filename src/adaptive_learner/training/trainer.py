@@ -66,12 +66,13 @@ class TrainConfig:
         "help": "how the head's weight is decided: gated (an equal mix unless the held-out examples tell the "
                 "adapter and the head apart, then the better alone), held-out (the mix with the best held-out "
                 "accuracy) or a number in [0, 1] (the adapter's weight)"})
-    head_views: str = field(default="pair", metadata={
+    head_views: str = field(default="text,pair", metadata={
         "help": "the sentence encoder's views the head may add to the backbone's features, comma-separated: "
-                "pair (how two fields relate; the default), text (the input as one text); empty: none"})
-    head_view_rule: str = field(default="min", metadata={
-        "help": "how the head chooses among them: min (the lowest cross-validated log loss), one-se, or gated "
-                "(views beyond the pair view only where the cross-validated answers are clearly better)"})
+                "pair (how two fields relate), text (the input as one text); empty: none"})
+    head_view_rule: str = field(default="gated", metadata={
+        "help": "how the head chooses among them: gated (the pair view by the lowest cross-validated log loss, "
+                "the text view only where the cross-validated answers with it are clearly better: McNemar at "
+                "5%), min (the lowest cross-validated log loss) or one-se"})
     head_calibrate: str = field(default="none", metadata={
         "help": "temperatures fitted before the mix: none, head (the head's, to its cross-validated answers) "
                 "or both (also the adapter's, to its held-out answers)"})
