@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import safe_open
 from safetensors.numpy import load_file
 
 from adaptive_learner.evaluation.stats import paired_bootstrap
@@ -86,8 +87,6 @@ def main() -> None:
     rows: dict[str, dict[str, Any]] = {}
     for folder in a.dumps:
         for f in sorted(Path(folder).glob("*.safetensors")):
-            from safetensors import safe_open
-
             with safe_open(str(f), "np") as fh:
                 layer = int(fh.metadata()["layer"])
             d = load_file(str(f))

@@ -185,7 +185,13 @@ def dump_task(host: AdapterHost, adapter: str, items: list, test: list, test_sco
         arr = head_arrays(host, adapter, train, val, encoder=encoder, views=VIEWS)
     layer = arr["layer"]
     with host.base() as m:
-        f_items, f_test = prompt_features(m, items, layer, pad), prompt_features(m, test, layer, pad)
+        f_test = prompt_features(m, test, layer, pad)
+        if val:  # the training examples' features in their own order, from the parts already computed
+            row = {id(it): f for part, feats in ((train, arr["f_train"]), (val, arr["f_val"]))
+                   for it, f in zip(part, feats)}
+            f_items = np.stack([row[id(it)] for it in items])
+        else:
+            f_items = prompt_features(m, items, layer, pad)
     arrays = {"features_train": f_items, "features_test": f_test,
               "labels_train": np.array([it.label for it in items], dtype=np.int64),
               "labels_test": np.array([it.label for it in test], dtype=np.int64),

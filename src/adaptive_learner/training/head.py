@@ -390,9 +390,9 @@ def choose_views(backbone: np.ndarray, views: dict[str, np.ndarray], labels: Seq
             lp, scored = _cv(x, y, n_labels, 1e-2, folds, seed)
             per[subset], hit[subset] = _losses(lp, scored, y), lp.argmax(1) == y
     mean = {k: round(float(v.mean()), 6) for k, v in per.items()}
-    losses = {"+".join(("backbone", *k)): float(v.mean()) for k, v in per.items()}
+    losses = {_key(k): float(v.mean()) for k, v in per.items()}
     if details is not None:
-        details["cv_accuracy"] = {"+".join(("backbone", *k)): round(float(v.mean()), 4) for k, v in hit.items()}
+        details["cv_accuracy"] = {_key(k): round(float(v.mean()), 4) for k, v in hit.items()}
     lowest = min(per, key=lambda k: (mean[k], len(k)))
     if rule == "min":
         return lowest, losses
@@ -408,16 +408,26 @@ def choose_views(backbone: np.ndarray, views: dict[str, np.ndarray], labels: Seq
     for k in per:
         if set(k) <= set(free):
             continue
-        b, c = int((hit[k] & ~hit[base]).sum()), int((~hit[k] & hit[base]).sum())
-        z = (b - c) / np.sqrt(b + c) if b + c else 0.0
-        gate["+".join(("backbone", *k))] = {"only_this": b, "only_free": c, "z": round(float(z), 3)}
+        b, c, z = _mcnemar(hit[k], hit[base])
+        gate[_key(k)] = {"only_this": b, "only_free": c, "z": round(float(z), 3)}
         if z >= GATE_Z:
             passed.append(k)
     if details is not None:
-        details["gate"] = {"free": "+".join(("backbone", *base)), **gate}
+        details["gate"] = {"free": _key(base), **gate}
     if not passed:
         return base, losses
     return max(passed, key=lambda k: (hit[k].mean(), -len(k), -mean[k])), losses
+
+
+def _mcnemar(a_hit: np.ndarray, b_hit: np.ndarray) -> tuple[int, int, float]:
+    """Examples only ``a`` gets right, only ``b`` gets right, and the signed McNemar z of a over b."""
+    b, c = int((a_hit & ~b_hit).sum()), int((~a_hit & b_hit).sum())
+    return b, c, (b - c) / np.sqrt(b + c) if b + c else 0.0
+
+
+def _key(views: Sequence[str]) -> str:
+    """A candidate's name in the reports: ``backbone+view+...``."""
+    return "+".join(("backbone", *views))
 
 
 def choose_mix(adapter_scores: Sequence[np.ndarray], head_log_probs: np.ndarray, labels: Sequence[int],
@@ -436,9 +446,8 @@ def choose_mix(adapter_scores: Sequence[np.ndarray], head_log_probs: np.ndarray,
         p = _mixed(p_adapter, p_head, m)
         table[f"{m:g}"] = {"accuracy": float(np.mean(p.argmax(1) == y)),
                            "log_loss": float(np.mean(-np.log(p[np.arange(len(y)), y])))}
-    a_hit, h_hit = p_adapter.argmax(1) == y, p_head.argmax(1) == y
-    b, c = int((a_hit & ~h_hit).sum()), int((~a_hit & h_hit).sum())
-    z = abs(b - c) / np.sqrt(b + c) if b + c else 0.0
+    b, c, z = _mcnemar(p_adapter.argmax(1) == y, p_head.argmax(1) == y)
+    z = abs(z)
     table["gate"] = {"adapter_only": b, "head_only": c, "z": round(float(z), 3)}
     if rule == "held-out":
         best = max(MIXES, key=lambda m: (table[f"{m:g}"]["accuracy"], -round(table[f"{m:g}"]["log_loss"], 6), m))
