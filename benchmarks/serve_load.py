@@ -57,17 +57,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(library: Path, batching: bool, port: int) -> subprocess.Popen:
+def start_server(library: Path, batching: bool, port: int, device: str = "auto") -> tuple[subprocess.Popen, dict]:
+    """Start `alearn serve` and wait for /healthz; returns the process and its health (device included)."""
     cmd = [sys.executable, "-m", "adaptive_learner.cli", "serve", str(library), "--port", str(port),
-           "--log-level", "warning", "--batching" if batching else "--no-batching"]
+           "--log-level", "warning", "--batching" if batching else "--no-batching", "--device", device]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"the server did not start: {proc.stderr.read()[-2000:]}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
+            r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            if r.status_code == 200:
+                return proc, r.json()
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
@@ -83,8 +85,10 @@ def body(k: int, mode: str, task: str) -> dict:
 async def drive(url: str, level: Level, seconds: float, mode: str, task: str) -> None:
     limits = httpx.Limits(max_connections=level.clients, max_keepalive_connections=level.clients)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-        for k in range(3):  # warm-up, not counted
-            await client.post("/v1/predict", json=body(k, mode, task))
+        for k in range(3):  # warm-up, not counted; a server that fails here would only measure its errors
+            r = await client.post("/v1/predict", json=body(k, mode, task))
+            if r.status_code != 200:
+                raise SystemExit(f"warm-up request {k} got {r.status_code}: {r.text[:500]}")
         end = time.perf_counter() + seconds
 
         async def one_client(c: int) -> None:
@@ -120,14 +124,16 @@ def main() -> None:
     ap.add_argument("--mode", choices=["task", "routed", "mixed"], default="mixed")
     ap.add_argument("--clients", default="1,8,32", help="comma-separated concurrency levels")
     ap.add_argument("--seconds", type=float, default=20.0, help="measured time per level")
+    ap.add_argument("--device", default="auto", help="the servers' --device (auto: a CUDA GPU when there is one)")
     ap.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     args = ap.parse_args()
     task = args.task or sorted(json.loads((args.library / "manifest.json").read_text())["tasks"])[0]
     levels = [int(x) for x in args.clients.split(",")]
-    rows = []
+    rows, health = [], {}
     for name, batching in (("batching", True), ("one-at-a-time", False)):
         port = free_port()
-        proc = start_server(args.library, batching, port)
+        proc, health[name] = start_server(args.library, batching, port, args.device)
+        print(f"{name}: serving on {health[name].get('device', '?')}", flush=True)
         try:
             for n in levels:
                 level = Level(name, n)
@@ -144,7 +150,8 @@ def main() -> None:
     if rate.get("one-at-a-time"):
         print(f"\nat {top} clients: batching {rate['batching'] / rate['one-at-a-time']:.2f}x the requests/s")
     if args.out:
-        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))
+        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "servers": health,
+                                        "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

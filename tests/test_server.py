@@ -36,6 +36,7 @@ def test_healthz_docs_and_openapi(served):
     client, _, _ = served
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["backbone"] == "tiny-random"
+    assert health["device"] == "cpu"  # auto on a machine without a GPU (CI)
     assert (health["adapters"], health["tasks"]) == (2, 2)
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/predict", "/v1/learn", "/v1/jobs/{job_id}", "/v1/library", "/v1/adapters/{name}"} <= set(paths)
@@ -302,6 +303,14 @@ def test_a_learn_job_yields_the_cpu_to_the_requests(tmp_path, monkeypatch):
     monkeypatch.setattr(jobs, "_start_pump", lambda: None)
     jobs.submit("t", {"kind": "catalog", "name": "sst2"}, {"dry_run": True})
     assert started[0]["nice"] == 7 and started[0]["threads"] == 3
+    assert started[0]["device"] == "auto"  # the job trains where the server scores
+
+
+@pytest.mark.parametrize("value, words", [("tpu", "unknown device"), ("cuda:7", "cuda:7")])
+def test_bad_serve_device_is_one_line_error(tmp_path, value, words):
+    code, out, err = run_alearn("serve", tmp_path / "lib", "--device", value)
+    assert code == 2 and words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "lib").exists()
 
 
 @pytest.mark.parametrize("option, value", [("--job-nice", "25"), ("--job-threads", "-1")])

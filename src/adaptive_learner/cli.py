@@ -528,7 +528,7 @@ def serve(library: Path = typer.Argument(..., help="library directory (created w
           host: str = typer.Option("127.0.0.1", help="address to listen on (loopback unless told)"),
           port: int = typer.Option(8000, help="port to listen on (0: any free port)"),
           backbone: Optional[str] = typer.Option(None, help="backbone for a new, empty library"),
-          dtype: str = DTYPE_OPTION,
+          device: str = DEVICE_OPTION, dtype: str = DTYPE_OPTION,
           token: Optional[str] = typer.Option(None, envvar="ALEARN_TOKEN", show_default=False,
                                               help="bearer token required for learn and delete (or $ALEARN_TOKEN)"),
           token_all: bool = typer.Option(False, "--token-all", help="require the token for every /v1 endpoint"),
@@ -570,10 +570,10 @@ def serve(library: Path = typer.Argument(..., help="library directory (created w
     limits = Limits(max_inputs=max_inputs, max_chars=max_chars, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                     max_jobs=max_jobs)
     dtype = _dtype(dtype)
-    cfg = ServeConfig(library=library, host=host, port=port, backbone=backbone, dtype=dtype, token=token,
+    cfg = ServeConfig(library=library, host=host, port=port, backbone=backbone, dtype=dtype, device=device, token=token,
                       token_all=token_all, max_length=max_length, limits=limits, log_level=log_level.lower(),
                       batching=BatchSettings(enabled=batching, max_wait_ms=batch_wait_ms, max_inputs=max_batch),
-                      jobs=JobSettings(nice=job_nice, threads=job_threads, dtype=dtype))
+                      jobs=JobSettings(nice=job_nice, threads=job_threads, dtype=dtype, device=device))
     if ray:
         from .ray_engine import serve_forever
 

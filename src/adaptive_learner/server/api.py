@@ -148,7 +148,7 @@ def _add_routes(app: FastAPI) -> None:
         engine, jobs = request.app.state.engine, request.app.state.jobs
         lib = engine.library
         return HealthOut(status="degraded" if engine.problem else "ok", backbone=lib.backbone.get("name", "?"),
-                         library_version=engine.version, adapters=len(lib.adapters), tasks=len(lib.tasks),
+                         device=str(engine.learner.device), library_version=engine.version, adapters=len(lib.adapters), tasks=len(lib.tasks),
                          jobs_running=jobs.active(), problem=engine.problem)
 
     @app.get("/metrics", include_in_schema=False)

@@ -54,6 +54,7 @@ class JobSettings:
                                                      "higher, the more CPU stays with answering requests"})
     threads: int = field(default=0, metadata={"help": "torch threads of a learn job (0: half the cores, at least 1)"})
     dtype: str = field(default="float32", metadata={"help": "the backbone's precision in a learn job (the server's)"})
+    device: str = field(default="auto", metadata={"help": "where a learn job trains (the server's device)"})
 
     def check(self) -> None:
         if not 0 <= self.nice <= 19:
@@ -74,6 +75,8 @@ class ServeConfig:
     port: int = 8000
     backbone: str | None = field(default=None, metadata={"help": "backbone for a new, empty library"})
     dtype: str = field(default="float32", metadata={"help": "the backbone's precision: float32 or bfloat16"})
+    device: str = field(default="auto", metadata={"help": "where to score: auto (a CUDA GPU when there is one), "
+                                                          "cpu, cuda or cuda:N"})
     token: str | None = field(default=None, metadata={"help": "bearer token for learn and delete"})
     token_all: bool = field(default=False, metadata={"help": "require the token for every /v1 endpoint"})
     max_length: int = field(default=256, metadata={"help": "max tokens per input when scoring"})
@@ -93,9 +96,12 @@ class ServeConfig:
             raise UserError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.max_length <= 0:
             raise UserError(f"--max-length must be positive, got {self.max_length}")
-        from ..backbone import dtype_name, resolve_dtype
+        from ..backbone import dtype_name, resolve_device, resolve_dtype
 
         self.dtype = dtype_name(resolve_dtype(self.dtype))
+        self.device = (self.device or "auto").strip().lower()
+        resolve_device(self.device)  # one error line for a device this machine lacks; auto is resolved where it loads
+        self.jobs.device = self.device
         if self.jobs.dtype != self.dtype:
             raise UserError(f"learn jobs would load the backbone in {self.jobs.dtype}, the server in {self.dtype}")
         if self.token is not None and not self.token.strip():

@@ -136,7 +136,7 @@ class JobManager:
                       phase="starting", upload_dir=upload_dir)
             payload = {"id": job.id, "library": str(self.library), "source": source, "options": options,
                        "nice": self.settings.nice, "threads": self.settings.resolved_threads(),
-                       "dtype": self.settings.dtype}
+                       "dtype": self.settings.dtype, "device": self.settings.device}
             proc = self._ctx.Process(target=run_watched, args=(payload, self._events, os.getpid()),
                                      name=f"alearn-job-{job.id}", daemon=True)
             proc.start()

@@ -164,6 +164,7 @@ class DeleteOut(BaseModel):
 class HealthOut(BaseModel):
     status: Literal["ok", "degraded"]
     backbone: str
+    device: str = Field(description="where the backbone scores: cpu, cuda, cuda:N")
     library_version: str
     adapters: int
     tasks: int

@@ -79,7 +79,8 @@ class ServingEngine:
         self.path = Path(config.library)
         create = config.backbone is not None or backbone is not None
         self.learner = Learner(self.path, backbone=backbone or config.backbone, create=create,
-                               train=TrainConfig(max_length=config.max_length), dtype=config.dtype)
+                               train=TrainConfig(max_length=config.max_length), dtype=config.dtype,
+                               device=config.device)
         self.version = ""
         self.problem: str | None = None  # why the last reload failed (the last good state is served)
         self._sig: tuple[int, int, int] | None = None

@@ -69,7 +69,7 @@ def _learn(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
     cfg.head_view_rule = str(opts.get("head_view_rule", cfg.head_view_rule))
     cfg.head_calibrate = str(opts.get("head_calibrate", cfg.head_calibrate))
     learner = Learner(job["library"], train=cfg, router=opts["router"], init=opts["init"], create=False,
-                      dtype=job.get("dtype", "float32"))
+                      dtype=job.get("dtype", "float32"), device=job.get("device", "auto"))
     _report_training(emit)
     emit(phase="deciding")
     o = learner.learn(task, force_new=opts["force_new"], reuse=opts.get("reuse"), dry_run=opts["dry_run"])
