@@ -57,10 +57,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(library: Path, batching: bool, port: int, device: str = "auto") -> tuple[subprocess.Popen, dict]:
+def start_server(library: Path, batching: bool, port: int, device: str = "auto",
+                 score_batch: int = 0) -> tuple[subprocess.Popen, dict]:
     """Start `alearn serve` and wait for /healthz; returns the process and its health (device included)."""
     cmd = [sys.executable, "-m", "adaptive_learner.cli", "serve", str(library), "--port", str(port),
-           "--log-level", "warning", "--batching" if batching else "--no-batching", "--device", device]
+           "--log-level", "warning", "--batching" if batching else "--no-batching", "--device", device,
+           "--score-batch", str(score_batch)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -125,6 +127,7 @@ def main() -> None:
     ap.add_argument("--clients", default="1,8,32", help="comma-separated concurrency levels")
     ap.add_argument("--seconds", type=float, default=20.0, help="measured time per level")
     ap.add_argument("--device", default="auto", help="the servers' --device (auto: a CUDA GPU when there is one)")
+    ap.add_argument("--score-batch", type=int, default=0, help="the batching server's --score-batch (0: by device)")
     ap.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     args = ap.parse_args()
     task = args.task or sorted(json.loads((args.library / "manifest.json").read_text())["tasks"])[0]
@@ -132,7 +135,7 @@ def main() -> None:
     rows, health = [], {}
     for name, batching in (("batching", True), ("one-at-a-time", False)):
         port = free_port()
-        proc, health[name] = start_server(args.library, batching, port, args.device)
+        proc, health[name] = start_server(args.library, batching, port, args.device, args.score_batch if batching else 0)
         print(f"{name}: serving on {health[name].get('device', '?')}", flush=True)
         try:
             for n in levels:

@@ -58,6 +58,21 @@ def test_predict_with_a_task_answers_as_the_learner_does(served):
     assert [p["confidence"] for p in got] == pytest.approx([w.confidence for w in want], abs=1e-4)
 
 
+def test_the_scoring_batch_changes_no_answer(served):
+    from adaptive_learner.errors import UserError
+    from adaptive_learner.learner import Learner
+
+    _, _, lib = served
+    texts = ["superb wonderful lovely", "bad dull terrible boring", "lovely", "dull"]
+    by_device, by_one = Learner(lib, create=False), Learner(lib, create=False, score_batch=1)
+    for task in ("toy", None):  # given and routed
+        a, b = by_device.predict(texts, task), by_one.predict(texts, task)
+        assert [(p.task, p.label) for p in a] == [(p.task, p.label) for p in b]
+        assert [p.confidence for p in a] == pytest.approx([p.confidence for p in b], abs=1e-4)
+    with pytest.raises(UserError, match="scoring batch"):
+        Learner(lib, create=False, score_batch=0)
+
+
 def test_predict_routes_each_input_and_takes_pairs_as_text_or_fields(served):
     client, _, _ = served
     inputs = ["superb lovely", "the word fine ||| the word superb",
@@ -306,9 +321,11 @@ def test_a_learn_job_yields_the_cpu_to_the_requests(tmp_path, monkeypatch):
     assert started[0]["device"] == "auto"  # the job trains where the server scores
 
 
-@pytest.mark.parametrize("value, words", [("tpu", "unknown device"), ("cuda:7", "cuda:7")])
-def test_bad_serve_device_is_one_line_error(tmp_path, value, words):
-    code, out, err = run_alearn("serve", tmp_path / "lib", "--device", value)
+@pytest.mark.parametrize("option, value, words", [("--device", "tpu", "unknown device"),
+                                                  ("--device", "cuda:7", "cuda:7"),
+                                                  ("--score-batch", "-1", "--score-batch")])
+def test_bad_serve_device_or_batch_is_one_line_error(tmp_path, option, value, words):
+    code, out, err = run_alearn("serve", tmp_path / "lib", option, value)
     assert code == 2 and words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "lib").exists()
 

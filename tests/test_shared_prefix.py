@@ -196,3 +196,20 @@ def test_a_shared_prefix_is_used_only_where_every_sequence_starts_with_it(tiny_b
     assert not prefix.fits([list(range(2, 14))], 1)  # does not start with it
     assert not prefix.fits([list(range(1, 12))], 1)  # nothing left after it
     assert shared_prefix(tiny_backbone.model, [[1, 2, 3, 4], [1, 2, 3, 5]], torch.device("cpu")) is None  # too short
+
+
+def test_the_scoring_batch_follows_the_device(tiny_backbone, toy_task, monkeypatch):
+    from adaptive_learner import scoring
+
+    assert scoring.batch_for("cpu") == scoring.BATCH and scoring.batch_for(torch.device("cpu")) == scoring.BATCH
+    assert scoring.batch_for("cuda") == scoring.batch_for("cuda:1") == scoring.GPU_BATCH
+    seen = []
+    real = scoring.length_batches
+    monkeypatch.setattr(scoring, "length_batches", lambda lengths, size: seen.append(size) or real(lengths, size))
+    items = encode_examples(tiny_backbone.tokenizer, toy_task.spec, toy_task.test[:7], 64)
+    pad = tiny_backbone.tokenizer.pad_token_id
+    default = scoring.score(tiny_backbone.model, items, pad)
+    by_three = scoring.score(tiny_backbone.model, items, pad, 3)
+    assert seen == [scoring.BATCH, 3]  # the model is on the CPU
+    for a, b in zip(default, by_three):  # the batch changes padding only, never a score
+        assert abs(a - b).max() < 1e-4

@@ -70,14 +70,18 @@ class Learner:
 
     ``device``: where it trains and scores (``auto``: a CUDA GPU when there is one); ``dtype``: the precision
     the backbone loads in, ``float32`` or ``bfloat16`` (ignored when ``backbone`` is an already loaded
-    :class:`Backbone`); neither changes the library's files."""
+    :class:`Backbone`); neither changes the library's files. ``score_batch``: inputs per scoring forward in
+    ``predict`` (default: :func:`~adaptive_learner.scoring.batch_for` the device)."""
 
     def __init__(self, path: str | Path, backbone: str | Backbone | None = None, lora: LoraSettings | None = None,
                  train: TrainConfig | None = None, create: bool = True,
                  forgetting: ForgettingOptions | None = None, router: str = "calibrated",
                  features: FeatureConfig | None = None, init: str = DEFAULT_INIT, device: str = "auto",
-                 dtype: str = "float32") -> None:
+                 dtype: str = "float32", score_batch: int | None = None) -> None:
         self.path = Path(path)
+        if score_batch is not None and score_batch <= 0:
+            raise UserError(f"the scoring batch must be positive, got {score_batch}")
+        self.score_batch = score_batch
         self.device = resolve_device(device)  # auto: a CUDA GPU when there is one; the library is the same either way
         dtype = resolve_dtype(dtype)  # the backbone's precision (float32 or bfloat16); the library is the same either way
         self.router_kind = router
@@ -175,7 +179,7 @@ class Learner:
         """Per item, the label scores of ``adapter``, mixed with the task's head when it has one."""
         pad = self.backbone.tokenizer.pad_token_id
         with self.host.using(adapter) as m:
-            scores = score(m, items, pad)
+            scores = score(m, items, pad, self.score_batch)
         if head is None or not items:
             return scores
         with self.host.base() as m:
@@ -316,6 +320,7 @@ class Learner:
             raise UserError(f"library {self.path} has no learned task to route inputs to; give --task")
         specs = {p.task: self.library.task_spec(p.task) for p in profiles}
         answers = answer_routed(self.host, self.router, profiles, specs, texts, self.train_cfg.max_length,
+                                self.score_batch,
                                 ensure_loaded=self.ensure_loaded, open_set=open_set)
         out = [Prediction(a.text, a.task, a.adapter, a.label_name, a.probability, a.route_confidence, a.novelty)
                for a in answers]

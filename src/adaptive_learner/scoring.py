@@ -36,6 +36,9 @@ MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forwar
 # by length scored inputs of 60 tokens and more 1.05-1.46x faster than 16 (less padding), the shortest 0.89-0.94x
 # (BENCHMARKS.md, "Batches of 8")
 BATCH = 8
+# on a GPU a forward of a few dozen short rows costs about what one row costs (kernel launches, not arithmetic,
+# bound it), so scoring takes larger batches there; not yet measured on this project's GPU runs (BENCHMARKS.md)
+GPU_BATCH = 32
 PACK_MIN_SAVING = 0.2  # pack (``pack=True``) only rows whose padding is at least this part of the positions
 
 
@@ -275,12 +278,19 @@ def _run_packed(model: Any, seqs: Sequence[Sequence[int]], device: torch.device,
     return _Packed(logits=logits[0].reshape(len(seqs), keep, -1))
 
 
+def batch_for(device: "str | torch.device") -> int:
+    """Items per scoring forward on ``device``: ``BATCH`` on a CPU, ``GPU_BATCH`` on an accelerator."""
+    return BATCH if torch.device(device).type == "cpu" else GPU_BATCH
+
+
 @torch.no_grad()
-def score(model: Any, items: Sequence[Encoded], pad_id: int, batch_size: int = BATCH,
+def score(model: Any, items: Sequence[Encoded], pad_id: int, batch_size: int | None = None,
           adapter_names: Sequence[str] | None = None, progress: bool = False) -> list[np.ndarray]:
     """Per item, the log-likelihood of each choice. ``adapter_names`` routes each item to an adapter
-    (peft mixed-adapter batch; ``"__base__"`` means no adapter)."""
+    (peft mixed-adapter batch; ``"__base__"`` means no adapter). ``batch_size``: items per forward
+    (default: :func:`batch_for` the model's device)."""
     device = next(model.parameters()).device
+    batch_size = batch_size or batch_for(device)
     results: list[np.ndarray | None] = [None] * len(items)
     batches = length_batches([len(it.prompt) for it in items], batch_size)
     # the prompt prefix all items share, run once for the whole call (the prompts leave at least one token)

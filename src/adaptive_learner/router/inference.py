@@ -18,7 +18,7 @@ from ..adapters import BASE
 from ..errors import UserError
 from ..features import PAIR_JOIN
 from ..prompting import encode_examples
-from ..scoring import BATCH, score
+from ..scoring import score
 from ..tasks.spec import Example, TaskSpec
 from .evidence import TaskProfile
 from .service import LibraryRouter
@@ -50,8 +50,8 @@ def fields_from_text(text: str, spec: TaskSpec) -> dict[str, str]:
     return {f: p.strip() for f, p in zip(spec.input_fields, parts)}
 
 
-def score_routed(host: Any, items: Sequence[Any], adapters: Sequence[str], tasks: Sequence[str], batch_size: int = BATCH,
-                 group: bool = True) -> list[np.ndarray]:
+def score_routed(host: Any, items: Sequence[Any], adapters: Sequence[str], tasks: Sequence[str],
+                 batch_size: int | None = None, group: bool = True) -> list[np.ndarray]:
     """Choice scores of ``items``, each with its own adapter: by task, each task's items with its adapter
     active (prompt prefix shared), or (``group=False``) all in peft mixed-adapter batches."""
     pad = host.backbone.tokenizer.pad_token_id
@@ -73,7 +73,7 @@ def score_routed(host: Any, items: Sequence[Any], adapters: Sequence[str], tasks
 
 
 def answer_routed(host: Any, router: LibraryRouter, profiles: Sequence[TaskProfile], specs: dict[str, TaskSpec],
-                  texts: Sequence[str], max_length: int, batch_size: int = BATCH,
+                  texts: Sequence[str], max_length: int, batch_size: int | None = None,
                   ensure_loaded: Callable[[str], None] | None = None, open_set: bool = True,
                   group: bool = True) -> list[RoutedAnswer]:
     """Route every text to a stored task and label it with that task's adapter (``open_set``: also each

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..adapters import BASE
 from ..prompting import encode_examples
-from ..scoring import BATCH, score
+from ..scoring import score
 from ..tasks.spec import Example, TaskSpec
 
 
@@ -30,7 +30,7 @@ def classification_stats(scores: Sequence[np.ndarray], labels: Sequence[int]) ->
 
 
 def run_trial(host: Any, spec: TaskSpec, examples: Sequence[Example], adapters: Sequence[str], max_length: int,
-              batch_size: int = BATCH, ensure_loaded: Callable[[str], None] | None = None) -> dict[str, dict[str, float]]:
+              batch_size: int | None = None, ensure_loaded: Callable[[str], None] | None = None) -> dict[str, dict[str, float]]:
     """``trial_gain`` (base CE minus adapter CE, nats) and ``trial_acc_gain`` for each adapter."""
     adapters = [a for a in adapters if a != BASE]
     if not adapters or not examples:
@@ -77,7 +77,7 @@ def mapping_test(pred: np.ndarray, labels: np.ndarray, n_pred: int, n_labels: in
 
 
 def run_answer_trial(host: Any, spec: TaskSpec, examples: Sequence[Example],
-                     candidates: Sequence[tuple[str, TaskSpec]], max_length: int, batch_size: int = BATCH,
+                     candidates: Sequence[tuple[str, TaskSpec]], max_length: int, batch_size: int | None = None,
                      ensure_loaded: Callable[[str], None] | None = None, permutations: int = 1000,
                      seed: int = 0) -> dict[str, dict[str, Any]]:
     """Does a stored adapter already answer the new task, in its own words? The k examples' inputs are

@@ -38,12 +38,15 @@ class BatchSettings:
     enabled: bool = field(default=True, metadata={"help": "False: one request at a time (for comparison)"})
     max_wait_ms: float = field(default=5.0, metadata={"help": "longest wait for more requests to join a batch"})
     max_inputs: int = field(default=64, metadata={"help": "inputs that close a batch at once"})
+    score_batch: int = field(default=0, metadata={"help": "inputs per scoring forward (0: 8 on a CPU, 32 on a GPU)"})
 
     def check(self) -> None:
         if not 0 <= self.max_wait_ms <= 1000:
             raise UserError(f"--batch-wait-ms must be between 0 and 1000, got {self.max_wait_ms}")
         if self.max_inputs <= 0:
             raise UserError(f"--max-batch must be positive, got {self.max_inputs}")
+        if self.score_batch < 0:
+            raise UserError(f"--score-batch must be 0 (by device) or positive, got {self.score_batch}")
 
 
 @dataclass

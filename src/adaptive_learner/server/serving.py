@@ -80,7 +80,7 @@ class ServingEngine:
         create = config.backbone is not None or backbone is not None
         self.learner = Learner(self.path, backbone=backbone or config.backbone, create=create,
                                train=TrainConfig(max_length=config.max_length), dtype=config.dtype,
-                               device=config.device)
+                               device=config.device, score_batch=config.batching.score_batch or None)
         self.version = ""
         self.problem: str | None = None  # why the last reload failed (the last good state is served)
         self._sig: tuple[int, int, int] | None = None
