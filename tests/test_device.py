@@ -83,6 +83,15 @@ def test_bench_runs_on_ray_ask_for_a_share_of_the_gpus():
     assert gpu_share("cuda", 16, 1) == 1.0 / MAX_RUNS_PER_GPU  # never more than a few runs time-slicing one GPU
 
 
+def test_serve_replicas_ask_ray_for_their_gpu_share():
+    pytest.importorskip("ray.serve")
+    from adaptive_learner.ray_engine import _deployment
+
+    deployment = _deployment(3, {}, 0.25)  # Ray hides the GPUs from a replica that asks for none
+    assert deployment.ray_actor_options["num_gpus"] == 0.25 and deployment.num_replicas == 3
+    assert _deployment(1, {}).ray_actor_options["num_gpus"] == 0.0
+
+
 def test_a_numbered_gpu_with_ray_workers_is_one_line(capsys, toy_sequence, tmp_path):
     pytest.importorskip("ray")
     code, out, err = alearn(capsys, "bench", toy_sequence, "--backbone", "tiny-random", "--workers", "2",

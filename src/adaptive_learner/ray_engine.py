@@ -151,8 +151,8 @@ MAX_RUNS_PER_GPU = 4
 
 
 def gpu_share(device: str, workers: int, gpus: float) -> float:
-    """The GPUs each bench run asks Ray for. Ray hides every GPU from a task that asks for none
-    (``CUDA_VISIBLE_DEVICES`` empty), so runs meant for a GPU must ask: the cluster's GPUs shared by
+    """The GPUs each bench run (or serve replica) asks Ray for. Ray hides every GPU from a task that asks
+    for none (``CUDA_VISIBLE_DEVICES`` empty), so runs meant for a GPU must ask: the cluster's GPUs shared by
     the ``workers`` runs at once, at most ``MAX_RUNS_PER_GPU`` on one GPU, at most one GPU each.
     0 on the CPU (``device`` cpu) or where the cluster has no GPU."""
     if device.strip().lower() == "cpu" or gpus <= 0:
@@ -385,11 +385,11 @@ def build_replica_app(config: Any, jobs_name: str, threads: int) -> Any:
     return app
 
 
-def _deployment(replicas: int, env: dict[str, str]) -> Any:
+def _deployment(replicas: int, env: dict[str, str], gpus: float = 0.0) -> Any:
     from ray import serve
 
     @serve.deployment(name=APP_NAME, num_replicas=replicas, max_ongoing_requests=MAX_ONGOING_REQUESTS,
-                      ray_actor_options={"num_cpus": 1, "runtime_env": {"env_vars": env}})
+                      ray_actor_options={"num_cpus": 1, "num_gpus": gpus, "runtime_env": {"env_vars": env}})
     @serve.ingress()
     class AlearnReplica:
         def __init__(self, config: Any, jobs_name: str, threads: int) -> None:
@@ -470,15 +470,18 @@ def start_serve(config: Any, replicas: int = 1, address: str | None = None,
 
     threads = threads_per_worker(replicas)
     env = {**forwarded_env(threads), "RAY_WARN_BLOCKING_GET_INSIDE_ASYNC": "0"}  # job calls: quick, on a local actor
+    # Ray hides the GPUs from an actor that asks for none: each replica and the jobs actor (whose learn jobs
+    # train) ask for a share of them unless the device is the CPU
+    share = gpu_share(config.device, replicas + 1, float(ray.cluster_resources().get("GPU", 0)))
     actor = None
     try:
         serve.start(http_options={"host": config.host, "port": port})
         jobs_name = f"alearn-jobs-{uuid.uuid4().hex[:8]}"
         actor = ray.remote(num_cpus=0, max_concurrency=16)(JobsService).options(
-            name=jobs_name, namespace=NAMESPACE, runtime_env={"env_vars": env}).remote(
+            name=jobs_name, namespace=NAMESPACE, num_gpus=share, runtime_env={"env_vars": env}).remote(
             str(config.library), config.limits, config.jobs)
         ray.get(actor.active.remote(), timeout=120)
-        app = _deployment(replicas, env).bind(config, jobs_name, threads)
+        app = _deployment(replicas, env, share).bind(config, jobs_name, threads)
         serve.run(app, name=APP_NAME, route_prefix="/", logging_config={"log_level": config.log_level.upper()})
     except BaseException as exc:
         _take_down(actor, owned)
