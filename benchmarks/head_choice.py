@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file
 
-from adaptive_learner.training.head import MIXES, _mixed, _softmax, choose_l2, choose_mix, fit_head
+from adaptive_learner.training.head import MIXES, choose_l2, choose_mix, fit_head
+from adaptive_learner.training.head.model import _mixed, _softmax
 from common import save
 
 RULES = ("accuracy", "log-loss", "cv-head", "gated", "adapter", "half", "head", "oracle",

@@ -78,7 +78,7 @@ def test_combine_is_the_stated_mixture():
 def test_prompt_features_are_the_layer_mean_over_the_prompt(tiny_backbone, toy_task, monkeypatch):
     """The same means whether the task's shared prompt prefix runs once (as it does) or in every row."""
     from adaptive_learner.scoring import MIN_SHARED_PREFIX
-    from adaptive_learner.training import head as head_module
+    from adaptive_learner.training.head import views as head_module
 
     items = encode_examples(tiny_backbone.tokenizer, toy_task.spec, toy_task.train[:5], 64)
     model = tiny_backbone.model
@@ -371,7 +371,8 @@ def test_the_adapter_temperature_is_stored_with_the_head_and_divides_its_scores(
     and divides the adapter's scores in the mix; an unknown calibration is refused."""
     import pytest
 
-    from adaptive_learner.training.head import FeatureHead, _mixed, _softmax, decide_head
+    from adaptive_learner.training.head import FeatureHead, decide_head
+    from adaptive_learner.training.head.model import _mixed, _softmax
 
     rng = np.random.RandomState(1)
     y = np.array([i % 2 for i in range(200)])

@@ -449,7 +449,7 @@ def data_ls() -> None:
     """List built-in tasks, sequences, strategies and backbones."""
     from .backbone import ALIASES
     from .strategies import REGISTRY
-    from .tasks import CATALOG, builtin_sequences, load_sequence
+    from .tasks import CATALOG, builtin_sequences
 
     typer.echo("tasks:")
     for name, e in CATALOG.items():

@@ -61,7 +61,7 @@ class TrainConfig:
                 "every held-out example is right, the loss keeps creeping down as the model grows confident)"})
     head: bool = field(default=True, metadata={
         "help": "also fit a linear head on the frozen backbone's features and mix it with the adapter, by a weight "
-                "decided on the held-out examples (training/head.py; used by Learner.learn and alearn learn)"})
+                "decided on the held-out examples (training/head/; used by Learner.learn and alearn learn)"})
     head_mix: str = field(default="gated", metadata={
         "help": "how the head's weight is decided: gated (an equal mix unless the held-out examples tell the "
                 "adapter and the head apart, then the better alone), held-out (the mix with the best held-out "
