@@ -36,8 +36,8 @@ MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forwar
 # by length scored inputs of 60 tokens and more 1.05-1.46x faster than 16 (less padding), the shortest 0.89-0.94x
 # (BENCHMARKS.md, "Batches of 8")
 BATCH = 8
-# on a GPU a forward of a few dozen short rows costs about what one row costs (kernel launches, not arithmetic,
-# bound it), so scoring takes larger batches there; not yet measured on this project's GPU runs (BENCHMARKS.md)
+# on a GPU, larger batches: an expectation (small forwards there are bound by kernel launches), not yet measured
+# by this project (BENCHMARKS.md, session 20); `alearn serve --score-batch` overrides it
 GPU_BATCH = 32
 PACK_MIN_SAVING = 0.2  # pack (``pack=True``) only rows whose padding is at least this part of the positions
 
