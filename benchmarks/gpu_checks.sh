@@ -22,6 +22,14 @@ timeout 300 "$PY" "$HERE/serve_load.py" --library "$LIB" --task sst2 --mode mixe
 # 2. the same at 32 clients with the CPU's scoring batch (8): what the GPU default is worth
 timeout 150 "$PY" "$HERE/serve_load.py" --library "$LIB" --task sst2 --mode mixed --seconds 20 --device cuda \
     --clients 32 --score-batch 8 --out "$OUT/serve_load_gpu_b8.json" 2>&1 | grep -v Warning | tee "$OUT/serve_load_gpu_b8.log"
+# 2b. the batching server at 32 clients with a shorter interpreter switch interval (the event loop reads requests
+#     sooner while the model thread runs Python): batching server only, against step 1's batching row
+timeout 100 "$PY" "$HERE/serve_load.py" --library "$LIB" --task sst2 --mode mixed --seconds 20 --device cuda \
+    --clients 32 --servers batching --switch-ms 0.5 --out "$OUT/serve_load_gpu_sw05.json" 2>&1 | grep -v Warning \
+    | tee "$OUT/serve_load_gpu_sw05.log"
+# 2c. where the model thread's time goes now (Learner.predict alone, no HTTP)
+timeout 120 "$PY" "$HERE/profile_predict.py" --library "$LIB" --task sst2 --device cuda --repeats 10 \
+    --out "$OUT/profile_gpu.json" 2>&1 | grep -v Warning | head -60 > "$OUT/profile_gpu.log"
 # 3. issue 11: the osf row of the headline table (seed 0), the one strategy too slow for the CPU
 timeout "${OSF_SECONDS:-1800}" "$PY" -m adaptive_learner.cli bench headline --strategies osf --seeds 0 --max-train 160 \
     --max-test 200 --device cuda --out "$OUT/bench-headline-osf" 2>&1 | tr '\r' '\n' | grep -v "it/s\]$" \

@@ -58,11 +58,11 @@ def free_port() -> int:
 
 
 def start_server(library: Path, batching: bool, port: int, device: str = "auto",
-                 score_batch: int = 0) -> tuple[subprocess.Popen, dict]:
+                 score_batch: int = 0, switch_ms: float | None = None) -> tuple[subprocess.Popen, dict]:
     """Start `alearn serve` and wait for /healthz; returns the process and its health (device included)."""
     cmd = [sys.executable, "-m", "adaptive_learner.cli", "serve", str(library), "--port", str(port),
            "--log-level", "warning", "--batching" if batching else "--no-batching", "--device", device,
-           "--score-batch", str(score_batch)]
+           "--score-batch", str(score_batch), *(["--switch-ms", str(switch_ms)] if switch_ms else [])]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -128,14 +128,21 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0, help="measured time per level")
     ap.add_argument("--device", default="auto", help="the servers' --device (auto: a CUDA GPU when there is one)")
     ap.add_argument("--score-batch", type=int, default=0, help="the batching server's --score-batch (0: by device)")
+    ap.add_argument("--switch-ms", type=float, default=None,
+                    help="the servers' --switch-ms (default: the server's own default)")
+    ap.add_argument("--servers", default="batching,one-at-a-time", help="which servers to run, in this order")
     ap.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     args = ap.parse_args()
     task = args.task or sorted(json.loads((args.library / "manifest.json").read_text())["tasks"])[0]
     levels = [int(x) for x in args.clients.split(",")]
     rows, health = [], {}
-    for name, batching in (("batching", True), ("one-at-a-time", False)):
+    for name in args.servers.split(","):
+        batching = name == "batching"
+        if name not in ("batching", "one-at-a-time"):
+            raise SystemExit(f"--servers: batching or one-at-a-time, not {name!r}")
         port = free_port()
-        proc, health[name] = start_server(args.library, batching, port, args.device, args.score_batch if batching else 0)
+        proc, health[name] = start_server(args.library, batching, port, args.device, args.score_batch if batching else 0,
+                                          args.switch_ms)
         print(f"{name}: serving on {health[name].get('device', '?')}", flush=True)
         try:
             for n in levels:

@@ -42,3 +42,32 @@ def test_grouped_by_task_equals_mixed_adapter_batches_and_shares_the_prefix(fres
         alone = scoring.score(model, items[:1], fresh_backbone.tokenizer.pad_token_id)
     np.testing.assert_allclose(grouped[0], alone[0], rtol=1e-4, atol=1e-4)
     assert not np.allclose(grouped[0], score_routed(host, items[:1], ["b"], ["tb"])[0], atol=1e-4)
+
+
+def test_using_the_active_adapter_switches_nothing_and_changes_no_answer(fresh_backbone, toy_task, monkeypatch):
+    host = AdapterHost(fresh_backbone)
+    for name, seed in (("a", 1), ("b", 2)):
+        host.create(name, seed=seed)
+        with torch.no_grad():
+            for n, p in host.trainable(name).items():
+                if "lora_B" in n:
+                    p.normal_(0, 0.05)
+    items = encode_examples(fresh_backbone.tokenizer, toy_task.spec, toy_task.test[:4], 64)
+    pad = fresh_backbone.tokenizer.pad_token_id
+    host.activate("a")
+    with host.using("b") as model:
+        b = scoring.score(model, items, pad)
+    assert host.peft.active_adapter == "a", "the adapter active before is active again"
+    switches = []
+    real = type(host.peft).set_adapter
+    monkeypatch.setattr(type(host.peft), "set_adapter", lambda self, *a, **k: switches.append(a) or real(self, *a, **k))
+    with host.using("a") as model:
+        a = scoring.score(model, items, pad)
+    assert switches == [], "already active: peft's switch is not called"
+    with host.using("b") as model:
+        assert model.active_adapter == "b"
+        b2 = scoring.score(model, items, pad)
+    assert switches and host.peft.active_adapter == "a"
+    for x, y in zip(b, b2):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+    assert not all(np.allclose(x, y, atol=1e-4) for x, y in zip(a, b))

@@ -323,7 +323,8 @@ def test_a_learn_job_yields_the_cpu_to_the_requests(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("option, value, words", [("--device", "tpu", "unknown device"),
                                                   ("--device", "cuda:7", "cuda:7"),
-                                                  ("--score-batch", "-1", "--score-batch")])
+                                                  ("--score-batch", "-1", "--score-batch"),
+                                                  ("--switch-ms", "0", "--switch-ms")])
 def test_bad_serve_device_or_batch_is_one_line_error(tmp_path, option, value, words):
     code, out, err = run_alearn("serve", tmp_path / "lib", option, value)
     assert code == 2 and words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -1,5 +1,6 @@
 """The prompt prefix shared by a batch runs once: same logits, same loss, same gradients as running it per row."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -213,3 +214,61 @@ def test_the_scoring_batch_follows_the_device(tiny_backbone, toy_task, monkeypat
     assert seen == [scoring.BATCH, 3]  # the model is on the CPU
     for a, b in zip(default, by_three):  # the batch changes padding only, never a score
         assert abs(a - b).max() < 1e-4
+
+
+def test_a_kept_prefix_serves_later_calls_with_the_same_scores(fresh_backbone, toy_task, monkeypatch):
+    """score(prefixes=store): the prefix runs in the first call only, later calls (a single batch, one item)
+    use it, and every score equals a call without the store."""
+    from adaptive_learner import scoring
+
+    host, _ = _moved_adapter(fresh_backbone)
+    host.model.eval()
+    pad = fresh_backbone.tokenizer.pad_token_id
+    items = encode_examples(fresh_backbone.tokenizer, toy_task.spec, toy_task.test[:9], 64)
+    runs = []
+    real = scoring._prefix_cache
+    monkeypatch.setattr(scoring, "_prefix_cache", lambda *a, **k: runs.append(1) or real(*a, **k))
+    store: list = []
+    first = scoring.score(host.model, items[:4], pad, prefixes=store)
+    assert len(runs) == 1 and len(store) == 1
+    later = scoring.score(host.model, items[4:8], pad, prefixes=store) + scoring.score(host.model, items[8:], pad,
+                                                                                       prefixes=store)
+    assert len(runs) == 1, "the kept prefix ran again"
+    runs.clear()
+    plain = scoring.score(host.model, items, pad)
+    for got, want in zip(first + later, plain):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    spec = toy_task.spec.__class__.from_dict(
+        {**toy_task.spec.to_dict(), "description": "Something else entirely: is this review glowing?"})
+    other = encode_examples(fresh_backbone.tokenizer, spec, toy_task.test[:4], 64)
+    scoring.score(host.model, other, pad, prefixes=store)
+    assert runs and len(store) == 2, "prompts that do not start with a kept prefix get their own"
+
+
+def test_predict_keeps_prefixes_until_the_adapter_changes(tmp_path, fresh_backbone, toy_task, fast_train, monkeypatch):
+    from dataclasses import replace
+
+    from adaptive_learner import scoring
+    from adaptive_learner.learner import Learner
+
+    learner = Learner(tmp_path / "lib", backbone=fresh_backbone, train=replace(fast_train, head=False))
+    learner.learn(toy_task, force_new=True, eval_limit=8)
+    texts = [e.fields["text"] for e in toy_task.test[:6]]
+    runs = []
+    real = scoring._prefix_cache
+    monkeypatch.setattr(scoring, "_prefix_cache", lambda *a, **k: runs.append(1) or real(*a, **k))
+    a = learner.predict(texts, toy_task.name)
+    n = len(runs)
+    assert n >= 1
+    assert [p.label for p in learner.predict(texts, toy_task.name)] == [p.label for p in a]
+    routed = learner.predict(texts, abstain=False)
+    assert len(runs) == n, "the task's prefix, given or routed, ran again"
+    assert [p.label for p in routed] == [p.label for p in a]
+    # learning again changes the adapter: its kept prefixes go with the old weights
+    learner.learn(toy_task, reuse=learner.library.adapter_of(toy_task.name), eval_limit=8)
+    runs.clear()
+    b = learner.predict(texts, toy_task.name)
+    assert runs, "a prefix of the old weights served the new ones"
+    learner._prefixes.clear()
+    want = learner.predict(texts, toy_task.name)
+    np.testing.assert_allclose([p.confidence for p in b], [p.confidence for p in want], rtol=1e-4, atol=1e-5)

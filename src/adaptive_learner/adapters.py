@@ -128,10 +128,16 @@ class AdapterHost:
 
     @contextlib.contextmanager
     def using(self, name: str | None) -> Iterator[Any]:
-        """The model with adapter ``name`` active (``None``/``BASE``: the backbone)."""
+        """The model with adapter ``name`` active (``None``/``BASE``: the backbone).
+
+        Already active: nothing is switched (peft's ``set_adapter`` walks every module, about 10 ms a call on
+        a GPU, and scoring asks per batch; BENCHMARKS.md, session 21); which weights require grad is left
+        as it is, which only training, not this context, relies on."""
         if name in (None, BASE):
             with self.base() as m:
                 yield m
+        elif self.peft is not None and self.peft.active_adapter == name:
+            yield self.peft
         else:
             prev = self.peft.active_adapter if self.peft is not None else None
             self.activate(name)

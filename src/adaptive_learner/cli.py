@@ -541,6 +541,8 @@ def serve(library: Path = typer.Argument(..., help="library directory (created w
           batch_wait_ms: float = typer.Option(5.0, help="longest wait for more requests to join a batch"),
           max_batch: int = typer.Option(64, help="inputs that close a batch at once"),
           score_batch: int = typer.Option(0, help="inputs per scoring forward (0: 8 on a CPU, 32 on a GPU)"),
+          switch_ms: float = typer.Option(5.0, help="the interpreter's thread switch interval in ms (Python's "
+                                          "default 5): how soon requests are read while a batch runs"),
           max_length: int = typer.Option(256, help="max tokens per input"),
           job_nice: int = typer.Option(10, help="OS priority added to learn jobs (0-19): the higher, the more CPU "
                                        "stays with answering requests while a job trains"),
@@ -574,7 +576,7 @@ def serve(library: Path = typer.Argument(..., help="library directory (created w
     cfg = ServeConfig(library=library, host=host, port=port, backbone=backbone, dtype=dtype, device=device, token=token,
                       token_all=token_all, max_length=max_length, limits=limits, log_level=log_level.lower(),
                       batching=BatchSettings(enabled=batching, max_wait_ms=batch_wait_ms, max_inputs=max_batch,
-                                             score_batch=score_batch),
+                                             score_batch=score_batch, switch_ms=switch_ms),
                       jobs=JobSettings(nice=job_nice, threads=job_threads, dtype=dtype, device=device))
     if ray:
         from .ray_engine import serve_forever

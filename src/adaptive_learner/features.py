@@ -29,6 +29,7 @@ import torch
 
 from .errors import UserError
 from .prompting import encode_examples, left_pad
+from .scoring import attention_mask
 from .sources import cache_dir, wheel_path
 from .tasks.spec import Example, TaskSpec
 
@@ -359,6 +360,7 @@ def hidden_features(model: Any, tokenizer: Any, texts: Sequence[str], layer: int
             idx = order[start: start + batch_size]
             group = [inputs[i] for i in idx]
             batch = {k: v.to(device) for k, v in left_pad([g.ids for g in group], tokenizer.pad_token_id).items()}
+            batch["attention_mask"] = attention_mask(model, batch["attention_mask"])
             captured.clear()
             try:
                 model(**batch, use_cache=False)

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .adapters import AdapterHost, LoraSettings
+from .adapters import BASE, AdapterHost, LoraSettings
 from .backbone import DEFAULT_BACKBONE, Backbone, dtype_name, load_backbone, resolve_device, resolve_dtype
 from .errors import LibraryError, UserError
 from .library import MANIFEST, AdapterLibrary
@@ -114,6 +114,8 @@ class Learner:
         self.dtype = dtype_name(next(self.backbone.model.parameters()).dtype)  # recorded with each learn
         self.host = AdapterHost(self.backbone, self.lora)
         self._loaded: dict[str, str] = {}  # adapter -> updated stamp loaded
+        # prompt prefixes run for predict, by adapter (BASE: the backbone), kept while its loaded weights stay
+        self._prefixes: dict[str, list[Any]] = {}
         self._router: tuple[str, LibraryRouter] | None = None
         self._heads: dict[str, tuple[Any, FeatureHead | None]] = {}  # task -> (stored version, head)
         self._profiles: tuple[Any, list[Any]] | None = None  # (stored versions, profiles) for routing
@@ -166,6 +168,17 @@ class Learner:
         if self._loaded.get(adapter) != stamp or adapter not in self.host.names:
             self.host.load(adapter, self.library.adapter_dir(adapter))
             self._loaded[adapter] = stamp
+            self._prefixes.pop(adapter, None)
+
+    def forget(self, adapter: str) -> None:
+        """Drop ``adapter`` from memory (deleted from the library)."""
+        if adapter in self.host.names:
+            self.host.delete(adapter)
+        self._loaded.pop(adapter, None)
+        self._prefixes.pop(adapter, None)
+
+    def _prefix_store(self, adapter: str | None) -> list[Any]:
+        return self._prefixes.setdefault(adapter or BASE, [])
 
     def evaluate(self, task: TaskData, adapter: str | None, limit: int | None = None,
                  head: FeatureHead | None = None) -> float:
@@ -175,11 +188,14 @@ class Learner:
             self.ensure_loaded(adapter)
         return accuracy(self._scores(adapter, items, head), items)
 
-    def _scores(self, adapter: str | None, items: Sequence[Any], head: FeatureHead | None) -> list[np.ndarray]:
-        """Per item, the label scores of ``adapter``, mixed with the task's head when it has one."""
+    def _scores(self, adapter: str | None, items: Sequence[Any], head: FeatureHead | None,
+                keep_prefix: bool = False) -> list[np.ndarray]:
+        """Per item, the label scores of ``adapter``, mixed with the task's head when it has one
+        (``keep_prefix``: the prompt prefix kept between calls; only while the adapter is not training)."""
         pad = self.backbone.tokenizer.pad_token_id
         with self.host.using(adapter) as m:
-            scores = score(m, items, pad, self.score_batch)
+            scores = score(m, items, pad, self.score_batch,
+                           prefixes=self._prefix_store(adapter) if keep_prefix else None)
         if head is None or not items:
             return scores
         with self.host.base() as m:
@@ -215,6 +231,7 @@ class Learner:
         if dry_run and reuse is None and not force_new:
             d = self.decide(task)
             return LearnOutcome(task.name, d.action, d.adapter, d.confidence, d.explanation, decision=d.to_json())
+        self._prefixes.clear()  # adapters in memory may train below: no prefix of theirs is kept
         with self.library.locked():
             self.library.reload()
             decision = None
@@ -273,6 +290,7 @@ class Learner:
                            "reason": why, "accuracy_before": before, "accuracy_after": after,
                            **({"decision": _brief(decision.to_json())} if decision is not None else {})})
             self._loaded[adapter] = self.library.adapters[adapter].get("updated", "")
+            self._prefixes.clear()
         return LearnOutcome(task.name, action, adapter, conf, why, before, after, train_summary,
                             decision.to_json() if decision is not None else None, init_from)
 
@@ -304,7 +322,7 @@ class Learner:
         self.ensure_loaded(adapter)
         examples = [Example(split_fields(t, spec), 0) for t in texts]
         items = encode_examples(self.backbone.tokenizer, spec, examples, self.train_cfg.max_length)
-        scores = self._scores(adapter, items, self.head_of(task))
+        scores = self._scores(adapter, items, self.head_of(task), keep_prefix=True)
         out = []
         for t, s in zip(texts, scores):
             p = np.exp(s - s.max())
@@ -320,8 +338,8 @@ class Learner:
             raise UserError(f"library {self.path} has no learned task to route inputs to; give --task")
         specs = {p.task: self.library.task_spec(p.task) for p in profiles}
         answers = answer_routed(self.host, self.router, profiles, specs, texts, self.train_cfg.max_length,
-                                self.score_batch,
-                                ensure_loaded=self.ensure_loaded, open_set=open_set)
+                                self.score_batch, ensure_loaded=self.ensure_loaded, open_set=open_set,
+                                prefixes=self._prefix_store)
         out = [Prediction(a.text, a.task, a.adapter, a.label_name, a.probability, a.route_confidence, a.novelty)
                for a in answers]
         for task in sorted({a.task for a in answers}):

@@ -156,6 +156,41 @@ def _packable(model: Any, seqs: Sequence[Sequence[int]], shared: int) -> bool:
             and not _window_exceeded(model, max(len(s) for s in seqs)))
 
 
+def _takes_mask(model: Any, length: int) -> bool:
+    """True when ``model``'s attention takes a prepared 4D mask as given: sdpa or eager attention, not
+    wrapped for distributed training, no sliding window shorter than ``length`` (the mask would replace
+    the window's)."""
+    cfg = getattr(model, "config", None)
+    return (not hasattr(model, "module") and getattr(cfg, "_attn_implementation", None) in ("sdpa", "eager")
+            and not _window_exceeded(model, length))
+
+
+def attention_mask(model: Any, mask: torch.Tensor, shared: int = 0) -> torch.Tensor:
+    """The attention mask for a left-padded batch (``mask``: (batch, width), 1 on tokens) whose rows all
+    follow ``shared`` cached prefix tokens.
+
+    Where the model takes a prepared mask (:func:`_takes_mask`), the 4D additive mask itself (keys of
+    padding masked, causal within a row, the prefix seen by every row): given a 2D mask, transformers
+    builds this on every forward through ``torch.vmap``, which took 40% of a scoring call of the tiny
+    model on the CPU and half of the scoring time of a served batch on a GPU (BENCHMARKS.md, session 21).
+    A batch without padding or prefix keeps its 2D mask (transformers then uses causal attention
+    without any mask); so does a model that takes no prepared mask (the prefix's ones in front)."""
+    b, width = mask.shape
+    if shared:
+        mask = torch.cat([torch.ones((b, shared), dtype=mask.dtype, device=mask.device), mask], dim=1)
+    elif bool(mask.all()):
+        return mask
+    if not _takes_mask(model, shared + width):
+        return mask
+    allowed = torch.ones((width, shared + width), dtype=torch.bool, device=mask.device).tril(diagonal=shared)
+    allowed = allowed[None] & mask.bool()[:, None, :]
+    dtype = model.get_input_embeddings().weight.dtype
+    # additive, as eager attention adds it to the scores (sdpa takes it as well); a query row of padding
+    # sees everything equally, finite, and no real row ever reads it
+    return torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill_(
+        ~allowed, torch.finfo(dtype).min)[:, None]
+
+
 def _prefix_cache(model: Any, ids: Sequence[int], device: torch.device, hidden: bool) -> Any:
     """The keys and values of ``ids`` run alone (batch 1)."""
     # an explicit cache: some models (Gemma 3) make none themselves in training mode
@@ -236,15 +271,15 @@ def _run_tail(model: Any, seqs: Sequence[Sequence[int]], pad_id: int, device: to
     if pack and adapter_names is None and _packable(model, seqs, shared):
         return _run_packed(model, seqs, device, keep, shared, cache, hidden), enc["input_ids"], shared, \
             shared + sum(len(s) - shared for s in seqs)
+    mask = attention_mask(model, enc["attention_mask"], shared)
     if shared:
         cache.batch_repeat_interleave(len(seqs))
-        ones = torch.ones((len(seqs), shared), dtype=enc["attention_mask"].dtype, device=device)
-        kwargs.update(past_key_values=cache, use_cache=True,
-                      attention_mask=torch.cat([ones, enc["attention_mask"]], dim=1),
+        kwargs.update(past_key_values=cache, use_cache=True, attention_mask=mask,
                       position_ids=enc["position_ids"] + shared)
         out = model(input_ids=enc["input_ids"], **keep_arg, **kwargs)
     else:
-        out = model(**enc, use_cache=False, **keep_arg, **kwargs)
+        out = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=enc["position_ids"],
+                    use_cache=False, **keep_arg, **kwargs)
     width = enc["input_ids"].shape[1]
     return out, enc["input_ids"], shared, shared + len(seqs) * width
 
@@ -283,19 +318,45 @@ def batch_for(device: "str | torch.device") -> int:
     return BATCH if torch.device(device).type == "cpu" else GPU_BATCH
 
 
+PREFIXES_KEPT = 4  # prompt prefixes a caller's store keeps per model state (a task's description, a few tasks)
+
+
+def _stored_prefix(model: Any, prompts: Sequence[Sequence[int]], device: torch.device,
+                   prefixes: list[SharedPrefix]) -> SharedPrefix | None:
+    """A prefix of ``prefixes`` every prompt starts with, or the one these prompts share, run now and kept."""
+    found = next((p for p in prefixes if p.fits(prompts, 1)), None)
+    if found is None:
+        found = shared_prefix(model, prompts, device)
+        if found is not None:
+            prefixes.append(found)
+            del prefixes[:-PREFIXES_KEPT]
+    return found
+
+
 @torch.no_grad()
 def score(model: Any, items: Sequence[Encoded], pad_id: int, batch_size: int | None = None,
-          adapter_names: Sequence[str] | None = None, progress: bool = False) -> list[np.ndarray]:
+          adapter_names: Sequence[str] | None = None, progress: bool = False,
+          prefixes: list[SharedPrefix] | None = None) -> list[np.ndarray]:
     """Per item, the log-likelihood of each choice. ``adapter_names`` routes each item to an adapter
     (peft mixed-adapter batch; ``"__base__"`` means no adapter). ``batch_size``: items per forward
-    (default: :func:`batch_for` the model's device)."""
+    (default: :func:`batch_for` the model's device).
+
+    ``prefixes``: prompt prefixes kept from earlier calls with this same model state (the caller's store,
+    which it must empty when the weights change): a prefix every prompt starts with is not run again, and
+    one run here is kept. A server answers one task's requests call after call with the same description;
+    its prefix ran in every call (28% of a served batch's time, BENCHMARKS.md, session 21)."""
     device = next(model.parameters()).device
     batch_size = batch_size or batch_for(device)
     results: list[np.ndarray | None] = [None] * len(items)
     batches = length_batches([len(it.prompt) for it in items], batch_size)
     # the prompt prefix all items share, run once for the whole call (the prompts leave at least one token)
-    prefix = shared_prefix(model, [it.prompt for it in items], device) \
-        if adapter_names is None and len(batches) > 1 else None
+    prompts = [it.prompt for it in items]
+    if adapter_names is not None or not items:
+        prefix = None
+    elif prefixes is not None:
+        prefix = _stored_prefix(model, prompts, device, prefixes)
+    else:
+        prefix = shared_prefix(model, prompts, device) if len(batches) > 1 else None
     for idx in tqdm(batches, desc="scoring", leave=False, disable=not progress):
         group = [items[i] for i in idx]
         names = [adapter_names[i] for i in idx] if adapter_names is not None else None

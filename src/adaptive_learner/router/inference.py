@@ -51,9 +51,11 @@ def fields_from_text(text: str, spec: TaskSpec) -> dict[str, str]:
 
 
 def score_routed(host: Any, items: Sequence[Any], adapters: Sequence[str], tasks: Sequence[str],
-                 batch_size: int | None = None, group: bool = True) -> list[np.ndarray]:
+                 batch_size: int | None = None, group: bool = True,
+                 prefixes: Callable[[str], list[Any]] | None = None) -> list[np.ndarray]:
     """Choice scores of ``items``, each with its own adapter: by task, each task's items with its adapter
-    active (prompt prefix shared), or (``group=False``) all in peft mixed-adapter batches."""
+    active (prompt prefix shared), or (``group=False``) all in peft mixed-adapter batches. ``prefixes``:
+    an adapter's store of prompt prefixes kept between calls (``scoring.score``)."""
     pad = host.backbone.tokenizer.pad_token_id
     if host.peft is None:
         with host.base() as model:
@@ -67,7 +69,8 @@ def score_routed(host: Any, items: Sequence[Any], adapters: Sequence[str], tasks
         by_task.setdefault(key, []).append(i)
     for (_, adapter), idx in by_task.items():
         with host.using(adapter) as model:
-            for i, s in zip(idx, score(model, [items[i] for i in idx], pad, batch_size)):
+            kept = prefixes(adapter) if prefixes is not None else None
+            for i, s in zip(idx, score(model, [items[i] for i in idx], pad, batch_size, prefixes=kept)):
                 out[i] = s
     return out  # type: ignore[return-value]
 
@@ -75,7 +78,7 @@ def score_routed(host: Any, items: Sequence[Any], adapters: Sequence[str], tasks
 def answer_routed(host: Any, router: LibraryRouter, profiles: Sequence[TaskProfile], specs: dict[str, TaskSpec],
                   texts: Sequence[str], max_length: int, batch_size: int | None = None,
                   ensure_loaded: Callable[[str], None] | None = None, open_set: bool = True,
-                  group: bool = True) -> list[RoutedAnswer]:
+                  group: bool = True, prefixes: Callable[[str], list[Any]] | None = None) -> list[RoutedAnswer]:
     """Route every text to a stored task and label it with that task's adapter (``open_set``: also each
     input's novelty, see :class:`~adaptive_learner.router.routing.NoveltyModel`; ``group``: see the module)."""
     for t in texts:
@@ -94,7 +97,7 @@ def answer_routed(host: Any, router: LibraryRouter, profiles: Sequence[TaskProfi
     for a in sorted(set(names) - {BASE}):
         if ensure_loaded is not None:
             ensure_loaded(a)
-    scores = score_routed(host, items, names, [r.task for r in routed], batch_size, group)
+    scores = score_routed(host, items, names, [r.task for r in routed], batch_size, group, prefixes)
     out = []
     for text, r, s in zip(texts, routed, scores):
         p = np.exp(s - s.max())

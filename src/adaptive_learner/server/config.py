@@ -39,12 +39,16 @@ class BatchSettings:
     max_wait_ms: float = field(default=5.0, metadata={"help": "longest wait for more requests to join a batch"})
     max_inputs: int = field(default=64, metadata={"help": "inputs that close a batch at once"})
     score_batch: int = field(default=0, metadata={"help": "inputs per scoring forward (0: 8 on a CPU, 32 on a GPU)"})
+    switch_ms: float = field(default=5.0, metadata={"help": "the interpreter's thread switch interval in ms: how "
+                                                            "soon requests are read while a batch runs"})
 
     def check(self) -> None:
         if not 0 <= self.max_wait_ms <= 1000:
             raise UserError(f"--batch-wait-ms must be between 0 and 1000, got {self.max_wait_ms}")
         if self.max_inputs <= 0:
             raise UserError(f"--max-batch must be positive, got {self.max_inputs}")
+        if not 0 < self.switch_ms <= 100:
+            raise UserError(f"--switch-ms must be above 0 and at most 100, got {self.switch_ms}")
         if self.score_batch < 0:
             raise UserError(f"--score-batch must be 0 (by device) or positive, got {self.score_batch}")
 

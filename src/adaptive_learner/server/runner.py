@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sys
 import threading
 from typing import Any
 
@@ -49,6 +50,11 @@ def serve(config: ServeConfig) -> None:
     host, port = sock.getsockname()[:2]
     logging.getLogger("adaptive_learner.server").info("serving %s on http://%s:%s (docs at /docs)",
                                                       config.library, host, port)
+    # the model thread runs Python between its kernels and holds the interpreter lock; the event loop, which
+    # reads the requests that make the next batch, waits for it up to the switch interval at each step of each
+    # request. Python's 5 ms is kept: 0.5 ms measured no better on the 2-core CPU (BENCHMARKS.md, session 21);
+    # a GPU, where the model thread is nearly all Python, is where to measure it again
+    sys.setswitchinterval(config.batching.switch_ms / 1000)
     _uvicorn_server(app, config).run(sockets=[sock])
 
 

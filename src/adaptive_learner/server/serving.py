@@ -109,8 +109,7 @@ class ServingEngine:
         self.version = hashlib.sha256(json.dumps(lib.manifest, sort_keys=True).encode()).hexdigest()[:12]
         self._specs = {t: lib.task_spec(t) for t in lib.tasks}
         for name in [n for n in self.learner.host.names if n not in lib.adapters]:
-            self.learner.host.delete(name)  # removed from the library: free its memory
-            self.learner._loaded.pop(name, None)
+            self.learner.forget(name)  # removed from the library: free its memory
         log.info("library version %s: %d adapters, %d tasks", self.version, len(lib.adapters), len(lib.tasks))
         return True
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ...prompting import Encoded, left_pad
+from ...scoring import attention_mask
 
 VIEWS = ("text", "pair")  # encoder views a head may add to the backbone's features
 
@@ -64,11 +65,11 @@ def prompt_features(model: Any, items: Sequence[Encoded], layer: int, pad_id: in
 
                 batch_cache = copy.deepcopy(cache)
                 batch_cache.batch_repeat_interleave(len(idx))
-                ones = torch.ones((len(idx), shared), dtype=mask.dtype, device=device)
-                hs = run(input_ids=enc["input_ids"], attention_mask=torch.cat([ones, mask], dim=1),
+                hs = run(input_ids=enc["input_ids"], attention_mask=attention_mask(model, mask, shared),
                          position_ids=enc["position_ids"] + shared, past_key_values=batch_cache, use_cache=True)
             else:
-                hs = run(**enc, use_cache=False)
+                hs = run(input_ids=enc["input_ids"], attention_mask=attention_mask(model, mask),
+                         position_ids=enc["position_ids"], use_cache=False)
             m = mask.to(hs.dtype)[..., None]
             total = (hs * m).sum(1) + prefix_sum
             out[idx] = (total / (m.sum(1) + shared).clamp(min=1)).cpu().numpy()
