@@ -272,3 +272,16 @@ def test_predict_keeps_prefixes_until_the_adapter_changes(tmp_path, fresh_backbo
     learner._prefixes.clear()
     want = learner.predict(texts, toy_task.name)
     np.testing.assert_allclose([p.confidence for p in b], [p.confidence for p in want], rtol=1e-4, atol=1e-5)
+
+
+def test_predict_keeps_the_prefixes_of_the_adapters_used_last():
+    from adaptive_learner.learner import PREFIX_ADAPTERS, Learner
+
+    learner = Learner.__new__(Learner)  # the store alone, no model
+    learner._prefixes = {}
+    for k in range(PREFIX_ADAPTERS + 4):
+        learner._prefix_store(f"a{k}").append(k)
+    learner._prefix_store("a5")  # used again: kept
+    assert len(learner._prefixes) == PREFIX_ADAPTERS
+    assert "a0" not in learner._prefixes and learner._prefixes["a5"] == [5]
+    assert list(learner._prefixes)[-1] == "a5"

@@ -51,6 +51,9 @@ class LearnOutcome:
     init_from: str | None = None  # the adapter a new one was copied from (None: fresh or reused)
 
 
+PREFIX_ADAPTERS = 16  # adapters whose prompt prefixes predict keeps (scoring.PREFIXES_KEPT each)
+
+
 @dataclass
 class Prediction:
     """One answered input."""
@@ -178,7 +181,13 @@ class Learner:
         self._prefixes.pop(adapter, None)
 
     def _prefix_store(self, adapter: str | None) -> list[Any]:
-        return self._prefixes.setdefault(adapter or BASE, [])
+        """``adapter``'s kept prompt prefixes (a prefix of smollm2 is ~2 MB): the adapters used last keep theirs."""
+        key = adapter or BASE
+        store = self._prefixes.pop(key, [])
+        self._prefixes[key] = store  # most recent last
+        while len(self._prefixes) > PREFIX_ADAPTERS:
+            del self._prefixes[next(iter(self._prefixes))]
+        return store
 
     def evaluate(self, task: TaskData, adapter: str | None, limit: int | None = None,
                  head: FeatureHead | None = None) -> float:
