@@ -58,11 +58,13 @@ def free_port() -> int:
 
 
 def start_server(library: Path, batching: bool, port: int, device: str = "auto",
-                 score_batch: int = 0, switch_ms: float | None = None) -> tuple[subprocess.Popen, dict]:
+                 score_batch: int = 0, switch_ms: float | None = None,
+                 batch_wait_ms: float | None = None) -> tuple[subprocess.Popen, dict]:
     """Start `alearn serve` and wait for /healthz; returns the process and its health (device included)."""
     cmd = [sys.executable, "-m", "adaptive_learner.cli", "serve", str(library), "--port", str(port),
            "--log-level", "warning", "--batching" if batching else "--no-batching", "--device", device,
-           "--score-batch", str(score_batch), *(["--switch-ms", str(switch_ms)] if switch_ms else [])]
+           "--score-batch", str(score_batch), *(["--switch-ms", str(switch_ms)] if switch_ms else []),
+           *(["--batch-wait-ms", str(batch_wait_ms)] if batch_wait_ms is not None else [])]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -130,6 +132,8 @@ def main() -> None:
     ap.add_argument("--score-batch", type=int, default=0, help="the batching server's --score-batch (0: by device)")
     ap.add_argument("--switch-ms", type=float, default=None,
                     help="the servers' --switch-ms (default: the server's own default)")
+    ap.add_argument("--batch-wait-ms", type=float, default=None,
+                    help="the batching server's --batch-wait-ms (default: the server's own default)")
     ap.add_argument("--servers", default="batching,one-at-a-time", help="which servers to run, in this order")
     ap.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     args = ap.parse_args()
@@ -142,7 +146,7 @@ def main() -> None:
             raise SystemExit(f"--servers: batching or one-at-a-time, not {name!r}")
         port = free_port()
         proc, health[name] = start_server(args.library, batching, port, args.device, args.score_batch if batching else 0,
-                                          args.switch_ms)
+                                          args.switch_ms, args.batch_wait_ms if batching else None)
         print(f"{name}: serving on {health[name].get('device', '?')}", flush=True)
         try:
             for n in levels:

@@ -63,7 +63,7 @@ def create_app(config: ServeConfig, engine: ServingEngine | None = None) -> Fast
     app.state.batcher = batcher
     install_error_handlers(app)
     app.add_middleware(BodyLimit, config=config)
-    _install_request_metrics(app, metrics)
+    app.add_middleware(RequestMetrics, metrics=metrics)  # added last: outermost
     _add_routes(app)
     return app
 
@@ -74,7 +74,9 @@ def _token_ok(request: Request, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
-def require_token(request: Request) -> None:
+# async, though they await nothing: FastAPI runs a plain ``def`` dependency on a worker thread, two thread
+# hops per request that wait for the interpreter lock the model thread holds (BENCHMARKS.md, session 21)
+async def require_token(request: Request) -> None:
     """Learn and delete: the bearer token, when the server has one."""
     token = request.app.state.config.token
     if token and not _token_ok(request, token):
@@ -82,10 +84,10 @@ def require_token(request: Request) -> None:
                        headers={"WWW-Authenticate": "Bearer"})
 
 
-def require_token_if_all(request: Request) -> None:
+async def require_token_if_all(request: Request) -> None:
     """Every other /v1 endpoint: the token only with --token-all."""
     if request.app.state.config.token_all:
-        require_token(request)
+        await require_token(request)
 
 
 # ---------------------------------------------------------------------- routes
@@ -202,22 +204,46 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-def _install_request_metrics(app: FastAPI, metrics: Metrics) -> None:
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Any) -> Response:
-        request.state.request_id = uuid.uuid4().hex[:16]
+class RequestMetrics:
+    """Outermost: a request id (``X-Request-ID``, and in every error body), the request count and latency by
+    route and status, and a 500 in the one error shape for a fault nothing below answered.
+
+    Plain ASGI rather than ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware`` runs every request
+    through a task group and memory streams, Python work on the event loop per request that competes with the
+    model thread for the interpreter lock (BENCHMARKS.md, session 21)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex[:16]
+        scope.setdefault("state", {})["request_id"] = request_id
         t0 = time.perf_counter()
         status = 500
+        started = False
+
+        async def send_with_id(message: Any) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"x-request-id", request_id.encode())]}
+            await send(message)
+
         try:
             try:
-                response = await call_next(request)
-            except Exception as exc:  # noqa: BLE001 - answered here: past this point the framework would log
-                # it again and close the connection after the 500, failing a keep-alive client's next request
-                response = internal_error(request, exc)
-            status = response.status_code
-            response.headers["X-Request-ID"] = request.state.request_id
-            return response
+                await self.app(scope, receive, send_with_id)
+            except Exception as exc:  # noqa: BLE001 - answered here: past this point the server would log it
+                # again and close the connection after the 500, failing a keep-alive client's next request
+                if started:
+                    raise
+                await internal_error(Request(scope), exc)(scope, receive, send_with_id)
         finally:
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            metrics.requests.labels(route, request.method, str(status)).inc()
-            metrics.latency.labels(route).observe(time.perf_counter() - t0)
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - t0)
