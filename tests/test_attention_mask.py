@@ -11,6 +11,7 @@ from adaptive_learner.features import hidden_features
 from adaptive_learner.prompting import encode_examples, left_pad
 from adaptive_learner.scoring import attention_mask, choice_logits, tail_logits
 from adaptive_learner.training.trainer import label_loss
+from test_packing import _assert_same, _moved_adapter, padded_rows
 
 CPU = torch.device("cpu")
 
@@ -39,29 +40,16 @@ def _both(monkeypatch, params, run):
             p.grad = None
         out = run()
         (out if out.dim() == 0 else out.logsumexp(-1).sum()).backward()
-        outs.append(out.detach())
+        outs.append((out.detach(), None))  # test_packing's shape: (output, extra)
         grads.append({n: p.grad.clone() for n, p in params.items()})
     return outs, grads
-
-
-def _assert_same(outs, grads):
-    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
-    for n in grads[0]:
-        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-4, atol=1e-6, msg=f"gradient of {n}")
-    assert any(g.abs().sum() > 0 for n, g in grads[1].items() if "lora_A" in n)
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("share", [True, False])
 def test_same_logits_loss_and_gradients_as_transformers_mask(monkeypatch, fresh_backbone, toy_task, attn, share):
-    from test_packing import _moved_adapter
-
     host, params = _moved_adapter(fresh_backbone, attn)
-    items = encode_examples(fresh_backbone.tokenizer, toy_task.spec, toy_task.train[:8], 128)
-    seqs = [it.prompt for it in items]
-    assert len({len(s) for s in seqs}) > 2, "rows of different lengths: the batch has padding"
-    rows = [[c[0] for c in it.choices] for it in items]
-    pad = fresh_backbone.tokenizer.pad_token_id
+    items, seqs, rows, pad = padded_rows(fresh_backbone, toy_task)
     outs, grads = _both(monkeypatch, params,
                         lambda: choice_logits(host.model, seqs, rows, pad, CPU, share_prefix=share)[0])
     _assert_same(outs, grads)
@@ -76,8 +64,6 @@ def test_same_logits_loss_and_gradients_as_transformers_mask(monkeypatch, fresh_
 
 @pytest.mark.parametrize("share", [True, False])
 def test_the_prepared_mask_replaces_transformers_builder(fresh_backbone, toy_task, builder_calls, share):
-    from test_packing import _moved_adapter
-
     host, _ = _moved_adapter(fresh_backbone, "sdpa")
     items = encode_examples(fresh_backbone.tokenizer, toy_task.spec, toy_task.test[:8], 128)
     with torch.no_grad():

@@ -30,6 +30,15 @@ def _moved_adapter(backbone, attn="sdpa"):
     return moved(backbone)
 
 
+def padded_rows(backbone, task):
+    """Eight training examples of ``task`` encoded: items, prompts (of different lengths: a padded batch has
+    padding), each item's first choice tokens, the pad id."""
+    items = encode_examples(backbone.tokenizer, task.spec, task.train[:8], 128)
+    seqs = [it.prompt for it in items]
+    assert len({len(s) for s in seqs}) > 2, "rows of different lengths: the padded batch has padding"
+    return items, seqs, [[c[0] for c in it.choices] for it in items], backbone.tokenizer.pad_token_id
+
+
 def _both(params, run):
     """run(pack) for pack in (False, True): its outputs (detached) and the adapter's gradients."""
     outs, grads = [], []
@@ -54,11 +63,7 @@ def _assert_same(outs, grads):
 @pytest.mark.parametrize("share", [True, False])
 def test_packed_choice_logits_and_gradients(always_pack, fresh_backbone, toy_task, attn, share):
     host, params = _moved_adapter(fresh_backbone, attn)
-    items = encode_examples(fresh_backbone.tokenizer, toy_task.spec, toy_task.train[:8], 128)
-    seqs = [it.prompt for it in items]
-    assert len({len(s) for s in seqs}) > 2, "rows of different lengths: the padded batch has padding"
-    rows = [[c[0] for c in it.choices] for it in items]
-    pad = fresh_backbone.tokenizer.pad_token_id
+    items, seqs, rows, pad = padded_rows(fresh_backbone, toy_task)
     outs, grads = _both(params, lambda pack: choice_logits(host.model, seqs, rows, pad, CPU, share_prefix=share,
                                                            pack=pack))
     _assert_same(outs, grads)

@@ -10,14 +10,21 @@ from adaptive_learner.prompting import encode_examples
 from adaptive_learner.router.inference import score_routed
 
 
-def test_grouped_by_task_equals_mixed_adapter_batches_and_shares_the_prefix(fresh_backbone, toy_task, monkeypatch):
-    host = AdapterHost(fresh_backbone)
+def _two_adapters(backbone):
+    """A host with adapters "a" and "b", their LoRA B matrices moved off zero: each changes the answers,
+    differently."""
+    host = AdapterHost(backbone)
     for name, seed in (("a", 1), ("b", 2)):
         host.create(name, seed=seed)
         with torch.no_grad():
             for n, p in host.trainable(name).items():
                 if "lora_B" in n:
-                    p.normal_(0, 0.05)  # each adapter changes the answers, differently
+                    p.normal_(0, 0.05)
+    return host
+
+
+def test_grouped_by_task_equals_mixed_adapter_batches_and_shares_the_prefix(fresh_backbone, toy_task, monkeypatch):
+    host = _two_adapters(fresh_backbone)
     items = encode_examples(fresh_backbone.tokenizer, toy_task.spec, toy_task.test[:10], 64)
     adapters = ["a", "b"] * 5
     tasks = ["ta", "tb"] * 5
@@ -45,13 +52,7 @@ def test_grouped_by_task_equals_mixed_adapter_batches_and_shares_the_prefix(fres
 
 
 def test_using_the_active_adapter_switches_nothing_and_changes_no_answer(fresh_backbone, toy_task, monkeypatch):
-    host = AdapterHost(fresh_backbone)
-    for name, seed in (("a", 1), ("b", 2)):
-        host.create(name, seed=seed)
-        with torch.no_grad():
-            for n, p in host.trainable(name).items():
-                if "lora_B" in n:
-                    p.normal_(0, 0.05)
+    host = _two_adapters(fresh_backbone)
     items = encode_examples(fresh_backbone.tokenizer, toy_task.spec, toy_task.test[:4], 64)
     pad = fresh_backbone.tokenizer.pad_token_id
     host.activate("a")
