@@ -137,3 +137,17 @@ def test_learn_warns_on_stderr_when_the_task_is_not_learned(capsys, tmp_path):
     assert code == 0, err
     assert "warning: toy looks not learned: held-out accuracy" in err and "majority-class rate" in err
     assert "warning" not in out
+
+
+def test_data_ls_lists_everything_without_importing_torch(capsys):
+    import subprocess
+    import sys
+
+    code, out, _ = alearn(capsys, "data", "ls")
+    assert code == 0
+    assert "sst2" in out and "headline" in out and "router" in out and "osf" in out and "smollm2-135m" in out
+    probe = ("import sys\nfrom adaptive_learner.cli import app\n"
+             "try:\n    app(['data', 'ls'])\nexcept SystemExit:\n    pass\n"
+             "print('imported:', sorted(m for m in ('torch', 'peft', 'transformers') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert "imported: []" in r.stdout, r.stdout[-500:] + r.stderr[-500:]

@@ -143,3 +143,11 @@ def test_learner_stores_fisher_and_buffer_and_uses_them_when_reusing(tmp_path, t
     assert int(fisher2["__ewc_tasks__"]) == 2 and buf2.tasks == ["toy", "pairs"]
     assert {e["task"] for e in buf2.examples} == {"toy", "pairs"}
     assert AdapterLibrary.open(tmp_path / "lib").verify() == []
+
+
+def test_the_listed_strategy_names_are_the_registry():
+    """``alearn data ls`` lists strategies without importing them: the list is the registry's."""
+    from adaptive_learner.names import STRATEGY_NAMES
+    from adaptive_learner.strategies import REGISTRY
+
+    assert list(STRATEGY_NAMES) == sorted(REGISTRY)

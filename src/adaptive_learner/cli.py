@@ -447,15 +447,15 @@ def library_verify(library: Path = typer.Argument(...)) -> None:
 @data_app.command("ls")
 def data_ls() -> None:
     """List built-in tasks, sequences, strategies and backbones."""
-    from .backbone import ALIASES
-    from .strategies import REGISTRY
+    from .names import STRATEGY_NAMES
+    from .sources import ALIASES
     from .tasks import CATALOG, builtin_sequences
 
     typer.echo("tasks:")
     for name, e in CATALOG.items():
         typer.echo(f"  {name:16s} {e.spec.family:14s} {len(e.spec.label_names)} labels  {e.spec.source}")
     typer.echo("sequences: " + ", ".join(builtin_sequences()))
-    typer.echo("strategies: " + ", ".join(sorted(REGISTRY)))
+    typer.echo("strategies: " + ", ".join(STRATEGY_NAMES))
     typer.echo("backbones: " + ", ".join(ALIASES) + " (or a .gguf file, model dir, Hugging Face id)")
 
 

