@@ -16,8 +16,7 @@ import statistics
 import time
 from pathlib import Path
 
-TEXTS = ["a gorgeous, witty film", "a tedious mess", "superb and moving", "dull, dull, dull", "I loved every minute",
-         "a waste of two hours", "charming and smart", "the plot makes no sense", "beautifully acted", "boring"]
+from serve_load import TEXTS  # the inputs the load test sends
 
 
 def main() -> None:

@@ -149,11 +149,9 @@ def _packable(model: Any, seqs: Sequence[Sequence[int]], shared: int) -> bool:
     distributed training, an attention that takes the mask as given (sdpa, eager), and no sliding
     window shorter than a row (the mask would replace the window's)."""
     lens = [len(s) - shared for s in seqs]
-    if len(seqs) < 2 or sum(lens) > (1 - PACK_MIN_SAVING) * len(seqs) * max(lens) or hasattr(model, "module"):
+    if len(seqs) < 2 or sum(lens) > (1 - PACK_MIN_SAVING) * len(seqs) * max(lens):
         return False
-    cfg = getattr(model, "config", None)
-    return (getattr(cfg, "_attn_implementation", None) in ("sdpa", "eager")
-            and not _window_exceeded(model, max(len(s) for s in seqs)))
+    return _takes_mask(model, max(len(s) for s in seqs))
 
 
 def _takes_mask(model: Any, length: int) -> bool:
@@ -171,8 +169,8 @@ def attention_mask(model: Any, mask: torch.Tensor, shared: int = 0) -> torch.Ten
 
     Where the model takes a prepared mask (:func:`_takes_mask`), the 4D additive mask itself (keys of
     padding masked, causal within a row, the prefix seen by every row): given a 2D mask, transformers
-    builds this on every forward through ``torch.vmap``, which took 40% of a scoring call of the tiny
-    model on the CPU and half of the scoring time of a served batch on a GPU (BENCHMARKS.md, session 21).
+    builds this on every forward through ``torch.vmap``, which took half of the scoring time of a served
+    batch on a GPU (BENCHMARKS.md, session 21).
     A batch without padding or prefix keeps its 2D mask (transformers then uses causal attention
     without any mask); so does a model that takes no prepared mask (the prefix's ones in front)."""
     b, width = mask.shape
@@ -184,11 +182,15 @@ def attention_mask(model: Any, mask: torch.Tensor, shared: int = 0) -> torch.Ten
         return mask
     allowed = torch.ones((width, shared + width), dtype=torch.bool, device=mask.device).tril(diagonal=shared)
     allowed = allowed[None] & mask.bool()[:, None, :]
+    # a query row of padding sees everything equally, finite, and no real row ever reads it
+    return _additive(model, allowed)[:, None]
+
+
+def _additive(model: Any, allowed: torch.Tensor) -> torch.Tensor:
+    """``allowed`` (True: attend) as an additive mask in the model's dtype: eager attention adds it to the scores,
+    sdpa takes it as well."""
     dtype = model.get_input_embeddings().weight.dtype
-    # additive, as eager attention adds it to the scores (sdpa takes it as well); a query row of padding
-    # sees everything equally, finite, and no real row ever reads it
-    return torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill_(
-        ~allowed, torch.finfo(dtype).min)[:, None]
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
 def _prefix_cache(model: Any, ids: Sequence[int], device: torch.device, hidden: bool) -> Any:
@@ -295,9 +297,7 @@ def _run_packed(model: Any, seqs: Sequence[Sequence[int]], device: torch.device,
     allowed = (row[:, None] == row[None, :]) & (local[:, None] >= local[None, :])
     if shared:
         allowed = torch.cat([torch.ones((len(row), shared), dtype=torch.bool), allowed], dim=1)
-    dtype = model.get_input_embeddings().weight.dtype
-    # additive: eager attention adds the mask to the scores, sdpa takes it as well
-    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+    mask = _additive(model, allowed)
     index = (ends[:, None] - torch.arange(keep, 0, -1)[None, :]).clamp(min=0).reshape(-1).to(device)
     ids = torch.as_tensor([t for s in seqs for t in s[shared:]], dtype=torch.long, device=device)[None]
     kwargs: dict[str, Any] = {"position_ids": (local + shared)[None].to(device),
@@ -344,7 +344,7 @@ def score(model: Any, items: Sequence[Encoded], pad_id: int, batch_size: int | N
     ``prefixes``: prompt prefixes kept from earlier calls with this same model state (the caller's store,
     which it must empty when the weights change): a prefix every prompt starts with is not run again, and
     one run here is kept. A server answers one task's requests call after call with the same description;
-    its prefix ran in every call (28% of a served batch's time, BENCHMARKS.md, session 21)."""
+    its prefix ran in every call (BENCHMARKS.md, session 21)."""
     device = next(model.parameters()).device
     batch_size = batch_size or batch_for(device)
     results: list[np.ndarray | None] = [None] * len(items)
