@@ -48,6 +48,20 @@ def test_predict_ls_show_verify(capsys, built_library):
     assert code == 0 and out.startswith("ok")
 
 
+def test_library_ls_show_verify_read_the_library_without_importing_torch(built_library):
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom adaptive_learner.cli import app\n"
+             "for cmd in ('ls', 'show', 'verify'):\n"
+             "    try:\n        app(['library', cmd, sys.argv[1]])\n    except SystemExit as e:\n"
+             "        print(cmd, 'exit', e.code)\n"
+             "print('imported:', sorted(m for m in ('torch', 'peft', 'transformers') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", probe, str(built_library)], capture_output=True, text=True, timeout=300)
+    assert "lora-toy" in r.stdout and "ok: " in r.stdout, r.stdout[-500:] + r.stderr[-500:]
+    assert "imported: []" in r.stdout, r.stdout[-500:] + r.stderr[-500:]
+
+
 @pytest.mark.parametrize("args,message", [
     (["--data", "/no/such/file.csv", "--description", "d"], "not found"),
     (["--data", TOY, "--description", "d", "--label-column", "nope"], "missing column"),

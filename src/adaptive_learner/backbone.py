@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .errors import SourceError, UserError
 from .fileio import sha256_file
+from .identity import FINGERPRINTS, same_backbone  # noqa: F401 (re-exported)
 from .sources import ALIASES, DEFAULT_BACKBONE, PACKAGED_MODELS, PackagedModel, cache_dir, wheel_path  # noqa: F401
 
 # the precisions a backbone loads in (``--dtype``); LoRA adapters stay float32 either way (peft's
@@ -139,9 +140,6 @@ def device_name(device: str | torch.device) -> str:
     return str(dev)
 
 
-FINGERPRINTS = ("fingerprint_bf16", "fingerprint")  # the weight fingerprints an identity may hold, most general first
-
-
 def identity_of(name: str, model: Any) -> dict[str, Any]:
     """What makes two backbones the same: architecture, sizes and fingerprints of the embedding weights:
     ``fingerprint_bf16`` of the weights rounded to bfloat16 (the same for the model loaded in float32 or
@@ -159,14 +157,6 @@ def identity_of(name: str, model: Any) -> dict[str, Any]:
     if weight.dtype == torch.float32:
         out["fingerprint"] = hashlib.sha256(weight.numpy().round(4).tobytes()).hexdigest()[:16]
     return out
-
-
-def same_backbone(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """True when two identities describe the same weights (names may differ: a dir and its alias): the same
-    architecture and sizes, and every fingerprint both hold equal (at least one)."""
-    keys = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size")
-    shared = [k for k in FINGERPRINTS if k in a and k in b]
-    return bool(shared) and all(a.get(k) == b.get(k) for k in (*keys, *shared))
 
 
 def _prepare_tokenizer(tok: Any) -> None:

@@ -22,21 +22,20 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
-
-import torch
-from safetensors.torch import load_file
-from safetensors.torch import save as safetensors_bytes
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .. import testhooks
-from ..backbone import FINGERPRINTS, same_backbone
 from ..errors import LibraryError
 from ..fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
+from ..identity import FINGERPRINTS, same_backbone
 from .check import check_file_name, check_manifest
 from .txn import MANIFEST, apply_plan, committed, drop_txn, lock_timeout, recover, recover_on_open, write_error
 from .txn import flock as _flock
 from .txn import fsync_tree as _fsync_tree
 from ..tasks.spec import TaskSpec, check_name
+
+if TYPE_CHECKING:  # torch only where tensors are read or written: listing and verifying a library need none
+    import torch
 
 __all__ = ["MANIFEST", "SCHEMA_VERSION", "AdapterLibrary", "Transaction", "apply_plan", "recover"]
 
@@ -148,6 +147,8 @@ class AdapterLibrary:
         return self.tasks[task]["adapter"]
 
     def read_tensors(self, adapter: str, filename: str) -> dict[str, torch.Tensor] | None:
+        from safetensors.torch import load_file
+
         p = self.data_path(adapter, filename)
         return load_file(str(p)) if p.exists() else None
 
@@ -240,6 +241,8 @@ class Transaction:
 
     def write_tensors(self, adapter: str, filename: str, tensors: dict[str, torch.Tensor]) -> None:
         """Stage a safetensors file of per-adapter data."""
+        from safetensors.torch import save as safetensors_bytes
+
         rel = f"data/{check_name(adapter, 'adapter')}/{check_file_name(filename)}"
         p = self._stage(rel)
         atomic_write_bytes(p, safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()}))
