@@ -16,9 +16,11 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/mac
 "$PY" -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__,
 'peft', peft.__version__, 'cuda', torch.cuda.is_available())" >> "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
-# 1. issue 12: dynamic batching against one request at a time, 1/8/32 clients, the scoring batch by device (32)
-timeout 300 "$PY" "$HERE/serve_load.py" --library "$LIB" --task sst2 --mode mixed --seconds 20 --device cuda \
-    --out "$OUT/serve_load_gpu.json" 2>&1 | grep -v Warning | tee "$OUT/serve_load_gpu.log"
+# 1. issue 12: dynamic batching in process and with the model in its own process (--model-process) against one
+#    request at a time, 1/8/32 clients, the scoring batch by device (32)
+timeout 420 "$PY" "$HERE/serve_load.py" --library "$LIB" --task sst2 --mode mixed --seconds 20 --device cuda \
+    --servers batching,model-process,one-at-a-time --out "$OUT/serve_load_gpu.json" 2>&1 | grep -v Warning \
+    | tee "$OUT/serve_load_gpu.log"
 # 2. the same at 32 clients with the CPU's scoring batch (8): what the GPU default is worth
 timeout 150 "$PY" "$HERE/serve_load.py" --library "$LIB" --task sst2 --mode mixed --seconds 20 --device cuda \
     --clients 32 --score-batch 8 --out "$OUT/serve_load_gpu_b8.json" 2>&1 | grep -v Warning | tee "$OUT/serve_load_gpu_b8.log"

@@ -1,6 +1,7 @@
 """Load on `alearn serve`: dynamic batching against one request at a time, side by side in one run.
 
-Starts `alearn serve LIBRARY` twice in turn (batching on, then `--no-batching`), each on a free
+Starts `alearn serve LIBRARY` in turn (batching on, then `--no-batching`; `--servers` may add
+`model-process`: batching with the model in its own process, `--model-process`), each on a free
 loopback port, and drives it with a bounded number of concurrent httpx clients (1, 8, 32) for a
 fixed time per level; short sentiment inputs, with the task given, routed, or half and half.
 Prints p50/p95/p99 latency and requests/s per server and level, and the speed-up at the largest
@@ -59,12 +60,13 @@ def free_port() -> int:
 
 def start_server(library: Path, batching: bool, port: int, device: str = "auto",
                  score_batch: int = 0, switch_ms: float | None = None,
-                 batch_wait_ms: float | None = None) -> tuple[subprocess.Popen, dict]:
+                 batch_wait_ms: float | None = None, model_process: bool = False) -> tuple[subprocess.Popen, dict]:
     """Start `alearn serve` and wait for /healthz; returns the process and its health (device included)."""
     cmd = [sys.executable, "-m", "adaptive_learner.cli", "serve", str(library), "--port", str(port),
            "--log-level", "warning", "--batching" if batching else "--no-batching", "--device", device,
            "--score-batch", str(score_batch), *(["--switch-ms", str(switch_ms)] if switch_ms else []),
-           *(["--batch-wait-ms", str(batch_wait_ms)] if batch_wait_ms is not None else [])]
+           *(["--batch-wait-ms", str(batch_wait_ms)] if batch_wait_ms is not None else []),
+           *(["--model-process"] if model_process else [])]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -134,19 +136,21 @@ def main() -> None:
                     help="the servers' --switch-ms (default: the server's own default)")
     ap.add_argument("--batch-wait-ms", type=float, default=None,
                     help="the batching server's --batch-wait-ms (default: the server's own default)")
-    ap.add_argument("--servers", default="batching,one-at-a-time", help="which servers to run, in this order")
+    ap.add_argument("--servers", default="batching,one-at-a-time", help="which servers to run, in this order: batching, "
+                    "model-process (batching, the model in its own process), one-at-a-time")
     ap.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     args = ap.parse_args()
     task = args.task or sorted(json.loads((args.library / "manifest.json").read_text())["tasks"])[0]
     levels = [int(x) for x in args.clients.split(",")]
     rows, health = [], {}
     for name in args.servers.split(","):
-        batching = name == "batching"
-        if name not in ("batching", "one-at-a-time"):
-            raise SystemExit(f"--servers: batching or one-at-a-time, not {name!r}")
+        batching = name in ("batching", "model-process")
+        if name not in ("batching", "model-process", "one-at-a-time"):
+            raise SystemExit(f"--servers: batching, model-process or one-at-a-time, not {name!r}")
         port = free_port()
         proc, health[name] = start_server(args.library, batching, port, args.device, args.score_batch if batching else 0,
-                                          args.switch_ms, args.batch_wait_ms if batching else None)
+                                          args.switch_ms, args.batch_wait_ms if batching else None,
+                                          model_process=name == "model-process")
         print(f"{name}: serving on {health[name].get('device', '?')}", flush=True)
         try:
             for n in levels:
@@ -161,8 +165,9 @@ def main() -> None:
     print(table(rows))
     top = max(levels)
     rate = {r["server"]: r["req_per_s"] for r in rows if r["clients"] == top}
-    if rate.get("one-at-a-time"):
-        print(f"\nat {top} clients: batching {rate['batching'] / rate['one-at-a-time']:.2f}x the requests/s")
+    for name in ("batching", "model-process"):
+        if rate.get("one-at-a-time") and rate.get(name):
+            print(f"\nat {top} clients: {name} {rate[name] / rate['one-at-a-time']:.2f}x the requests/s of one at a time")
     if args.out:
         args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "servers": health,
                                         "rows": rows}, indent=2))

@@ -44,7 +44,8 @@ def serve_config(lib: Path, **overrides: Any) -> Any:
 
 @contextlib.contextmanager
 def running(lib: Path, backbone: Any = None, **overrides: Any) -> Iterator[tuple[Any, Any]]:
-    """(httpx client on the server's URL, the app) while a uvicorn serves ``lib`` on a free port."""
+    """(httpx client on the server's URL, the app) while a uvicorn serves ``lib`` on a free port (the model in
+    this process, or with ``model_process=True`` in its own, started by the app)."""
     import httpx
 
     from adaptive_learner.server.api import create_app
@@ -52,7 +53,7 @@ def running(lib: Path, backbone: Any = None, **overrides: Any) -> Iterator[tuple
     from adaptive_learner.server.serving import ServingEngine
 
     cfg = serve_config(lib, **overrides)
-    app = create_app(cfg, ServingEngine(cfg, backbone=backbone))
+    app = create_app(cfg, None if cfg.model_process else ServingEngine(cfg, backbone=backbone))
     with BackgroundServer(app, cfg) as srv, httpx.Client(base_url=srv.url, timeout=120) as client:
         yield client, app
 

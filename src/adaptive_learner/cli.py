@@ -548,6 +548,9 @@ def serve(library: Path = typer.Argument(..., help="library directory (created w
                                        "stays with answering requests while a job trains"),
           job_threads: int = typer.Option(0, help="torch threads of a learn job (0: half the cores, at least 1)"),
           log_level: str = typer.Option("info", help="uvicorn and server log level"),
+          model_process: bool = typer.Option(False, "--model-process", help="score in a process of its own: this "
+                                             "process reads, batches and answers requests while the model process "
+                                             "scores, neither waiting for the other's interpreter lock"),
           ray: bool = typer.Option(False, "--ray", help="run the app as a Ray Serve deployment: --replicas "
                                    "copies, each loading the backbone and every adapter and batching on its own, "
                                    "behind Ray Serve's HTTP proxy on --host/--port; learn jobs go to one shared "
@@ -564,6 +567,8 @@ def serve(library: Path = typer.Argument(..., help="library directory (created w
     """
     if not ray and (replicas is not None or ray_address is not None):
         raise UserError("--replicas and --ray-address go with --ray")
+    if ray and model_process:
+        raise UserError("--model-process does not go with --ray (each Ray replica is a process of its own)")
     try:
         from .server import BatchSettings, JobSettings, Limits, ServeConfig
         from .server.runner import serve as run_server
@@ -577,7 +582,8 @@ def serve(library: Path = typer.Argument(..., help="library directory (created w
                       token_all=token_all, max_length=max_length, limits=limits, log_level=log_level.lower(),
                       batching=BatchSettings(enabled=batching, max_wait_ms=batch_wait_ms, max_inputs=max_batch,
                                              score_batch=score_batch, switch_ms=switch_ms),
-                      jobs=JobSettings(nice=job_nice, threads=job_threads, dtype=dtype, device=device))
+                      jobs=JobSettings(nice=job_nice, threads=job_threads, dtype=dtype, device=device),
+                      model_process=model_process)
     if ray:
         from .ray_engine import serve_forever
 

@@ -27,12 +27,19 @@ from .protocol import (DeleteOut, ErrorOut, HealthOut, JobAccepted, JobList, Job
 from .serving import ServingEngine, check_predict
 
 FORM_SLACK = 64 * 1024  # multipart framing and the option fields around an upload
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 422, 429)}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 422, 429, 503)}
 
 
-def create_app(config: ServeConfig, engine: ServingEngine | None = None) -> FastAPI:
-    """The app over one library (``engine``: an already loaded one, else loaded now)."""
-    engine = engine or ServingEngine(config)
+def create_app(config: ServeConfig, engine: Any = None) -> FastAPI:
+    """The app over one library (``engine``: an already loaded ``ServingEngine`` or ``RemoteEngine``, else one
+    loaded now: in this process, or with ``config.model_process`` in a process of its own)."""
+    if engine is None:
+        if config.model_process:
+            from .model_process import RemoteEngine
+
+            engine = RemoteEngine(config)
+        else:
+            engine = ServingEngine(config)
     metrics = Metrics()
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alearn-model")  # torch runs on one thread
 
@@ -56,6 +63,8 @@ def create_app(config: ServeConfig, engine: ServingEngine | None = None) -> Fast
         await batcher.close()
         await asyncio.to_thread(jobs.shutdown)
         executor.shutdown(wait=False)
+        if hasattr(engine, "close"):  # the model process, when there is one
+            await asyncio.to_thread(engine.close)
 
     app = FastAPI(title="adaptive-learner", lifespan=lifespan, responses=ERRORS,
                   description="Answers inputs with a library of LoRA adapters and keeps learning new tasks.")
@@ -147,11 +156,7 @@ def _add_routes(app: FastAPI) -> None:
     @app.get("/healthz", response_model=HealthOut)
     async def healthz(request: Request) -> Any:
         """Liveness and what is being served."""
-        engine, jobs = request.app.state.engine, request.app.state.jobs
-        lib = engine.library
-        return HealthOut(status="degraded" if engine.problem else "ok", backbone=lib.backbone.get("name", "?"),
-                         device=str(engine.learner.device), library_version=engine.version, adapters=len(lib.adapters), tasks=len(lib.tasks),
-                         jobs_running=jobs.active(), problem=engine.problem)
+        return HealthOut(**request.app.state.engine.health(), jobs_running=request.app.state.jobs.active())
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:

@@ -91,6 +91,9 @@ class ServeConfig:
     batching: BatchSettings = field(default_factory=BatchSettings)
     jobs: JobSettings = field(default_factory=JobSettings)
     log_level: str = "info"
+    model_process: bool = field(default=False, metadata={
+        "help": "score in a process of its own: the HTTP process reads, batches and answers requests while the "
+                "model process scores, so neither waits for the other's interpreter lock"})
 
     def check(self) -> "ServeConfig":
         """Refuse settings that cannot work, with one line naming the option."""
@@ -120,6 +123,13 @@ class ServeConfig:
             import warnings
             warnings.warn(f"serving on {self.host} without a token: anyone who can reach it can learn and delete")
         return self
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ServeConfig":
+        """The settings back from ``asdict`` (what crosses to the model process, as JSON)."""
+        d = dict(d)
+        return cls(**{**d, "library": Path(d["library"]), "limits": Limits(**d["limits"]),
+                      "batching": BatchSettings(**d["batching"]), "jobs": JobSettings(**d["jobs"])})
 
     def public(self) -> dict[str, Any]:
         """The settings without the token (for logs and /healthz)."""

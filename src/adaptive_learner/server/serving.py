@@ -69,7 +69,55 @@ def as_text(inp: str | dict[str, str], spec: TaskSpec | None) -> str:
 Row = tuple[int, int, str]  # (request, input, text)
 
 
-class ServingEngine:
+class LibraryEndpoints:
+    """What the library endpoints do: read the committed library and remove an adapter. They need no model, so
+    they run where the HTTP runs, in process or not (``model_process.RemoteEngine``)."""
+
+    config: ServeConfig
+    path: Path
+    _write_lock: threading.Lock
+
+    def library_out(self) -> LibraryOut:
+        """The committed library as it is on disk now (adapters, tasks, recent decisions)."""
+        lib = AdapterLibrary.open(self.path, verify=False)
+        adapters = [AdapterOut(name=n, tasks=list(a.get("tasks", [])), trainable_params=a.get("trainable_params"),
+                               updated=a.get("updated")) for n, a in sorted(lib.adapters.items())]
+        tasks = []
+        for name, t in sorted(lib.tasks.items()):
+            spec = t["spec"]
+            tasks.append(TaskOut(name=name, adapter=t["adapter"], family=spec.get("family", "unknown"),
+                                 input_fields=spec.get("input_fields", []), labels=spec.get("label_names", []),
+                                 accuracy=t.get("accuracy")))
+        history = [_brief_event(e) for e in lib.history[-HISTORY:]]
+        return LibraryOut(path=str(self.path), backbone=lib.backbone.get("name", "?"), version=manifest_version(lib),
+                          adapters=adapters, tasks=tasks, history=history)
+
+    def delete_adapter(self, name: str) -> DeleteOut:
+        """Remove an adapter, its data and its tasks in one transaction (409 while a writer holds the lock)."""
+        check_name(name, "adapter")
+        with self._write_lock:
+            lib = AdapterLibrary.open(self.path, verify=False)
+            if name not in lib.adapters:
+                raise ApiError(404, f"no adapter {name!r} in the library; adapters: {sorted(lib.adapters) or 'none'}")
+            try:
+                with lib.transaction(timeout=self.config.limits.lock_wait_s) as tx:
+                    tasks = tx.remove_adapter(name)
+                    tx.record({"action": "remove", "adapter": name, "tasks": tasks,
+                               "reason": "removed through the server"})
+            except LibraryError as exc:
+                if "is locked by" in str(exc):
+                    raise ApiError(409, f"the library is being written (a learn job holds its lock); try again: "
+                                        f"{exc}", limit="lock_wait_s", type_="library_busy") from None
+                raise
+        return DeleteOut(adapter=name, tasks=tasks)
+
+
+def manifest_version(lib: AdapterLibrary) -> str:
+    """A short digest of the committed manifest: changes with every commit."""
+    return hashlib.sha256(json.dumps(lib.manifest, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class ServingEngine(LibraryEndpoints):
     """The backbone, the adapters in memory, and the committed library they come from."""
 
     def __init__(self, config: ServeConfig, backbone: Any = None) -> None:
@@ -106,7 +154,7 @@ class ServingEngine:
             return False
         self.learner.library = lib
         self._sig, self.problem = sig, None
-        self.version = hashlib.sha256(json.dumps(lib.manifest, sort_keys=True).encode()).hexdigest()[:12]
+        self.version = manifest_version(lib)
         self._specs = {t: lib.task_spec(t) for t in lib.tasks}
         for name in [n for n in self.learner.host.names if n not in lib.adapters]:
             self.learner.forget(name)  # removed from the library: free its memory
@@ -184,41 +232,12 @@ class ServingEngine:
         for (i, j, _), p in zip(rows, preds):
             answers[i, j] = p
 
-    # ------------------------------------------------------------------ the library (no model needed)
-    def library_out(self) -> LibraryOut:
-        """The committed library as it is on disk now (adapters, tasks, recent decisions)."""
-        lib = AdapterLibrary.open(self.path, verify=False)
-        adapters = [AdapterOut(name=n, tasks=list(a.get("tasks", [])), trainable_params=a.get("trainable_params"),
-                               updated=a.get("updated")) for n, a in sorted(lib.adapters.items())]
-        tasks = []
-        for name, t in sorted(lib.tasks.items()):
-            spec = t["spec"]
-            tasks.append(TaskOut(name=name, adapter=t["adapter"], family=spec.get("family", "unknown"),
-                                 input_fields=spec.get("input_fields", []), labels=spec.get("label_names", []),
-                                 accuracy=t.get("accuracy")))
-        history = [_brief_event(e) for e in lib.history[-HISTORY:]]
-        version = hashlib.sha256(json.dumps(lib.manifest, sort_keys=True).encode()).hexdigest()[:12]
-        return LibraryOut(path=str(self.path), backbone=lib.backbone.get("name", "?"), version=version,
-                          adapters=adapters, tasks=tasks, history=history)
-
-    def delete_adapter(self, name: str) -> DeleteOut:
-        """Remove an adapter, its data and its tasks in one transaction (409 while a writer holds the lock)."""
-        check_name(name, "adapter")
-        with self._write_lock:
-            lib = AdapterLibrary.open(self.path, verify=False)
-            if name not in lib.adapters:
-                raise ApiError(404, f"no adapter {name!r} in the library; adapters: {sorted(lib.adapters) or 'none'}")
-            try:
-                with lib.transaction(timeout=self.config.limits.lock_wait_s) as tx:
-                    tasks = tx.remove_adapter(name)
-                    tx.record({"action": "remove", "adapter": name, "tasks": tasks,
-                               "reason": "removed through the server"})
-            except LibraryError as exc:
-                if "is locked by" in str(exc):
-                    raise ApiError(409, f"the library is being written (a learn job holds its lock); try again: "
-                                        f"{exc}", limit="lock_wait_s", type_="library_busy") from None
-                raise
-        return DeleteOut(adapter=name, tasks=tasks)
+    def health(self) -> dict[str, Any]:
+        """What ``/healthz`` reports about the model and the library it serves."""
+        lib = self.library
+        return {"status": "degraded" if self.problem else "ok", "backbone": lib.backbone.get("name", "?"),
+                "device": str(self.learner.device), "library_version": self.version, "adapters": len(lib.adapters),
+                "tasks": len(lib.tasks), "problem": self.problem}
 
 
 def _prediction(p: Any, routed: bool) -> PredictionOut:
