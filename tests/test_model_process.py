@@ -98,6 +98,7 @@ def test_a_killed_model_process_fails_only_its_batch_and_is_replaced(library, tm
         second = engine.pid
         assert second != first and _alive(second) and engine.starts == 2
         assert client.get("/healthz").json()["status"] == "ok"
+        assert "alearn_model_process_starts 2.0" in client.get("/metrics").text
     assert not _alive(second), "the model process outlived the server"
 
 

@@ -208,6 +208,7 @@ def test_metrics_count_requests_latency_and_batches(served):
     assert 'alearn_requests_total{method="POST",route="/v1/predict",status="200"}' in text
     assert 'alearn_request_latency_seconds_bucket{le="0.001",route="/v1/predict"}' in text
     assert "alearn_batch_inputs_count" in text and "alearn_jobs_running 0.0" in text
+    assert "alearn_model_process_starts 0.0" in text  # the model in this process
 
 
 def test_learn_upload_runs_in_a_worker_and_is_served_at_once(base_library, tmp_path):

@@ -6,6 +6,7 @@ One package, one concern per file:
     protocol.py  the API's contract: pydantic request and response models
     serving.py   what a request does, testable without HTTP (ServingEngine: predict, reload, library)
     batching.py  dynamic batching of concurrent predict requests
+    model_process.py  the engine in a spawned process (``--model-process``), JSON over a pipe
     learning.py  a learn request read and checked, its upload stored
     jobs.py      learn jobs in spawned worker processes (worker.py runs ``Learner.learn``)
     api.py       the FastAPI routes (thin), body caps, request metrics

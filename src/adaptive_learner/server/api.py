@@ -55,6 +55,7 @@ def create_app(config: ServeConfig, engine: Any = None) -> FastAPI:
 
     jobs = JobManager(config.library, config.limits, on_end=job_ended, settings=config.jobs)
     metrics.jobs_running.set_function(lambda: float(jobs.active()))
+    metrics.model_starts.set_function(lambda: float(getattr(engine, "starts", 0)))
     batcher: Batcher[PredictRequest] = Batcher(run_batch, executor, config.batching, metrics.observe_batch)
 
     @asynccontextmanager

@@ -30,6 +30,8 @@ class Metrics:
         self.jobs_running = Gauge("alearn_jobs_running", "learn jobs queued or running", registry=self.registry)
         self.reloads = Counter("alearn_library_reloads", "times a changed library was read again",
                                registry=self.registry)
+        self.model_starts = Gauge("alearn_model_process_starts", "model processes started, the first included "
+                                  "(0: the model runs in the HTTP process)", registry=self.registry)
 
     def observe_batch(self, requests: int, inputs: int) -> None:
         self.batch_requests.observe(requests)
