@@ -10,6 +10,10 @@ for every task B the router put into an existing adapter, **reuse is right** whe
 The router's "new" decisions are not judged here: what reusing would have given was not run.
 
     python benchmarks/bench_outcomes.py ../runs/bench-headline --out bench_outcomes_headline
+    python benchmarks/bench_outcomes.py results/bench-headline-acc results/bench-headline-acc-seed1 --out X
+
+Each argument is a bench output directory (``seed*-order*/{router,per-task}/results.json``) or a folder of
+kept results (``results-router.json`` beside ``results-per-task.json``, as ``pool_seeds.py`` reads them).
 """
 
 from __future__ import annotations
@@ -45,16 +49,20 @@ def judge(router: dict[str, Any], per_task: dict[str, Any], tol: float) -> list[
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("bench", help="a bench output directory holding router and per-task runs")
+    ap.add_argument("bench", nargs="+", help="bench output directories, or folders of kept results-<strategy>.json")
     ap.add_argument("--tolerance", type=float, default=0.01)
     ap.add_argument("--out", default="bench_outcomes")
     a = ap.parse_args()
     rows = []
-    for run in sorted(Path(a.bench).glob("seed*-order*")):
-        r, p = run / "router" / "results.json", run / "per-task" / "results.json"
-        if r.is_file() and p.is_file():
-            for row in judge(json.loads(r.read_text()), json.loads(p.read_text()), a.tolerance):
-                rows.append({"run": run.name, **row})
+    for bench in map(Path, a.bench):
+        pairs = [(run.name, run / "router" / "results.json", run / "per-task" / "results.json")
+                 for run in sorted(bench.glob("seed*-order*"))]
+        pairs.append((bench.name, bench / "results-router.json", bench / "results-per-task.json"))
+        for name, r, p in pairs:
+            if r.is_file() and p.is_file():
+                router = json.loads(r.read_text())
+                for row in judge(router, json.loads(p.read_text()), a.tolerance):
+                    rows.append({"run": name, "seed": router.get("config", {}).get("seed"), **row})
     right = sum(r["right"] for r in rows)
     print("| run | task | reused | confidence | B reused / own adapter | earlier tasks lost (points) | reuse right? |")
     print("|---|---|---|---|---|---|---|")
@@ -63,7 +71,7 @@ def main() -> None:
         print(f"| {r['run']} | {r['task']} | {r['adapter']} | {r['confidence']:.2f} | {r['reused_acc']:.3f} / "
               f"{r['own_adapter_acc']:.3f} | {drops} | {'yes' if r['right'] else '**no**'} |")
     print(f"\nreuse right by outcome: {right} of {len(rows)} (tolerance {a.tolerance})")
-    save(a.out, {"bench": str(a.bench), "tolerance": a.tolerance, "rows": rows, "right": right, "n": len(rows)})
+    save(a.out, {"bench": [str(b) for b in a.bench], "tolerance": a.tolerance, "rows": rows, "right": right, "n": len(rows)})
 
 
 if __name__ == "__main__":
