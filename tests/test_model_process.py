@@ -15,7 +15,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
 from conftest import run_alearn  # noqa: E402
-from server_common import AUTH, assert_error, build_library, copy_library, running, serve_config  # noqa: E402
+from server_common import AUTH, assert_error, build_library, copy_library, running  # noqa: E402
 
 REQUESTS = [{"inputs": ["superb lovely", "dull"], "task": "toy"},
             {"inputs": ["the word fine ||| the word superb"], "task": "pairs"},
