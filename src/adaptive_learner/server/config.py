@@ -127,7 +127,6 @@ class ServeConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ServeConfig":
         """The settings back from ``asdict`` (what crosses to the model process, as JSON)."""
-        d = dict(d)
         return cls(**{**d, "library": Path(d["library"]), "limits": Limits(**d["limits"]),
                       "batching": BatchSettings(**d["batching"]), "jobs": JobSettings(**d["jobs"])})
 

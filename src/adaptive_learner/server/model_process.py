@@ -190,7 +190,8 @@ def _main(config_json: str, conn: Any) -> None:
             return  # the HTTP process went away
         if msg.get("op") != "answer":
             return
-        requests = [PredictRequest.model_validate(r) for r in msg["requests"]]
+        # validated once, by the HTTP process that read them
+        requests = [PredictRequest.model_construct(**r) for r in msg["requests"]]
         try:
             results: list[Any] = engine.answer(requests)
         except Exception as exc:  # noqa: BLE001 - the whole batch fails, as in process
