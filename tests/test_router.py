@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from adaptive_learner.features import TaskFeatures
+from adaptive_learner.features import TaskFeatures, label_names_informative
 from adaptive_learner.router import calibration as C
 from adaptive_learner.router.baseline import SoftmaxThresholdRouter
 from adaptive_learner.router.decision import Router, RouterConfig
@@ -31,10 +31,13 @@ def unit(i: int, d: int = 16, tilt: float = 0.0) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
+NAMES = ["apple", "river", "stone", "cloud", "flame", "grass", "metal"]  # label names that name their classes
+
+
 def feats(name: str, center: int, seed: int, n: int = 32, desc: int | None = None, labels: int = 0,
           n_labels: int = 2, n_fields: int = 1) -> TaskFeatures:
     return TaskFeatures(name, cluster(center, n, seed), unit(center if desc is None else desc), unit(labels),
-                        None, n_labels, n_fields, [f"l{i}" for i in range(n_labels)])
+                        None, n_labels, n_fields, NAMES[:n_labels])
 
 
 # ------------------------------------------------------------------ evidence on its own scale
@@ -102,6 +105,39 @@ def test_content_and_label_names_enter_the_evidence_when_both_tasks_have_them():
     assert {"content", "label_names"} <= C.signals_of(ev) and ev["label_match"] == pytest.approx(1.0)
     probe.inputs = probe.inputs[:2]  # too few examples: no content signal, like the example statistics
     assert "content" not in C.signals_of(evidence_for_all(probe, [TaskProfile("m", "l", cand)])[0])
+
+
+@pytest.mark.parametrize("names,informative", [
+    (["0", "1"], False), (["-1", "1"], False), (["LABEL_0", "LABEL_1"], False), (["class 3", "class_4"], False),
+    (["A", "B", "C"], False), (["yes", "no"], False), (["True", "False"], False), (["0.5", "2"], False),
+    (["negative", "positive"], True), (["ham", "spam"], True), (["not_equivalent", "equivalent"], True),
+    (["0", "sports"], True), ([], True)])
+def test_label_names_that_only_code_an_answer_are_told_from_names_of_classes(names, informative):
+    assert label_names_informative(names) is informative
+
+
+def test_two_tasks_labelled_0_1_are_not_matched_by_their_label_names():
+    """Label names equal only because both are 0/1 (or yes/no) must not read as a perfect label match: the
+    label signals are left out and the decision rests on the description and the examples."""
+    names = np.stack([unit(5), unit(6)])
+    probe, cand = feats("movies", 0, 10, desc=0, labels=3), feats("sms", 4, 11, n=64, desc=9, labels=3)
+    probe.label_vecs, cand.label_vecs = names, names.copy()
+    label_head = C.Head(["label_names", "labels"], ["label_match", "label_cos", "same_n_labels", "same_fields"],
+                        [0.5, 0.5, 0.5, 0.5], [0.2, 0.2, 0.5, 0.5], [6.0, 3.0, 0.0, 0.0], -2.0, threshold=0.75)
+    desc_head = C.Head(["description"], ["desc_cos"], [0.3], [0.2], [4.0], -4.0, threshold=0.75)
+    router = Router(C.Combiner({"label_names+labels": label_head, "description": desc_head}))
+    library = [TaskProfile("sms", "lora-sms", cand)]
+    d = router.decide(probe, library)
+    assert d.action == "reuse"  # names that name classes ("apple", "river") and match: the label head reuses
+    for coded in (["0", "1"], ["no", "yes"]):
+        probe.label_names, cand.label_names = coded, list(coded)
+        ev = evidence_for_all(probe, library)[0]
+        assert not {"label_match", "label_cos", "same_n_labels", "same_fields"} & set(ev)
+        assert ev["label_names_uninformative"] == 1.0 and C.signals_of(ev) == frozenset({"description", "examples"})
+        d = router.decide(probe, library)
+        assert d.action == "new" and "label names left out" in d.explanation
+    cand.label_names = ["ham", "spam"]  # one side coded is enough: its names say nothing to match against
+    assert "label_match" not in evidence_for_all(probe, library)[0]
 
 
 # ------------------------------------------------------------------ calibration

@@ -33,7 +33,7 @@ def synthetic_bank(seed=0):
         mu[c] = 3.0
         draw = lambda n: (mu + rng.randn(n, D)).astype(np.float32)  # noqa: E731
         descs = np.stack([_unit(d, rng) for _ in range(3)])
-        prof = TaskFeatures(name, draw(48), descs[0], _unit(lab, rng, 0.05), None, 2, nf, ["a", "b"])
+        prof = TaskFeatures(name, draw(48), descs[0], _unit(lab, rng, 0.05), None, 2, nf, ["low", "high"])
         bank[name] = TaskBank(name, fam, prof, draw(48), draw(30), descs, [f"{name} input {i}" for i in range(30)])
     return bank
 

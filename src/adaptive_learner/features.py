@@ -16,6 +16,7 @@ Four signals, each switchable for ablation (``FeatureConfig``):
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -176,6 +177,26 @@ def pair_structure(encoder: Any, spec: TaskSpec, examples: Sequence[Example]) ->
 def label_phrase(name: str) -> str:
     """One label name as words for the sentence encoder."""
     return name.replace("_", " ")
+
+
+# Names that say how an answer is written, not what a task is about: the answer words of a yes/no question.
+ANSWER_FORM_WORDS = frozenset({"yes", "no", "true", "false", "correct", "incorrect", "right", "wrong", "y", "n",
+                               "t", "f"})
+_CODED_LABEL = re.compile(r"(?:label|class|category|cat|type|l|c)?[ _-]?[+-]?[0-9]+(?:\.[0-9]+)?|[a-z]")
+
+
+def label_names_informative(names: Sequence[str]) -> bool:
+    """Whether a task's label names say what its classes are. Numbers (``0``/``1``, ``-1``), codes
+    (``LABEL_2``, ``class 3``), single letters and yes/no-style answer words do not: two tasks labelled
+    ``0``/``1`` (or ``yes``/``no``) share a way of writing answers, not a kind of decision, so their names
+    are no evidence that one task's adapter suits the other. One named class is enough to count; no names
+    at all (features stored without them) counts as informative, as before."""
+    if not names:
+        return True
+    def coded(name: str) -> bool:
+        s = " ".join(str(name).strip().lower().replace("_", " ").split())
+        return not s or s in ANSWER_FORM_WORDS or _CODED_LABEL.fullmatch(s) is not None
+    return not all(coded(n) for n in names)
 
 
 def label_text(spec: TaskSpec) -> str:

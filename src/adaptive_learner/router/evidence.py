@@ -11,6 +11,11 @@ as the library grows.
   k examples, and the log ratio of the observed statistic to its permutation mean (0: same task).
 * ``desc_cos`` / ``label_cos`` / ``grad_cos``: cosine similarities of the unit embeddings.
 * ``same_n_labels`` / ``same_fields``: 1 when the label count / number of input fields agree.
+* ``label_match``: the two label sets' names matched by meaning. The label signals (``label_match``,
+  ``label_cos``, ``same_n_labels``, ``same_fields``) are left out, and ``label_names_uninformative`` set,
+  when either task's names do not say what its classes are (``0``/``1``, ``yes``/``no``:
+  ``features.label_names_informative``): equal names would otherwise read as a strong match between
+  any two such tasks.
 * ``trial_gain`` / ``trial_acc_gain``: from a trial of the candidate's adapter on the k examples
   (classification cross-entropy and accuracy, base model minus adapter); added by the caller.
 """
@@ -22,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..features import TaskFeatures
+from ..features import TaskFeatures, label_names_informative
 
 
 @dataclass
@@ -155,6 +160,10 @@ def pair_evidence(probe: TaskFeatures, cand: TaskFeatures) -> dict[str, float]:
     if probe.labels is not None and cand.labels is not None:
         ev["same_n_labels"] = float(probe.n_labels == cand.n_labels)
         ev["same_fields"] = float(probe.n_fields == cand.n_fields)
+    if not (label_names_informative(probe.label_names) and label_names_informative(cand.label_names)):
+        for key in ("label_match", "label_cos", "same_n_labels", "same_fields"):
+            ev.pop(key, None)
+        ev["label_names_uninformative"] = 1.0
     return ev
 
 
