@@ -194,3 +194,15 @@ def test_structure_arrays_round_trip_and_reach_the_evidence(tmp_path):
     single = lambda outs: [(o.case.probe, o.router, o.action, o.adapter) for o in outs  # noqa: E731
                            if back[o.case.probe].profile.n_fields == 1 and o.router == "calibrated"]
     assert single(outcomes) == single(plain) and single(plain)
+
+
+def test_a_task_with_coded_label_names_is_still_recognised_by_the_gauntlets_folds():
+    """Label names 0/1 leave the label signals out of that task's pairs: its held-out fold must have a head
+    without them (before, it had none, and every repeat of such a task was called new at confidence 1)."""
+    bank = synthetic_bank()
+    bank["m"].profile.label_names = ["0", "1"]
+    cfg = E.GauntletConfig(library_sizes=[2, 4], draws=3, k=16, permutations=100)
+    outcomes, _ = E.run_gauntlet(bank, cfg)
+    mine = [o for o in outcomes if o.case.probe == "m" and o.router == "calibrated"
+            and o.case.kind in ("repeat", "reworded")]
+    assert mine and all(o.action == "reuse" and o.correct for o in mine)
