@@ -109,7 +109,7 @@ def test_content_and_label_names_enter_the_evidence_when_both_tasks_have_them():
 
 @pytest.mark.parametrize("names,informative", [
     (["0", "1"], False), (["-1", "1"], False), (["LABEL_0", "LABEL_1"], False), (["class 3", "class_4"], False),
-    (["A", "B", "C"], False), (["yes", "no"], False), (["True", "False"], False), (["0.5", "2"], False),
+    (["A", "B", "C"], False), (["0.5", "2"], False), (["", "1"], False), (["yes", "no"], True), (["True", "False"], True),
     (["negative", "positive"], True), (["ham", "spam"], True), (["not_equivalent", "equivalent"], True),
     (["0", "sports"], True), ([], True)])
 def test_label_names_that_only_code_an_answer_are_told_from_names_of_classes(names, informative):
@@ -117,7 +117,7 @@ def test_label_names_that_only_code_an_answer_are_told_from_names_of_classes(nam
 
 
 def test_two_tasks_labelled_0_1_are_not_matched_by_their_label_names():
-    """Label names equal only because both are 0/1 (or yes/no) must not read as a perfect label match: the
+    """Label names equal only because both are 0/1 (or LABEL_0/LABEL_1) must not read as a perfect label match: the
     label signals are left out and the decision rests on the description and the examples."""
     names = np.stack([unit(5), unit(6)])
     probe, cand = feats("movies", 0, 10, desc=0, labels=3), feats("sms", 4, 11, n=64, desc=9, labels=3)
@@ -129,7 +129,7 @@ def test_two_tasks_labelled_0_1_are_not_matched_by_their_label_names():
     library = [TaskProfile("sms", "lora-sms", cand)]
     d = router.decide(probe, library)
     assert d.action == "reuse"  # names that name classes ("apple", "river") and match: the label head reuses
-    for coded in (["0", "1"], ["no", "yes"]):
+    for coded in (["0", "1"], ["LABEL_0", "LABEL_1"]):
         probe.label_names, cand.label_names = coded, list(coded)
         ev = evidence_for_all(probe, library)[0]
         assert not {"label_match", "label_cos", "same_n_labels", "same_fields"} & set(ev)

@@ -179,24 +179,22 @@ def label_phrase(name: str) -> str:
     return name.replace("_", " ")
 
 
-# Names that say how an answer is written, not what a task is about: the answer words of a yes/no question.
-ANSWER_FORM_WORDS = frozenset({"yes", "no", "true", "false", "correct", "incorrect", "right", "wrong", "y", "n",
-                               "t", "f"})
+# A label written as a number or a code: it says how an answer is written, not what a class is.
 _CODED_LABEL = re.compile(r"(?:label|class|category|cat|type|l|c)?[ _-]?[+-]?[0-9]+(?:\.[0-9]+)?|[a-z]")
 
 
 def label_names_informative(names: Sequence[str]) -> bool:
     """Whether a task's label names say what its classes are. Numbers (``0``/``1``, ``-1``), codes
-    (``LABEL_2``, ``class 3``), single letters and yes/no-style answer words do not: two tasks labelled
-    ``0``/``1`` (or ``yes``/``no``) share a way of writing answers, not a kind of decision, so their names
-    are no evidence that one task's adapter suits the other. One named class is enough to count; no names
-    at all (features stored without them) counts as informative, as before."""
+    (``LABEL_2``, ``class 3``) and single letters do not: two tasks labelled ``0``/``1`` share a way of
+    writing answers, not a kind of decision, so their equal names are no evidence that one task's adapter
+    suits the other. One named class is enough to count; no names at all (features stored without them)
+    counts as informative, as before. Answer words (``yes``/``no``, ``true``/``false``) do count: they say
+    the task answers a yes/no question, a kind of decision of its own (the gauntlet measured leaving them
+    out: boolq, labelled ``false``/``true``, was then reused into entailment and paraphrase adapters)."""
     if not names:
         return True
-    def coded(name: str) -> bool:
-        s = " ".join(str(name).strip().lower().replace("_", " ").split())
-        return not s or s in ANSWER_FORM_WORDS or _CODED_LABEL.fullmatch(s) is not None
-    return not all(coded(n) for n in names)
+    return not all(_CODED_LABEL.fullmatch(" ".join(str(n).strip().lower().replace("_", " ").split()) or "0")
+                   for n in names)
 
 
 def label_text(spec: TaskSpec) -> str:

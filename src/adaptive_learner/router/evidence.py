@@ -13,7 +13,7 @@ as the library grows.
 * ``same_n_labels`` / ``same_fields``: 1 when the label count / number of input fields agree.
 * ``label_match``: the two label sets' names matched by meaning. The label signals (``label_match``,
   ``label_cos``, ``same_n_labels``, ``same_fields``) are left out, and ``label_names_uninformative`` set,
-  when either task's names do not say what its classes are (``0``/``1``, ``yes``/``no``:
+  when either task's names do not say what its classes are (``0``/``1``, ``LABEL_2``:
   ``features.label_names_informative``): equal names would otherwise read as a strong match between
   any two such tasks.
 * ``trial_gain`` / ``trial_acc_gain``: from a trial of the candidate's adapter on the k examples
