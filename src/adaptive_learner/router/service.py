@@ -20,7 +20,7 @@ from .calibration import Combiner
 from .decision import RouteDecision, Router, RouterConfig
 from .evidence import TaskProfile
 from .routing import InputRouter, RoutedInput, count_fields
-from .store import load_profiles, router_state
+from .store import router_state
 
 ROUTERS = ("calibrated", "softmax-threshold")
 
