@@ -201,7 +201,8 @@ def _fmt_evidence(c: CandidateScore) -> str:
             ("conformal_p", "example p-value"), ("trial_gain", "trial gain (nats)")]
     parts = [f"{label} {c.evidence[k]:.2f}" for k, label in keys if k in c.evidence]
     if c.evidence.get("label_names_uninformative"):
-        parts.append("label names left out: numbers or codes say nothing about what a task decides")
+        parts.append("label names left out: numbers or codes say nothing about what a task decides "
+                     "(name the labels to let the router use them)")
     return ", ".join(parts)
 
 
