@@ -63,21 +63,11 @@ def flops(key: tuple[int, int, int, int]) -> float:
     return 2.0 * b * m * k * n
 
 
-_rates: dict[tuple[int, int, int], float] = {}
-
-
 def best_rate(key: tuple[int, int, int, int], budget_s: float = 0.15) -> float:
     """The best FLOP/s this machine gives a product with this inner and output size (and batch), over its own
     row count and 512, 1024, 2048 and 4096 rows."""
     b, m, k, n = key
-    cache_key = (b, k, n)
-    if cache_key in _rates and m <= 4096:
-        return max(_rates[cache_key], _rate(b, m, k, n, budget_s))
-    best = 0.0
-    for rows in sorted({m, 512, 1024, 2048, 4096}):
-        best = max(best, _rate(b, rows, k, n, budget_s))
-    _rates[cache_key] = best
-    return best
+    return max(_rate(b, rows, k, n, budget_s) for rows in {m, 512, 1024, 2048, 4096})
 
 
 _row_rates: dict[tuple[int, int, int, int], float] = {}

@@ -191,10 +191,10 @@ def label_names_informative(names: Sequence[str]) -> bool:
     counts as informative, as before. Answer words (``yes``/``no``, ``true``/``false``) do count: they say
     the task answers a yes/no question, a kind of decision of its own (the gauntlet measured leaving them
     out: boolq, labelled ``false``/``true``, was then reused into entailment and paraphrase adapters)."""
-    if not names:
-        return True
-    return not all(_CODED_LABEL.fullmatch(" ".join(str(n).strip().lower().replace("_", " ").split()) or "0")
-                   for n in names)
+    def coded(name: str) -> bool:
+        words = " ".join(str(name).strip().lower().replace("_", " ").split())
+        return not words or _CODED_LABEL.fullmatch(words) is not None
+    return not names or not all(coded(n) for n in names)
 
 
 def label_text(spec: TaskSpec) -> str:

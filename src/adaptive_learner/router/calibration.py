@@ -35,7 +35,7 @@ SIGNALS: dict[str, list[str]] = {
     "structure": ["len_ratio_gap", "pair_cos_gap"],  # pair tasks only: how the two fields relate
 }
 # signals that only some (new task, stored task) pairs have: a combiner needs heads without them as well
-# (structure: two pair tasks; the label signals: names that say what the classes are, not 0/1 or yes/no)
+# (structure: two pair tasks; the label signals: names that say what the classes are, not 0/1 or LABEL_2)
 PARTIAL_SIGNALS = ("structure", "label_names", "labels")
 DEFAULT_COMBINER = Path(__file__).with_name("default_combiner.json")
 

@@ -147,23 +147,26 @@ def pair_evidence(probe: TaskFeatures, cand: TaskFeatures) -> dict[str, float]:
     if (probe.inputs is not None and cand.inputs is not None and len(probe.inputs) >= MIN_EXAMPLES
             and len(cand.inputs) >= 2):
         ev.update(content_evidence(probe.inputs, cand.inputs))
-    for key, a, b in (("desc_cos", probe.description, cand.description), ("label_cos", probe.labels, cand.labels),
-                      ("grad_cos", probe.gradient, cand.gradient)):
+    # label names that only code an answer (0/1, LABEL_2) match any other such task: no label signals then
+    named = label_names_informative(probe.label_names) and label_names_informative(cand.label_names)
+    pairs = [("desc_cos", probe.description, cand.description), ("grad_cos", probe.gradient, cand.gradient)]
+    if named:
+        pairs.append(("label_cos", probe.labels, cand.labels))
+    for key, a, b in pairs:
         c = _cos(a, b)
         if c is not None:
             ev[key] = c
-    if probe.label_vecs is not None and cand.label_vecs is not None and len(probe.label_vecs) and len(cand.label_vecs):
-        ev["label_match"] = label_match(probe.label_vecs, cand.label_vecs)
     if _has_rows(probe.structure) and _has_rows(cand.structure):  # two pair tasks: do their fields relate alike?
         a, b = probe.structure.mean(axis=0), cand.structure.mean(axis=0)
         ev["len_ratio_gap"], ev["pair_cos_gap"] = float(abs(a[0] - b[0])), float(abs(a[1] - b[1]))
+    if not named:
+        ev["label_names_uninformative"] = 1.0
+        return ev
+    if probe.label_vecs is not None and cand.label_vecs is not None and len(probe.label_vecs) and len(cand.label_vecs):
+        ev["label_match"] = label_match(probe.label_vecs, cand.label_vecs)
     if probe.labels is not None and cand.labels is not None:
         ev["same_n_labels"] = float(probe.n_labels == cand.n_labels)
         ev["same_fields"] = float(probe.n_fields == cand.n_fields)
-    if not (label_names_informative(probe.label_names) and label_names_informative(cand.label_names)):
-        for key in ("label_match", "label_cos", "same_n_labels", "same_fields"):
-            ev.pop(key, None)
-        ev["label_names_uninformative"] = 1.0
     return ev
 
 
