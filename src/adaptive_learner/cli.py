@@ -88,7 +88,8 @@ def run(sequence: Optional[str] = typer.Argument(None, help="built-in sequence n
         max_length: int = typer.Option(256, help="max tokens per example"),
         seed: int = typer.Option(0, help="seed for sampling, initialisation and batch order"),
         resume: Optional[Path] = typer.Option(None, help="continue the interrupted run in this directory from its "
-                                              "last finished task, with its recorded settings"),
+                                              "last saved step (progress is saved after each task and every "
+                                              "2 minutes of training), with its recorded settings"),
         device: str = DEVICE_OPTION, dtype: str = DTYPE_OPTION) -> None:
     """Run one strategy over a task sequence; write the accuracy matrix, metrics and plots.
 

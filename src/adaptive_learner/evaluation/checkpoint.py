@@ -29,6 +29,7 @@ from safetensors.torch import save as save_tensors
 from ..errors import UserError
 from ..fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
 from ..tasks.files import user_path
+from ..training import resume as step_state
 from .config import RunConfig, run_identity
 
 STATE_FILE = "checkpoint.json"
@@ -215,10 +216,16 @@ def _differences(doc: dict[str, Any], cfg: Any) -> list[str]:
     return sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
 
 
+def exists(out: Path) -> bool:
+    """Whether ``out`` holds a checkpoint after some task (readable or not)."""
+    return (Path(out) / STATE_FILE).is_file()
+
+
 def resumable(out: Path, cfg: Any, tasks: list[str]) -> bool:
-    """Whether ``out`` holds a readable checkpoint of a run with exactly these settings and tasks."""
+    """Whether ``out`` holds a readable checkpoint of a run with exactly these settings and tasks, or the
+    saved progress of its first task (``training/resume.py``)."""
     if not (Path(out) / STATE_FILE).is_file():
-        return False
+        return step_state.pending(out, run_identity(json.loads(json.dumps(cfg.to_dict(), default=str))), 0)
     try:
         doc = read_checkpoint(out)
     except UserError:
@@ -253,7 +260,11 @@ def remove(out: Path) -> None:
 
 
 def config_from(out: Path) -> RunConfig:
-    """The ``RunConfig`` an interrupted run in ``out`` was started with."""
+    """The ``RunConfig`` an interrupted run in ``out`` was started with (a run stopped during its first
+    task: the config saved with that task's progress)."""
+    first = step_state.read_state(out)
+    if not exists(out) and first is not None and first.get("task") == 0 and isinstance(first.get("config"), dict):
+        return RunConfig.from_dict(first["config"])
     doc = read_checkpoint(out)
     d = dict(doc["config"])
     if doc.get("sequence_file") and not user_path(d["sequence"]).is_file():

@@ -31,8 +31,9 @@ from ..scoring import accuracy, score
 from ..strategies import Context, make
 from ..tasks import load_sequence
 from ..tasks.spec import TaskData
+from ..training import resume as step_state
 from . import checkpoint
-from .config import RunConfig
+from .config import RunConfig, run_identity
 from .distributed import is_main_process, maybe_accelerator
 from .metrics import all_metrics
 from .plots import plot_matrix
@@ -55,12 +56,17 @@ def prepare_tasks(cfg: RunConfig) -> list[TaskData]:
     return [t.subsample(cfg.max_train, cfg.max_test, cfg.seed + 17 * i) for i, t in enumerate(seq.tasks)]
 
 
+STEP_CHECKPOINT_S = 120.0  # seconds of training between two saves of a task's progress
+
+
 def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | None = None,
                  tasks: list[TaskData] | None = None, resume: bool = False,
-                 zero_shot_cache: Path | None = None) -> RunResult:
+                 zero_shot_cache: Path | None = None, step_checkpoint_s: float = STEP_CHECKPOINT_S) -> RunResult:
     """Train ``cfg.strategy`` on each task in turn; after each, evaluate every task of the sequence.
 
-    A checkpoint is written to ``out`` after each task; ``resume`` continues from it after an interruption.
+    A checkpoint is written to ``out`` after each task, and the training of the task under way saves its
+    progress every ``step_checkpoint_s`` seconds (``training/resume.py``); ``resume`` continues from
+    them after an interruption, from the last saved step.
     ``zero_shot_cache``: a JSON file shared by the runs of a bench, holding the backbone's accuracy per
     task keyed by the backbone and the encoded test examples, so that each strategy does not score it again.
     """
@@ -84,7 +90,10 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
     test_items = [encode_examples(tok, t.spec, t.test, L) for t in tasks]
     T = len(tasks)
     R = np.full((T, T), np.nan)
-    if resume:  # the zero-shot row, the finished rows, the adapters and the strategy's state come back
+    identity = run_identity(json.loads(json.dumps(cfg.to_dict(), default=str)))
+    if not resume:
+        step_state.clear(workdir)
+    if resume and checkpoint.exists(workdir):  # the zero-shot row, finished rows, adapters and strategy's state
         b, start, t_train, t_eval, t_before = checkpoint.resume(workdir, cfg, [t.name for t in tasks], host,
                                                                 strategy, R)
     else:
@@ -97,7 +106,11 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
     for i, task in enumerate(tqdm(tasks[start:], desc=f"{cfg.strategy} over {T} tasks", initial=start, total=T),
                              start=start):
         t0 = time.perf_counter()
+        ctx.step_checkpoint = (step_state.StepCheckpoint(workdir, identity, i, step_checkpoint_s,
+                                                                 json.loads(json.dumps(cfg.to_dict(), default=str)))
+                              if main else None)
         strategy.learn(task, train_items[i])
+        ctx.step_checkpoint = None
         t_train += time.perf_counter() - t0
         if strategy.evaluates_each_step or i == T - 1:
             t0 = time.perf_counter()
@@ -112,6 +125,7 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
         if main:
             checkpoint.save(workdir, cfg, [t.name for t in tasks], i + 1, R, b,
                             (t_train, t_eval, t_before + time.perf_counter() - t_start), host, strategy)
+            step_state.clear(workdir)  # the task's progress is in the checkpoint now
     metrics = all_metrics(R, b)
     extra = strategy.finish_info() if hasattr(strategy, "finish_info") else {}
     info = {

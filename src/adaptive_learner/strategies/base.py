@@ -30,6 +30,9 @@ class Context:
     workdir: Path
     eval_batch_size: int = BATCH
     options: dict[str, Any] = field(default_factory=dict)
+    # set by the harness for the task being learned: training calls save their progress there and an
+    # interrupted run continues from it (training/resume.py)
+    step_checkpoint: Any = None
 
     @property
     def tokenizer(self) -> Any:
@@ -82,7 +85,8 @@ class Strategy:
               desc: str | None = None, cfg: TrainConfig | None = None, host: Any = None) -> TrainReport:
         """Train ``adapter`` of ``host`` (the context's by default) and record the report."""
         rep = train_adapter(host or self.ctx.host, adapter, items, cfg or self.ctx.train, regularisers, desc=desc,
-                            accelerator=self.ctx.options.get("accelerator"))
+                            accelerator=self.ctx.options.get("accelerator"),
+                            checkpoint=self.ctx.step_checkpoint if host is None else None)
         self.version[adapter] = self.version.get(adapter, 0) + 1
         self.reports.append({"adapter": adapter, "steps": rep.steps, "examples": rep.examples, "tokens": rep.tokens,
                              "seconds": round(rep.seconds, 2), "final_loss": round(rep.final_loss, 4),

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ..prompting import Encoded
 from ..scoring import choice_logits, score, tail_logits
 from .regularisers import Regulariser
+from .resume import (StepCheckpoint, load_optimizer, numpy_rng, optimizer_tensors, plan_hash, set_numpy_rng)
 
 
 OBJECTIVES = ("choices", "lm")
@@ -311,7 +312,8 @@ def _schedule(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_sc
 
 def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainConfig,
                   regularisers: Sequence[Regulariser] = (), desc: str | None = None,
-                  accelerator: Any = None, on_step: Callable[[int, Any], None] | None = None) -> TrainReport:
+                  accelerator: Any = None, on_step: Callable[[int, Any], None] | None = None,
+                  checkpoint: StepCheckpoint | None = None) -> TrainReport:
     """Train the adapter ``adapter`` of ``host`` on ``items`` with the given regularisers.
 
     With early stopping (``cfg.early_stop``) a part of ``items`` is held out (:func:`split_validation`),
@@ -321,6 +323,9 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
     ``accelerate.Accelerator``, the model and optimizer are prepared by it and each process trains on
     its shard of every batch (data parallel); gradients are averaged by it. ``on_step(step, model)``,
     when given, is called after every optimizer step with the model in eval mode and gradients off.
+    ``checkpoint``: save the loop's state every ``checkpoint.every_s`` seconds, and continue from a state
+    saved by an interrupted call of the same run, task, adapter, config and data (``training/resume.py``);
+    the weights and losses are those of an uninterrupted call. Not with several processes.
     """
     if not items:
         raise ValueError("no training examples")
@@ -359,16 +364,48 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
         since_best = 0 if reset else since_best + 1
         return since_best >= cfg.patience
 
-    if val_items:
-        check(0)
-    model.train()
     losses: list[float] = []
     n_ex = n_tok = n_pos = 0
+    start, before = 0, 0.0  # steps done and seconds spent by an interrupted call this one continues
+    if checkpoint is not None and accelerator is not None and accelerator.num_processes > 1:
+        checkpoint = None
+    if checkpoint is not None:
+        key = (checkpoint.begin_call(), adapter, cfg.to_dict(), plan_hash(plan, len(train_items)))
+
+        def save_state(step: int) -> None:
+            tensors: dict[str, torch.Tensor] = {f"param/{n}": p for n, p in params.items()}
+            if best_state is not None:
+                tensors.update({f"best/{n}": t for n, t in best_state.items()})
+            tensors["rng.torch"] = torch.get_rng_state()
+            state = {"step": step, "losses": losses, "counts": [n_ex, n_tok, n_pos], "curve": curve, "best": best,
+                     "best_step": best_step, "since_best": since_best, "seconds": before + time.perf_counter() - t0,
+                     "optimizer": optimizer_tensors(opt, tensors), "schedule": sched.state_dict(),
+                     "rng": numpy_rng(rng, tensors, "rng.numpy")}
+            checkpoint.save(key, state, tensors)
+
+        saved = checkpoint.load(key)
+        if saved is not None:
+            state, tensors = saved
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(tensors[f"param/{n}"])
+            if state["best"] is not None:
+                best_state = {n: tensors[f"best/{n}"].clone() for n in params}
+            load_optimizer(opt, state["optimizer"], tensors)
+            sched.load_state_dict(state["schedule"])
+            set_numpy_rng(rng, state["rng"], tensors, "rng.numpy")
+            torch.set_rng_state(tensors["rng.torch"])
+            start, before, losses = int(state["step"]), float(state["seconds"]), list(state["losses"])
+            n_ex, n_tok, n_pos = state["counts"]
+            curve, best, best_step, since_best = state["curve"], state["best"], state["best_step"], state["since_best"]
+    if val_items and start == 0:
+        check(0)
+    model.train()
     stopped = "steps"
     t0 = time.perf_counter()
-    bar = tqdm(plan, desc=desc or f"train {adapter}", leave=False, disable=accelerator is not None
-               and not accelerator.is_local_main_process)
-    for step, idx in enumerate(bar, start=1):
+    bar = tqdm(plan[start:], desc=desc or f"train {adapter}", leave=False, initial=start, total=len(plan),
+               disable=accelerator is not None and not accelerator.is_local_main_process)
+    for step, idx in enumerate(bar, start=start + 1):
         batch = [train_items[i] for i in idx]
         for r in regularisers:
             batch = r.mix(batch, rng)
@@ -420,13 +457,15 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
                 stopped = "patience"
                 break
         bar.set_postfix(post)
+        if checkpoint is not None and step < len(plan) and checkpoint.due():
+            save_state(step)
     bar.close()
     model.eval()
     if best_state is not None:
         with torch.no_grad():
             for n, p in params.items():
                 p.copy_(best_state[n])
-    seconds = time.perf_counter() - t0
+    seconds = before + time.perf_counter() - t0
     for r in regularisers:
         r.end(host, adapter, items)
     final = float(np.mean(losses[-10:])) if losses else float("nan")
