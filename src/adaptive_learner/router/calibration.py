@@ -27,7 +27,8 @@ import numpy as np
 SIGNALS: dict[str, list[str]] = {
     "examples": ["conformal_p", "two_sample_p", "log_effect"],
     "description": ["desc_cos"],
-    "labels": ["label_cos", "same_n_labels", "same_fields"],
+    "labels": ["label_cos"],
+    "format": ["same_n_labels", "same_fields"],  # how many answers and input fields: kept for coded label names
     "content": ["content_cos", "content_nn"],
     "label_names": ["label_match"],
     "gradient": ["grad_cos"],
