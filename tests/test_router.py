@@ -75,7 +75,7 @@ def test_a_single_stored_task_is_tested_with_a_split_half_covariance():
 def test_too_few_examples_leave_only_description_and_labels():
     probe = feats("p", 0, 10, n=2)
     ev = evidence_for_all(probe, [TaskProfile("m", "lora-m", feats("m", 0, 11))])[0]
-    assert C.signals_of(ev) == frozenset({"description", "format", "labels"})
+    assert C.signals_of(ev) == frozenset({"description", "labels"})
 
 
 def test_content_signals_follow_what_the_inputs_are_about():
@@ -122,37 +122,22 @@ def test_two_tasks_labelled_0_1_are_not_matched_by_their_label_names():
     names = np.stack([unit(5), unit(6)])
     probe, cand = feats("movies", 0, 10, desc=0, labels=3), feats("sms", 4, 11, n=64, desc=9, labels=3)
     probe.label_vecs, cand.label_vecs = names, names.copy()
-    label_head = C.Head(["format", "label_names", "labels"], ["same_n_labels", "same_fields", "label_match",
-                        "label_cos"], [0.5, 0.5, 0.5, 0.5], [0.5, 0.5, 0.2, 0.2], [0.0, 0.0, 6.0, 3.0], -2.0,
-                        threshold=0.75)
-    desc_head = C.Head(["description", "format"], ["desc_cos", "same_n_labels", "same_fields"], [0.3, 0.5, 0.5],
-                       [0.2, 0.5, 0.5], [4.0, 1.0, 1.0], -4.0, threshold=0.75)
-    router = Router(C.Combiner({"format+label_names+labels": label_head, "description+format": desc_head}))
+    label_head = C.Head(["label_names", "labels"], ["label_match", "label_cos", "same_n_labels", "same_fields"],
+                        [0.5, 0.5, 0.5, 0.5], [0.2, 0.2, 0.5, 0.5], [6.0, 3.0, 0.0, 0.0], -2.0, threshold=0.75)
+    desc_head = C.Head(["description"], ["desc_cos"], [0.3], [0.2], [4.0], -4.0, threshold=0.75)
+    router = Router(C.Combiner({"label_names+labels": label_head, "description": desc_head}))
     library = [TaskProfile("sms", "lora-sms", cand)]
     d = router.decide(probe, library)
     assert d.action == "reuse"  # names that name classes ("apple", "river") and match: the label head reuses
     for coded in (["0", "1"], ["LABEL_0", "LABEL_1"]):
         probe.label_names, cand.label_names = coded, list(coded)
         ev = evidence_for_all(probe, library)[0]
-        assert not {"label_match", "label_cos"} & set(ev)
-        assert ev["label_names_uninformative"] == 1.0
-        assert C.signals_of(ev) == frozenset({"description", "examples", "format"})  # the format stays
+        assert not {"label_match", "label_cos", "same_n_labels", "same_fields"} & set(ev)
+        assert ev["label_names_uninformative"] == 1.0 and C.signals_of(ev) == frozenset({"description", "examples"})
         d = router.decide(probe, library)
         assert d.action == "new" and "label names left out" in d.explanation
     cand.label_names = ["ham", "spam"]  # one side coded is enough: its names say nothing to match against
     assert "label_match" not in evidence_for_all(probe, library)[0]
-
-
-def test_coded_label_names_keep_the_format_signal():
-    """Two tasks labelled with numbers still differ in how many answers they have and how many fields they
-    read: that is the format signal, kept when the names are left out."""
-    probe = feats("movies", 0, 10, desc=0, labels=3)
-    probe.label_names = ["0", "1"]
-    six = feats("questions", 4, 11, n=64, desc=9, labels=3)
-    six.label_names, six.n_labels = [str(i) for i in range(6)], 6
-    ev = evidence_for_all(probe, [TaskProfile("questions", "lora-q", six)])[0]
-    assert ev["same_n_labels"] == 0.0 and ev["same_fields"] == 1.0
-    assert "format" in C.signals_of(ev) and "labels" not in C.signals_of(ev)
 
 
 # ------------------------------------------------------------------ calibration
@@ -188,11 +173,9 @@ def test_combiner_is_calibrated_on_held_out_pairs(combiner):
 
 
 def test_combiner_has_a_head_per_signal_subset_and_falls_back(combiner):
-    assert len(combiner.heads) == 15  # every non-empty subset of examples, description, labels, format
+    assert len(combiner.heads) == 7  # every non-empty subset of examples, description, labels
     head = combiner.head_for(frozenset({"description", "labels", "trial"}))
     assert head.signals == ["description", "labels"]
-    assert combiner.head_for(frozenset({"description", "format", "labels"})).signals == ["description", "format",
-                                                                                          "labels"]
     assert combiner.head_for(frozenset({"gradient"})) is None
 
 

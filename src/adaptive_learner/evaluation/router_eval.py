@@ -46,7 +46,7 @@ class GauntletConfig:
     rewordings: bool = field(default=True, metadata={"help": "also ask with each reworded description"})
     # "content" (what the inputs are about, sentence encoder) is measured but not used by default: it
     # added wrong reuses in the ablation (BENCHMARKS "Router v2")
-    signals: list[str] = field(default_factory=lambda: ["description", "examples", "format", "label_names", "labels"],
+    signals: list[str] = field(default_factory=lambda: ["description", "examples", "label_names", "labels"],
                                metadata={"help": "signals the calibrated router uses"})
     permutations: int = field(default=200, metadata={"help": "permutations of the two-sample test"})
     cost_false_reuse: float = field(default=3.0, metadata={"help": "cost of a wrong reuse vs a missed one"})
@@ -64,7 +64,7 @@ def gauntlet_config(sizes: str, draws: int, k: int, rewordings: bool, signals: s
     except ValueError:
         raise UserError(f"--sizes must be comma-separated integers, got {sizes!r}") from None
     sig = [x.strip() for x in signals.split(",") if x.strip()]
-    known = ("content", "description", "examples", "format", "label_names", "labels", "structure")
+    known = ("content", "description", "examples", "label_names", "labels", "structure")
     if not sig or any(x not in known for x in sig):
         raise UserError(f"--signals takes {', '.join(known)}; got {signals!r}")
     if k < 1 or draws < 1 or not size_list or min(size_list) < 1:

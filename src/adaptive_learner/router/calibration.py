@@ -27,8 +27,7 @@ import numpy as np
 SIGNALS: dict[str, list[str]] = {
     "examples": ["conformal_p", "two_sample_p", "log_effect"],
     "description": ["desc_cos"],
-    "labels": ["label_cos"],
-    "format": ["same_n_labels", "same_fields"],  # how many answers and input fields: kept for coded label names
+    "labels": ["label_cos", "same_n_labels", "same_fields"],
     "content": ["content_cos", "content_nn"],
     "label_names": ["label_match"],
     "gradient": ["grad_cos"],

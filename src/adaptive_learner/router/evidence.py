@@ -10,11 +10,10 @@ as the library grows.
 * ``two_sample_p`` / ``log_effect``: a permutation two-sample test on the whitened means over the
   k examples, and the log ratio of the observed statistic to its permutation mean (0: same task).
 * ``desc_cos`` / ``label_cos`` / ``grad_cos``: cosine similarities of the unit embeddings.
-* ``same_n_labels`` / ``same_fields`` (the ``format`` signal): 1 when the label count / number of
-  input fields agree. Kept whatever the label names.
-* ``label_match``: the two label sets' names matched by meaning. The signals of the names
-  (``label_match``, ``label_cos``) are left out, and ``label_names_uninformative`` set, when either
-  task's names do not say what its classes are (``0``/``1``, ``LABEL_2``:
+* ``same_n_labels`` / ``same_fields``: 1 when the label count / number of input fields agree.
+* ``label_match``: the two label sets' names matched by meaning. The label signals (``label_match``,
+  ``label_cos``, ``same_n_labels``, ``same_fields``) are left out, and ``label_names_uninformative`` set,
+  when either task's names do not say what its classes are (``0``/``1``, ``LABEL_2``:
   ``features.label_names_informative``): equal names would otherwise read as a strong match between
   any two such tasks.
 * ``trial_gain`` / ``trial_acc_gain``: from a trial of the candidate's adapter on the k examples
@@ -160,14 +159,14 @@ def pair_evidence(probe: TaskFeatures, cand: TaskFeatures) -> dict[str, float]:
     if _has_rows(probe.structure) and _has_rows(cand.structure):  # two pair tasks: do their fields relate alike?
         a, b = probe.structure.mean(axis=0), cand.structure.mean(axis=0)
         ev["len_ratio_gap"], ev["pair_cos_gap"] = float(abs(a[0] - b[0])), float(abs(a[1] - b[1]))
-    if probe.n_labels and cand.n_labels:  # the format: how many answers, how many input fields
-        ev["same_n_labels"] = float(probe.n_labels == cand.n_labels)
-        ev["same_fields"] = float(probe.n_fields == cand.n_fields)
     if not named:
         ev["label_names_uninformative"] = 1.0
         return ev
     if probe.label_vecs is not None and cand.label_vecs is not None and len(probe.label_vecs) and len(cand.label_vecs):
         ev["label_match"] = label_match(probe.label_vecs, cand.label_vecs)
+    if probe.labels is not None and cand.labels is not None:
+        ev["same_n_labels"] = float(probe.n_labels == cand.n_labels)
+        ev["same_fields"] = float(probe.n_fields == cand.n_fields)
     return ev
 
 
