@@ -13,6 +13,7 @@ from packaged data, written as CSV files and loaded the way ``alearn learn --dat
 
     python benchmarks/per_task_quality.py --n-train 160 --out benchmarks/results/per_task_quality_160.json
     python benchmarks/per_task_quality.py --tasks sst2,trec --set lr=1e-3 --no-peer
+    python benchmarks/per_task_quality.py --tasks sst2,trec --csv-tasks '' --as-csv codes   # labels 0..k-1
 """
 
 from __future__ import annotations
@@ -317,6 +318,9 @@ def main() -> None:
                     help="temperatures fitted before the mix (training/head.py decide_head)")
     ap.add_argument("--view-rule", default="gated", choices=["min", "one-se", "gated"],
                     help="how the head chooses among them (training/head.py choose_views)")
+    ap.add_argument("--as-csv", default=None, choices=["names", "codes"],
+                    help="write each catalog task of --tasks as a user's CSV under its catalog description, its "
+                         "labels under their names or as their indices 0..k-1 (what naming labels is worth)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--dump", default=None, help="folder: per task, the per-example arrays head_choice.py reads")
     a = ap.parse_args()
@@ -334,6 +338,10 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tasks: list[TaskData] = [load_catalog_task(n) for n in a.tasks.split(",") if n]
+        if a.as_csv:
+            tasks = [csv_task(f"{t.name}-{a.as_csv}", t.name, t.spec.description,
+                              {lab: lab if a.as_csv == "names" else str(i) for i, lab in enumerate(t.spec.label_names)},
+                              Path(tmp)) for t in tasks]
         wanted = [n for n in a.csv_tasks.split(",") if n]
         tasks += [csv_task(*t, Path(tmp)) for t in CSV_TASKS if t[0] in wanted]
         for task in tasks:
