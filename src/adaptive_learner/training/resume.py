@@ -114,27 +114,38 @@ def clear(directory: Path) -> None:
     (Path(directory) / TENSORS).unlink(missing_ok=True)
 
 
-def optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """AdamW's state: its tensors into ``tensors``, the rest (param groups) returned as JSON."""
+def capture(params: dict[str, torch.Tensor], best: dict[str, torch.Tensor] | None, opt: torch.optim.Optimizer,
+            sched: Any, rng: np.random.RandomState) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """What a training loop's tensors hold (weights, best weights kept, AdamW's moments, the RNG states)
+    and the optimizer's, schedule's and batch-order RNG's other state as JSON."""
+    tensors: dict[str, torch.Tensor] = {f"param/{n}": p for n, p in params.items()}
+    if best is not None:
+        tensors.update({f"best/{n}": t for n, t in best.items()})
+    tensors["rng.torch"] = torch.get_rng_state()
+    kind, keys, pos, has_gauss, gauss = rng.get_state()
+    tensors["rng.numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
     sd = opt.state_dict()
     for i, st in sd["state"].items():
         for k, v in st.items():
             tensors[f"opt/{i}/{k}"] = v if isinstance(v, torch.Tensor) else torch.tensor(v)
-    return {"param_groups": sd["param_groups"], "state_keys": {str(i): sorted(st) for i, st in sd["state"].items()}}
+    doc = {"optimizer": {"param_groups": sd["param_groups"], "state_keys": {str(i): sorted(st) for i, st in
+                                                                          sd["state"].items()}},
+           "schedule": sched.state_dict(), "rng": [kind, int(pos), int(has_gauss), float(gauss)]}
+    return doc, tensors
 
 
-def load_optimizer(opt: torch.optim.Optimizer, doc: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
-    state = {int(i): {k: tensors[f"opt/{i}/{k}"] for k in keys} for i, keys in doc["state_keys"].items()}
-    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in doc["param_groups"]]
+def restore(doc: dict[str, Any], tensors: dict[str, torch.Tensor], params: dict[str, torch.Tensor],
+            opt: torch.optim.Optimizer, sched: Any, rng: np.random.RandomState) -> dict[str, torch.Tensor] | None:
+    """Put ``capture``'s state back; returns the best weights kept (None: none yet)."""
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(tensors[f"param/{n}"])
+    o = doc["optimizer"]
+    state = {int(i): {k: tensors[f"opt/{i}/{k}"] for k in keys} for i, keys in o["state_keys"].items()}
+    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in o["param_groups"]]
     opt.load_state_dict({"state": state, "param_groups": groups})
-
-
-def numpy_rng(rng: np.random.RandomState, tensors: dict[str, torch.Tensor], key: str) -> list[Any]:
-    kind, keys, pos, has_gauss, gauss = rng.get_state()
-    tensors[key] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
-    return [kind, int(pos), int(has_gauss), float(gauss)]
-
-
-def set_numpy_rng(rng: np.random.RandomState, doc: list[Any], tensors: dict[str, torch.Tensor], key: str) -> None:
-    kind, pos, has_gauss, gauss = doc
-    rng.set_state((kind, tensors[key].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    sched.load_state_dict(doc["schedule"])
+    kind, pos, has_gauss, gauss = doc["rng"]
+    rng.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(tensors["rng.torch"])
+    return {n: tensors[f"best/{n}"].clone() for n in params} if f"best/{next(iter(params))}" in tensors else None

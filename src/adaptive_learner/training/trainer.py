@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from ..prompting import Encoded
 from ..scoring import choice_logits, score, tail_logits
 from .regularisers import Regulariser
-from .resume import (StepCheckpoint, load_optimizer, numpy_rng, optimizer_tensors, plan_hash, set_numpy_rng)
+from .resume import StepCheckpoint, capture, plan_hash, restore
 
 
 OBJECTIVES = ("choices", "lm")
@@ -373,28 +373,15 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
         key = (checkpoint.begin_call(), adapter, cfg.to_dict(), plan_hash(plan, len(train_items)))
 
         def save_state(step: int) -> None:
-            tensors: dict[str, torch.Tensor] = {f"param/{n}": p for n, p in params.items()}
-            if best_state is not None:
-                tensors.update({f"best/{n}": t for n, t in best_state.items()})
-            tensors["rng.torch"] = torch.get_rng_state()
-            state = {"step": step, "losses": losses, "counts": [n_ex, n_tok, n_pos], "curve": curve, "best": best,
-                     "best_step": best_step, "since_best": since_best, "seconds": before + time.perf_counter() - t0,
-                     "optimizer": optimizer_tensors(opt, tensors), "schedule": sched.state_dict(),
-                     "rng": numpy_rng(rng, tensors, "rng.numpy")}
-            checkpoint.save(key, state, tensors)
+            doc, tensors = capture(params, best_state, opt, sched, rng)
+            checkpoint.save(key, {**doc, "step": step, "losses": losses, "counts": [n_ex, n_tok, n_pos],
+                                  "curve": curve, "best": best, "best_step": best_step, "since_best": since_best,
+                                  "seconds": before + time.perf_counter() - t0}, tensors)
 
         saved = checkpoint.load(key)
         if saved is not None:
             state, tensors = saved
-            with torch.no_grad():
-                for n, p in params.items():
-                    p.copy_(tensors[f"param/{n}"])
-            if state["best"] is not None:
-                best_state = {n: tensors[f"best/{n}"].clone() for n in params}
-            load_optimizer(opt, state["optimizer"], tensors)
-            sched.load_state_dict(state["schedule"])
-            set_numpy_rng(rng, state["rng"], tensors, "rng.numpy")
-            torch.set_rng_state(tensors["rng.torch"])
+            best_state = restore(state, tensors, params, opt, sched, rng)
             start, before, losses = int(state["step"]), float(state["seconds"]), list(state["losses"])
             n_ex, n_tok, n_pos = state["counts"]
             curve, best, best_step, since_best = state["curve"], state["best"], state["best_step"], state["since_best"]
