@@ -1,0 +1,50 @@
+"""Two ``per_task_quality.py`` results side by side, task by task (rows paired in order): B minus A for the
+adapter alone and for the adapter + head, with the paired bootstrap 95% interval over each task's test
+examples (both runs must have scored the same examples: same ``--n-train``, ``--max-test`` and ``--seed``).
+
+    python benchmarks/compare_rows.py results/per_task_quality_160_as_csv_names.json \
+        results/per_task_quality_160_as_csv_codes.json --out compare_as_csv_names_codes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from adaptive_learner.evaluation.stats import paired_bootstrap
+from common import save
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("a")
+    ap.add_argument("b")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    ra, rb = (json.loads(Path(f).read_text())["rows"] for f in (args.a, args.b))
+    if len(ra) != len(rb):
+        raise SystemExit(f"error: {len(ra)} rows against {len(rb)}")
+    rows = []
+    print("| A | B | test | adapter A -> B | B - A [95% CI] | adapter + head A -> B | B - A [95% CI] | steps (kept) A / B |")
+    print("|---|---|---|---|---|---|---|---|")
+    for x, y in zip(ra, rb):
+        if (x["n_test"], x["majority"]) != (y["n_test"], y["majority"]):
+            raise SystemExit(f"error: {x['task']} and {y['task']} were not scored on the same test examples")
+        ox, oy = x["ours"], y["ours"]
+        row = {"a": x["task"], "b": y["task"], "n_test": x["n_test"]}
+        cells = []
+        for key, get in (("adapter", lambda o: o["correct"]), ("head", lambda o: o["head"]["correct"])):
+            d = paired_bootstrap([{x["task"]: get(oy)}], [{x["task"]: get(ox)}], [0]).to_dict()
+            acc = (sum(get(ox)) / len(get(ox)), sum(get(oy)) / len(get(oy)))
+            row[key] = {"a": acc[0], "b": acc[1], "b_minus_a": d}
+            cells += [f"{acc[0]:.3f} -> {acc[1]:.3f}", f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"]
+        rows.append(row)
+        print(f"| {x['task']} | {y['task']} | {x['n_test']} | " + " | ".join(cells)
+              + f" | {ox['steps']} ({ox['best_step']}) / {oy['steps']} ({oy['best_step']}) |")
+    if args.out:
+        save(args.out, {"a": args.a, "b": args.b, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
