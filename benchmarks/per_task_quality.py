@@ -34,7 +34,7 @@ from adaptive_learner.backbone import load_backbone
 from adaptive_learner.prompting import encode_examples
 from adaptive_learner.scoring import accuracy, score
 from adaptive_learner.tasks import load_catalog_task
-from adaptive_learner.tasks.files import load_file_task
+from adaptive_learner.tasks.files import default_template, load_file_task
 from adaptive_learner.tasks.spec import Example, TaskData, TaskSpec
 from adaptive_learner.training import TrainConfig, fit_task_head, train_adapter
 from adaptive_learner.training.head import prompt_features
@@ -56,8 +56,10 @@ CSV_TASKS: list[tuple[str, str, str, dict[str, str]]] = [
 ]
 
 
-def csv_task(name: str, source: str, description: str, mapping: dict[str, str], folder: Path) -> TaskData:
-    """Write the source task's rows, relabelled, as CSV files and load them as a user's file task."""
+def csv_task(name: str, source: str, description: str, mapping: dict[str, str], folder: Path,
+             template: str | None = None) -> TaskData:
+    """Write the source task's rows, relabelled, as CSV files and load them as a user's file task (``template``:
+    the prompt template a user would give; None: the default one)."""
     t = load_catalog_task(source)
     cols = t.spec.input_fields
     paths = {}
@@ -72,7 +74,8 @@ def csv_task(name: str, source: str, description: str, mapping: dict[str, str], 
                     w.writerow([*(e.fields[c] for c in cols), mapping[lab]])
         paths[split] = p
     labels = list(dict.fromkeys(mapping.values()))
-    return load_file_task(paths["train"], name, description, cols, "label", labels, test_path=paths["test"])
+    return load_file_task(paths["train"], name, description, cols, "label", labels, test_path=paths["test"],
+                          template=template)
 
 
 def peer_text(spec: TaskSpec, e: Example) -> str:
@@ -116,6 +119,13 @@ def against_peer(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
             continue
         ours[r["task"]], peer[r["task"]] = mine, r["peer"]["correct"]
     return paired_bootstrap([ours], [peer], [0]).to_dict() if ours else None
+
+
+def zero_shot(backbone: Any, task: TaskData, max_length: int = 256) -> float:
+    """The backbone's accuracy on the task's test examples, no adapter."""
+    test = encode_examples(backbone.tokenizer, task.spec, task.test, max_length)
+    with AdapterHost(backbone).using(None) as m:
+        return accuracy(score(m, test, backbone.tokenizer.pad_token_id), test)
 
 
 def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int, dump: Path | None = None,
@@ -321,6 +331,9 @@ def main() -> None:
     ap.add_argument("--as-csv", default=None, choices=["names", "codes"],
                     help="write each catalog task of --tasks as a user's CSV under its catalog description, its "
                          "labels under their names or as their indices 0..k-1 (what naming labels is worth)")
+    ap.add_argument("--describe", action="store_true",
+                    help="with --as-csv: the task's description as the first line of the default prompt template")
+    ap.add_argument("--zero-shot-only", action="store_true", help="only the backbone's zero-shot accuracy")
     ap.add_argument("--out", default=None)
     ap.add_argument("--dump", default=None, help="folder: per task, the per-example arrays head_choice.py reads")
     a = ap.parse_args()
@@ -341,7 +354,9 @@ def main() -> None:
         if a.as_csv:
             tasks = [csv_task(f"{t.name}-{a.as_csv}", t.name, t.spec.description,
                               {lab: lab if a.as_csv == "names" else str(i) for i, lab in enumerate(t.spec.label_names)},
-                              Path(tmp)) for t in tasks]
+                              Path(tmp), (t.spec.description.replace("{", "{{").replace("}", "}}") + "\n"
+                                          + default_template(t.spec.input_fields)) if a.describe else None)
+                     for t in tasks]
         wanted = [n for n in a.csv_tasks.split(",") if n]
         tasks += [csv_task(*t, Path(tmp)) for t in CSV_TASKS if t[0] in wanted]
         for task in tasks:
@@ -352,6 +367,12 @@ def main() -> None:
             counts = np.bincount([e.label for e in task.test], minlength=len(task.spec.label_names))
             row: dict[str, Any] = {"task": task.name, "labels": task.spec.label_names, "n_train": len(task.train),
                                    "n_test": len(task.test), "majority": round(float(counts.max() / counts.sum()), 4)}
+            if a.zero_shot_only:
+                row["ours"] = {"zero_shot": zero_shot(backbone, task)}
+                rows.append(row)
+                print(f"{task.name:16s} n={len(task.train)} majority {row['majority']:.3f} zero-shot "
+                      f"{row['ours']['zero_shot']:.3f}", flush=True)
+                continue
             if not a.no_ours:
                 row["ours"] = run_ours(backbone, task, cfg, a.seed, Path(a.dump) if a.dump else None,
                                        None if a.head_encoder == "none" else a.head_encoder,
@@ -382,6 +403,13 @@ def main() -> None:
                 save(a.out, {"machine": machine(), "peak_rss_gb": round(peak_rss_gb(), 2), "config": cfg.to_dict(),
                              "n_train": a.n_train, "max_test": a.max_test, "seed": a.seed,
                              "label_scoring": a.label_scoring, "rows": rows, "complete": False})
+    if a.zero_shot_only:
+        summary = {"zero_shot_mean": round(float(np.mean([r["ours"]["zero_shot"] for r in rows])), 4)}
+        print(json.dumps(summary))
+        if a.out:
+            save(a.out, {"machine": machine(), "n_train": a.n_train, "max_test": a.max_test, "seed": a.seed,
+                         "describe": a.describe, "rows": rows, "summary": summary, "complete": True})
+        return
     summary = {f"{k}_mean": round(float(np.mean([r[k]["accuracy"] for r in rows])), 4)
                for k in ("ours", "probe", "peer") if rows and k in rows[0]}
     if rows and "head" in rows[0].get("ours", {}):
