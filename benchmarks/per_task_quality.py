@@ -121,11 +121,10 @@ def against_peer(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return paired_bootstrap([ours], [peer], [0]).to_dict() if ours else None
 
 
-def zero_shot(backbone: Any, task: TaskData, max_length: int = 256) -> float:
-    """The backbone's accuracy on the task's test examples, no adapter."""
-    test = encode_examples(backbone.tokenizer, task.spec, task.test, max_length)
-    with AdapterHost(backbone).using(None) as m:
-        return accuracy(score(m, test, backbone.tokenizer.pad_token_id), test)
+def zero_shot(host: AdapterHost, test: list) -> float:
+    """The backbone's accuracy on encoded test examples, no adapter."""
+    with host.using(None) as m:
+        return accuracy(score(m, test, host.backbone.tokenizer.pad_token_id), test)
 
 
 def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int, dump: Path | None = None,
@@ -138,8 +137,7 @@ def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int, dump: P
     test = encode_examples(tok, task.spec, task.test, cfg.max_length)
     host = AdapterHost(backbone)
     t0 = time.perf_counter()
-    with host.using(None) as m:
-        zero = accuracy(score(m, test, tok.pad_token_id), test)
+    zero = zero_shot(host, test)
     t_zero = time.perf_counter() - t0
     host.create("q", seed=seed)
     t0 = time.perf_counter()
@@ -368,7 +366,8 @@ def main() -> None:
             row: dict[str, Any] = {"task": task.name, "labels": task.spec.label_names, "n_train": len(task.train),
                                    "n_test": len(task.test), "majority": round(float(counts.max() / counts.sum()), 4)}
             if a.zero_shot_only:
-                row["ours"] = {"zero_shot": zero_shot(backbone, task)}
+                test = encode_examples(backbone.tokenizer, task.spec, task.test, cfg.max_length)
+                row["ours"] = {"zero_shot": zero_shot(AdapterHost(backbone), test)}
                 rows.append(row)
                 print(f"{task.name:16s} n={len(task.train)} majority {row['majority']:.3f} zero-shot "
                       f"{row['ours']['zero_shot']:.3f}", flush=True)

@@ -212,7 +212,7 @@ def save(out: Path, cfg: Any, tasks: list[str], done: int, matrix: np.ndarray, z
 
 
 def _differences(doc: dict[str, Any], cfg: Any) -> list[str]:
-    now, then = run_identity(json.loads(json.dumps(cfg.to_dict(), default=str))), run_identity(doc["config"])
+    now, then = cfg.identity(), run_identity(doc["config"])
     return sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
 
 
@@ -224,8 +224,8 @@ def exists(out: Path) -> bool:
 def resumable(out: Path, cfg: Any, tasks: list[str]) -> bool:
     """Whether ``out`` holds a readable checkpoint of a run with exactly these settings and tasks, or the
     saved progress of its first task (``training/resume.py``)."""
-    if not (Path(out) / STATE_FILE).is_file():
-        return step_state.pending(out, run_identity(json.loads(json.dumps(cfg.to_dict(), default=str))), 0)
+    if not exists(out):
+        return step_state.pending(out, cfg.identity(), 0)
     try:
         doc = read_checkpoint(out)
     except UserError:

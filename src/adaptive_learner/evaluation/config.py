@@ -5,6 +5,8 @@ Its own module so that the harness and the checkpoint both read it and neither i
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -59,6 +61,14 @@ class RunConfig:
         d["options"] = {k: v for k, v in self.options.items()
                         if isinstance(v, scalar) or (isinstance(v, list) and all(isinstance(x, scalar) for x in v))}
         return d
+
+    def to_json(self) -> dict[str, Any]:
+        """``to_dict`` as it reads back from JSON (tuples as lists, other values as strings)."""
+        return json.loads(json.dumps(self.to_dict(), default=str))
+
+    def identity(self) -> dict[str, Any]:
+        """What recognises this run's checkpoints and results (``run_identity``)."""
+        return run_identity(self.to_json())
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":

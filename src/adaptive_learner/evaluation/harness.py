@@ -90,7 +90,7 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
     test_items = [encode_examples(tok, t.spec, t.test, L) for t in tasks]
     T = len(tasks)
     R = np.full((T, T), np.nan)
-    identity = run_identity(json.loads(json.dumps(cfg.to_dict(), default=str)))
+    config_json = cfg.to_json()
     if not resume:
         step_state.clear(workdir)
     if resume and checkpoint.exists(workdir):  # the zero-shot row, finished rows, adapters and strategy's state
@@ -106,9 +106,8 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
     for i, task in enumerate(tqdm(tasks[start:], desc=f"{cfg.strategy} over {T} tasks", initial=start, total=T),
                              start=start):
         t0 = time.perf_counter()
-        ctx.step_checkpoint = (step_state.StepCheckpoint(workdir, identity, i, step_checkpoint_s,
-                                                                 json.loads(json.dumps(cfg.to_dict(), default=str)))
-                              if main else None)
+        ctx.step_checkpoint = (step_state.StepCheckpoint(workdir, run_identity(config_json), i, step_checkpoint_s,
+                                                         config_json) if main else None)
         strategy.learn(task, train_items[i])
         ctx.step_checkpoint = None
         t_train += time.perf_counter() - t0
