@@ -155,3 +155,45 @@ def test_on_step_sees_every_step_in_eval_mode_and_changes_nothing(fresh_backbone
     assert seen == [(s, False) for s in range(1, 6)]
     ref = train_adapter(host, "b", items, cfg(early_stop=False, steps=5))
     assert rep.losses == pytest.approx(ref.losses, abs=1e-6)
+
+
+def test_a_task_too_small_to_hold_out_stops_once_its_examples_are_fitted(fresh_backbone, items, monkeypatch):
+    # 20 examples: nothing can be held out (MIN_VALIDATION), so no held-out accuracy to stop on; training
+    # stops patience * eval_every steps after the mean training loss over the last epoch (at least
+    # eval_every steps) first falls below FIT_LOSS
+    from adaptive_learner.training import trainer
+
+    host = AdapterHost(fresh_backbone)
+    small = items[:20]
+    host.create("a", seed=0)
+    monkeypatch.setattr(trainer, "FIT_LOSS", 1e9)  # every loss counts as fitted: fitted at the first window
+    rep = train_adapter(host, "a", small, cfg(steps=100))
+    window = max(4, -(-20 // 8))  # eval_every 4, an epoch of 3 steps
+    assert rep.stopped == "fitted" and rep.steps == window + 2 * 4 and rep.val_size == 0 and rep.validation == []
+    host.create("b", seed=0)
+    monkeypatch.setattr(trainer, "FIT_LOSS", 0.0)  # never fitted: the cap, as before
+    rep = train_adapter(host, "b", small, cfg(steps=30))
+    assert rep.stopped == "steps" and rep.steps == 30
+    host.create("c", seed=0)
+    monkeypatch.setattr(trainer, "FIT_LOSS", 1e9)
+    rep = train_adapter(host, "c", small, cfg(steps=30, early_stop=False))  # --no-early-stop: exactly --steps
+    assert rep.stopped == "steps" and rep.steps == 30
+    host.create("d", seed=0)
+    rep = train_adapter(host, "d", items, cfg(steps=100, lr=0.0))  # held-out examples: the held-out rule alone
+    assert rep.stopped == "patience"
+
+
+def test_the_fitted_stop_uses_the_training_loss_over_the_last_window(fresh_backbone, items, monkeypatch):
+    from adaptive_learner.training import trainer
+
+    host = AdapterHost(fresh_backbone)
+    small = items[:20]
+    host.create("a", seed=0)
+    rep = train_adapter(host, "a", small, cfg(steps=60, lr=5e-2))
+    monkeypatch.setattr(trainer, "FIT_LOSS", float(np.mean(rep.losses[9:13])) + 1e-9)
+    host.create("b", seed=0)
+    rep2 = train_adapter(host, "b", small, cfg(steps=60, lr=5e-2))
+    assert rep2.losses == rep.losses[:rep2.steps]  # the same run, ended early
+    means = [np.mean(rep.losses[s - 4:s]) for s in range(4, 61)]
+    first = 4 + next(i for i, m in enumerate(means) if m < trainer.FIT_LOSS)
+    assert rep2.stopped == "fitted" and rep2.steps == first + 8

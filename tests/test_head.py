@@ -100,7 +100,25 @@ def test_fit_task_head_uses_the_early_stopping_split(fresh_backbone, toy_task):
     head, report = fit_task_head(host, "toy-a", items, TrainConfig(max_length=64))
     assert set(report["held_out"]) == {"0", "0.25", "0.5", "0.75", "1", "gate"} and report["rule"] == "gated"
     assert (head is None) == (report["mix"] == 1.0)
-    none, why = fit_task_head(host, "toy-a", items, TrainConfig(max_length=64, early_stop=False))
+
+
+def test_with_nothing_held_out_the_head_is_fitted_on_every_example_and_mixed_equally(fresh_backbone, toy_task):
+    # a task too small to hold out examples (or no early stopping): no evidence for the gate, so its answer
+    # without evidence, the equal mix, with the head fitted on every example
+    host = AdapterHost(fresh_backbone)
+    host.create("toy-a", seed=0)
+    items = encode_examples(fresh_backbone.tokenizer, toy_task.spec, toy_task.train, 64)
+    head, why = fit_task_head(host, "toy-a", items, TrainConfig(max_length=64, early_stop=False))
+    assert head is not None and head.mix == why["mix"] == 0.5 and "held_out" not in why and "no held-out" in why["reason"]
+    with host.base() as m:
+        feats = prompt_features(m, items, head.layer, fresh_backbone.tokenizer.pad_token_id)
+    alone = fit_head(feats, [it.label for it in items], 2, head.layer)  # every example, as the head was fitted
+    np.testing.assert_allclose(head.weight, alone.weight, rtol=1e-5, atol=1e-6)
+    small = items[:6]  # fewer than MIN_VALIDATION could be held out
+    head6, _ = fit_task_head(host, "toy-a", small, TrainConfig(max_length=64, head_mix="0.75"))
+    assert head6 is not None and head6.mix == 0.75  # a fixed mix is kept as given
+    one_label = [it for it in items if it.label == items[0].label]
+    none, why = fit_task_head(host, "toy-a", one_label, TrainConfig(max_length=64, early_stop=False))
     assert none is None and why["mix"] == 1.0
 
 

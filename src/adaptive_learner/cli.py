@@ -312,7 +312,14 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
         why_end = (f"no better held-out {o.train.get('monitor', 'loss')} in --patience scores"
                    if o.train["stopped"] == "patience" else "--steps reached")
         typer.echo(f"kept the weights of step {o.train['best_step']} ({why_end})")
+    elif o.train.get("stopped") == "fitted":
+        from .training.trainer import FIT_LOSS
+
+        typer.echo(f"too few examples to hold any out: stopped at step {o.train['steps']}, its training examples "
+                   f"fitted (training loss below {FIT_LOSS:g})")
     h = o.train.get("head") or {}
+    if h.get("reason") and h.get("mix", 1.0) < 1.0:
+        typer.echo(f"head: mix {h['mix']:g} adapter + {1 - h['mix']:g} head ({h['reason']})")
     if h.get("held_out"):
         acc = {m: v["accuracy"] for m, v in h["held_out"].items() if "accuracy" in v}
         mix, gate = h["mix"], h["held_out"].get("gate") or {}

@@ -104,7 +104,14 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-MIN_VALIDATION = 8  # fewer held-out examples than this: no early stopping, a fixed number of steps
+MIN_VALIDATION = 8  # fewer held-out examples than this: nothing held out (see FIT_LOSS)
+# A task too small to hold examples out (early stopping on, fewer than MIN_VALIDATION to spare) has no held-out
+# accuracy to stop on; it stops once its training examples are fitted: ``patience`` evaluations' worth of steps
+# (``patience * eval_every``) after the mean training loss over the last epoch (at least ``eval_every`` steps)
+# first falls below FIT_LOSS, or at ``steps``. Past that point the adapter answers its examples alike and more
+# steps changed no test answer beyond noise (BENCHMARKS.md, "Few-shot tasks"); before this rule such a task
+# trained all ``steps``.
+FIT_LOSS = 0.01
 
 
 @dataclass
@@ -120,7 +127,7 @@ class TrainReport:
     positions: int = 0  # token positions computed: padding included, each batch's shared prefix once
     validation: list[dict[str, float]] = field(default_factory=list)  # {step, accuracy, loss} per evaluation
     best_step: int | None = None  # the step whose weights were kept (early stopping)
-    stopped: str = "steps"  # why training ended: steps (the cap) or patience
+    stopped: str = "steps"  # why training ended: steps (the cap), patience, or fitted (nothing held out: FIT_LOSS)
     val_majority: float | None = None  # share of the most common label among the held-out examples
     val_size: int = 0
 
@@ -348,6 +355,9 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
     curve: list[dict[str, float]] = []
     best: dict[str, float] | None = None  # the curve's point of the kept weights
     best_step, best_state, since_best = 0, None, 0
+    fitted_at: int | None = None  # without held-out examples: the step the training examples were first fitted
+    fit_window = max(cfg.eval_every, -(-len(train_items) // cfg.batch_size))  # an epoch, at least eval_every steps
+    stop_when_fitted = cfg.early_stop and not val_items
 
     def check(step: int) -> bool:
         """Score the held-out items; remember the weights when they are better (``improvement``). True
@@ -376,7 +386,7 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
             doc, tensors = capture(params, best_state, opt, sched, rng)
             checkpoint.save(key, {**doc, "step": step, "losses": losses, "counts": [n_ex, n_tok, n_pos],
                                   "curve": curve, "best": best, "best_step": best_step, "since_best": since_best,
-                                  "seconds": before + time.perf_counter() - t0}, tensors)
+                                  "fitted_at": fitted_at, "seconds": before + time.perf_counter() - t0}, tensors)
 
         saved = checkpoint.load(key)
         if saved is not None:
@@ -385,6 +395,7 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
             start, before, losses = int(state["step"]), float(state["seconds"]), list(state["losses"])
             n_ex, n_tok, n_pos = state["counts"]
             curve, best, best_step, since_best = state["curve"], state["best"], state["best_step"], state["since_best"]
+            fitted_at = state.get("fitted_at")
     if val_items and start == 0:
         check(0)
     model.train()
@@ -443,6 +454,15 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
             if done:
                 stopped = "patience"
                 break
+        if stop_when_fitted:
+            if fitted_at is None and step >= fit_window and np.mean(losses[-fit_window:]) < FIT_LOSS:
+                fitted_at = step
+            if fitted_at is not None:
+                post["fitted"] = f"step {fitted_at}"
+                if step >= fitted_at + cfg.patience * cfg.eval_every:
+                    bar.set_postfix(post)
+                    stopped = "fitted"
+                    break
         bar.set_postfix(post)
         if checkpoint is not None and step < len(plan) and checkpoint.due():
             save_state(step)

@@ -10,7 +10,8 @@ how they are mixed:
 
 ``mix`` is decided on the adapter's held-out examples (the same split early stopping used, with
 the head fitted on the rest); then the head is refitted on every training example. ``mix = 1``
-is the adapter alone (what a task without enough examples to hold out gets). The default rule,
+is the adapter alone. A task without enough examples to hold out gets the rule's mix without evidence
+(``no_evidence_mix``: the equal mix, or the fixed number) and a head fitted on every example. The default rule,
 ``gated``, mixes the two equally unless the held-out examples tell them apart (a McNemar test at
 5%: one is right where the other is wrong clearly more often), and then keeps the better one
 alone; ``held-out`` picks the mix in :data:`MIXES` with the best held-out accuracy, which a few
@@ -50,7 +51,8 @@ the library).
 
 from .choice import (CALIBRATIONS, DEFAULT_VIEW_RULE, DEFAULT_VIEWS, FREE_VIEWS, GATE_Z, L2_GRID, MIX_RULES, MIXES,
                      VIEW_RULES, check_head_options, check_mix_rule, choose_l2,
-                     choose_mix, choose_views, cv_log_loss, cv_log_probs, cv_losses, decide_head, fit_temperature)
+                     choose_mix, choose_views, cv_log_loss, cv_log_probs, cv_losses, decide_head, fit_temperature,
+                     no_evidence_mix)
 from .model import FeatureHead, fit_head
 from .task import fit_task_head, head_arrays, head_files, load_head, stage_head
 from .views import VIEWS, default_layer, encoder_views, pair_view, prompt_features, text_view, views_for
@@ -59,4 +61,4 @@ __all__ = ["CALIBRATIONS", "DEFAULT_VIEW_RULE", "DEFAULT_VIEWS", "FREE_VIEWS", "
            "MIXES", "VIEWS", "VIEW_RULES", "FeatureHead", "check_head_options", "check_mix_rule", "choose_l2",
            "choose_mix", "choose_views", "cv_log_loss", "cv_log_probs", "cv_losses", "decide_head",
            "default_layer", "encoder_views", "fit_head", "fit_task_head", "fit_temperature", "head_arrays",
-           "head_files", "load_head", "pair_view", "prompt_features", "stage_head", "text_view", "views_for"]
+           "head_files", "load_head", "no_evidence_mix", "pair_view", "prompt_features", "stage_head", "text_view", "views_for"]

@@ -216,6 +216,13 @@ def choose_mix(adapter_scores: Sequence[np.ndarray], head_log_probs: np.ndarray,
     return best, table
 
 
+def no_evidence_mix(rule: str) -> float:
+    """The mix ``rule`` gives when no example is held out to tell the adapter and the head apart: the equal mix
+    for ``gated`` (its answer while the gate is not passed) and ``held-out`` (no accuracy to rank the mixes by),
+    the number itself for a fixed mix."""
+    return 0.5 if check_mix_rule(rule) in MIX_RULES else float(rule)
+
+
 def fit_temperature(log_probs: np.ndarray, labels: Sequence[int]) -> float:
     """The temperature T (logits divided by T) that minimises the log loss of ``log_probs`` (a head's
     out-of-fold answers): a grid over log T, then a local refinement; deterministic."""
@@ -245,8 +252,9 @@ def decide_head(f_train: np.ndarray, f_val: np.ndarray, y_train: Sequence[int], 
     the head's, fitted to its cross-validated answers on the training part; ``both``, also the adapter's,
     fitted to its answers on the held-out part), the mix (``rule``, on the held-out part: ``s_val`` the
     adapter's label scores there), then the head refitted on every example. A temperature changes no answer
-    of the one it divides, only how far it outweighs the other in the mix. Pure: a benchmark that kept these
-    arrays replays the decision exactly."""
+    of the one it divides, only how far it outweighs the other in the mix. With no held-out examples (``y_val``
+    empty) the mix is :func:`no_evidence_mix`'s and the head is fitted on the training part. Pure: a benchmark
+    that kept these arrays replays the decision exactly."""
     if calibrate not in CALIBRATIONS:
         raise ValueError(f"calibrate must be one of {', '.join(CALIBRATIONS)}, got {calibrate!r}")
     views: tuple[str, ...] = ()
@@ -263,13 +271,19 @@ def decide_head(f_train: np.ndarray, f_val: np.ndarray, y_train: Sequence[int], 
     if calibrate != "none":
         t_head = round(fit_temperature(cv_log_probs(f_train, y_train, n_labels), y_train), 4)
         report["temperature"] = t_head
-    if calibrate == "both":
+    if calibrate == "both" and len(y_val):  # the adapter's temperature needs held-out answers
         t_adapter = round(fit_temperature(np.stack([_log_softmax(np.asarray(s, dtype=np.float64)) for s in s_val]),
                                           y_val), 4)
         report["adapter_temperature"] = t_adapter
-    head_val = fit_head(f_train, y_train, n_labels, layer)
-    mix, table = choose_mix([np.asarray(s) / t_adapter for s in s_val], head_val.log_probs(f_val) / t_head, y_val, rule)
-    report = {"mix": mix, "rule": rule, "layer": layer, **report, "held_out": table}
+    if len(y_val):
+        head_val = fit_head(f_train, y_train, n_labels, layer)
+        mix, table = choose_mix([np.asarray(s) / t_adapter for s in s_val], head_val.log_probs(f_val) / t_head, y_val,
+                                rule)
+        report = {"mix": mix, "rule": rule, "layer": layer, **report, "held_out": table}
+    else:  # nothing held out (a task too small to spare any): what the rule says without evidence
+        mix = no_evidence_mix(rule)
+        report = {"mix": mix, "rule": rule, "layer": layer, **report,
+                  "reason": "no held-out examples: the rule's mix without evidence"}
     head = None
     if mix < 1.0:
         head = fit_head(np.concatenate([f_train, f_val]), list(y_train) + list(y_val), n_labels, layer)

@@ -22,8 +22,10 @@ def fit_task_head(host: Any, adapter: str, items: Sequence[Encoded], cfg: Any, l
     among ``views`` (:func:`views_for`, :func:`choose_views` by ``view_rule``; None: the backbone's features
     alone). The decisions: :func:`decide_head`. ``views``, ``view_rule``, ``calibrate``: None takes ``cfg``'s
     ``head_views``, ``head_view_rule``, ``head_calibrate`` (:class:`TrainConfig`; their defaults where ``cfg``
-    has none). Returns the head refitted on every example (None when the adapter alone is best, or nothing
-    could be held out) and a report for the library's history."""
+    has none). Nothing held out (a task too small to spare examples, or no early stopping): the head is fitted
+    on every example and mixed as the rule says without evidence (:func:`~.choice.no_evidence_mix`). Returns the head
+    refitted on every example (None when the adapter alone is best, or the examples hold one label) and a
+    report for the library's history."""
     import time
 
     if views is None:
@@ -35,8 +37,8 @@ def fit_task_head(host: Any, adapter: str, items: Sequence[Encoded], cfg: Any, l
 
     t0 = time.perf_counter()
     train, val = split_validation(items, cfg)
-    if not val:
-        return None, {"mix": 1.0, "reason": "too few examples to hold any out: adapter alone"}
+    if len({it.label for it in train}) < 2:
+        return None, {"mix": 1.0, "reason": "fewer than two labels among the examples: adapter alone"}
     arrays = head_arrays(host, adapter, train, val, layer, encoder, views)
     head, report = decide_head(**arrays, n_labels=len(items[0].choices), rule=getattr(cfg, "head_mix", "gated"),
                                view_rule=view_rule, calibrate=calibrate)
@@ -59,9 +61,11 @@ def head_arrays(host: Any, adapter: str, train: Sequence[Encoded], val: Sequence
     with host.base() as model:
         layer = default_layer(model) if layer is None else layer
         f_train, f_val = prompt_features(model, train, layer, pad), prompt_features(model, val, layer, pad)
-    with host.using(adapter) as model:
-        model.eval()
-        s_val = score(model, val, pad)
+    s_val: list[np.ndarray] = []
+    if val:
+        with host.using(adapter) as model:
+            model.eval()
+            s_val = score(model, val, pad)
     allowed = views_for(list(train) + list(val), tuple(views)) if encoder is not None else ()
     v_train: dict[str, np.ndarray] = {}
     v_val: dict[str, np.ndarray] = {}
@@ -70,7 +74,8 @@ def head_arrays(host: Any, adapter: str, train: Sequence[Encoded], val: Sequence
 
         enc = text_encoder(encoder)
         v_train = dict(zip(allowed, encoder_views(allowed, enc, train)))
-        v_val = dict(zip(allowed, encoder_views(allowed, enc, val)))
+        v_val = (dict(zip(allowed, encoder_views(allowed, enc, val))) if val
+                 else {v: np.zeros((0, a.shape[1]), dtype=np.float32) for v, a in v_train.items()})
     return {"f_train": f_train, "f_val": f_val, "y_train": [it.label for it in train],
             "y_val": [it.label for it in val], "s_val": s_val, "layer": layer, "v_train": v_train, "v_val": v_val}
 
