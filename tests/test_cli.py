@@ -165,3 +165,20 @@ def test_data_ls_lists_everything_without_importing_torch(capsys):
              "print('imported:', sorted(m for m in ('torch', 'peft', 'transformers') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert "imported: []" in r.stdout, r.stdout[-500:] + r.stderr[-500:]
+
+
+def test_learn_on_a_task_too_small_to_hold_out_says_why_it_stopped_and_mixes_the_head(capsys, tmp_path, monkeypatch):
+    from adaptive_learner.training import trainer
+
+    rows = (FIXTURES / "toy_sentiment.csv").read_text().splitlines()
+    small = tmp_path / "small.csv"
+    small.write_text("\n".join(rows[:25]) + "\n")  # 24 examples: a 70/30 split leaves too few to hold out 8
+    monkeypatch.setattr(trainer, "FIT_LOSS", 1e9)  # fitted as soon as a window of losses exists
+    args = [a if a != "3" else "100" for a in LEARN]  # --steps 100: the cap, not reached
+    code, out, err = alearn(capsys, *args, "--library", tmp_path / "lib", "--data", small, "--description", "Positive?",
+                            "--name", "small")
+    assert code == 0, err
+    assert "too few examples to hold any out: stopped at step 50, its training examples fitted" in out
+    assert "head: mix 0.5 adapter + 0.5 head (no held-out examples" in out
+    record = json.loads((tmp_path / "lib" / "manifest.json").read_text())["history"][-1]["train"]
+    assert record["stopped"] == "fitted" and record["steps"] == 50 and record["head"]["mix"] == 0.5
