@@ -326,7 +326,8 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
     With early stopping (``cfg.early_stop``) a part of ``items`` is held out (:func:`split_validation`),
     scored before training and every ``cfg.eval_every`` steps; training ends after ``cfg.patience``
     scores without improvement (``cfg.monitor``: a held-out loss ``cfg.min_delta`` below the best, or a
-    higher held-out accuracy), or at ``cfg.steps``, and the adapter is left at the best weights. With an
+    higher held-out accuracy), or at ``cfg.steps``, and the adapter is left at the best weights; a task too
+    small to hold any out stops once its training examples are fitted (``FIT_LOSS``). With an
     ``accelerate.Accelerator``, the model and optimizer are prepared by it and each process trains on
     its shard of every batch (data parallel); gradients are averaged by it. ``on_step(step, model)``,
     when given, is called after every optimizer step with the model in eval mode and gradients off.
