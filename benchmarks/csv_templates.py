@@ -27,6 +27,7 @@ from adaptive_learner.backbone import load_backbone
 from adaptive_learner.prompting import encode_examples
 from adaptive_learner.scoring import score
 from adaptive_learner.tasks import load_catalog_task
+from adaptive_learner.tasks.files import default_template
 from adaptive_learner.tasks.spec import Example, TaskData, TaskSpec
 from common import machine, save
 from per_task_quality import CATALOG, CSV_TASKS, csv_task
@@ -38,7 +39,8 @@ def options(spec: TaskSpec) -> str:
 
 
 def fields_lines(spec: TaskSpec) -> str:
-    return "\n".join(f"{c.replace('_', ' ').capitalize()}: {{{c}}}" for c in spec.input_fields)
+    """The default template's field lines (``default_template`` without its ``Answer:`` line)."""
+    return default_template(list(spec.input_fields)).rsplit("\n", 1)[0]
 
 
 def esc(s: str) -> str:
@@ -77,9 +79,9 @@ def main() -> None:
     host = AdapterHost(load_backbone(a.backbone))
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        tasks = [csv_task(f"{n}-names", n, load_catalog_task(n).spec.description,
-                          {lab: lab for lab in load_catalog_task(n).spec.label_names}, Path(tmp))
-                 for n in a.tasks.split(",") if n]
+        sources = [load_catalog_task(n) for n in a.tasks.split(",") if n]
+        tasks = [csv_task(f"{t.name}-names", t.name, t.spec.description, {lab: lab for lab in t.spec.label_names},
+                          Path(tmp)) for t in sources]
         tasks += [csv_task(*t, Path(tmp)) for t in CSV_TASKS if t[0] in a.csv_tasks.split(",")]
         for task in tasks:
             task = task.subsample(8, a.max_test, a.seed)
