@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from adaptive_learner.adapters import AdapterHost
+from adaptive_learner.adapters import AdapterHost, LoraSettings
 from adaptive_learner.backbone import load_backbone
 from adaptive_learner.prompting import encode_examples
 from adaptive_learner.scoring import accuracy, score
@@ -129,13 +129,13 @@ def zero_shot(host: AdapterHost, test: list) -> float:
 
 def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int, dump: Path | None = None,
              encoder: str | None = "minilm", views: tuple[str, ...] = ("text", "pair"), view_rule: str = "gated",
-             calibrate: str = "none") -> dict[str, Any]:
+             calibrate: str = "none", lora: LoraSettings | None = None) -> dict[str, Any]:
     """``alearn learn --force-new`` on ``task``: a new adapter, then (``cfg.head``) the head, whose encoder
     views come from ``encoder`` as the library's router encoder gives them (None: the backbone's alone)."""
     tok = backbone.tokenizer
     items = encode_examples(tok, task.spec, task.train, cfg.max_length)
     test = encode_examples(tok, task.spec, task.test, cfg.max_length)
-    host = AdapterHost(backbone)
+    host = AdapterHost(backbone, lora)
     t0 = time.perf_counter()
     zero = zero_shot(host, test)
     t_zero = time.perf_counter() - t0
@@ -333,6 +333,7 @@ def main() -> None:
                     help="with --as-csv: the task's description as the first line of the default prompt template")
     ap.add_argument("--zero-shot-only", action="store_true", help="only the backbone's zero-shot accuracy")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--lora-layers", type=int, default=None, help="adapt only the top N decoder layers")
     ap.add_argument("--dump", default=None, help="folder: per task, the per-example arrays head_choice.py reads")
     a = ap.parse_args()
 
@@ -376,7 +377,7 @@ def main() -> None:
                 row["ours"] = run_ours(backbone, task, cfg, a.seed, Path(a.dump) if a.dump else None,
                                        None if a.head_encoder == "none" else a.head_encoder,
                                        tuple(v for v in a.head_views.split(",") if v), a.view_rule,
-                                       a.head_calibrate)
+                                       a.head_calibrate, LoraSettings(layers=a.lora_layers))
             if a.probe:
                 row["probe"] = run_probe(backbone, task, cfg)
             if encoder is not None:
@@ -400,7 +401,7 @@ def main() -> None:
             print(line, flush=True)
             if a.out:  # after every task, so that a long run's finished tasks are kept
                 save(a.out, {"machine": machine(), "peak_rss_gb": round(peak_rss_gb(), 2), "config": cfg.to_dict(),
-                             "n_train": a.n_train, "max_test": a.max_test, "seed": a.seed,
+                             "lora_layers": a.lora_layers, "n_train": a.n_train, "max_test": a.max_test, "seed": a.seed,
                              "label_scoring": a.label_scoring, "rows": rows, "complete": False})
     if a.zero_shot_only:
         summary = {"zero_shot_mean": round(float(np.mean([r["ours"]["zero_shot"] for r in rows])), 4)}
@@ -420,7 +421,7 @@ def main() -> None:
     print(markdown(rows))
     if a.out:
         save(a.out, {"machine": machine(), "peak_rss_gb": round(peak_rss_gb(), 2), "config": cfg.to_dict(),
-                     "n_train": a.n_train, "max_test": a.max_test, "seed": a.seed, "label_scoring": a.label_scoring,
+                     "lora_layers": a.lora_layers, "n_train": a.n_train, "max_test": a.max_test, "seed": a.seed, "label_scoring": a.label_scoring,
                      "rows": rows, "summary": summary, "complete": True})
 
 

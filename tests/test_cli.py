@@ -24,6 +24,20 @@ def test_learn_creates_a_library_with_a_peft_adapter(built_library):
     assert (built_library / "adapters" / "lora-toy" / "adapter_model.safetensors").exists()
 
 
+def test_lora_layers_set_a_new_library_and_a_bad_number_writes_nothing(capsys, tmp_path):
+    code, _, err = alearn(capsys, *LEARN, "--library", tmp_path / "bad", "--data", TOY, "--description", "d",
+                          "--lora-layers", "99")
+    assert code == 2 and "between 1 and" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+    code, _, err = alearn(capsys, *LEARN, "--library", tmp_path / "top", "--data", TOY, "--description", "d", "--name", "toy",
+                          "--lora-layers", "1")
+    assert code == 0, err
+    assert json.loads((tmp_path / "top" / "manifest.json").read_text())["lora"]["layers"] == 1
+    cfg = json.loads((tmp_path / "top" / "adapters" / "lora-toy" / "adapter_config.json").read_text())
+    from adaptive_learner.backbone import load_backbone
+    assert cfg["layers_to_transform"] == [load_backbone("tiny-random").model.config.num_hidden_layers - 1]
+
+
 def test_a_new_adapter_started_from_the_nearest_says_where_it_started(capsys, tmp_path, built_library):
     import shutil
 
@@ -72,6 +86,7 @@ def test_library_ls_show_verify_read_the_library_without_importing_torch(built_l
     (["--data", TOY, "--description", "d", "--steps", "0"], "--steps must be positive"),
     (["--data", TOY, "--description", "d", "--reuse", "ghost"], "no such adapter"),
     (["--data", TOY, "--description", "d", "--backbone", "smollm2-135m"], "built on"),
+    (["--data", TOY, "--description", "d", "--lora-layers", "1"], "built with LoRA settings"),
     (["--data", TOY, "--description", "d", "--init", "warm"], "--init 'warm': use one of fresh, nearest"),
 ])
 def test_bad_learn_input_is_one_line_and_leaves_library_untouched(capsys, built_library, args, message):

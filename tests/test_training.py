@@ -137,3 +137,47 @@ def test_mixed_adapter_batch_matches_per_adapter_scoring(fresh_backbone, toy_tas
     for it, name, got in zip(items, names, mixed):
         with host.using(name) as m:
             np.testing.assert_allclose(got, score(m, [it], 0)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_lora_on_the_top_layers_only_trains_those_and_loads_in_plain_peft(fresh_backbone, toy_task, fast_train,
+                                                                          tmp_path):
+    from peft import PeftModel
+
+    from adaptive_learner.adapters import LoraSettings
+    from adaptive_learner.backbone import load_backbone
+    from adaptive_learner.errors import UserError
+
+    n = fresh_backbone.model.config.num_hidden_layers
+    assert n >= 2
+    host = AdapterHost(fresh_backbone, LoraSettings(layers=1))
+    host.create("top")
+    layers = {int(k.split(".layers.")[1].split(".")[0]) for k in host.trainable("top")}
+    assert layers == {n - 1}
+    items = encode_examples(fresh_backbone.tokenizer, toy_task.spec, toy_task.train, 64)
+    before = {k: v.clone() for k, v in host.trainable("top").items()}
+    rep = train_adapter(host, "top", items, fast_train)
+    assert np.mean(rep.losses[-5:]) < np.mean(rep.losses[:5]) - 0.05
+    assert any(not torch.equal(v, before[k]) for k, v in host.trainable("top").items() if "lora_B" in k)
+    host.save("top", tmp_path / "top")
+    test = encode_examples(fresh_backbone.tokenizer, toy_task.spec, toy_task.test[:5], 64)
+    with host.using("top") as m:
+        ours = score(m, test, 0)
+    plain = PeftModel.from_pretrained(load_backbone("tiny-random").model, str(tmp_path / "top"))
+    for a, b in zip(ours, score(plain, test, 0)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    for bad in (0, n + 1):
+        with pytest.raises(UserError, match="between 1 and"):
+            AdapterHost(load_backbone("tiny-random"), LoraSettings(layers=bad)).create("bad")
+
+
+def test_run_identity_of_stored_runs_is_unchanged_by_the_lora_layers_setting():
+    from dataclasses import asdict
+
+    from adaptive_learner.adapters import LoraSettings
+    from adaptive_learner.evaluation.config import RunConfig, run_identity
+
+    stored = RunConfig().to_json()
+    stored["lora"].pop("layers")  # a run stored before the setting existed
+    assert run_identity(stored) == RunConfig().identity()
+    assert RunConfig(lora=LoraSettings(layers=4)).identity() != RunConfig().identity()
+    assert "layers" in asdict(LoraSettings())

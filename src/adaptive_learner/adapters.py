@@ -21,6 +21,7 @@ from peft.tuners.lora import LoraLayer
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from .backbone import Backbone
+from .errors import UserError
 
 BASE = "__base__"
 
@@ -34,14 +35,25 @@ class LoraSettings:
     dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA input"})
     target_modules: list[str] | None = field(
         default=None, metadata={"help": "module names; None = peft's default for the architecture, else all-linear"})
+    layers: int | None = field(default=None, metadata={
+        "help": "adapt only the top N decoder layers (peft's layers_to_transform); None: every layer. Training "
+                "then stops its backward pass at the lowest adapted layer"})
 
     def to_peft(self, model: Any) -> LoraConfig:
         targets: Any = self.target_modules
         if targets is None:
             from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as MAP
             targets = MAP.get(model.config.model_type, "all-linear")
+        top: dict[str, Any] = {}
+        if self.layers is not None:
+            n = model.config.num_hidden_layers
+            if not 1 <= self.layers <= n:
+                raise UserError(f"LoRA layers must be between 1 and the backbone's {n} layers, not {self.layers}")
+            if isinstance(targets, str):
+                raise UserError(f"LoRA on the top layers only needs the target modules by name, not {targets!r}")
+            top = {"layers_to_transform": list(range(n - self.layers, n))}
         return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets,
-                          bias="none", task_type="CAUSAL_LM")
+                          bias="none", task_type="CAUSAL_LM", **top)
 
 
 class AdapterHost:

@@ -106,10 +106,14 @@ class Learner:
             self.backbone = backbone if isinstance(backbone, Backbone) else load_backbone(name, device=self.device, dtype=dtype)
             self.library = AdapterLibrary.open(self.path, self.backbone.identity, verify=False)
             self.lora = LoraSettings(**self.library.manifest.get("lora", {}))
+            if lora is not None and lora != self.lora:
+                raise LibraryError(f"library {self.path} was built with LoRA settings {_lora_dict(self.lora)}, "
+                                   f"not {_lora_dict(lora)}")
         else:
             self.backbone = (backbone if isinstance(backbone, Backbone)
                              else load_backbone(backbone or DEFAULT_BACKBONE, device=self.device, dtype=dtype))
             self.lora = lora or LoraSettings()
+            self.lora.to_peft(self.backbone.model)  # a setting the backbone cannot take fails before any file is written
             # exist_ok: another process may create it at the same moment; then both use that one
             self.library = AdapterLibrary.create(self.path, self.backbone.identity, _lora_dict(self.lora),
                                                  exist_ok=True)

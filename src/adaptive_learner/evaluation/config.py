@@ -22,6 +22,8 @@ LEARNER_ONLY = ("head", "head_mix", "head_views", "head_view_rule", "head_calibr
 ADDED_LATER = {"monitor": "loss"}
 # run settings added after runs were stored, with the value those runs had: left out of the identity at that value
 RUN_ADDED_LATER = {"dtype": "float32"}
+# LoRA settings added after runs were stored, with the value those runs had: left out of the identity at that value
+LORA_ADDED_LATER = {"layers": None}
 
 
 def run_identity(config: dict[str, Any]) -> dict[str, Any]:
@@ -31,6 +33,9 @@ def run_identity(config: dict[str, Any]) -> dict[str, Any]:
            if k not in RUNTIME_ONLY and not (k in RUN_ADDED_LATER and v == RUN_ADDED_LATER[k])}
     if isinstance(out.get("train"), dict):
         out["train"] = {**ADDED_LATER, **{k: v for k, v in out["train"].items() if k not in LEARNER_ONLY}}
+    if isinstance(out.get("lora"), dict):
+        out["lora"] = {k: v for k, v in out["lora"].items()
+                       if not (k in LORA_ADDED_LATER and v == LORA_ADDED_LATER[k])}
     return out
 
 
