@@ -12,6 +12,11 @@ option instead, alternating the order in each repeat, and checks that both give 
 
     python benchmarks/train_throughput.py --backbone smollm2-135m --task sst2 --compare pack --repeats 3
     python benchmarks/train_throughput.py --task sst2 --compare pack --mix-task mrpc --mix-ratio 0.25
+
+``--compare lora-layers`` times every layer adapted (A) against LoRA on the top ``--lora-layers`` layers
+only (B): different models, so their losses differ; the step times are the point:
+
+    python benchmarks/train_throughput.py --task sst2 --compare lora-layers --lora-layers 10 --repeats 3
 """
 
 from __future__ import annotations
@@ -101,18 +106,20 @@ class MixIn(Regulariser):
         return batch[: len(batch) - k] + [self.pool[i] for i in rng.choice(len(self.pool), size=k)]
 
 
-def compare(backbone, items, cfg, lora, option, repeats, regularisers=()):
-    """Our trainer without (A) and with (B) the boolean ``TrainConfig`` field ``option``, alternating
-    A-B and B-A over the repeats: per repeat the ratio of B's step time to A's (below 1: B is faster),
-    and the largest difference between their step losses."""
-    configs = {"A": cfg, "B": replace(cfg, **{option: True})}
+def compare(backbone, items, cfg, lora, option, repeats, regularisers=(), lora_b=None):
+    """Our trainer without (A) and with (B) the boolean ``TrainConfig`` field ``option`` (or, with
+    ``lora_b``, with those LoRA settings instead of ``lora``), alternating A-B and B-A over the repeats:
+    per repeat the ratio of B's step time to A's (below 1: B is faster), and the largest difference
+    between their step losses."""
+    configs = {"A": cfg, "B": cfg if lora_b is not None else replace(cfg, **{option: True})}
+    loras = {"A": lora, "B": lora_b if lora_b is not None else lora}
     step_s: dict[str, list[float]] = {"A": [], "B": []}
     positions: dict[str, int] = {}
     ratios, loss_diffs = [], []
     for r in range(repeats):
         losses = {}
         for arm in ("AB" if r % 2 == 0 else "BA"):
-            host = AdapterHost(backbone, lora)
+            host = AdapterHost(backbone, loras[arm])
             host.create("bench", seed=cfg.seed)
             rep = train_adapter(host, "bench", items, configs[arm], list(regularisers))
             host.delete("bench")
@@ -143,8 +150,11 @@ def main() -> None:
     p.add_argument("--max-train", type=int, default=256)
     p.add_argument("--max-test", type=int, default=200)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--compare", choices=["pack"], default=None,
-                   help="time our trainer without and with this TrainConfig option instead of against Trainer")
+    p.add_argument("--lora-layers", type=int, default=10, help="with --compare lora-layers: LoRA on this many top "
+                   "decoder layers in B (A: every layer)")
+    p.add_argument("--compare", choices=["pack", "lora-layers"], default=None,
+                   help="time our trainer without and with this TrainConfig option (or LoRA on the top "
+                        "--lora-layers layers) instead of against Trainer")
     p.add_argument("--mix-task", default=None, help="with --compare: replace --mix-ratio of every batch by this "
                                                      "task's examples (replay-like batches)")
     p.add_argument("--mix-ratio", type=float, default=0.25)
@@ -169,7 +179,8 @@ def main() -> None:
             other = load_catalog_task(a.mix_task).subsample(a.max_train, 1, 0)
             pool = encode_examples(backbone.tokenizer, other.spec, other.train, cfg.max_length)
             regs.append(MixIn(pool, a.mix_ratio))
-        doc, line = compare(backbone, items, cfg, lora, a.compare, a.repeats, regs)
+        lora_b = LoraSettings(layers=a.lora_layers) if a.compare == "lora-layers" else None
+        doc, line = compare(backbone, items, cfg, lora, a.compare, a.repeats, regs, lora_b)
         doc.update(args=vars(a), examples_per_run=a.steps * a.batch_size)
         name = f"train_compare_{a.compare}_{a.task}" + (f"+{a.mix_task}" if a.mix_task else "") + \
             ("" if a.pack_min_saving is None else f"_min{a.pack_min_saving:g}")
