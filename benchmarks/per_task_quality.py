@@ -401,8 +401,8 @@ def main() -> None:
             print(line, flush=True)
             if a.out:  # after every task, so that a long run's finished tasks are kept
                 save(a.out, {"machine": machine(), "peak_rss_gb": round(peak_rss_gb(), 2), "config": cfg.to_dict(),
-                             "lora_layers": a.lora_layers, "n_train": a.n_train, "max_test": a.max_test, "seed": a.seed,
-                             "label_scoring": a.label_scoring, "rows": rows, "complete": False})
+                             "lora_layers": a.lora_layers, "n_train": a.n_train, "max_test": a.max_test,
+                             "seed": a.seed, "label_scoring": a.label_scoring, "rows": rows, "complete": False})
     if a.zero_shot_only:
         summary = {"zero_shot_mean": round(float(np.mean([r["ours"]["zero_shot"] for r in rows])), 4)}
         print(json.dumps(summary))
@@ -421,8 +421,8 @@ def main() -> None:
     print(markdown(rows))
     if a.out:
         save(a.out, {"machine": machine(), "peak_rss_gb": round(peak_rss_gb(), 2), "config": cfg.to_dict(),
-                     "lora_layers": a.lora_layers, "n_train": a.n_train, "max_test": a.max_test, "seed": a.seed, "label_scoring": a.label_scoring,
-                     "rows": rows, "summary": summary, "complete": True})
+                     "lora_layers": a.lora_layers, "n_train": a.n_train, "max_test": a.max_test, "seed": a.seed,
+                     "label_scoring": a.label_scoring, "rows": rows, "summary": summary, "complete": True})
 
 
 if __name__ == "__main__":

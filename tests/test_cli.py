@@ -29,8 +29,8 @@ def test_lora_layers_set_a_new_library_and_a_bad_number_writes_nothing(capsys, t
                           "--lora-layers", "99")
     assert code == 2 and "between 1 and" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
-    code, _, err = alearn(capsys, *LEARN, "--library", tmp_path / "top", "--data", TOY, "--description", "d", "--name", "toy",
-                          "--lora-layers", "1")
+    code, _, err = alearn(capsys, *LEARN, "--library", tmp_path / "top", "--data", TOY, "--description", "d",
+                          "--name", "toy", "--lora-layers", "1")
     assert code == 0, err
     assert json.loads((tmp_path / "top" / "manifest.json").read_text())["lora"]["layers"] == 1
     cfg = json.loads((tmp_path / "top" / "adapters" / "lora-toy" / "adapter_config.json").read_text())

@@ -222,9 +222,9 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
           family: str = typer.Option("unknown", help="task family, if known"),
           backbone: Optional[str] = typer.Option(None, help="backbone for a new library (read from it afterwards)"),
           lora_layers: Optional[int] = typer.Option(None, help="for a new library: LoRA on the top N decoder layers "
-                                                    "only (about 1.7x faster steps on smollm2-135m at 10 of 30, and "
-                                                    "less accurate on few examples: BENCHMARKS.md); default: every "
-                                                    "layer"),
+                                                    "only (on smollm2-135m at 10 of 30: a step in 0.63x the time, "
+                                                    "3-7.5 points less accurate on 32 examples: BENCHMARKS.md); "
+                                                    "default: every layer"),
           max_train: int = typer.Option(256, help="training examples (stratified subsample)"),
           steps: int = STEPS_OPTION, early_stop: bool = EARLY_STOP_OPTION, patience: int = PATIENCE_OPTION,
           monitor: str = MONITOR_OPTION, eval_every: int = EVAL_EVERY_OPTION, batch_size: int = BATCH_SIZE_OPTION,
