@@ -18,12 +18,8 @@ import numpy as np
 
 from adaptive_learner.evaluation.router_bank import load_bank
 from adaptive_learner.evaluation.router_eval import profiles_of
-from adaptive_learner.router.evidence import evidence_for_all
+from adaptive_learner.router.evidence import _unit_rows, evidence_for_all
 from common import save
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def main() -> None:
@@ -45,11 +41,12 @@ def main() -> None:
         req = bank[probe].request(rng.permutation(len(bank[probe].pool))[: a.k], 0)
         ev = evidence_for_all(req, profiles_of([cand, *fillers], bank), a.permutations, 0)[0]
         pa, pc = bank[probe].profile, bank[cand].profile
-        sims = (unit(pa.label_vecs) @ unit(pc.label_vecs).T).astype(float)
+        ua, uc = _unit_rows(pa.label_vecs), _unit_rows(pc.label_vecs)  # as label_match normalises them
+        sims = (ua @ uc.T).astype(float)
         row = {"probe": probe, "stored": cand, "same_family": bank[probe].family == bank[cand].family,
                "evidence": ev, "labels": [pa.label_names, pc.label_names], "label_cos": sims.round(3).tolist()}
         if len(pa.label_names) == 2 and len(pc.label_names) == 2:
-            da, dc = unit(pa.label_vecs)[1] - unit(pa.label_vecs)[0], unit(pc.label_vecs)[1] - unit(pc.label_vecs)[0]
+            da, dc = ua[1] - ua[0], uc[1] - uc[0]
             row["contrast_cos"] = round(float(abs(da @ dc) / np.linalg.norm(da) / np.linalg.norm(dc)), 3)
         rows.append(row)
         print(f"{probe:>16s} -> {cand:16s} same family {row['same_family']!s:5s} "

@@ -29,14 +29,17 @@ LORA_ADDED_LATER = {"layers": None}
 def run_identity(config: dict[str, Any]) -> dict[str, Any]:
     """A run config (``RunConfig.to_dict``, as JSON) without what does not change what the run computes:
     the runtime settings and the head's settings; runs and checkpoints are recognised by this."""
-    out = {k: v for k, v in config.items()
-           if k not in RUNTIME_ONLY and not (k in RUN_ADDED_LATER and v == RUN_ADDED_LATER[k])}
+    out = _without_later({k: v for k, v in config.items() if k not in RUNTIME_ONLY}, RUN_ADDED_LATER)
     if isinstance(out.get("train"), dict):
         out["train"] = {**ADDED_LATER, **{k: v for k, v in out["train"].items() if k not in LEARNER_ONLY}}
     if isinstance(out.get("lora"), dict):
-        out["lora"] = {k: v for k, v in out["lora"].items()
-                       if not (k in LORA_ADDED_LATER and v == LORA_ADDED_LATER[k])}
+        out["lora"] = _without_later(out["lora"], LORA_ADDED_LATER)
     return out
+
+
+def _without_later(settings: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` without the keys added later that still hold the value stored runs had."""
+    return {k: v for k, v in settings.items() if not (k in later and v == later[k])}
 
 
 @dataclass
