@@ -129,9 +129,11 @@ def zero_shot(host: AdapterHost, test: list) -> float:
 
 def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int, dump: Path | None = None,
              encoder: str | None = "minilm", views: tuple[str, ...] = ("text", "pair"), view_rule: str = "gated",
-             calibrate: str = "none", lora: LoraSettings | None = None) -> dict[str, Any]:
+             calibrate: str = "none", lora: LoraSettings | None = None, head_only: bool = False) -> dict[str, Any]:
     """``alearn learn --force-new`` on ``task``: a new adapter, then (``cfg.head``) the head, whose encoder
-    views come from ``encoder`` as the library's router encoder gives them (None: the backbone's alone)."""
+    views come from ``encoder`` as the library's router encoder gives them (None: the backbone's alone).
+    ``head_only``: no adapter training; the head alone answers (mix 0) beside the untrained adapter, which
+    scores as the backbone does."""
     tok = backbone.tokenizer
     items = encode_examples(tok, task.spec, task.train, cfg.max_length)
     test = encode_examples(tok, task.spec, task.test, cfg.max_length)
@@ -141,7 +143,11 @@ def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int, dump: P
     t_zero = time.perf_counter() - t0
     host.create("q", seed=seed)
     t0 = time.perf_counter()
-    rep = train_adapter(host, "q", items, cfg, desc=f"train {task.name}")
+    if head_only:
+        cfg = replace(cfg, head=True, head_mix="0")
+        rep = None
+    else:
+        rep = train_adapter(host, "q", items, cfg, desc=f"train {task.name}")
     t_train = time.perf_counter() - t0
     with host.using("q") as m:
         m.eval()
@@ -149,7 +155,8 @@ def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int, dump: P
     acc = accuracy(scores, test)
     out = {"accuracy": acc, "correct": right(scores, test), "zero_shot": zero, "train_seconds": round(t_train, 1),
            "zero_shot_seconds": round(t_zero, 1),
-           "steps": rep.steps, "best_step": rep.best_step, "stopped": rep.stopped, "validation": rep.validation}
+           "steps": rep.steps if rep else 0, "best_step": rep.best_step if rep else None,
+           "stopped": rep.stopped if rep else "head only", "validation": rep.validation if rep else []}
     if cfg.head:
         # what Learner.learn does next: the head on the frozen features, mixed by the held-out examples
         t0 = time.perf_counter()
@@ -316,6 +323,8 @@ def main() -> None:
     ap.add_argument("--no-peer", action="store_true")
     ap.add_argument("--probe", action="store_true", help="also a linear head on the frozen backbone's features")
     ap.add_argument("--no-ours", action="store_true", help="skip the adapter (peer and probe only)")
+    ap.add_argument("--head-only", action="store_true",
+                    help="no adapter training: the head alone (mix 0) on the frozen features, beside the backbone")
     ap.add_argument("--head-encoder", default="minilm",
                     help="the head's sentence encoder, as alearn learn uses the router's; "
                          "'none': the backbone's features alone (before session 13)")
@@ -377,7 +386,7 @@ def main() -> None:
                 row["ours"] = run_ours(backbone, task, cfg, a.seed, Path(a.dump) if a.dump else None,
                                        None if a.head_encoder == "none" else a.head_encoder,
                                        tuple(v for v in a.head_views.split(",") if v), a.view_rule,
-                                       a.head_calibrate, LoraSettings(layers=a.lora_layers))
+                                       a.head_calibrate, LoraSettings(layers=a.lora_layers), a.head_only)
             if a.probe:
                 row["probe"] = run_probe(backbone, task, cfg)
             if encoder is not None:
