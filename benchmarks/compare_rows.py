@@ -1,6 +1,8 @@
 """Two ``per_task_quality.py`` results side by side, task by task (rows paired in order): B minus A for the
 adapter alone and for the adapter + head, with the paired bootstrap 95% interval over each task's test
-examples (both runs must have scored the same examples: same ``--n-train``, ``--max-test`` and ``--seed``).
+examples (both runs must have scored the same examples: same ``--n-train``, ``--max-test`` and ``--seed``), and
+the same pooled over the tasks. A side may be several result files joined by ``,``; ``--by-task`` pairs rows by
+task name (the tasks both sides have, in B's order) instead of by position.
 
     python benchmarks/compare_rows.py results/per_task_quality_160_as_csv_names.json \
         results/per_task_quality_160_as_csv_codes.json --out compare_as_csv_names_codes
@@ -20,12 +22,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("a")
     ap.add_argument("b")
+    ap.add_argument("--by-task", action="store_true", help="pair rows by task name, not by position")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    ra, rb = (json.loads(Path(f).read_text())["rows"] for f in (args.a, args.b))
+    ra, rb = ([r for f in side.split(",") for r in json.loads(Path(f).read_text())["rows"]] for side in (args.a, args.b))
+    if args.by_task:
+        named = {r["task"]: r for r in ra}
+        rb = [r for r in rb if r["task"] in named]
+        ra = [named[r["task"]] for r in rb]
     if len(ra) != len(rb):
         raise SystemExit(f"error: {len(ra)} rows against {len(rb)}")
     rows = []
+    pooled: dict[str, tuple[dict, dict]] = {"adapter": ({}, {}), "head": ({}, {})}
     print("| A | B | test | adapter A -> B | B - A [95% CI] | adapter + head A -> B | B - A [95% CI] | steps (kept) A / B |")
     print("|---|---|---|---|---|---|---|---|")
     for x, y in zip(ra, rb):
@@ -37,13 +45,17 @@ def main() -> None:
         for key, get in (("adapter", lambda o: o["correct"]), ("head", lambda o: o["head"]["correct"])):
             d = paired_bootstrap([{x["task"]: get(oy)}], [{x["task"]: get(ox)}], [0]).to_dict()
             acc = (sum(get(ox)) / len(get(ox)), sum(get(oy)) / len(get(oy)))
+            pooled[key][0][x["task"]], pooled[key][1][x["task"]] = get(ox), get(oy)
             row[key] = {"a": acc[0], "b": acc[1], "b_minus_a": d}
             cells += [f"{acc[0]:.3f} -> {acc[1]:.3f}", f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"]
         rows.append(row)
         print(f"| {x['task']} | {y['task']} | {x['n_test']} | " + " | ".join(cells)
               + f" | {ox['steps']} ({ox['best_step']}) / {oy['steps']} ({oy['best_step']}) |")
+    total = {k: paired_bootstrap([b], [a], [0]).to_dict() for k, (a, b) in pooled.items()}
+    print("| pooled | | | | " + " | | ".join(f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+                                           for d in total.values()) + " | |")
     if args.out:
-        save(args.out, {"a": args.a, "b": args.b, "rows": rows})
+        save(args.out, {"a": args.a, "b": args.b, "rows": rows, "pooled": total})
 
 
 if __name__ == "__main__":

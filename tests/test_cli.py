@@ -193,7 +193,7 @@ def test_learn_on_a_task_too_small_to_hold_out_says_why_it_stopped_and_mixes_the
     code, out, err = alearn(capsys, *args, "--library", tmp_path / "lib", "--data", small, "--description", "Positive?",
                             "--name", "small")
     assert code == 0, err
-    assert "too few examples to hold any out: stopped at step 50, its training examples fitted" in out
+    assert "too few examples to hold any out: stopped at step 20, its training examples fitted" in out
     assert "head: mix 0.5 adapter + 0.5 head (no held-out examples" in out
     record = json.loads((tmp_path / "lib" / "manifest.json").read_text())["history"][-1]["train"]
-    assert record["stopped"] == "fitted" and record["steps"] == 50 and record["head"]["mix"] == 0.5
+    assert record["stopped"] == "fitted" and record["steps"] == 20 and record["head"]["mix"] == 0.5

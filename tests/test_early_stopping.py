@@ -159,7 +159,7 @@ def test_on_step_sees_every_step_in_eval_mode_and_changes_nothing(fresh_backbone
 
 def test_a_task_too_small_to_hold_out_stops_once_its_examples_are_fitted(fresh_backbone, items, monkeypatch):
     # 20 examples: nothing can be held out (MIN_VALIDATION), so no held-out accuracy to stop on; training
-    # stops patience * eval_every steps after the mean training loss over the last epoch (at least
+    # stops eval_every steps (one evaluation's worth) after the mean training loss over the last epoch (at least
     # eval_every steps) first falls below FIT_LOSS
     from adaptive_learner.training import trainer
 
@@ -169,7 +169,7 @@ def test_a_task_too_small_to_hold_out_stops_once_its_examples_are_fitted(fresh_b
     monkeypatch.setattr(trainer, "FIT_LOSS", 1e9)  # every loss counts as fitted: fitted at the first window
     rep = train_adapter(host, "a", small, cfg(steps=100))
     window = max(4, -(-20 // 8))  # eval_every 4, an epoch of 3 steps
-    assert rep.stopped == "fitted" and rep.steps == window + 2 * 4 and rep.val_size == 0 and rep.validation == []
+    assert rep.stopped == "fitted" and rep.steps == window + 4 and rep.val_size == 0 and rep.validation == []
     host.create("b", seed=0)
     monkeypatch.setattr(trainer, "FIT_LOSS", 0.0)  # never fitted: the cap, as before
     rep = train_adapter(host, "b", small, cfg(steps=30))
@@ -196,4 +196,4 @@ def test_the_fitted_stop_uses_the_training_loss_over_the_last_window(fresh_backb
     assert rep2.losses == rep.losses[:rep2.steps]  # the same run, ended early
     means = [np.mean(rep.losses[s - 4:s]) for s in range(4, 61)]
     first = 4 + next(i for i, m in enumerate(means) if m < trainer.FIT_LOSS)
-    assert rep2.stopped == "fitted" and rep2.steps == first + 8
+    assert rep2.stopped == "fitted" and rep2.steps == first + 4

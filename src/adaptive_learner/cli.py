@@ -29,7 +29,8 @@ DEFAULT_MONITOR = "accuracy"
 STEPS_HELP = "most optimizer steps per task (training stops earlier once the held-out examples stop improving; " \
              "exactly this many with --no-early-stop)"
 EARLY_STOP_HELP = "hold out a fifth of the training examples (at most 64), score them every --eval-every steps, " \
-                  "stop after --patience scores without improvement (--monitor) and keep the best weights"
+                  "stop after --patience scores without improvement (--monitor) and keep the best weights; a task " \
+                  "too small to hold 8 out stops --eval-every steps after its training loss falls below 0.01"
 # the training options of `run`, `bench` and `learn` (one definition each)
 STEPS_OPTION = typer.Option(DEFAULT_STEPS, help=STEPS_HELP)
 EARLY_STOP_OPTION = typer.Option(True, "--early-stop/--no-early-stop", help=EARLY_STOP_HELP)
