@@ -23,13 +23,16 @@ def main() -> None:
     ap.add_argument("a")
     ap.add_argument("b")
     ap.add_argument("--by-task", action="store_true", help="pair rows by task name, not by position")
+    ap.add_argument("--b-suffix", default="", help="with --by-task: a suffix B's task names carry (-names for an "
+                    "--as-csv run), dropped before pairing")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     ra, rb = ([r for f in side.split(",") for r in json.loads(Path(f).read_text())["rows"]] for side in (args.a, args.b))
     if args.by_task:
         named = {r["task"]: r for r in ra}
-        rb = [r for r in rb if r["task"] in named]
-        ra = [named[r["task"]] for r in rb]
+        base = {r["task"]: r["task"].removesuffix(args.b_suffix) if args.b_suffix else r["task"] for r in rb}
+        rb = [r for r in rb if base[r["task"]] in named]
+        ra = [named[base[r["task"]]] for r in rb]
     if len(ra) != len(rb):
         raise SystemExit(f"error: {len(ra)} rows against {len(rb)}")
     rows = []

@@ -78,6 +78,13 @@ def csv_task(name: str, source: str, description: str, mapping: dict[str, str], 
                           template=template)
 
 
+def question_after(description: str, fields: list[str]) -> str:
+    """The default template with the task's description asked again after the input, nearest the answer:
+    ``Text: ...`` lines, ``Question: <description>``, ``Answer:`` (the description also heads the prompt)."""
+    return default_template(list(fields)).rsplit("\n", 1)[0] + "\nQuestion: " + \
+        description.strip().replace("{", "{{").replace("}", "}}") + "\nAnswer:"
+
+
 def peer_text(spec: TaskSpec, e: Example) -> str:
     return "\n".join(f"{f}: {e.fields[f]}" for f in spec.input_fields)
 
@@ -340,6 +347,8 @@ def main() -> None:
                          "labels under their names or as their indices 0..k-1 (what naming labels is worth)")
     ap.add_argument("--describe", action="store_true",
                     help="with --as-csv: the task's description as the first line of the default prompt template")
+    ap.add_argument("--question-after", action="store_true",
+                    help="user-style CSV tasks (and --as-csv): the description asked again after the input fields")
     ap.add_argument("--zero-shot-only", action="store_true", help="only the backbone's zero-shot accuracy")
     ap.add_argument("--out", default=None)
     ap.add_argument("--lora-layers", type=int, default=None, help="adapt only the top N decoder layers")
@@ -363,10 +372,15 @@ def main() -> None:
             tasks = [csv_task(f"{t.name}-{a.as_csv}", t.name, t.spec.description,
                               {lab: lab if a.as_csv == "names" else str(i) for i, lab in enumerate(t.spec.label_names)},
                               Path(tmp), (t.spec.description.replace("{", "{{").replace("}", "}}") + "\n"
-                                          + default_template(t.spec.input_fields)) if a.describe else None)
+                                          + default_template(t.spec.input_fields)) if a.describe
+                              else question_after(t.spec.description, t.spec.input_fields) if a.question_after else None)
                      for t in tasks]
         wanted = [n for n in a.csv_tasks.split(",") if n]
-        tasks += [csv_task(*t, Path(tmp)) for t in CSV_TASKS if t[0] in wanted]
+        csv_tasks = [csv_task(*t, Path(tmp)) for t in CSV_TASKS if t[0] in wanted]
+        if a.question_after:
+            csv_tasks = [TaskData(TaskSpec.from_dict({**t.spec.to_dict(), "template": question_after(
+                t.spec.description, t.spec.input_fields)}), t.train, t.test) for t in csv_tasks]
+        tasks += csv_tasks
         for task in tasks:
             if a.label_scoring:
                 task = TaskData(TaskSpec.from_dict({**task.spec.to_dict(), "label_scoring": a.label_scoring}),

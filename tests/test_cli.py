@@ -182,6 +182,41 @@ def test_data_ls_lists_everything_without_importing_torch(capsys):
     assert "imported: []" in r.stdout, r.stdout[-500:] + r.stderr[-500:]
 
 
+def test_learn_takes_the_users_prompt_template_and_predict_prompts_with_it(capsys, tmp_path):
+    # \n typed on a command line is two characters: it becomes a new line
+    code, out, err = alearn(capsys, *LEARN, "--library", tmp_path / "lib", "--data", FIXTURES / "toy_sentiment.csv",
+                            "--description", "Positive?", "--name", "toy", "--template", "Review: {text}\\nSentiment:")
+    assert code == 0, err
+    spec = json.loads((tmp_path / "lib" / "manifest.json").read_text())["tasks"]["toy"]["spec"]
+    assert spec["template"] == "Review: {text}\nSentiment:"
+    code, out, err = alearn(capsys, "predict", "--library", tmp_path / "lib", "--task", "toy", "--json", "a fine film")
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["label"] in ("negative", "positive")
+    # the default template, for comparison: a line per text column, then Answer:
+    code, out, err = alearn(capsys, *LEARN, "--library", tmp_path / "lib2", "--data", FIXTURES / "toy_sentiment.csv",
+                            "--description", "Positive?", "--name", "toy")
+    assert code == 0, err
+    assert json.loads((tmp_path / "lib2" / "manifest.json").read_text())["tasks"]["toy"]["spec"]["template"] == \
+        "Text: {text}\nAnswer:"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--template", "Review:\\nSentiment:"], "template does not use input field {text}"),
+    (["--template", "Review: {review}\\nSentiment:"], "cannot be filled from the text columns"),
+    (["--template", "  "], "--template is empty"),
+])
+def test_a_bad_template_is_one_error_line_and_no_library(capsys, tmp_path, extra, message):
+    code, out, err = alearn(capsys, *LEARN, "--library", tmp_path / "lib", "--data", FIXTURES / "toy_sentiment.csv",
+                            "--description", "Positive?", *extra)
+    assert code == 2 and message in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "lib").exists()
+
+
+def test_a_template_for_a_built_in_task_is_refused(capsys, tmp_path):
+    code, out, err = alearn(capsys, *LEARN, "--library", tmp_path / "lib", "--task", "sst2", "--template", "{sentence}")
+    assert code == 2 and "--template is for --data" in err and not (tmp_path / "lib").exists()
+
+
 def test_learn_on_a_task_too_small_to_hold_out_says_why_it_stopped_and_mixes_the_head(capsys, tmp_path, monkeypatch):
     from adaptive_learner.training import trainer
 
