@@ -236,6 +236,26 @@ def test_learn_upload_runs_in_a_worker_and_is_served_at_once(base_library, tmp_p
         assert not app.state.jobs.get(r.json()["id"]).upload_dir.exists()  # the upload is removed
 
 
+def test_learn_upload_takes_a_prompt_template_and_refuses_a_bad_one(base_library, tmp_path):
+    lib = copy_library(base_library, tmp_path / "lib")
+    with running(lib) as (client, app):
+        form = {"description": "Is it a good review?", "name": "toy3", "force_new": "true", "steps": "3",
+                "max_length": "64", "batch_size": "4", "template": "Review: {text}\nSentiment:"}
+        r = client.post("/v1/learn", data=form, files={"file": ("reviews.csv", open(TOY, "rb"))}, headers=AUTH)
+        assert r.status_code == 202, r.text
+        assert wait_job(client, r.json()["id"])["state"] == "succeeded"
+        spec = json.loads((lib / "manifest.json").read_text())["tasks"]["toy3"]["spec"]
+        assert spec["template"] == "Review: {text}\nSentiment:"
+        for template, says in (("Review: {review}\nSentiment:", "cannot be filled from the text columns"),
+                               ("Review:\nSentiment:", "template does not use input field {text}"),
+                               ("  ", "template is empty")):
+            bad = client.post("/v1/learn", data={**form, "name": "toy4", "template": template},
+                              files={"file": ("reviews.csv", open(TOY, "rb"))}, headers=AUTH)
+            assert says in assert_error(bad, 422)["message"]
+        assert "template is for an upload" in assert_error(
+            client.post("/v1/learn", json={"task": "sst2", "template": "{sentence}"}, headers=AUTH), 422)["message"]
+
+
 def test_while_a_job_holds_the_library_the_server_answers_refuses_and_survives_its_kill(base_library, tmp_path,
                                                                                          monkeypatch):
     lib = copy_library(base_library, tmp_path / "lib")

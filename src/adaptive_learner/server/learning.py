@@ -107,6 +107,8 @@ def prepare_job(req: LearnRequest, upload: Upload | None, library: Path) -> Lear
         raise ApiError(422, f"reuse {req.reuse!r}: no such adapter in the library")
     options = req.model_dump()
     if req.task is not None:
+        if req.template is not None:
+            raise ApiError(422, "template is for an upload; a built-in task has its own")
         if req.task not in CATALOG:
             raise ApiError(422, f"unknown task {req.task!r}; built-in tasks: {', '.join(CATALOG)}")
         name = _checked_name(req.name or req.task)
@@ -120,6 +122,8 @@ def _prepare_upload(req: LearnRequest, upload: Upload, options: dict[str, Any]) 
 
     if not req.description or not req.description.strip():
         raise ApiError(422, "an upload needs a description: the instruction a person would give for this task")
+    if req.template is not None and not req.template.strip():
+        raise ApiError(422, "template is empty: give the prompt, with each text column as {column}")
     base = Path(upload.filename.replace("\\", "/")).name
     suffix = Path(base).suffix.lower()
     if suffix not in SUFFIXES:

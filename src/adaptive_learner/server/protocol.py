@@ -64,6 +64,8 @@ class LearnRequest(_Strict):
     text_column: list[Text] | None = Field(default=None, description="text column(s); several for pairs")
     label_column: Text = "label"
     labels: list[Text] | None = Field(default=None, description="label names, in order")
+    template: Text | None = Field(default=None, max_length=2000, description="the prompt after the description, "
+                                  "for an upload: each text column as {column}, as `alearn learn --template`")
     family: Text = "unknown"
     max_train: int = Field(default=256, gt=0, le=100_000)
     steps: int = Field(default=300, gt=0, le=100_000)

@@ -27,7 +27,8 @@ def build_task(source: dict[str, Any], opts: dict[str, Any]) -> Any:
         scoring = opts.get("label_scoring") or DEFAULT_LABEL_SCORING
         t = load_file_task(source["path"], source["name"], opts["description"], opts.get("text_column") or None,
                            opts.get("label_column", "label"), opts.get("labels") or None,
-                           family=opts.get("family", "unknown"), label_scoring=scoring)
+                           family=opts.get("family", "unknown"), template=opts.get("template"),
+                           label_scoring=scoring)
     else:
         t = load_catalog_task(source["name"])
         if opts.get("label_scoring"):
