@@ -349,6 +349,8 @@ def main() -> None:
                     help="with --as-csv: the task's description as the first line of the default prompt template")
     ap.add_argument("--question-after", action="store_true",
                     help="user-style CSV tasks (and --as-csv): the description asked again after the input fields")
+    ap.add_argument("--template", default=None,
+                    help="with --as-csv: the user's prompt template, as alearn learn --template takes it")
     ap.add_argument("--zero-shot-only", action="store_true", help="only the backbone's zero-shot accuracy")
     ap.add_argument("--out", default=None)
     ap.add_argument("--lora-layers", type=int, default=None, help="adapt only the top N decoder layers")
@@ -373,7 +375,8 @@ def main() -> None:
                               {lab: lab if a.as_csv == "names" else str(i) for i, lab in enumerate(t.spec.label_names)},
                               Path(tmp), (t.spec.description.replace("{", "{{").replace("}", "}}") + "\n"
                                           + default_template(t.spec.input_fields)) if a.describe
-                              else question_after(t.spec.description, t.spec.input_fields) if a.question_after else None)
+                              else question_after(t.spec.description, t.spec.input_fields) if a.question_after
+                              else a.template.replace("\\n", "\n") if a.template else None)
                      for t in tasks]
         wanted = [n for n in a.csv_tasks.split(",") if n]
         csv_tasks = [csv_task(*t, Path(tmp)) for t in CSV_TASKS if t[0] in wanted]
