@@ -27,10 +27,9 @@ from adaptive_learner.backbone import load_backbone
 from adaptive_learner.prompting import encode_examples
 from adaptive_learner.scoring import score
 from adaptive_learner.tasks import load_catalog_task
-from adaptive_learner.tasks.files import default_template
 from adaptive_learner.tasks.spec import Example, TaskData, TaskSpec
 from common import machine, save
-from per_task_quality import CATALOG, CSV_TASKS, csv_task
+from per_task_quality import CATALOG, CSV_TASKS, csv_task, esc, fields_lines, with_template
 
 
 def options(spec: TaskSpec) -> str:
@@ -38,24 +37,11 @@ def options(spec: TaskSpec) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
-def fields_lines(spec: TaskSpec) -> str:
-    """The default template's field lines (``default_template`` without its ``Answer:`` line)."""
-    return default_template(list(spec.input_fields)).rsplit("\n", 1)[0]
-
-
-def esc(s: str) -> str:
-    return s.replace("{", "{{").replace("}", "}}")
-
-
 TEMPLATES = {
     "plain": lambda s: fields_lines(s) + "\nAnswer:",
     "options": lambda s: fields_lines(s) + f"\nAnswer ({esc(options(s))}):",
     "options-line": lambda s: fields_lines(s) + f"\nOptions: {esc(options(s))}\nAnswer:",
 }
-
-
-def with_template(task: TaskData, template: str) -> TaskData:
-    return TaskData(TaskSpec.from_dict({**task.spec.to_dict(), "template": template}), task.train, task.test)
 
 
 def label_scores(host: AdapterHost, task: TaskData, examples: list[Example]) -> np.ndarray:

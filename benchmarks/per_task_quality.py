@@ -78,11 +78,35 @@ def csv_task(name: str, source: str, description: str, mapping: dict[str, str], 
                           template=template)
 
 
-def question_after(description: str, fields: list[str]) -> str:
+def esc(s: str) -> str:
+    """``s`` as literal text inside a prompt template (braces doubled)."""
+    return s.replace("{", "{{").replace("}", "}}")
+
+
+def fields_lines(spec: TaskSpec) -> str:
+    """The default template's field lines (``default_template`` without its ``Answer:`` line)."""
+    return default_template(list(spec.input_fields)).rsplit("\n", 1)[0]
+
+
+def with_template(task: TaskData, template: str) -> TaskData:
+    """The same task prompted with ``template``."""
+    return TaskData(TaskSpec.from_dict({**task.spec.to_dict(), "template": template}), task.train, task.test)
+
+
+def question_after(spec: TaskSpec) -> str:
     """The default template with the task's description asked again after the input, nearest the answer:
     ``Text: ...`` lines, ``Question: <description>``, ``Answer:`` (the description also heads the prompt)."""
-    return default_template(list(fields)).rsplit("\n", 1)[0] + "\nQuestion: " + \
-        description.strip().replace("{", "{{").replace("}", "}}") + "\nAnswer:"
+    return fields_lines(spec) + "\nQuestion: " + esc(spec.description.strip()) + "\nAnswer:"
+
+
+def user_template(a: argparse.Namespace, spec: TaskSpec, as_csv: bool) -> str | None:
+    """The template the options give a user's CSV task (None: the default one): ``--describe`` and ``--template``
+    for the catalog tasks written by ``--as-csv``, ``--question-after`` for those and the user-style tasks."""
+    if as_csv and a.describe:
+        return esc(spec.description) + "\n" + default_template(list(spec.input_fields))
+    if a.question_after:
+        return question_after(spec)
+    return a.template.replace("\\n", "\n") if as_csv and a.template else None
 
 
 def peer_text(spec: TaskSpec, e: Example) -> str:
@@ -373,17 +397,11 @@ def main() -> None:
         if a.as_csv:
             tasks = [csv_task(f"{t.name}-{a.as_csv}", t.name, t.spec.description,
                               {lab: lab if a.as_csv == "names" else str(i) for i, lab in enumerate(t.spec.label_names)},
-                              Path(tmp), (t.spec.description.replace("{", "{{").replace("}", "}}") + "\n"
-                                          + default_template(t.spec.input_fields)) if a.describe
-                              else question_after(t.spec.description, t.spec.input_fields) if a.question_after
-                              else a.template.replace("\\n", "\n") if a.template else None)
-                     for t in tasks]
+                              Path(tmp), user_template(a, t.spec, as_csv=True)) for t in tasks]
         wanted = [n for n in a.csv_tasks.split(",") if n]
-        csv_tasks = [csv_task(*t, Path(tmp)) for t in CSV_TASKS if t[0] in wanted]
-        if a.question_after:
-            csv_tasks = [TaskData(TaskSpec.from_dict({**t.spec.to_dict(), "template": question_after(
-                t.spec.description, t.spec.input_fields)}), t.train, t.test) for t in csv_tasks]
-        tasks += csv_tasks
+        for t in (csv_task(*c, Path(tmp)) for c in CSV_TASKS if c[0] in wanted):
+            template = user_template(a, t.spec, as_csv=False)
+            tasks.append(with_template(t, template) if template else t)
         for task in tasks:
             if a.label_scoring:
                 task = TaskData(TaskSpec.from_dict({**task.spec.to_dict(), "label_scoring": a.label_scoring}),
