@@ -109,6 +109,15 @@ def test_bad_sequences(doc, message, tmp_path):
         parse_sequence(doc, tmp_path, "test.yaml")
 
 
+@pytest.mark.parametrize("template", ['""', "'   '"])
+def test_an_empty_template_in_a_sequence_file_is_refused_not_replaced_by_the_default(tmp_path, template):
+    (tmp_path / "toy.csv").write_text((FIXTURES / "toy_sentiment.csv").read_text())
+    y = write(tmp_path, "seq.yaml", "name: mine\ntasks:\n  - name: toy\n    data: toy.csv\n"
+                                    f"    description: Is the review positive?\n    template: {template}\n")
+    with pytest.raises(UserError, match="template is empty"):
+        load_sequence(str(y))
+
+
 def test_invalid_yaml_and_missing_file(tmp_path):
     with pytest.raises(UserError, match="invalid YAML"):
         load_sequence(str(write(tmp_path, "bad.yaml", "tasks: [a, b\n")))

@@ -162,6 +162,9 @@ def check_spec_inputs(where: str, text_columns: list[str], labels: Any, verbaliz
         try:
             if not isinstance(template, str):
                 raise TypeError(f"not text but {type(template).__name__}")
+            if not template.strip():
+                raise UserError(f"{where}: the template is empty: give the prompt, with each text column as "
+                                f"{{column}}, or leave the template out for the default")
             template.format(**{c: "x" for c in text_columns})
         except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
             raise UserError(f"{where}: template {str(template)[:60]!r} cannot be filled from the text columns "
