@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -57,9 +57,10 @@ CSV_TASKS: list[tuple[str, str, str, dict[str, str]]] = [
 
 
 def csv_task(name: str, source: str, description: str, mapping: dict[str, str], folder: Path,
-             template: str | None = None) -> TaskData:
+             template: str | None = None, label_column: str = "label") -> TaskData:
     """Write the source task's rows, relabelled, as CSV files and load them as a user's file task (``template``:
-    the prompt template a user would give; None: the default one)."""
+    the prompt template a user would give; None: the default one, which ends in the label column's name where it
+    names what is asked)."""
     t = load_catalog_task(source)
     cols = t.spec.input_fields
     paths = {}
@@ -67,14 +68,14 @@ def csv_task(name: str, source: str, description: str, mapping: dict[str, str], 
         p = folder / f"{name}-{split}.csv"
         with p.open("w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow([*cols, "label"])
+            w.writerow([*cols, label_column])
             for e in rows:
                 lab = t.spec.label_names[e.label]
                 if lab in mapping:
                     w.writerow([*(e.fields[c] for c in cols), mapping[lab]])
         paths[split] = p
     labels = list(dict.fromkeys(mapping.values()))
-    return load_file_task(paths["train"], name, description, cols, "label", labels, test_path=paths["test"],
+    return load_file_task(paths["train"], name, description, cols, label_column, labels, test_path=paths["test"],
                           template=template)
 
 
@@ -86,6 +87,16 @@ def esc(s: str) -> str:
 def fields_lines(spec: TaskSpec) -> str:
     """The default template's field lines (``default_template`` without its ``Answer:`` line)."""
     return default_template(list(spec.input_fields)).rsplit("\n", 1)[0]
+
+
+def label_columns(arg: str | None) -> Callable[[str], str]:
+    """``--label-column``: one name for every CSV task, or ``task=name,...`` (others keep ``label``)."""
+    if not arg:
+        return lambda task: "label"
+    if "=" not in arg:
+        return lambda task: arg
+    named = dict(kv.split("=", 1) for kv in arg.split(","))
+    return lambda task: named.get(task, "label")
 
 
 def with_template(task: TaskData, template: str) -> TaskData:
@@ -375,6 +386,9 @@ def main() -> None:
                     help="user-style CSV tasks (and --as-csv): the description asked again after the input fields")
     ap.add_argument("--template", default=None,
                     help="with --as-csv: the user's prompt template, as alearn learn --template takes it")
+    ap.add_argument("--label-column", default=None,
+                    help="the CSV tasks' label column: one name for all, or task=name,... (the source task's name "
+                         "for --as-csv); the default prompt ends in it where it names what is asked")
     ap.add_argument("--zero-shot-only", action="store_true", help="only the backbone's zero-shot accuracy")
     ap.add_argument("--out", default=None)
     ap.add_argument("--lora-layers", type=int, default=None, help="adapt only the top N decoder layers")
@@ -392,14 +406,15 @@ def main() -> None:
         from adaptive_learner.features import minilm_dir
         encoder = str(minilm_dir())
     rows = []
+    label_col = label_columns(a.label_column)
     with tempfile.TemporaryDirectory() as tmp:
         tasks: list[TaskData] = [load_catalog_task(n) for n in a.tasks.split(",") if n]
         if a.as_csv:
             tasks = [csv_task(f"{t.name}-{a.as_csv}", t.name, t.spec.description,
                               {lab: lab if a.as_csv == "names" else str(i) for i, lab in enumerate(t.spec.label_names)},
-                              Path(tmp), user_template(a, t.spec, as_csv=True)) for t in tasks]
+                              Path(tmp), user_template(a, t.spec, as_csv=True), label_col(t.name)) for t in tasks]
         wanted = [n for n in a.csv_tasks.split(",") if n]
-        for t in (csv_task(*c, Path(tmp)) for c in CSV_TASKS if c[0] in wanted):
+        for t in (csv_task(*c, Path(tmp), label_column=label_col(c[0])) for c in CSV_TASKS if c[0] in wanted):
             template = user_template(a, t.spec, as_csv=False)
             tasks.append(with_template(t, template) if template else t)
         for task in tasks:
@@ -409,7 +424,8 @@ def main() -> None:
             task = task.subsample(a.n_train, a.max_test, a.seed)
             counts = np.bincount([e.label for e in task.test], minlength=len(task.spec.label_names))
             row: dict[str, Any] = {"task": task.name, "labels": task.spec.label_names, "n_train": len(task.train),
-                                   "n_test": len(task.test), "majority": round(float(counts.max() / counts.sum()), 4)}
+                                   "n_test": len(task.test), "majority": round(float(counts.max() / counts.sum()), 4),
+                                   "template": task.spec.template}
             if a.zero_shot_only:
                 test = encode_examples(backbone.tokenizer, task.spec, task.test, cfg.max_length)
                 row["ours"] = {"zero_shot": zero_shot(AdapterHost(backbone), test)}

@@ -218,14 +218,16 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
           description: Optional[str] = typer.Option(None, help="the instruction, for --data"),
           name: Optional[str] = typer.Option(None, help="task name (default: the file's stem or --task)"),
           text_column: Optional[List[str]] = typer.Option(None, help="text column(s); repeat for pairs"),
-          label_column: str = typer.Option("label", help="label column"),
+          label_column: str = typer.Option("label", help="label column; a name that says what is asked ends the "
+                                            "default prompt (see --template)"),
           labels: Optional[str] = typer.Option(None, help="comma-separated label names, in order"),
           template: Optional[str] = typer.Option(None, help="the prompt after the description, for --data: each text "
                                                  "column as {column}, ending where the answer starts; \\n is a new "
                                                  "line; e.g. 'Review: {text}\\nSentiment:'. Default: a line per "
-                                                 "text column, then 'Answer:'. An answer cue that names what is "
-                                                 "asked gives the backbone a prior (rotten_tomatoes, 32 examples: "
-                                                 "0.78 against 0.64; BENCHMARKS.md)"),
+                                                 "text column, then the label column's name as the answer cue "
+                                                 "('sentiment' -> 'Sentiment:'; 'label' -> 'Answer:'). A cue that "
+                                                 "names what is asked gives the backbone a prior (32 examples: "
+                                                 "+4 points over six tasks; BENCHMARKS.md)"),
           family: str = typer.Option("unknown", help="task family, if known"),
           backbone: Optional[str] = typer.Option(None, help="backbone for a new library (read from it afterwards)"),
           lora_layers: Optional[int] = typer.Option(None, help="for a new library: LoRA on the top N decoder layers "

@@ -171,10 +171,25 @@ def check_spec_inputs(where: str, text_columns: list[str], labels: Any, verbaliz
                             f"{text_columns} ({type(exc).__name__}: {exc})") from None
 
 
-def default_template(text_columns: list[str]) -> str:
-    """A plain prompt template for user data: one line per text column, then ``Answer:``."""
+# label column names that say nothing of what is asked: their tasks' prompts end in "Answer:"
+UNNAMED_LABEL_COLUMNS = frozenset({"label", "labels", "target", "targets", "y", "gold", "output", "outputs",
+                                   "answer", "answers", "class", "classes"})
+
+
+def answer_cue(label_column: str) -> str:
+    """The last line of a user task's default prompt: the label column's own name where it names what is asked
+    (a column ``sentiment`` gives ``Sentiment:``), else ``Answer:``."""
+    name = " ".join(str(label_column).replace("_", " ").replace("-", " ").split())
+    if (not name or name.lower() in UNNAMED_LABEL_COLUMNS or not any(ch.isalpha() for ch in name)
+            or any(ch in name for ch in "{}\n")):
+        return "Answer:"
+    return name[0].upper() + name[1:] + ":"
+
+
+def default_template(text_columns: list[str], label_column: str = "label") -> str:
+    """A plain prompt template for user data: one line per text column, then the answer cue (``answer_cue``)."""
     lines = [f"{c.replace('_', ' ').capitalize()}: {{{c}}}" for c in text_columns]
-    return "\n".join(lines) + "\nAnswer:"
+    return "\n".join(lines) + "\n" + answer_cue(label_column)
 
 
 def load_file_task(path: str | Path, name: str, description: str, text_columns: list[str] | None = None,
@@ -205,7 +220,7 @@ def load_file_task(path: str | Path, name: str, description: str, text_columns: 
         split = {"kind": "stratified", "from": str(path), "test_fraction": FILE_TEST_FRACTION, "seed": FILE_SPLIT_SEED}
     verbalizers = verbalizers or [" " + n.replace("_", " ") for n in names]
     spec = TaskSpec(name=name, description=description, family=family, input_fields=list(text_columns),
-                    template=template or default_template(list(text_columns)), label_names=names,
+                    template=template or default_template(list(text_columns), label_column), label_names=names,
                     verbalizers=verbalizers, source=f"file:{path}", splits=split, label_scoring=label_scoring)
     return TaskData(spec, train, test)
 
@@ -229,7 +244,7 @@ def load_hf_task(dataset: str, name: str, description: str, text_columns: list[s
     train, names = rows_from_frame(ds[train_split].to_pandas(), text_columns, label_column, labels, dataset)
     test, _ = rows_from_frame(ds[test_split].to_pandas(), text_columns, label_column, names, dataset)
     spec = TaskSpec(name=name, description=description, family=family, input_fields=list(text_columns),
-                    template=template or default_template(list(text_columns)), label_names=names,
+                    template=template or default_template(list(text_columns), label_column), label_names=names,
                     verbalizers=verbalizers or [" " + n for n in names], source=f"hf:{dataset}",
                     splits={"kind": "given", "train": train_split, "test": test_split})
     return TaskData(spec, train, test)
