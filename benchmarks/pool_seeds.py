@@ -48,12 +48,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folders", nargs="+", type=Path, help="folders of results-<strategy>.json files")
     ap.add_argument("--strategies", required=True, help="comma-separated; the first is the reference")
+    ap.add_argument("--reference", default=None,
+                    help="the strategy the others are compared with (default: the first of --strategies); "
+                         "'router (task inferred)' compares with the router's routed AvgAcc")
     ap.add_argument("--resamples", type=int, default=2000)
     ap.add_argument("--out", default="pooled_seeds")
     args = ap.parse_args()
     strategies = args.strategies.split(",")
-    ref = strategies[0]
     metrics, correct = load_runs(args.folders, strategies)
+    ref = args.reference or strategies[0]
+    if not any(k[0] == ref for k in correct):
+        raise SystemExit(f"error: no runs of the reference {ref!r}")
     tests = {(m["max_test"], tuple(m["tasks"])) for m in metrics.values()}
     if len(tests) != 1:
         raise SystemExit(f"error: the runs differ in test examples or tasks: {sorted(tests)}")
