@@ -2,7 +2,8 @@
 adapter alone and for the adapter + head, with the paired bootstrap 95% interval over each task's test
 examples (both runs must have scored the same examples: same ``--n-train``, ``--max-test`` and ``--seed``), and
 the same pooled over the tasks. A side may be several result files joined by ``,``; ``--by-task`` pairs rows by
-task name (the tasks both sides have, in B's order) instead of by position.
+task name and seed (the tasks both sides have, in B's order) instead of by position, so the files of several
+seeds pool into one interval.
 
     python benchmarks/compare_rows.py results/per_task_quality_160_as_csv_names.json \
         results/per_task_quality_160_as_csv_codes.json --out compare_as_csv_names_codes
@@ -27,32 +28,37 @@ def main() -> None:
                     "--as-csv run), dropped before pairing")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    ra, rb = ([r for f in side.split(",") for r in json.loads(Path(f).read_text())["rows"]] for side in (args.a, args.b))
+    ra, rb = ([{**r, "seed": doc.get("seed", 0)} for f in side.split(",")
+               for doc in [json.loads(Path(f).read_text())] for r in doc["rows"]] for side in (args.a, args.b))
     if args.by_task:
-        named = {r["task"]: r for r in ra}
-        base = {r["task"]: r["task"].removesuffix(args.b_suffix) if args.b_suffix else r["task"] for r in rb}
-        rb = [r for r in rb if base[r["task"]] in named]
-        ra = [named[base[r["task"]]] for r in rb]
+        named = {(r["task"], r["seed"]): r for r in ra}
+
+        def key(r: dict) -> tuple[str, int]:
+            return (r["task"].removesuffix(args.b_suffix) if args.b_suffix else r["task"]), r["seed"]
+        rb = [r for r in rb if key(r) in named]
+        ra = [named[key(r)] for r in rb]
     if len(ra) != len(rb):
         raise SystemExit(f"error: {len(ra)} rows against {len(rb)}")
     rows = []
     pooled: dict[str, tuple[dict, dict]] = {"adapter": ({}, {}), "head": ({}, {})}
     print("| A | B | test | adapter A -> B | B - A [95% CI] | adapter + head A -> B | B - A [95% CI] | steps (kept) A / B |")
     print("|---|---|---|---|---|---|---|---|")
+    seeds = len({r["seed"] for r in ra}) > 1
     for x, y in zip(ra, rb):
-        if (x["n_test"], x["majority"]) != (y["n_test"], y["majority"]):
+        if (x["n_test"], x["majority"], x["seed"]) != (y["n_test"], y["majority"], y["seed"]):
             raise SystemExit(f"error: {x['task']} and {y['task']} were not scored on the same test examples")
         ox, oy = x["ours"], y["ours"]
-        row = {"a": x["task"], "b": y["task"], "n_test": x["n_test"]}
+        name = f"{x['task']} (seed {x['seed']})" if seeds else x["task"]
+        row = {"a": x["task"], "b": y["task"], "seed": x["seed"], "n_test": x["n_test"]}
         cells = []
         for key, get in (("adapter", lambda o: o["correct"]), ("head", lambda o: o["head"]["correct"])):
-            d = paired_bootstrap([{x["task"]: get(oy)}], [{x["task"]: get(ox)}], [0]).to_dict()
+            d = paired_bootstrap([{name: get(oy)}], [{name: get(ox)}], [0]).to_dict()
             acc = (sum(get(ox)) / len(get(ox)), sum(get(oy)) / len(get(oy)))
-            pooled[key][0][x["task"]], pooled[key][1][x["task"]] = get(ox), get(oy)
+            pooled[key][0][name], pooled[key][1][name] = get(ox), get(oy)
             row[key] = {"a": acc[0], "b": acc[1], "b_minus_a": d}
             cells += [f"{acc[0]:.3f} -> {acc[1]:.3f}", f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"]
         rows.append(row)
-        print(f"| {x['task']} | {y['task']} | {x['n_test']} | " + " | ".join(cells)
+        print(f"| {name} | {y['task']} | {x['n_test']} | " + " | ".join(cells)
               + f" | {ox['steps']} ({ox['best_step']}) / {oy['steps']} ({oy['best_step']}) |")
     total = {k: paired_bootstrap([b], [a], [0]).to_dict() for k, (a, b) in pooled.items()}
     print("| pooled | | | | " + " | | ".join(f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"

@@ -227,7 +227,7 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
                                                  "text column, then the label column's name as the answer cue "
                                                  "('sentiment' -> 'Sentiment:'; 'label' -> 'Answer:'). A cue that "
                                                  "names what is asked gives the backbone a prior (32 examples: "
-                                                 "+2.9 points over eight tasks; BENCHMARKS.md)"),
+                                                 "+2.3 points, eight tasks, two seeds; BENCHMARKS.md)"),
           family: str = typer.Option("unknown", help="task family, if known"),
           backbone: Optional[str] = typer.Option(None, help="backbone for a new library (read from it afterwards)"),
           lora_layers: Optional[int] = typer.Option(None, help="for a new library: LoRA on the top N decoder layers "
