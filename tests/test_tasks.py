@@ -38,7 +38,8 @@ def test_numeric_label_column_maps_onto_given_names(tmp_path):
 
 
 @pytest.mark.parametrize("column,cue", [("sentiment", "Sentiment:"), ("is_spam", "Is spam:"), ("label", "Answer:"),
-                                        ("Target", "Answer:"), ("y", "Answer:"), ("42", "Answer:")])
+                                        ("Target", "Answer:"), ("y", "Answer:"), ("42", "Answer:"),
+                                        ("sentiment_label", "Sentiment:"), ("label_id", "Answer:")])
 def test_the_default_prompt_ends_in_the_label_columns_name_where_it_names_what_is_asked(tmp_path, column, cue):
     p = write(tmp_path, "d.csv", f"text,{column}\n" + "".join(f"row {i},{'ab'[i % 2]}\n" for i in range(10)))
     t = load_file_task(p, "t", "desc", label_column=column)

@@ -176,10 +176,14 @@ UNNAMED_LABEL_COLUMNS = frozenset({"label", "labels", "target", "targets", "y", 
                                    "answer", "answers", "class", "classes"})
 
 
+LABEL_WORDS = frozenset({"label", "labels", "id", "ids", "idx"})  # dropped from a name: sentiment_label -> Sentiment
+
+
 def answer_cue(label_column: str) -> str:
     """The last line of a user task's default prompt: the label column's own name where it names what is asked
-    (a column ``sentiment`` gives ``Sentiment:``), else ``Answer:``."""
-    name = " ".join(str(label_column).replace("_", " ").replace("-", " ").split())
+    (a column ``sentiment`` or ``sentiment_label`` gives ``Sentiment:``), else ``Answer:``."""
+    words = str(label_column).replace("_", " ").replace("-", " ").split()
+    name = " ".join(w for w in words if w.lower() not in LABEL_WORDS)
     if (not name or name.lower() in UNNAMED_LABEL_COLUMNS or not any(ch.isalpha() for ch in name)
             or any(ch in name for ch in "{}\n")):
         return "Answer:"
