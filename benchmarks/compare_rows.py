@@ -32,11 +32,8 @@ def main() -> None:
                for doc in [json.loads(Path(f).read_text())] for r in doc["rows"]] for side in (args.a, args.b))
     if args.by_task:
         named = {(r["task"], r["seed"]): r for r in ra}
-
-        def key(r: dict) -> tuple[str, int]:
-            return (r["task"].removesuffix(args.b_suffix) if args.b_suffix else r["task"]), r["seed"]
-        rb = [r for r in rb if key(r) in named]
-        ra = [named[key(r)] for r in rb]
+        rb = [r for r in rb if (r["task"].removesuffix(args.b_suffix), r["seed"]) in named]
+        ra = [named[(r["task"].removesuffix(args.b_suffix), r["seed"])] for r in rb]
     if len(ra) != len(rb):
         raise SystemExit(f"error: {len(ra)} rows against {len(rb)}")
     rows = []

@@ -171,12 +171,10 @@ def check_spec_inputs(where: str, text_columns: list[str], labels: Any, verbaliz
                             f"{text_columns} ({type(exc).__name__}: {exc})") from None
 
 
-# label column names that say nothing of what is asked: their tasks' prompts end in "Answer:"
-UNNAMED_LABEL_COLUMNS = frozenset({"label", "labels", "target", "targets", "y", "gold", "output", "outputs",
-                                   "answer", "answers", "class", "classes"})
-
-
 LABEL_WORDS = frozenset({"label", "labels", "id", "ids", "idx"})  # dropped from a name: sentiment_label -> Sentiment
+# what is left of a label column's name that still says nothing of what is asked: the prompt ends in "Answer:"
+UNNAMED_LABEL_COLUMNS = frozenset({"target", "targets", "y", "gold", "output", "outputs", "answer", "answers",
+                                   "class", "classes"})
 
 
 def answer_cue(label_column: str) -> str:
@@ -184,8 +182,7 @@ def answer_cue(label_column: str) -> str:
     (a column ``sentiment`` or ``sentiment_label`` gives ``Sentiment:``), else ``Answer:``."""
     words = str(label_column).replace("_", " ").replace("-", " ").split()
     name = " ".join(w for w in words if w.lower() not in LABEL_WORDS)
-    if (not name or name.lower() in UNNAMED_LABEL_COLUMNS or not any(ch.isalpha() for ch in name)
-            or any(ch in name for ch in "{}\n")):
+    if not any(ch.isalpha() for ch in name) or name.lower() in UNNAMED_LABEL_COLUMNS or any(ch in name for ch in "{}"):
         return "Answer:"
     return name[0].upper() + name[1:] + ":"
 
