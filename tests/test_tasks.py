@@ -39,12 +39,21 @@ def test_numeric_label_column_maps_onto_given_names(tmp_path):
 
 @pytest.mark.parametrize("column,cue", [("sentiment", "Sentiment:"), ("is_spam", "Is spam:"), ("label", "Answer:"),
                                         ("Target", "Answer:"), ("y", "Answer:"), ("42", "Answer:"),
-                                        ("sentiment_label", "Sentiment:"), ("label_id", "Answer:")])
+                                        ("sentiment_label", "Sentiment:"), ("label_id", "Answer:"),
+                                        ("isSpam", "Is spam:"), ("sentimentLabel", "Sentiment:"),
+                                        ("HTTP_status", "HTTP status:")])
 def test_the_default_prompt_ends_in_the_label_columns_name_where_it_names_what_is_asked(tmp_path, column, cue):
     p = write(tmp_path, "d.csv", f"text,{column}\n" + "".join(f"row {i},{'ab'[i % 2]}\n" for i in range(10)))
     t = load_file_task(p, "t", "desc", label_column=column)
     assert t.spec.template == "Text: {text}\n" + cue
     assert t.spec.prompt({"text": "hello"}) == "desc\nText: hello\n" + cue
+
+
+def test_a_camel_case_text_column_reads_as_words_in_the_default_prompt(tmp_path):
+    p = write(tmp_path, "d.csv", "reviewText,summary_line,overall\n"
+              + "".join(f"row {i},s {i},{'ab'[i % 2]}\n" for i in range(10)))
+    t = load_file_task(p, "t", "desc", text_columns=["reviewText", "summary_line"], label_column="overall")
+    assert t.spec.template == "Review text: {reviewText}\nSummary line: {summary_line}\nOverall:"
 
 
 @pytest.mark.parametrize("content,kwargs,message", [

@@ -225,7 +225,8 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
                                                  "column as {column}, ending where the answer starts; \\n is a new "
                                                  "line; e.g. 'Review: {text}\\nSentiment:'. Default: a line per "
                                                  "text column, then the label column's name as the answer cue "
-                                                 "('sentiment' -> 'Sentiment:'; 'label' -> 'Answer:'). A cue that "
+                                                 "('sentiment' -> 'Sentiment:'; 'isSpam' -> 'Is spam:'; 'label' -> "
+                                                 "'Answer:'). A cue that "
                                                  "names what is asked gives the backbone a prior (32 examples: "
                                                  "+2.3 points, eight tasks, two seeds; BENCHMARKS.md)"),
           family: str = typer.Option("unknown", help="task family, if known"),

@@ -177,11 +177,17 @@ UNNAMED_LABEL_COLUMNS = frozenset({"target", "targets", "y", "gold", "output", "
                                    "class", "classes"})
 
 
+def name_words(column: str) -> list[str]:
+    """A column's name as words: split at ``_``, ``-``, spaces and camelCase humps (``reviewText`` -> review, text;
+    ``isSpam`` -> is, spam); a word that starts a hump is lowercased, an all-capitals word (``URL``) kept."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z][a-z])", " ", str(column).replace("_", " ").replace("-", " "))
+    return [w.lower() if w[:1].isupper() and not w.isupper() and i else w for i, w in enumerate(spaced.split())]
+
+
 def answer_cue(label_column: str) -> str:
     """The last line of a user task's default prompt: the label column's own name where it names what is asked
-    (a column ``sentiment`` or ``sentiment_label`` gives ``Sentiment:``), else ``Answer:``."""
-    words = str(label_column).replace("_", " ").replace("-", " ").split()
-    name = " ".join(w for w in words if w.lower() not in LABEL_WORDS)
+    (a column ``sentiment``, ``sentiment_label`` or ``sentimentLabel`` gives ``Sentiment:``), else ``Answer:``."""
+    name = " ".join(w for w in name_words(label_column) if w.lower() not in LABEL_WORDS)
     if not any(ch.isalpha() for ch in name) or name.lower() in UNNAMED_LABEL_COLUMNS or any(ch in name for ch in "{}"):
         return "Answer:"
     return name[0].upper() + name[1:] + ":"
@@ -189,7 +195,7 @@ def answer_cue(label_column: str) -> str:
 
 def default_template(text_columns: list[str], label_column: str = "label") -> str:
     """A plain prompt template for user data: one line per text column, then the answer cue (``answer_cue``)."""
-    lines = [f"{c.replace('_', ' ').capitalize()}: {{{c}}}" for c in text_columns]
+    lines = [f"{' '.join(name_words(c)).capitalize()}: {{{c}}}" for c in text_columns]
     return "\n".join(lines) + "\n" + answer_cue(label_column)
 
 
