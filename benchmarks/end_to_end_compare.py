@@ -69,7 +69,8 @@ def run_arm(name: str, src: Path, budget: dict, out: Path) -> dict:
     """One arm in a fresh process: wall seconds, the losses it logged, each strategy's results."""
     out.mkdir(parents=True)
     losses = out / "losses.jsonl"
-    env = dict(os.environ, PYTHONPATH=str(src), E2E_LOSSES=str(losses), E2E_BUDGET=json.dumps({**budget, "out": str(out)}),
+    env = dict(os.environ, PYTHONPATH=str(src), E2E_LOSSES=str(losses),
+               E2E_BUDGET=json.dumps({**budget, "out": str(out)}),
                E2E_ARGS=json.dumps(["bench", budget["sequence"], "--strategies", ",".join(budget["strategies"]),
                                     "--steps", str(budget["steps"]), "--max-train", str(budget["max_train"]),
                                     "--max-test", str(budget["max_test"]), "--max-length", str(budget["max_length"]),
@@ -101,8 +102,10 @@ def compare(a: dict, b: dict) -> dict:
             for x, y, k in zip(row_a, row_b, ra["n_test"]):
                 if x is not None and y is not None:
                     worst = max(worst, abs(x - y) * k)
-        cells[s] = {"largest_difference_in_test_examples": round(worst, 2), "adapters": [ra["adapters"], rb["adapters"]]}
-    return {"calls": [len(a["calls"]), len(b["calls"])], "descs_equal": [c["desc"] for c in a["calls"]] == [c["desc"] for c in b["calls"]],
+        cells[s] = {"largest_difference_in_test_examples": round(worst, 2),
+                    "adapters": [ra["adapters"], rb["adapters"]]}
+    return {"calls": [len(a["calls"]), len(b["calls"])],
+            "descs_equal": [c["desc"] for c in a["calls"]] == [c["desc"] for c in b["calls"]],
             "largest_step_loss_difference": max(steps) if steps else None,
             "largest_first_step_loss_difference": max(first) if first else None, "accuracy": cells}
 
