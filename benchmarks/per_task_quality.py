@@ -392,9 +392,16 @@ def main() -> None:
     ap.add_argument("--zero-shot-only", action="store_true", help="only the backbone's zero-shot accuracy")
     ap.add_argument("--out", default=None)
     ap.add_argument("--lora-layers", type=int, default=None, help="adapt only the top N decoder layers")
+    ap.add_argument("--lora-r", type=int, default=LoraSettings.r, help="LoRA rank")
+    ap.add_argument("--lora-alpha", type=int, default=LoraSettings.alpha, help="LoRA alpha (scale alpha / r)")
+    ap.add_argument("--lora-targets", default=None,
+                    help="modules LoRA adapts, comma-separated, or all-linear (default: peft's for the model, "
+                         "q_proj,v_proj for Llama-like backbones)")
     ap.add_argument("--dump", default=None, help="folder: per task, the per-example arrays head_choice.py reads")
     a = ap.parse_args()
 
+    targets = a.lora_targets if a.lora_targets in (None, "all-linear") else a.lora_targets.split(",")
+    lora = LoraSettings(r=a.lora_r, alpha=a.lora_alpha, target_modules=targets, layers=a.lora_layers)
     cfg = TrainConfig()
     for kv in a.set:
         k, v = kv.split("=", 1)
@@ -437,7 +444,7 @@ def main() -> None:
                 row["ours"] = run_ours(backbone, task, cfg, a.seed, Path(a.dump) if a.dump else None,
                                        None if a.head_encoder == "none" else a.head_encoder,
                                        tuple(v for v in a.head_views.split(",") if v), a.view_rule,
-                                       a.head_calibrate, LoraSettings(layers=a.lora_layers), a.head_only)
+                                       a.head_calibrate, lora, a.head_only)
             if a.probe:
                 row["probe"] = run_probe(backbone, task, cfg)
             if encoder is not None:
@@ -461,7 +468,8 @@ def main() -> None:
             print(line, flush=True)
             if a.out:  # after every task, so that a long run's finished tasks are kept
                 save(a.out, {"machine": machine(), "peak_rss_gb": round(peak_rss_gb(), 2), "config": cfg.to_dict(),
-                             "lora_layers": a.lora_layers, "n_train": a.n_train, "max_test": a.max_test,
+                             "lora_layers": a.lora_layers, "lora": vars(lora), "n_train": a.n_train,
+                             "max_test": a.max_test,
                              "seed": a.seed, "label_scoring": a.label_scoring, "rows": rows, "complete": False})
     if a.zero_shot_only:
         summary = {"zero_shot_mean": round(float(np.mean([r["ours"]["zero_shot"] for r in rows])), 4)}
@@ -481,7 +489,8 @@ def main() -> None:
     print(markdown(rows))
     if a.out:
         save(a.out, {"machine": machine(), "peak_rss_gb": round(peak_rss_gb(), 2), "config": cfg.to_dict(),
-                     "lora_layers": a.lora_layers, "n_train": a.n_train, "max_test": a.max_test, "seed": a.seed,
+                     "lora_layers": a.lora_layers, "lora": vars(lora), "n_train": a.n_train, "max_test": a.max_test,
+                     "seed": a.seed,
                      "label_scoring": a.label_scoring, "rows": rows, "summary": summary, "complete": True})
 
 
