@@ -138,14 +138,19 @@ def main() -> None:
                 res = run_arm(name, arms[name], budget, work / f"{name}-{rep}")
                 rows[name].append(res)
                 print(f"repeat {rep} {name}: {res['wall_s']} s", flush=True)
+            report(a, budget, rows, rep + 1)  # after every repeat, so an interrupted comparison keeps its pairs
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(ref_tree)], cwd=ROOT, capture_output=True)
-    walls = {k: [r["wall_s"] for r in v] for k, v in rows.items()}
+
+
+def report(a: argparse.Namespace, budget: dict, rows: dict[str, list[dict]], done: int) -> None:
+    """Write (and print) the comparison of the first ``done`` repeats."""
+    walls = {k: [r["wall_s"] for r in v[:done]] for k, v in rows.items()}
     ratios = [r / t for r, t in zip(walls["reference"], walls["today"])]
-    doc = {"machine": machine(), "ref": a.ref, "budget": budget, "wall_s": walls,
+    doc = {"machine": machine(), "ref": a.ref, "budget": budget, "repeats_done": done, "wall_s": walls,
            "speedup_reference_over_today": spread(ratios),
-           "per_repeat": [compare(rows["today"][i], rows["reference"][i]) for i in range(a.repeats)],
-           "today_repeats_agree": [compare(rows["today"][0], rows["today"][i]) for i in range(1, a.repeats)],
+           "per_repeat": [compare(rows["today"][i], rows["reference"][i]) for i in range(done)],
+           "today_repeats_agree": [compare(rows["today"][0], rows["today"][i]) for i in range(1, done)],
            "calls": {k: [{"desc": c["desc"], "losses": c["losses"]} for c in v[0]["calls"]] for k, v in rows.items()}}
     path = save(a.out, doc)
     print(f"wall: today {fmt(spread(walls['today']))} s, {a.ref} {fmt(spread(walls['reference']))} s; "
