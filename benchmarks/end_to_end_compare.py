@@ -121,6 +121,8 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=160)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--first", choices=("today", "reference"), default="today",
+                    help="the arm that runs first in even repeats (the other runs first in odd ones)")
     ap.add_argument("--out", default="end_to_end_compare")
     a = ap.parse_args()
     budget = {"sequence": a.sequence, "strategies": a.strategies.split(","), "steps": a.steps, "max_train": a.max_train,
@@ -133,7 +135,7 @@ def main() -> None:
     rows: dict[str, list[dict]] = {"today": [], "reference": []}
     try:
         for rep in range(a.repeats):
-            order = ["today", "reference"] if rep % 2 == 0 else ["reference", "today"]
+            order = ["today", "reference"] if (rep % 2 == 0) == (a.first == "today") else ["reference", "today"]
             for name in order:
                 res = run_arm(name, arms[name], budget, work / f"{name}-{rep}")
                 rows[name].append(res)
