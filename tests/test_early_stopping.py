@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from adaptive_learner.adapters import AdapterHost
 from adaptive_learner.prompting import encode_examples
@@ -197,3 +198,52 @@ def test_the_fitted_stop_uses_the_training_loss_over_the_last_window(fresh_backb
     means = [np.mean(rep.losses[s - 4:s]) for s in range(4, 61)]
     first = 4 + next(i for i, m in enumerate(means) if m < trainer.FIT_LOSS)
     assert rep2.stopped == "fitted" and rep2.steps == first + 4
+
+
+def test_the_moving_average_is_what_is_kept_without_held_out_examples(fresh_backbone, items):
+    # the weights left behind are the average of every step's weights, at ema_decay's warmed-up decay
+    from adaptive_learner.training.trainer import ema_decay
+
+    host = AdapterHost(fresh_backbone)
+    host.create("a", seed=0)
+    host.create("b", seed=0)
+    params = host.trainable("a")
+    avg = {n: p.detach().clone() for n, p in params.items()}
+    last = {}
+
+    def follow(step, model):
+        d = ema_decay(0.8, step)
+        for n, p in params.items():
+            avg[n] = d * avg[n] + (1 - d) * p.detach()
+            last[n] = p.detach().clone()
+
+    rep = train_adapter(host, "a", items, cfg(early_stop=False, steps=12, ema=0.8), on_step=follow)
+    for n, p in host.trainable("a").items():
+        assert torch.allclose(p, avg[n], atol=1e-6)
+    assert any(not torch.allclose(last[n], avg[n], atol=1e-4) for n in avg)  # not the last step's weights
+    # the average changes what is kept, never the steps themselves
+    ref = train_adapter(host, "b", items, cfg(early_stop=False, steps=12))
+    assert rep.losses == pytest.approx(ref.losses, abs=1e-6)
+    assert ema_decay(0.8, 1) == pytest.approx(2 / 11) and ema_decay(0.8, 1000) == 0.8
+
+
+def test_with_a_moving_average_the_held_out_checks_score_it_and_keep_it(fresh_backbone, items):
+    host = AdapterHost(fresh_backbone)
+    host.create("a", seed=0)
+    host.create("b", seed=0)
+    c = cfg(lr=5e-2, steps=24, patience=100, ema=0.7)
+    rep = train_adapter(host, "a", items, c)
+    # the adapter left behind scores exactly what the curve recorded at the kept step
+    kept = next(v for v in rep.validation if v["step"] == rep.best_step)
+    acc, loss = validate(host.model, split_validation(items, c)[1], fresh_backbone.tokenizer.pad_token_id)
+    assert acc == pytest.approx(kept["accuracy"], abs=1e-4) and loss == pytest.approx(kept["loss"], abs=1e-3)
+    ref = train_adapter(host, "b", items, replace(c, ema=0.0))
+    assert rep.losses == pytest.approx(ref.losses, abs=1e-6)  # the same steps
+    # what was scored is the average, not the step's weights
+    assert [v["loss"] for v in rep.validation[1:]] != pytest.approx([v["loss"] for v in ref.validation[1:]], abs=1e-4)
+
+
+def test_a_moving_average_decay_outside_0_1_is_refused():
+    for bad in (-0.1, 1.0, 1.5):
+        with pytest.raises(ValueError, match="ema must be in"):
+            cfg(ema=bad)

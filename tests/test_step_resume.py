@@ -41,11 +41,11 @@ def train(toy_task, cfg, checkpoint=None, stop_at=None, replay=None):
     return rep, {k: v.clone() for k, v in host.state("a").items()}
 
 
-@pytest.mark.parametrize("early_stop", [False, True])
+@pytest.mark.parametrize("early_stop,ema", [(False, 0.0), (True, 0.0), (True, 0.8)])
 def test_a_training_call_resumed_from_a_saved_step_equals_the_uninterrupted_one(toy_task, pair_task, tmp_path,
-                                                                               early_stop):
+                                                                               early_stop, ema):
     cfg = TrainConfig(steps=12, batch_size=4, lr=1e-2, max_length=64, seed=3, early_stop=early_stop, eval_every=3,
-                      patience=50, schedule="linear", warmup_steps=2)
+                      patience=50, schedule="linear", warmup_steps=2, ema=ema)
 
     def replay():  # a fresh buffer each call (the regulariser adds the task to it at the end)
         buffer = ReplayBuffer(32, seed=0)

@@ -77,6 +77,10 @@ class TrainConfig:
     head_calibrate: str = field(default="none", metadata={
         "help": "temperatures fitted before the mix: none, head (the head's, to its cross-validated answers) "
                 "or both (also the adapter's, to its held-out answers)"})
+    ema: float = field(default=0.0, metadata={
+        "help": "decay of an exponential moving average of the adapter's weights (per step, warmed up as "
+                "min(ema, (1+t)/(10+t))): the held-out checks score the average and early stopping keeps it, "
+                "as do tasks with nothing held out at their end; 0: off, the weights of the last step"})
     seed: int = field(default=0, metadata={"help": "seed of batch order, validation split and dropout"})
     pack: bool = field(default=False, metadata={
         "help": "run a batch's prompts after their shared prefix as one padding-free sequence (block-diagonal "
@@ -94,6 +98,8 @@ class TrainConfig:
             raise ValueError(f"monitor must be one of {MONITORS}, got {self.monitor!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -318,6 +324,22 @@ def _schedule(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_sc
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def ema_decay(decay: float, step: int) -> float:
+    """The moving average's decay after optimizer step ``step`` (1-based): ``decay``, lower while few steps
+    have been averaged (tf.train.ExponentialMovingAverage's ``num_updates`` rule), so the start's weights
+    fade out within the first steps."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+def _swap(params: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> None:
+    """Exchange the values of ``params`` and ``other`` in place."""
+    with torch.no_grad():
+        for n, p in params.items():
+            held = p.detach().clone()
+            p.copy_(other[n])
+            other[n].copy_(held)
+
+
 def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainConfig,
                   regularisers: Sequence[Regulariser] = (), desc: str | None = None,
                   accelerator: Any = None, on_step: Callable[[int, Any], None] | None = None,
@@ -335,6 +357,8 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
     ``checkpoint``: save the loop's state every ``checkpoint.every_s`` seconds, and continue from a state
     saved by an interrupted call of the same run, task, adapter, config and data (``training/resume.py``);
     the weights and losses are those of an uninterrupted call. Not with several processes.
+    ``cfg.ema`` > 0: an exponential moving average of the weights (:func:`ema_decay`) is what the held-out
+    checks score and what is kept (without held-out examples: the average at the last step).
     """
     if not items:
         raise ValueError("no training examples")
@@ -360,19 +384,26 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
     fitted_at: int | None = None  # without held-out examples: the step the training examples were first fitted
     fit_window = max(cfg.eval_every, -(-len(train_items) // cfg.batch_size))  # an epoch, at least eval_every steps
     stop_when_fitted = cfg.early_stop and not val_items
+    ema = {n: p.detach().clone() for n, p in params.items()} if cfg.ema > 0 else None
 
     def check(step: int) -> bool:
         """Score the held-out items; remember the weights when they are better (``improvement``). True
-        when patience has run out."""
+        when patience has run out. With ``ema``: the average's weights are scored and remembered."""
         nonlocal best, best_step, best_state, since_best
-        acc, loss, per_task = validate_tasks(model, val_items, pad_id)
+        if ema is not None:
+            _swap(params, ema)
+        try:
+            acc, loss, per_task = validate_tasks(model, val_items, pad_id)
+        finally:
+            if ema is not None:
+                _swap(params, ema)
         curve.append({"step": step, "accuracy": round(acc, 4), "loss": round(loss, 4)})
         if len(per_task) > 1:  # a joint run: each task's own held-out accuracy beside their mean
             curve[-1]["tasks"] = {t: round(a, 4) for t, a in per_task.items()}
         keep, reset = improvement(cfg.monitor, cfg.min_delta, best, curve[-1])
         if keep:
             best, best_step = curve[-1], step
-            best_state = {n: p.detach().clone() for n, p in params.items()}
+            best_state = {n: (p if ema is None else ema[n]).detach().clone() for n, p in params.items()}
         since_best = 0 if reset else since_best + 1
         return since_best >= cfg.patience
 
@@ -386,6 +417,7 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
 
         def save_state(step: int) -> None:
             doc, tensors = capture(params, best_state, opt, sched, rng)
+            tensors.update({f"ema/{n}": t for n, t in (ema or {}).items()})
             checkpoint.save(key, {**doc, "step": step, "losses": losses, "counts": [n_ex, n_tok, n_pos],
                                   "curve": curve, "best": best, "best_step": best_step, "since_best": since_best,
                                   "fitted_at": fitted_at, "seconds": before + time.perf_counter() - t0}, tensors)
@@ -394,6 +426,8 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
         if saved is not None:
             state, tensors = saved
             best_state = restore(state, tensors, params, opt, sched, rng)
+            if ema is not None:
+                ema = {n: tensors[f"ema/{n}"].clone() for n in params}
             start, before, losses = int(state["step"]), float(state["seconds"]), list(state["losses"])
             n_ex, n_tok, n_pos = state["counts"]
             curve, best, best_step, since_best = state["curve"], state["best"], state["best_step"], state["since_best"]
@@ -440,6 +474,11 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
         torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.grad_clip)
         opt.step()
         sched.step()
+        if ema is not None:
+            d = ema_decay(cfg.ema, step)
+            with torch.no_grad():
+                for n, p in params.items():
+                    ema[n].lerp_(p.detach(), 1.0 - d)
         losses.append(loss_value)
         n_ex += len(batch)
         if on_step is not None:  # e.g. a learning curve scored on test examples (benchmarks/learnability.py)
@@ -470,6 +509,8 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
             save_state(step)
     bar.close()
     model.eval()
+    if best_state is None and ema is not None:
+        best_state = ema  # nothing held out: the average at the last step
     if best_state is not None:
         with torch.no_grad():
             for n, p in params.items():
