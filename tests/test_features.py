@@ -179,6 +179,23 @@ def test_pair_tasks_carry_their_structure_through_storage_and_into_evidence(fres
     gap = np.abs(pair.structure.mean(0) - other.structure.mean(0))
     assert ev["len_ratio_gap"] == pytest.approx(gap[0]) and ev["pair_cos_gap"] == pytest.approx(gap[1])
     assert "len_ratio_gap" not in pair_evidence(pair, single)  # only between two pair tasks
+    spread = np.maximum(np.sqrt(0.5 * (pair.structure.var(0) + other.structure.var(0))), 1e-3)
+    assert ev["len_ratio_d"] == pytest.approx(gap[0] / spread[0], rel=1e-5)
+    assert ev["pair_cos_d"] == pytest.approx(gap[1] / spread[1], rel=1e-5)
+    assert "len_ratio_d" not in pair_evidence(pair, single)
+
+
+def test_the_relation_signal_is_a_gap_on_the_two_tasks_own_spread():
+    from adaptive_learner.router.evidence import relation_evidence
+
+    rng = np.random.RandomState(0)
+    x = rng.normal(0.0, 1.0, 200)
+    a = np.stack([(x - x.mean()) / x.std(), rng.normal(0.5, 0.1, 200)], axis=1)  # column 0: spread exactly 1
+    wide = relation_evidence(a, a + [0.5, 0.0])  # a gap half the spread
+    narrow = relation_evidence(a * [0.1, 1], a * [0.1, 1] + [0.5, 0.0])  # the same gap, a tenth of the spread
+    assert wide["len_ratio_d"] == pytest.approx(0.5, rel=1e-6) and narrow["len_ratio_d"] == pytest.approx(5.0, rel=1e-6)
+    assert wide["pair_cos_d"] == pytest.approx(0.0, abs=1e-9)
+    assert relation_evidence(np.ones((4, 2)), np.ones((4, 2)) * 2)["len_ratio_d"] == pytest.approx(1000.0)  # no spread
 
 
 def test_pair_tasks_store_their_examples_field_ratios_for_routing(fresh_backbone, pair_task, toy_task):

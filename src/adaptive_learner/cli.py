@@ -401,7 +401,7 @@ def router_eval(backbone: str = typer.Option("smollm2-135m", help="backbone whos
                 k: int = typer.Option(32, help="examples a new task brings"),
                 layer: Optional[int] = typer.Option(None, help="backbone layer of the features (default: 4)"),
                 tasks: Optional[str] = typer.Option(None, help="comma-separated catalog tasks (default: all)"),
-                signals: str = typer.Option("description,examples,label_names,labels", help="signals the router uses (also: content, structure)"),
+                signals: str = typer.Option("description,examples,label_names,labels", help="signals the router uses (also: content, structure, relation)"),
                 rewordings: bool = typer.Option(True, help="also ask with reworded descriptions"),
                 bank: Optional[Path] = typer.Option(None, help="reuse features saved by an earlier run (no path "
                                                                 "suffix)"),

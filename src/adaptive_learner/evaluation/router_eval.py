@@ -64,7 +64,7 @@ def gauntlet_config(sizes: str, draws: int, k: int, rewordings: bool, signals: s
     except ValueError:
         raise UserError(f"--sizes must be comma-separated integers, got {sizes!r}") from None
     sig = [x.strip() for x in signals.split(",") if x.strip()]
-    known = ("content", "description", "examples", "label_names", "labels", "structure")
+    known = ("content", "description", "examples", "label_names", "labels", "structure", "relation")
     if not sig or any(x not in known for x in sig):
         raise UserError(f"--signals takes {', '.join(known)}; got {signals!r}")
     if k < 1 or draws < 1 or not size_list or min(size_list) < 1:
@@ -375,7 +375,7 @@ def run_router_eval(backbone: str, out: Any, cfg: GauntletConfig, layer: int | N
     bank_file = Path(bank_path) if bank_path else out / "bank"
     if bank_file.with_suffix(".json").exists():
         bank, meta = load_bank(bank_file)
-        if "structure" in cfg.signals:  # a bank from before that signal: its arrays added (encoder only)
+        if {"structure", "relation"} & set(cfg.signals):  # a bank from before them: its arrays added (encoder only)
             from ..features import text_encoder
             from ..tasks import load_catalog_task
             from .router_bank import add_structure

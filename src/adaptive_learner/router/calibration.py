@@ -33,10 +33,11 @@ SIGNALS: dict[str, list[str]] = {
     "gradient": ["grad_cos"],
     "trial": ["trial_gain", "trial_acc_gain"],
     "structure": ["len_ratio_gap", "pair_cos_gap"],  # pair tasks only: how the two fields relate
+    "relation": ["len_ratio_d", "pair_cos_d"],  # the same on the two tasks' own spread (standardised gaps)
 }
 # signals that only some (new task, stored task) pairs have: a combiner needs heads without them as well
-# (structure: two pair tasks; the label signals: names that say what the classes are, not 0/1 or LABEL_2)
-PARTIAL_SIGNALS = ("structure", "label_names", "labels")
+# (structure, relation: two pair tasks; the label signals: names that say what the classes are, not 0/1 or LABEL_2)
+PARTIAL_SIGNALS = ("structure", "relation", "label_names", "labels")
 DEFAULT_COMBINER = Path(__file__).with_name("default_combiner.json")
 
 

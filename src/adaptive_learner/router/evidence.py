@@ -137,6 +137,19 @@ def label_match(a: np.ndarray, b: np.ndarray) -> float:
     return float(0.5 * (s.max(axis=1).mean() + s.max(axis=0).mean()))
 
 
+def relation_evidence(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """How the two fields relate, compared on each pair of tasks' own scale: the gap between the two tasks'
+    mean length ratio (and mean field cosine) over the pooled spread of both (a standardised mean difference,
+    Cohen's d). The raw gaps (``len_ratio_gap``) mix the family's own variety in: within entailment a short
+    hypothesis may follow one sentence or a paragraph, so its gaps are wide and its spread wide too; a
+    paraphrase pair's fields are alike in both tasks, so its gaps are small and its spread small."""
+    def d(x: np.ndarray, y: np.ndarray) -> float:
+        spread = np.sqrt(0.5 * (np.var(x) + np.var(y)))
+        return float(abs(np.mean(x) - np.mean(y)) / max(spread, 1e-3))
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return {"len_ratio_d": d(a[:, 0], b[:, 0]), "pair_cos_d": d(a[:, 1], b[:, 1])}
+
+
 def _has_rows(x: np.ndarray | None) -> bool:
     return x is not None and len(x) > 0
 
@@ -159,6 +172,7 @@ def pair_evidence(probe: TaskFeatures, cand: TaskFeatures) -> dict[str, float]:
     if _has_rows(probe.structure) and _has_rows(cand.structure):  # two pair tasks: do their fields relate alike?
         a, b = probe.structure.mean(axis=0), cand.structure.mean(axis=0)
         ev["len_ratio_gap"], ev["pair_cos_gap"] = float(abs(a[0] - b[0])), float(abs(a[1] - b[1]))
+        ev.update(relation_evidence(probe.structure, cand.structure))
     if not named:
         ev["label_names_uninformative"] = 1.0
         return ev
