@@ -79,13 +79,15 @@ def test_a_run_stored_before_a_training_setting_existed_is_the_run_with_its_old_
     from adaptive_learner.evaluation.config import ADDED_LATER, RunConfig, run_identity
     from adaptive_learner.training import TrainConfig
 
+    another = {"monitor": "accuracy", "ema": 0.9}  # a value other than the one stored runs had
+    assert set(another) == set(ADDED_LATER)
     for key, old in ADDED_LATER.items():
         stored = json.loads(json.dumps(RunConfig(train=TrainConfig(**{key: old})).to_dict(), default=str))
         del stored["train"][key]  # as written before the setting existed
         same = json.loads(json.dumps(RunConfig(train=TrainConfig(**{key: old})).to_dict(), default=str))
         assert run_identity(stored) == run_identity(same)
-    other = json.loads(json.dumps(RunConfig(train=TrainConfig(monitor="accuracy")).to_dict(), default=str))
-    assert run_identity(stored) != run_identity(other)
+        other = json.loads(json.dumps(RunConfig(train=TrainConfig(**{key: another[key]})).to_dict(), default=str))
+        assert run_identity(stored) != run_identity(other)
 
 
 def test_holdout_split_comes_from_training_data_only(toy_sequence):
