@@ -151,3 +151,78 @@ def test_the_listed_strategy_names_are_the_registry():
     from adaptive_learner.strategies import REGISTRY
 
     assert list(STRATEGY_NAMES) == sorted(REGISTRY)
+
+
+def head_run(sequence, strategy, out, head=True, **kw):
+    cfg = RunConfig(sequence=sequence, strategy=strategy, backbone="tiny-random", max_train=60, max_test=8,
+                    train=TrainConfig(steps=6, batch_size=4, lr=1e-2, max_length=64, eval_every=3, patience=5,
+                                      head_mix=kw.pop("head_mix", "gated")),
+                    options={"head": head, **kw})
+    return cfg, run_sequence(cfg, out)
+
+
+@pytest.mark.parametrize("strategy", ["per-task", "router"])
+def test_the_head_option_fits_each_tasks_head_and_scores_the_task_with_the_mix(strategy, toy_sequence, tmp_path):
+    # head_mix 0.5: every task's head is mixed in, so its answers differ from the adapter's alone
+    from adaptive_learner.evaluation.harness import correct, prepare_tasks
+
+    cfg, res = head_run(toy_sequence, strategy, tmp_path / "with", head_mix="0.5")
+    assert [h["task"] for h in res.info["heads"]] == ["toy", "pairs"]
+    assert all(h["mix"] == 0.5 for h in res.info["heads"])
+    _, plain = head_run(toy_sequence, strategy, tmp_path / "without", head=False, head_mix="0.5")
+    assert "heads" not in plain.info
+    assert [r["final_loss"] for r in res.info["train_reports"]] == [r["final_loss"] for r in plain.info["train_reports"]]
+    assert res.matrix.tolist() != plain.matrix.tolist() or res.info["final_correct"] != plain.info["final_correct"]
+    # the scores are the adapter's mixed with the head's, as alearn learn mixes them
+    ctx_host = AdapterHost(load_backbone("tiny-random"))
+    ctx = Context(host=ctx_host, train=cfg.train, n_tasks=2, workdir=tmp_path / "ctx", options={"head": True})
+    strat = make(strategy, ctx)
+    tasks = prepare_tasks(cfg)
+    task = tasks[0]
+    items = encode_examples(ctx_host.backbone.tokenizer, task.spec, task.train, 64)
+    test = encode_examples(ctx_host.backbone.tokenizer, task.spec, task.test, 64)
+    strat.learn(task, items)
+    strat.fit_head(task, items)
+    head = strat.heads[task.name]
+    pad = ctx_host.backbone.tokenizer.pad_token_id
+    with ctx_host.using(strat.adapter_for(task.name)) as m:
+        alone = score(m, test, pad)
+    with ctx_host.base() as m:
+        mixed = head.combine(alone, head.features(m, test, pad))
+    assert np.allclose(np.stack(strat.score(task.name, test)), np.stack(mixed), atol=1e-5)
+    assert not np.allclose(np.stack(mixed), np.stack(alone), atol=1e-3)
+
+
+def test_the_head_option_reaches_only_the_strategies_that_answer_by_a_task_adapter():
+    from adaptive_learner.evaluation.bench import strategy_options
+
+    opts = {"head": True, "ewc_strength": 3.0}
+    for s in ("naive", "per-task", "per-task-warm", "ewc", "replay", "ewc-replay", "router"):
+        assert strategy_options(s, opts).get("head") is True, s
+    for s in ("osf", "arrow", "o-lora", "mtl", "zero-shot"):
+        assert "head" not in strategy_options(s, opts), s
+    assert strategy_options("naive", {"ewc_strength": 3.0}) == {}  # no head option: runs stored before it unchanged
+
+
+@pytest.mark.parametrize("strategy", ["per-task", "router"])
+def test_a_run_with_heads_resumes_with_the_heads_it_had(strategy, toy_sequence, tmp_path, monkeypatch):
+    from adaptive_learner.strategies import REGISTRY
+
+    cfg, straight = head_run(toy_sequence, strategy, tmp_path / "straight", head_mix="0.5")
+    learn, calls = REGISTRY[strategy].learn, []
+
+    def interrupted(self, task, items):
+        calls.append(task.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return learn(self, task, items)
+
+    monkeypatch.setattr(REGISTRY[strategy], "learn", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_sequence(cfg, tmp_path / "resumed")
+    monkeypatch.setattr(REGISTRY[strategy], "learn", learn)
+    resumed = run_sequence(cfg, tmp_path / "resumed", resume=True)
+    assert resumed.matrix.tolist() == straight.matrix.tolist()
+    assert resumed.info["final_correct"] == straight.info["final_correct"]
+    untimed = [{k: v for k, v in h.items() if k != "seconds"} for h in straight.info["heads"]]
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in resumed.info["heads"]] == untimed

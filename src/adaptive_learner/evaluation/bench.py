@@ -139,13 +139,19 @@ def task_orders(n: int, count: int) -> list[list[int]]:
 
 
 def strategy_options(strategy: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The options ``strategy`` reads: those under its ``option_prefixes`` (all when it declares none).
+    """The options ``strategy`` reads: those under its ``option_prefixes`` (all when it declares none), and
+    ``head`` where it answers with a task adapter (``Strategy.answers_with_head``).
 
     A run records (and is reused by) only these, so tuning one strategy does not repeat the others."""
     from ..strategies import REGISTRY
 
-    prefixes = () if strategy in TAKES_NO_OPTIONS else getattr(REGISTRY[strategy], "option_prefixes", None)
-    return dict(options) if prefixes is None else {k: v for k, v in options.items() if k.startswith(tuple(prefixes))}
+    cls = REGISTRY[strategy]
+    prefixes = () if strategy in TAKES_NO_OPTIONS else getattr(cls, "option_prefixes", None)
+    picked = dict(options) if prefixes is None else {k: v for k, v in options.items() if k.startswith(tuple(prefixes))}
+    picked.pop("head", None)
+    if cls.answers_with_head and "head" in options:  # the head option: every strategy that can answer with one
+        picked["head"] = options["head"]
+    return picked
 
 
 def _run_config(cfg: BenchConfig, strategy: str, seed: int, lr: float) -> RunConfig:

@@ -110,6 +110,8 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
                                                          config_json) if main else None)
         strategy.learn(task, train_items[i])
         ctx.step_checkpoint = None
+        if strategy.uses_head:  # option head: the product's head beside the task's adapter (strategies/base.py)
+            strategy.fit_head(task, train_items[i])
         t_train += time.perf_counter() - t0
         if strategy.evaluates_each_step or i == T - 1:
             t0 = time.perf_counter()
@@ -136,6 +138,7 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
         "world_size": accelerator.num_processes if accelerator is not None else 1,
         "device": device_name(backbone.device),
         "final_correct": final, **extra,
+        **({"heads": strategy.head_reports} if strategy.head_reports else {}),
     }
     result = RunResult([t.name for t in tasks], R, b, metrics, info)
     if not main:

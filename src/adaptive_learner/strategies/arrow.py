@@ -45,6 +45,7 @@ ROUTER = "arrow_router"  # the adapter name peft's Arrow layers reserve for the 
 @register("arrow")
 class Arrow(PerTask):
     """Per-task adapters; at inference, peft's Arrow routes every token over all of them."""
+    answers_with_head = False  # routing per token over the library: no task adapter for the head option
 
     option_prefixes = ("arrow_",)
     task_id_free = True

@@ -2,6 +2,13 @@
 
 A strategy learns tasks one at a time (``learn``) and scores test items of any task it was asked
 about (``score``). It owns the adapters it creates on the context's ``AdapterHost``.
+
+Option ``head`` (``alearn bench --set head=true``): a strategy that answers each task by an adapter on the
+shared backbone (``answers_with_head``) also fits, after each task, the head ``alearn learn`` fits (a linear
+classifier on the frozen backbone's features and the sentence encoder's views, mixed with the adapter as the
+held-out examples decide: ``training/head/``), and scores that task with the mix: the product's learner in
+the continual-learning table. The head of a task is fitted once, beside its adapter as it is then; it is a
+function of frozen features, so later training of a shared adapter changes only the adapter's part.
 """
 
 from __future__ import annotations
@@ -47,6 +54,10 @@ class Strategy:
     # True: holds several task adapters but picks none by task id (o-lora sums them, arrow routes per
     # token); the bench compares it with the reference's row scored with the task inferred per input
     task_id_free = False
+    # True: answers each task by ``adapter_for(task)`` on the shared host with the base ``score``, so the head
+    # option applies; strategies that answer otherwise (one rewritten model, a sum of adapters, routing per
+    # token, a joint adapter trained at the end) set False
+    answers_with_head = True
 
     @classmethod
     def check_requirements(cls) -> None:
@@ -56,6 +67,12 @@ class Strategy:
         self.ctx = ctx
         self.version: dict[str, int] = {}
         self.reports: list[dict[str, Any]] = []
+        self.heads: dict[str, Any] = {}  # task -> its FeatureHead (option head; None: the adapter alone)
+        self.head_reports: list[dict[str, Any]] = []
+
+    @property
+    def uses_head(self) -> bool:
+        return self.answers_with_head and option_true(self.ctx.options.get("head", False))
 
     # -- to override
     def learn(self, task: TaskData, items: list[Encoded]) -> None:
@@ -67,13 +84,33 @@ class Strategy:
 
     # -- shared machinery
     def score(self, task: str, items: Sequence[Encoded]) -> list[np.ndarray]:
+        pad = self.ctx.tokenizer.pad_token_id
         with self.ctx.host.using(self.adapter_for(task)) as model:
-            return score(model, items, self.ctx.tokenizer.pad_token_id, self.ctx.eval_batch_size)
+            scores = score(model, items, pad, self.ctx.eval_batch_size)
+        head = self.heads.get(task)
+        if head is None or not items:
+            return scores
+        with self.ctx.host.base() as model:
+            return head.combine(scores, head.features(model, items, pad))
 
     def eval_key(self, task: str) -> Hashable:
         """Identifies the weights that score ``task``; equal keys give equal accuracies (cached)."""
         a = self.adapter_for(task)
-        return (a, self.version.get(a, 0))
+        return (a, self.version.get(a, 0), len(self.head_reports) if task in self.heads else None)
+
+    def fit_head(self, task: TaskData, items: Sequence[Encoded]) -> None:
+        """Fit ``task``'s head beside the adapter that now answers it (option ``head``; the harness calls this
+        after ``learn``), as ``alearn learn`` does: same held-out split, same views and mix rule."""
+        from ..features import FeatureConfig
+        from ..training.head import fit_task_head
+
+        adapter = self.adapter_for(task.name)
+        if adapter == BASE or not items:
+            return
+        encoder = FeatureConfig().resolved_encoder(self.ctx.host.backbone.name)
+        head, report = fit_task_head(self.ctx.host, adapter, items, self.ctx.train, encoder=encoder)
+        self.heads[task.name] = head
+        self.head_reports.append({"task": task.name, "adapter": adapter, **report})
 
     def new_adapter(self, name: str, init_from: str | None = None) -> str:
         """Create adapter ``name``: fresh, or a copy of ``init_from`` (warm start)."""
@@ -99,6 +136,11 @@ class Strategy:
 
     def trainable_params(self) -> int:
         return sum(self.ctx.host.count_trainable(a) for a in self.adapters)
+
+
+def option_true(value: Any) -> bool:
+    """A strategy option read as a switch (true/false, yes/no, 1/0; YAML's booleans as they come)."""
+    return value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def require_peft(strategy: str, *names: str) -> None:

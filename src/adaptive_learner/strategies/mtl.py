@@ -20,6 +20,7 @@ JOINT = "joint"
 
 @register("mtl")
 class Multitask(Strategy):
+    answers_with_head = False  # a joint adapter trained at the end: no task adapter for the head option
     evaluates_each_step = False
 
     def __init__(self, ctx) -> None:

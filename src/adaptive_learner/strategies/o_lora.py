@@ -79,6 +79,7 @@ def overlap(host: Any, a: str, b: str) -> float:
 @register("o-lora")
 class OLoRA(Strategy):
     """A new LoRA per task, trained orthogonal to the earlier ones; all of them summed at inference."""
+    answers_with_head = False  # a sum of adapters: no task adapter for the head option
 
     option_prefixes = ("olora_",)  # the run options it reads
     task_id_free = True

@@ -75,6 +75,7 @@ class OSFHost:
 @register("osf")
 class OSF(Strategy):
     """One copy of the backbone, fine-tuned task after task in orthogonal subspaces (peft's OSF)."""
+    answers_with_head = False  # one rewritten model: no task adapter for the head option
 
     option_prefixes = ("osf_",)
 

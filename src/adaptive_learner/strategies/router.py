@@ -137,7 +137,8 @@ class RouterStrategy(Strategy):
         """What ``alearn run --resume`` must keep (the router itself is rebuilt from the options)."""
         memory = next((f.memory for f in self.factories if isinstance(f, _DefaultForgetting)), None)
         return {"version": self.version, "reports": self.reports, "by_task": self.by_task, "tasks": self.tasks,
-                "profiles": self.profiles, "decisions": self.decisions, "forgetting_memory": memory}
+                "profiles": self.profiles, "decisions": self.decisions, "forgetting_memory": memory,
+                "heads": self.heads, "head_reports": self.head_reports}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned."""
