@@ -166,7 +166,8 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
                                          "training data (grid --lr-grid) before the runs"),
           lr_grid: str = typer.Option("3e-4,1e-3,3e-3", help="learning rates tried by --lr-search"),
           set_: Optional[List[str]] = typer.Option(None, "--set", help="strategy option KEY=VALUE (repeat), e.g. "
-                                                   "ewc_strength=10, replay_ratio=0.25, replay_source=both"),
+                                                   "ewc_strength=10, replay_ratio=0.25, replay_source=both; head=true: "
+                                                   "the head alearn learn mixes in, where a task has an adapter"),
           backbone: str = typer.Option("smollm2-135m", help="alias, .gguf file, model dir or Hugging Face id"),
           out: Optional[Path] = typer.Option(None, help="output directory (default runs/bench-<sequence>)"),
           max_train: int = typer.Option(256, help="training examples per task (stratified subsample)"),
