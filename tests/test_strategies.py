@@ -171,7 +171,8 @@ def test_the_head_option_fits_each_tasks_head_and_scores_the_task_with_the_mix(s
     assert all(h["mix"] == 0.5 for h in res.info["heads"])
     _, plain = head_run(toy_sequence, strategy, tmp_path / "without", head=False, head_mix="0.5")
     assert "heads" not in plain.info
-    assert [r["final_loss"] for r in res.info["train_reports"]] == [r["final_loss"] for r in plain.info["train_reports"]]
+    losses = [[r["final_loss"] for r in run.info["train_reports"]] for run in (res, plain)]
+    assert losses[0] == losses[1]  # the head changes the answers, not the adapters' training
     assert res.matrix.tolist() != plain.matrix.tolist() or res.info["final_correct"] != plain.info["final_correct"]
     # the scores are the adapter's mixed with the head's, as alearn learn mixes them
     ctx_host = AdapterHost(load_backbone("tiny-random"))
