@@ -72,7 +72,9 @@ class Strategy:
 
     @property
     def uses_head(self) -> bool:
-        return self.answers_with_head and option_true(self.ctx.options.get("head", False))
+        from ..training.forgetting import coerce_option
+
+        return self.answers_with_head and coerce_option("head", self.ctx.options.get("head", False), bool)
 
     # -- to override
     def learn(self, task: TaskData, items: list[Encoded]) -> None:
@@ -96,7 +98,8 @@ class Strategy:
     def eval_key(self, task: str) -> Hashable:
         """Identifies the weights that score ``task``; equal keys give equal accuracies (cached)."""
         a = self.adapter_for(task)
-        return (a, self.version.get(a, 0), len(self.head_reports) if task in self.heads else None)
+        head_fits = sum(r["task"] == task for r in self.head_reports)  # the task's own heads: another's leaves it
+        return (a, self.version.get(a, 0), head_fits)
 
     def fit_head(self, task: TaskData, items: Sequence[Encoded]) -> None:
         """Fit ``task``'s head beside the adapter that now answers it (option ``head``; the harness calls this
@@ -136,11 +139,6 @@ class Strategy:
 
     def trainable_params(self) -> int:
         return sum(self.ctx.host.count_trainable(a) for a in self.adapters)
-
-
-def option_true(value: Any) -> bool:
-    """A strategy option read as a switch (true/false, yes/no, 1/0; YAML's booleans as they come)."""
-    return value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def require_peft(strategy: str, *names: str) -> None:

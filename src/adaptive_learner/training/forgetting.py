@@ -71,11 +71,12 @@ def _prefixed(options: Mapping[str, Any], prefix: str, cls: type) -> dict[str, A
             raise UserError(f"unknown option {key!r}; {prefix}* options: "
                             + ", ".join(prefix + n for n in names))
         default = getattr(cls(), name)
-        out[name] = _coerce(key, value, type(default))
+        out[name] = coerce_option(key, value, type(default))
     return out
 
 
-def _coerce(key: str, value: Any, kind: type) -> Any:
+def coerce_option(key: str, value: Any, kind: type) -> Any:
+    """A strategy option's value as ``kind`` (a switch: 1/0, true/false, yes/no); else one ``UserError`` line."""
     try:
         if kind is bool and isinstance(value, str):
             if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
