@@ -194,6 +194,18 @@ def test_the_head_option_fits_each_tasks_head_and_scores_the_task_with_the_mix(s
     assert not np.allclose(np.stack(mixed), np.stack(alone), atol=1e-3)
 
 
+def test_the_routers_task_inferred_row_answers_with_the_routed_tasks_head(toy_sequence, tmp_path):
+    # the toy tasks take one and two fields, so every input is routed to its own task: the row with the task
+    # inferred then equals the row with the task id given, each task's head mix included (as alearn predict does)
+    _, res = head_run(toy_sequence, "router", tmp_path / "with", head_mix="0.5")
+    _, plain = head_run(toy_sequence, "router", tmp_path / "without", head=False, head_mix="0.5")
+    for run in (res, plain):
+        inferred = run.info["router"]["task_inferred"]["per_task"]
+        assert all(v["routing_accuracy"] == 1.0 for v in inferred.values())
+        assert {t: v["correct"] for t, v in inferred.items()} == {t: list(c) for t, c in run.info["final_correct"].items()}
+    assert res.info["final_correct"] != plain.info["final_correct"]  # the head changed answers the row must follow
+
+
 def test_the_head_option_reaches_only_the_strategies_that_answer_by_a_task_adapter():
     from adaptive_learner.evaluation.bench import strategy_options
 

@@ -344,7 +344,6 @@ class Learner:
             out.append(Prediction(t, task, adapter, spec.label_names[k], float(p[k])))
         return out
 
-
     def _predict_routed(self, texts: Sequence[str], open_set: bool = True) -> list[Prediction]:
         profiles = self._stored_profiles()
         if not profiles:
@@ -352,23 +351,9 @@ class Learner:
         specs = {p.task: self.library.task_spec(p.task) for p in profiles}
         answers = answer_routed(self.host, self.router, profiles, specs, texts, self.train_cfg.max_length,
                                 self.score_batch, ensure_loaded=self.ensure_loaded, open_set=open_set,
-                                prefixes=self._prefix_store)
-        out = [Prediction(a.text, a.task, a.adapter, a.label_name, a.probability, a.route_confidence, a.novelty)
-               for a in answers]
-        for task in sorted({a.task for a in answers}):
-            head = self.head_of(task)
-            if head is None:
-                continue
-            rows = [i for i, a in enumerate(answers) if a.task == task]
-            spec = specs[task]
-            items = encode_examples(self.backbone.tokenizer, spec, [Example(split_fields(answers[i].text, spec), 0)
-                                                                    for i in rows], self.train_cfg.max_length)
-            with self.host.base() as m:
-                feats = head.features(m, items, self.backbone.tokenizer.pad_token_id)
-            for i, mixed in zip(rows, head.combine([answers[i].scores for i in rows], feats)):
-                k = int(np.argmax(mixed))
-                out[i].label, out[i].confidence = spec.label_names[k], float(np.exp(mixed[k]))
-        return out
+                                prefixes=self._prefix_store, head_of=self.head_of)
+        return [Prediction(a.text, a.task, a.adapter, a.label_name, a.probability, a.route_confidence, a.novelty)
+                for a in answers]
 
 
 def held_out_verdict(rep: TrainReport, head_report: dict[str, Any]) -> dict[str, Any]:

@@ -75,12 +75,32 @@ def score_routed(host: Any, items: Sequence[Any], adapters: Sequence[str], tasks
     return out  # type: ignore[return-value]
 
 
+def _mix_heads(host: Any, items: Sequence[Any], scores: list[np.ndarray], tasks: Sequence[str],
+               head_of: Callable[[str], Any]) -> list[np.ndarray]:
+    """``scores`` with each input's answer mixed with its task's head, where the task has one."""
+    out = list(scores)
+    pad = host.backbone.tokenizer.pad_token_id
+    for task in sorted(set(tasks)):
+        head = head_of(task)
+        if head is None:
+            continue
+        rows = [i for i, t in enumerate(tasks) if t == task]
+        with host.base() as model:
+            feats = head.features(model, [items[i] for i in rows], pad)
+        for i, mixed in zip(rows, head.combine([scores[i] for i in rows], feats)):
+            out[i] = mixed
+    return out
+
+
 def answer_routed(host: Any, router: LibraryRouter, profiles: Sequence[TaskProfile], specs: dict[str, TaskSpec],
                   texts: Sequence[str], max_length: int, batch_size: int | None = None,
                   ensure_loaded: Callable[[str], None] | None = None, open_set: bool = True,
-                  group: bool = True, prefixes: Callable[[str], list[Any]] | None = None) -> list[RoutedAnswer]:
+                  group: bool = True, prefixes: Callable[[str], list[Any]] | None = None,
+                  head_of: Callable[[str], Any] | None = None) -> list[RoutedAnswer]:
     """Route every text to a stored task and label it with that task's adapter (``open_set``: also each
-    input's novelty, see :class:`~adaptive_learner.router.routing.NoveltyModel`; ``group``: see the module)."""
+    input's novelty, see :class:`~adaptive_learner.router.routing.NoveltyModel`; ``group``: see the module).
+    ``head_of``: a task's head (``training/head``; None: the adapter alone); the inputs routed to a task with a
+    head get the head's mix, as with the task id given, and ``scores`` are then the mixed log-probabilities."""
     for t in texts:
         if not t or not t.strip():
             raise UserError("empty input text")
@@ -98,6 +118,8 @@ def answer_routed(host: Any, router: LibraryRouter, profiles: Sequence[TaskProfi
         if ensure_loaded is not None:
             ensure_loaded(a)
     scores = score_routed(host, items, names, [r.task for r in routed], batch_size, group, prefixes)
+    if head_of is not None:
+        scores = _mix_heads(host, items, scores, [r.task for r in routed], head_of)
     out = []
     for text, r, s in zip(texts, routed, scores):
         p = np.exp(s - s.max())

@@ -154,7 +154,8 @@ class RouterStrategy(Strategy):
                            "decisions": self.decisions, "task_inferred": self.inferred_eval()}}
 
     def inferred_eval(self) -> dict[str, Any]:
-        """Accuracy on each learned task's test split when every input's task is inferred."""
+        """Accuracy on each learned task's test split when every input's task is inferred (each input answered
+        as the routed task is with its id given: its adapter, mixed with its head where it has one)."""
         if not self.profiles:
             return {}
         specs = {t: d.spec for t, d in self.tasks.items()}
@@ -164,7 +165,8 @@ class RouterStrategy(Strategy):
             if not texts:
                 continue
             answers = answer_routed(self.ctx.host, self.router, self.profiles, specs, texts,
-                                    self.ctx.train.max_length, self.ctx.eval_batch_size, open_set=False)
+                                    self.ctx.train.max_length, self.ctx.eval_batch_size, open_set=False,
+                                    head_of=self.heads.get)
             # right when the input got its task's adapter and answer space (verbalizers) and the right answer
             same = [specs[a.task].verbalizers == data.spec.verbalizers for a in answers]
             ok = [s and a.label == e.label for s, a, e in zip(same, answers, data.test)]
