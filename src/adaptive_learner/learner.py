@@ -21,17 +21,16 @@ from .errors import LibraryError, UserError
 from .library import MANIFEST, AdapterLibrary
 from .features import FeatureConfig
 from .prompting import encode_examples
-from .router.inference import answer_routed
+from .router.inference import answer_routed, split_fields
 from .router.service import LibraryRouter
 from .router.warm_start import DEFAULT_INIT, check_init, warm_start_source
 from .router.store import load_profiles, save_profile, write_router_state
 from .scoring import accuracy, score
-from .tasks.spec import Example, TaskData, TaskSpec, check_name
+from .tasks.spec import Example, TaskData, check_name
 from .training import FeatureHead, TrainConfig, TrainReport, fit_task_head, load_head, stage_head, train_adapter
 from .training.trainer import adapter_learned, kept_point, learned_verdict
 from .training.forgetting import ForgettingOptions, make_forgetting_regularisers, store_forgetting_state
 
-PAIR_SEPARATOR = " ||| "
 UNKNOWN = "unknown"  # the label of a routed input that belongs to no learned task
 
 
@@ -377,17 +376,6 @@ def held_out_verdict(rep: TrainReport, head_report: dict[str, Any]) -> dict[str,
 def _brief(decision: dict[str, Any], top: int = 5) -> dict[str, Any]:
     """A decision for the history: the best few candidates only."""
     return {**decision, "candidates": decision["candidates"][:top]}
-
-
-def split_fields(text: str, spec: TaskSpec) -> dict[str, str]:
-    """Map one input string to the task's fields (pairs are separated by `` ||| ``)."""
-    if not text or not text.strip():
-        raise UserError("empty input text")
-    parts = text.split(PAIR_SEPARATOR.strip()) if len(spec.input_fields) > 1 else [text]
-    if len(parts) != len(spec.input_fields):
-        raise UserError(f"task {spec.name} takes {len(spec.input_fields)} fields ({', '.join(spec.input_fields)}); "
-                        f"separate them with '{PAIR_SEPARATOR.strip()}'")
-    return {f: p.strip() for f, p in zip(spec.input_fields, parts)}
 
 
 def _lora_dict(lora: LoraSettings) -> dict[str, Any]:

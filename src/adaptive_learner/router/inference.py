@@ -39,7 +39,7 @@ class RoutedAnswer:
     novelty: float | None = None  # distance to the nearest learned task over its threshold (> 1: unknown)
 
 
-def fields_from_text(text: str, spec: TaskSpec) -> dict[str, str]:
+def split_fields(text: str, spec: TaskSpec) -> dict[str, str]:
     """The task's fields from one input (pairs separated by ``|||``)."""
     if not text or not text.strip():
         raise UserError("empty input text")
@@ -111,7 +111,7 @@ def answer_routed(host: Any, router: LibraryRouter, profiles: Sequence[TaskProfi
     items, names = [], []
     for text, r in zip(texts, routed):
         spec = specs[r.task]
-        items.extend(encode_examples(host.backbone.tokenizer, spec, [Example(fields_from_text(text, spec), 0)],
+        items.extend(encode_examples(host.backbone.tokenizer, spec, [Example(split_fields(text, spec), 0)],
                                      max_length))
         names.append(r.adapter if r.adapter in host.names or ensure_loaded is not None else BASE)
     for a in sorted(set(names) - {BASE}):

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import LibraryError, UserError
-from ..learner import Learner, split_fields
+from ..learner import Learner
 from ..library import MANIFEST, AdapterLibrary
+from ..router.inference import split_fields
 from ..tasks.spec import TaskSpec, check_name
 from .config import Limits, ServeConfig
 from .errors import ApiError, limit_error
