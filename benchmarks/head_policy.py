@@ -16,7 +16,13 @@ Policies (``name: views considered / view rule / temperature``):
 - ``calibrated``, ``text-gated-calibrated``: as ``default`` / ``text-gated``, the head's temperature fitted
   to its cross-validated answers on the training part; ``...-both``: also the adapter's, fitted to its
   answers on the held-out part;
+- ``text-gated-loss``, ``text-gated-gated-loss``: as ``text-gated``, the mix by the rules ``loss`` (the lowest
+  held-out log loss) and ``gated-loss`` (the equal mix unless the better one alone beats it on the per-example
+  held-out log losses by a paired z test at 5%);
 - ``adapter``: the adapter alone (no head).
+
+``--reference`` names the policy the others are compared with (and that must reproduce the run's own answers):
+``default`` for dumps made before session 19's change, ``text-gated`` for dumps of today's ``alearn learn``.
 
     python head_policy.py /tmp/pq/h160 /tmp/pq/h512 --results h160=per_task_quality_160_h,h512=... --out head_policy
 """
@@ -36,14 +42,16 @@ from adaptive_learner.evaluation.stats import paired_bootstrap
 from adaptive_learner.training.head import decide_head
 from common import save
 
-POLICIES: dict[str, tuple[tuple[str, ...], str, str]] = {
-    "default": (("pair",), "min", "none"),
-    "text-min": (("text", "pair"), "min", "none"),
-    "text-gated": (("text", "pair"), "gated", "none"),
-    "calibrated": (("pair",), "min", "head"),
-    "calibrated-both": (("pair",), "min", "both"),
-    "text-gated-calibrated": (("text", "pair"), "gated", "head"),
-    "text-gated-calibrated-both": (("text", "pair"), "gated", "both"),
+POLICIES: dict[str, tuple[tuple[str, ...], str, str, str]] = {  # views, view rule, calibration, mix rule
+    "default": (("pair",), "min", "none", "gated"),
+    "text-min": (("text", "pair"), "min", "none", "gated"),
+    "text-gated": (("text", "pair"), "gated", "none", "gated"),
+    "calibrated": (("pair",), "min", "head", "gated"),
+    "calibrated-both": (("pair",), "min", "both", "gated"),
+    "text-gated-calibrated": (("text", "pair"), "gated", "head", "gated"),
+    "text-gated-calibrated-both": (("text", "pair"), "gated", "both", "gated"),
+    "text-gated-loss": (("text", "pair"), "gated", "none", "loss"),
+    "text-gated-gated-loss": (("text", "pair"), "gated", "none", "gated-loss"),
 }
 
 
@@ -76,8 +84,12 @@ def main() -> None:
     ap.add_argument("dumps", nargs="+", help="folders written by per_task_quality.py --dump")
     ap.add_argument("--results", default="", help="FOLDER=NAME[+NAME...],...: the per_task_quality results of each "
                                                   "dump folder, for the peer's answers and a check of the default")
+    ap.add_argument("--reference", default="default", choices=sorted(POLICIES))
+    ap.add_argument("--policies", default="", help="comma-separated subset of the policies (default: all)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
+    policies = {k: v for k, v in POLICIES.items() if not a.policies or k in a.policies.split(",") or k == a.reference}
+    ref_name = a.reference
     ref: dict[str, dict[str, Any]] = {}
     for spec in filter(None, a.results.split(",")):
         folder, names = spec.split("=", 1)
@@ -92,24 +104,24 @@ def main() -> None:
             d = load_file(str(f))
             key = f"{Path(folder).name}/{f.stem}"
             rows[key] = {"adapter": replay({k: v for k, v in d.items() if k != "scores_val"}, layer, (), "min", "none")}
-            for name, (views, rule, cal) in POLICIES.items():
-                rows[key][name] = replay(d, layer, views, rule, cal)
+            for name, (views, rule, cal, mix_rule) in policies.items():
+                rows[key][name] = replay(d, layer, views, rule, cal, mix_rule)
             r = ref.get(key, {})
             if "peer" in r:
                 rows[key]["peer"] = {"accuracy": r["peer"]["accuracy"], "correct": r["peer"]["correct"]}
             stored = r.get("ours", {}).get("head", {}).get("correct")
             if stored is not None:  # the replay must reproduce the run's own answer
-                rows[key]["default_reproduces_run"] = stored == rows[key]["default"]["correct"]
+                rows[key]["reference_reproduces_run"] = stored == rows[key][ref_name]["correct"]
             print(key, {k: (round(v["accuracy"], 3), v.get("mix"), "+".join(v.get("views") or []))
                         for k, v in rows[key].items() if isinstance(v, dict)}, flush=True)
-    names = ["adapter", *POLICIES]
+    names = ["adapter", *policies]
     summary: dict[str, Any] = {}
     for name in names:
         summary[name] = {"mean": round(float(np.mean([r[name]["accuracy"] for r in rows.values()])), 4)}
-        if name != "default":
+        if name != ref_name:
             diff = paired_bootstrap([{k: r[name]["correct"] for k, r in rows.items()}],
-                                    [{k: r["default"]["correct"] for k, r in rows.items()}], [0])
-            summary[name]["minus_default"] = diff.to_dict()
+                                    [{k: r[ref_name]["correct"] for k, r in rows.items()}], [0])
+            summary[name][f"minus_{ref_name}"] = diff.to_dict()
         with_peer = [r for r in rows.values() if "peer" in r]
         summary[name]["below_peer"] = [k for k, r in rows.items() if "peer" in r
                                        and r[name]["accuracy"] < r["peer"]["accuracy"] - 1e-9]
@@ -124,7 +136,8 @@ def main() -> None:
               else f"| {key} | " + " | ".join(cells) + " | |")
     print(json.dumps(summary, indent=1))
     if a.out:
-        save(a.out, {"rows": rows, "summary": summary, "policies": {k: list(map(str, v)) for k, v in POLICIES.items()}})
+        save(a.out, {"rows": rows, "summary": summary, "reference": ref_name,
+                     "policies": {k: list(map(str, v)) for k, v in policies.items()}})
 
 
 if __name__ == "__main__":

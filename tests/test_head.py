@@ -53,6 +53,27 @@ def test_the_gate_mixes_equally_unless_the_held_out_examples_tell_the_two_apart(
     assert choose_mix(adapter, head, y, "0.25")[0] == 0.25
 
 
+def test_the_loss_rules_weigh_by_held_out_log_loss():
+    y = [i % 2 for i in range(40)]
+    prob = lambda k, p: np.log(np.where(np.eye(2)[k] > 0, p, 1 - p))  # noqa: E731
+    # both right on every example, the adapter surely (0.95), the head barely (0.55): same accuracy, so the
+    # accuracy gate mixes equally; the log losses tell them apart, every example the same way
+    adapter = [prob(k, 0.95) for k in y]
+    head = np.stack([prob(k, 0.55) for k in y])
+    assert choose_mix(adapter, head, y)[0] == 0.5
+    mix, table = choose_mix(adapter, head, y, "gated-loss")
+    assert mix == 1.0 and table["loss_gate"]["alone"] == 1.0 and table["loss_gate"]["z"] == "inf"
+    assert choose_mix(adapter, head, y, "loss")[0] == 1.0
+    # the roles swapped: the head alone
+    assert choose_mix([prob(k, 0.55) for k in y], np.stack([prob(k, 0.95) for k in y]), y, "gated-loss")[0] == 0.0
+    # each surely right on a different half, surely wrong on the other: the equal mix hedges, and no one alone
+    # beats it
+    adapter = [prob(k, 0.95 if i < 20 else 0.05) for i, k in enumerate(y)]
+    head = np.stack([prob(k, 0.05 if i < 20 else 0.95) for i, k in enumerate(y)])
+    assert choose_mix(adapter, head, y, "gated-loss")[0] == 0.5
+    assert choose_mix(adapter, head, y, "loss")[0] == 0.5
+
+
 def test_a_bad_head_mix_is_refused(toy_task):
     import pytest
 

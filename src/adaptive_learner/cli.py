@@ -249,7 +249,9 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
                                     "features and mix it with the adapter by a weight decided on the held-out examples"),
           head_mix: str = typer.Option("gated", help="how: gated (equal weights unless the held-out examples tell "
                                        "adapter and head apart, then the better alone), held-out (the mix with the "
-                                       "best held-out accuracy) or the adapter's weight, a number in [0, 1]"),
+                                       "best held-out accuracy), loss (the lowest held-out log loss), gated-loss "
+                                       "(as gated, tested on per-example log losses) or the adapter's weight, a "
+                                       "number in [0, 1]"),
           head_views: str = typer.Option("text,pair", help="the sentence encoder's views the head may add, "
                                          "comma-separated: pair (how two fields relate), text (the input as one "
                                          "text); '' for none"),

@@ -14,7 +14,7 @@ from .views import VIEWS
 MIXES = (0.0, 0.25, 0.5, 0.75, 1.0)
 DEFAULT_VIEWS = ("text", "pair")  # those it considers by default (TrainConfig.head_views)
 FREE_VIEWS = ("pair",)  # those the gated rule chooses by their loss alone (the others must pass the gate)
-MIX_RULES = ("gated", "held-out")  # or a number in [0, 1]
+MIX_RULES = ("gated", "held-out", "loss", "gated-loss")  # or a number in [0, 1]
 GATE_Z = 1.96  # McNemar, two-sided 5%
 VIEW_RULES = ("min", "one-se", "gated")  # how choose_views picks among the view sets (the first: the default)
 CALIBRATIONS = ("none", "head", "both")  # which temperatures decide_head fits
@@ -195,7 +195,9 @@ def choose_mix(adapter_scores: Sequence[np.ndarray], head_log_probs: np.ndarray,
 
     ``held-out``: the mix in :data:`MIXES` with the best accuracy, ties to the lower log loss (then to
     more weight on the adapter). ``gated``: 0.5 unless ``|b - c| / sqrt(b + c) >= GATE_Z``, then the
-    better one alone."""
+    better one alone. ``loss``: the mix in :data:`MIXES` with the lowest held-out log loss (the linear pool's
+    weight fitted by likelihood on the grid). ``gated-loss``: 0.5 unless the better one alone (by mean log loss)
+    beats the equal mix on the per-example log losses by a paired z test at ``GATE_Z``, then that one alone."""
     p_adapter = np.stack([_softmax(s) for s in adapter_scores])
     p_head = np.exp(head_log_probs)
     y = np.asarray(labels)
@@ -211,9 +213,28 @@ def choose_mix(adapter_scores: Sequence[np.ndarray], head_log_probs: np.ndarray,
         best = max(MIXES, key=lambda m: (table[f"{m:g}"]["accuracy"], -round(table[f"{m:g}"]["log_loss"], 6), m))
     elif rule == "gated":
         best = (1.0 if b > c else 0.0) if z >= GATE_Z else 0.5
+    elif rule == "loss":
+        best = min(MIXES, key=lambda m: (round(table[f"{m:g}"]["log_loss"], 6), -m))
+    elif rule == "gated-loss":
+        best, table["loss_gate"] = _loss_gate(p_adapter, p_head, y)
     else:
         best = float(check_mix_rule(rule))
     return best, table
+
+
+def _loss_gate(p_adapter: np.ndarray, p_head: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, Any]]:
+    """``gated-loss``: the one alone (adapter: 1, head: 0) with the lower held-out log loss replaces the equal
+    mix when its per-example log losses are lower than the mix's by a paired z test at ``GATE_Z``."""
+    rows = np.arange(len(y))
+    loss = {m: -np.log(_mixed(p_adapter, p_head, m)[rows, y]) for m in (0.0, 0.5, 1.0)}
+    alone = min((1.0, 0.0), key=lambda m: loss[m].mean())
+    d = loss[0.5] - loss[alone]  # > 0 where the one alone does better than the mix
+    sd = d.std(ddof=1) if len(d) > 1 else 0.0
+    if sd > 0:
+        z = float(d.mean() / (sd / np.sqrt(len(d))))
+    else:  # every example the same difference: certain when there is one
+        z = float("inf") if len(d) > 1 and d.mean() > 0 else 0.0
+    return (alone if z >= GATE_Z else 0.5), {"alone": alone, "z": round(z, 3) if np.isfinite(z) else "inf"}
 
 
 def no_evidence_mix(rule: str) -> float:
