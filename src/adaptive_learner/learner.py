@@ -208,11 +208,7 @@ class Learner:
         with self.host.using(adapter) as m:
             scores = score(m, items, pad, self.score_batch,
                            prefixes=self._prefix_store(adapter) if keep_prefix else None)
-        if head is None or not items:
-            return scores
-        with self.host.base() as m:
-            feats = head.features(m, items, pad)
-        return head.combine(scores, feats)
+        return scores if head is None else head.mix_in(self.host, items, scores)
 
     def _stored_profiles(self) -> list[Any]:
         """Every task's profile, read again only when a task's entry in the manifest changed."""

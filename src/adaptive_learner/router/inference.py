@@ -79,15 +79,12 @@ def _mix_heads(host: Any, items: Sequence[Any], scores: list[np.ndarray], tasks:
                head_of: Callable[[str], Any]) -> list[np.ndarray]:
     """``scores`` with each input's answer mixed with its task's head, where the task has one."""
     out = list(scores)
-    pad = host.backbone.tokenizer.pad_token_id
     for task in sorted(set(tasks)):
         head = head_of(task)
         if head is None:
             continue
         rows = [i for i, t in enumerate(tasks) if t == task]
-        with host.base() as model:
-            feats = head.features(model, [items[i] for i in rows], pad)
-        for i, mixed in zip(rows, head.combine([scores[i] for i in rows], feats)):
+        for i, mixed in zip(rows, head.mix_in(host, [items[i] for i in rows], [scores[i] for i in rows])):
             out[i] = mixed
     return out
 

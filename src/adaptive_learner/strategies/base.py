@@ -25,6 +25,7 @@ from ..prompting import Encoded
 from ..scoring import BATCH, score
 from ..tasks.spec import TaskData
 from ..training import TrainConfig, TrainReport, train_adapter
+from ..training.forgetting import coerce_option
 
 
 @dataclass
@@ -72,8 +73,6 @@ class Strategy:
 
     @property
     def uses_head(self) -> bool:
-        from ..training.forgetting import coerce_option
-
         return self.answers_with_head and coerce_option("head", self.ctx.options.get("head", False), bool)
 
     # -- to override
@@ -90,10 +89,7 @@ class Strategy:
         with self.ctx.host.using(self.adapter_for(task)) as model:
             scores = score(model, items, pad, self.ctx.eval_batch_size)
         head = self.heads.get(task)
-        if head is None or not items:
-            return scores
-        with self.ctx.host.base() as model:
-            return head.combine(scores, head.features(model, items, pad))
+        return scores if head is None else head.mix_in(self.ctx.host, items, scores)
 
     def eval_key(self, task: str) -> Hashable:
         """Identifies the weights that score ``task``; equal keys give equal accuracies (cached)."""

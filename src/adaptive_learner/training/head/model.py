@@ -48,6 +48,14 @@ class FeatureHead:
                                                     for s in adapter_scores]),
                                           np.exp(self.log_probs(features)), self.mix)]
 
+    def mix_in(self, host: Any, items: Sequence[Encoded], adapter_scores: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The mixed answers of ``items`` (``adapter_scores``: the adapter's label scores for them), the head's
+        features read from ``host``'s backbone with every adapter disabled."""
+        if not items:
+            return list(adapter_scores)
+        with host.base() as model:
+            return self.combine(adapter_scores, self.features(model, items, host.backbone.tokenizer.pad_token_id))
+
     def tensors(self) -> dict[str, torch.Tensor]:
         return {k: torch.from_numpy(np.ascontiguousarray(getattr(self, k), dtype=np.float32))
                 for k in ("mean", "scale", "weight", "bias")}
