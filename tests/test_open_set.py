@@ -146,14 +146,24 @@ def test_profiles_and_routed_inputs_are_embedded_at_the_same_input_length(fresh_
 
     real = routing.InputRouter.route
 
-    def spy(self, feats_, fields, embeddings=None, texts=None):
+    def spy(self, feats_, fields, embeddings=None, texts=None, open_set=True):
         seen["emb"] = embeddings
-        return real(self, feats_, fields, embeddings, texts=texts)
+        return real(self, feats_, fields, embeddings, texts=texts, open_set=open_set)
 
     monkeypatch.setattr(routing.InputRouter, "route", spy)
     router.route(texts[:2], [TaskProfile("toy", "lora-toy", feats)])
     assert np.allclose(seen["emb"], ext.input_embeddings(texts[:2]))
     assert not np.allclose(seen["emb"], FeatureExtractor(host, FeatureConfig()).input_embeddings(texts[:2]))
+    # without the open set, single texts still bring their embeddings where two single-field tasks give the
+    # router its text view (routing._TextView); with one task there is nothing to route between
+    other = ext.task_features(toy_task.spec, toy_task.train[6:12])
+    other.task = "toy2"
+    seen.clear()
+    router.route(texts[:2], [TaskProfile("toy", "lora-toy", feats)], open_set=False)
+    assert seen["emb"] is None
+    router.route(texts[:2], [TaskProfile("toy", "lora-toy", feats), TaskProfile("toy2", "lora-b", other)],
+                 open_set=False)
+    assert np.allclose(seen["emb"], ext.input_embeddings(texts[:2]))
 
 
 @pytest.mark.slow

@@ -355,6 +355,41 @@ def test_input_router_only_considers_tasks_with_as_many_fields():
     assert count_fields("a ||| b") == 2 and count_fields("plain") == 1
 
 
+def test_single_texts_are_routed_by_their_sentence_embeddings_too_and_pairs_are_not():
+    """Two single-field tasks whose backbone features are one distribution but whose sentence embeddings
+    differ: the text view (both views in one LDA) routes their inputs; without embeddings, or with the view
+    off, the backbone alone cannot. A pair task, whose inputs the encoder would see joined, keeps the
+    backbone view: its inputs route the same with and without embeddings."""
+    def task(name: str, emb_center: int, seed: int, n_fields: int = 1, center: int = 0) -> TaskFeatures:
+        f = feats(name, center, seed, n=48, n_fields=n_fields)
+        f.inputs = cluster(emb_center, 48, seed + 50, d=12)
+        return f
+
+    profs = [TaskProfile("spam", "a", task("spam", 1, 1)), TaskProfile("news", "b", task("news", 7, 2)),
+             TaskProfile("para", "c", task("para", 3, 3, n_fields=2, center=9)),
+             TaskProfile("nli", "d", task("nli", 3, 4, n_fields=2, center=13))]
+    router = InputRouter(profs)
+    assert router.wants_embeddings and not InputRouter(profs, text_view=False).wants_embeddings
+    x = cluster(0, 80, 20)  # the backbone cannot tell spam from news
+    emb = np.vstack([cluster(1, 40, 21, d=12), cluster(7, 40, 22, d=12)])
+    truth = ["spam"] * 40 + ["news"] * 40
+    both = router.route(x, [1] * 80, emb, open_set=False)
+    assert np.mean([r.task == t for r, t in zip(both, truth)]) > 0.95
+    assert all(r.novelty is None for r in both)  # open_set=False: routed, not judged
+    alone = router.route(x, [1] * 80)
+    assert np.mean([r.task == t for r, t in zip(alone, truth)]) < 0.8
+    off = InputRouter(profs, text_view=False).route(x, [1] * 80, emb, open_set=False)
+    assert [r.task for r in off] == [r.task for r in alone]
+    pairs = np.vstack([cluster(9, 20, 23), cluster(13, 20, 24)])
+    pair_emb = cluster(3, 40, 25, d=12)
+    with_emb = router.route(pairs, [2] * 40, pair_emb, open_set=False)
+    assert [r.task for r in with_emb] == [r.task for r in router.route(pairs, [2] * 40)]
+    assert np.mean([r.task == t for r, t in zip(with_emb, ["para"] * 20 + ["nli"] * 20)]) > 0.95
+    # a single-field task stored without embeddings (an older profile): no text view at all
+    profs[1].features.inputs = None
+    assert not InputRouter(profs).wants_embeddings
+
+
 def _pair_texts(ratio_words: tuple[int, int], n: int, seed: int) -> list[str]:
     """Pair inputs whose fields have about the given word counts."""
     rng = np.random.RandomState(seed)

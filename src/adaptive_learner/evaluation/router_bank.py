@@ -64,6 +64,7 @@ class TaskBank:
     test_texts: list[str] = field(default_factory=list)
     pool_inputs: np.ndarray | None = None  # (m, e) sentence embeddings of the pool's inputs (content signal)
     pool_structure: np.ndarray | None = None  # (m, 2) pair tasks: how each pool example's fields relate
+    test_inputs: np.ndarray | None = None  # (t, e) sentence embeddings of the test inputs (routing's text view)
 
     def request(self, rows: np.ndarray, variant: int) -> TaskFeatures:
         """The features a new-task request brings: some pool examples and one description variant."""
@@ -100,9 +101,11 @@ def build_bank(extractor: FeatureExtractor, tasks: Sequence[TaskData], profile_n
         test_rows = stratified_take(t.test, test_n, seed + 2)
         texts = [input_text(e.fields, t.spec) for e in test_rows]
         test = extractor.input_features(texts)
+        test_inputs = extractor.input_embeddings(texts) if profile.inputs is not None else None
         variants = [t.spec.description] + REWORDINGS.get(t.name, [])
         descs = extractor.encoder.encode(variants)
-        out[t.name] = TaskBank(t.name, t.spec.family, profile, pool, test, descs, texts, pool_inputs, pool_structure)
+        out[t.name] = TaskBank(t.name, t.spec.family, profile, pool, test, descs, texts, pool_inputs, pool_structure,
+                               test_inputs)
     return out
 
 
@@ -124,6 +127,17 @@ def add_structure(bank: dict[str, TaskBank], tasks: Sequence[TaskData], encoder:
     return added
 
 
+def add_test_inputs(bank: dict[str, TaskBank], encoder: Any, max_tokens: int) -> bool:
+    """Give a bank built before routing's text view the test inputs' sentence embeddings, from its stored
+    test texts (the sentence encoder only). True when anything was added."""
+    added = False
+    for b in bank.values():
+        if b.test_inputs is None and b.profile.inputs is not None and len(b.test_texts) == len(b.test):
+            b.test_inputs = encoder.encode(list(b.test_texts), max_tokens=max_tokens)
+            added = True
+    return added
+
+
 def save_bank(bank: dict[str, TaskBank], path: Path, meta: dict[str, Any]) -> None:
     """Write the bank as ``<path>.safetensors`` and ``<path>.json``."""
     from safetensors.torch import save as safetensors_bytes
@@ -141,6 +155,8 @@ def save_bank(bank: dict[str, TaskBank], path: Path, meta: dict[str, Any]) -> No
             tensors[f"{name}/pool_inputs"] = as_t(b.pool_inputs)
         if b.pool_structure is not None:
             tensors[f"{name}/pool_structure"] = as_t(b.pool_structure)
+        if b.test_inputs is not None:
+            tensors[f"{name}/test_inputs"] = as_t(b.test_inputs)
         info["tasks"][name] = {"family": b.family, "profile": b.profile.meta(), "test_texts": b.test_texts}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path.with_suffix(".safetensors"), safetensors_bytes(tensors))
@@ -158,5 +174,6 @@ def load_bank(path: Path) -> tuple[dict[str, TaskBank], dict[str, Any]]:
                               tensors[f"{name}/pool"].numpy(), tensors[f"{name}/test"].numpy(),
                               tensors[f"{name}/descriptions"].numpy(), list(t.get("test_texts", [])),
                               tensors[f"{name}/pool_inputs"].numpy() if f"{name}/pool_inputs" in tensors else None,
-                              tensors[f"{name}/pool_structure"].numpy() if f"{name}/pool_structure" in tensors else None)
+                              tensors[f"{name}/pool_structure"].numpy() if f"{name}/pool_structure" in tensors else None,
+                              tensors[f"{name}/test_inputs"].numpy() if f"{name}/test_inputs" in tensors else None)
     return bank, info["meta"]

@@ -287,7 +287,7 @@ def decision_metrics(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     }
 
 
-def routing_eval(bank: dict[str, TaskBank], kind: str = "calibrated") -> dict[str, Any]:
+def routing_eval(bank: dict[str, TaskBank], kind: str = "calibrated", text_view: bool = True) -> dict[str, Any]:
     """Per-input routing over a library of every bank task, one adapter per family.
 
     An input is routed right when it reaches its task's adapter and answer space (the verbalizers):
@@ -298,12 +298,13 @@ def routing_eval(bank: dict[str, TaskBank], kind: str = "calibrated") -> dict[st
 
     adapter = {t: f"lora-{b.family}" for t, b in bank.items()}
     profiles = [TaskProfile(t, adapter[t], bank[t].profile) for t in sorted(bank)]
-    router = make_input_router(kind, profiles)
+    router = make_input_router(kind, profiles, text_view)
     answers = {t: b.profile.verbalizers or b.profile.label_names for t, b in bank.items()}
     per_task, conf, hits, strict, same_adapter = {}, [], [], [], []
     for t, b in sorted(bank.items()):
         texts = b.test_texts if kind != "softmax-threshold" and len(b.test_texts) == len(b.test) else None
-        routed = (router.route(b.test, [b.profile.n_fields] * len(b.test), texts=texts) if texts is not None
+        routed = (router.route(b.test, [b.profile.n_fields] * len(b.test), b.test_inputs, texts=texts,
+                               open_set=False) if texts is not None
                   else router.route(b.test, [b.profile.n_fields] * len(b.test)))
         ok = [r is not None and r.adapter == adapter[t] and answers[r.task] == answers[t] for r in routed]
         per_task[t] = float(np.mean(ok))
@@ -382,6 +383,14 @@ def run_router_eval(backbone: str, out: Any, cfg: GauntletConfig, layer: int | N
 
             enc = text_encoder(meta.get("encoder", "minilm"))
             if add_structure(bank, [load_catalog_task(t) for t in sorted(bank)], enc, seed=cfg.seed):
+                save_bank(bank, bank_file, meta)
+        if any(b.test_inputs is None and b.profile.inputs is not None for b in bank.values()):
+            # a bank from before routing's text view: its test inputs embedded (the encoder only)
+            from ..features import FeatureConfig, text_encoder
+            from .router_bank import add_test_inputs
+
+            tokens = FeatureConfig.from_dict(meta.get("features", {})).input_embedding_tokens
+            if add_test_inputs(bank, text_encoder(meta.get("encoder", "minilm")), tokens):
                 save_bank(bank, bank_file, meta)
     else:
         bank, meta = _build(backbone, cfg, layer, tasks)

@@ -148,7 +148,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
 class InputRouter:
     """Nearest task by Mahalanobis distance (shared covariance), as calibrated LDA posteriors."""
 
-    def __init__(self, profiles: Sequence[TaskProfile], quantile: float = DEFAULT_QUANTILE) -> None:
+    def __init__(self, profiles: Sequence[TaskProfile], quantile: float = DEFAULT_QUANTILE,
+                 text_view: bool = True) -> None:
         usable = [p for p in profiles if p.features.examples is not None and p.features.n_examples >= 2]
         if not usable:
             raise ValueError("no stored task has example features to route by")
@@ -162,27 +163,45 @@ class InputRouter:
                                           features=[p.features.examples for p in usable])
         self.ratio_model = RatioModel.fit([p.features for p in usable])
         self.temperature = 1.0
+        fields = np.array([p.features.n_fields for p in usable])
         if not self.single:
             self.lda = _lda(len(usable)).fit(x, y)
-            fields = np.array([p.features.n_fields for p in usable])
             self.temperature = fit_temperature(x, y, fields)
+        self.text_view = _TextView.fit(usable, fields) if text_view else None
 
-    def log_posterior(self, feats: np.ndarray) -> np.ndarray:
-        """(n, tasks) log posterior over the stored tasks (tempered), before the field-count constraint."""
+    @property
+    def wants_embeddings(self) -> bool:
+        """Whether single-field inputs are routed by their sentence embeddings too (see :class:`_TextView`)."""
+        return self.text_view is not None
+
+    def log_posterior(self, feats: np.ndarray, n_fields: Sequence[int] | None = None,
+                      embeddings: np.ndarray | None = None) -> np.ndarray:
+        """(n, tasks) log posterior over the stored tasks (tempered), before the field-count constraint.
+        Single-field inputs with their sentence ``embeddings`` (and a text view): over the single-field
+        tasks, the text view's posterior instead."""
         if self.single:
             return np.zeros((len(feats), 1))
-        return self.lda.predict_log_proba(np.asarray(feats, dtype=np.float64)) / self.temperature
+        out = self.lda.predict_log_proba(np.asarray(feats, dtype=np.float64)) / self.temperature
+        if self.text_view is not None and embeddings is not None and n_fields is not None:
+            rows = np.flatnonzero(np.asarray(n_fields) == 1)
+            if len(rows):
+                out[rows] = -np.inf
+                out[np.ix_(rows, self.text_view.columns)] = self.text_view.log_posterior(feats[rows], embeddings[rows])
+        return out
 
     def route(self, feats: np.ndarray, n_fields: Sequence[int] | None = None,
-              embeddings: np.ndarray | None = None, texts: Sequence[str] | None = None) -> list[RoutedInput | None]:
+              embeddings: np.ndarray | None = None, texts: Sequence[str] | None = None,
+              open_set: bool = True) -> list[RoutedInput | None]:
         """The task, adapter and posterior confidence for each input; None where no task takes its fields.
-        With the inputs' sentence ``embeddings``, also each input's novelty (above 1: no stored task's);
-        with their raw ``texts``, pair inputs are also judged by their fields' length ratio."""
-        logp = self.log_posterior(feats)
+        With the inputs' sentence ``embeddings``, single-field inputs are routed by the text view too, and
+        (``open_set``) each input gets its novelty (above 1: no stored task's); with their raw ``texts``,
+        pair inputs are also judged by their fields' length ratio."""
+        logp = self.log_posterior(feats, n_fields, embeddings)
         ratios = None if texts is None else [field_ratio(t) for t in texts]
         if ratios is not None and self.ratio_model is not None:
             logp = logp + self.ratio_model.log_likelihood(ratios)
-        novelty = None if embeddings is None else self.novelty_model.novelty(embeddings, ratios, feats)
+        novelty = (None if embeddings is None or not open_set
+                   else self.novelty_model.novelty(embeddings, ratios, feats))
         out: list[RoutedInput | None] = []
         fields = np.array([p.features.n_fields for p in self.profiles])
         for i, row in enumerate(logp):
@@ -197,6 +216,39 @@ class InputRouter:
             out.append(RoutedInput(self.tasks[j], self.profiles[j].adapter, float(post[j]),
                                    None if novelty is None else float(novelty[i][ok].min())))
         return out
+
+
+class _TextView:
+    """Routing single-field inputs by two views at once: the backbone features and the sentence embeddings
+    the open set stores anyway (``TaskFeatures.inputs``), each column standardised over the single-field
+    tasks' stored examples, in one tempered LDA over those tasks. The encoder sees what a single text is
+    about (a text message against a question or a review), which the early-layer features confuse on short
+    inputs; on pairs it would see two texts joined, so pair inputs keep the backbone view and the field
+    length ratio (BENCHMARKS "Routing single texts by two views")."""
+
+    def __init__(self, columns: np.ndarray, mean: np.ndarray, scale: np.ndarray, lda: Any, temperature: float
+                 ) -> None:
+        self.columns, self.mean, self.scale, self.lda, self.temperature = columns, mean, scale, lda, temperature
+
+    @classmethod
+    def fit(cls, profiles: Sequence[TaskProfile], fields: np.ndarray) -> "_TextView | None":
+        """None unless two or more single-field tasks all store an embedding per stored example."""
+        columns = np.flatnonzero(fields == 1)
+        chosen = [profiles[i].features for i in columns]
+        if len(columns) < 2 or any(f.inputs is None or len(f.inputs) != f.n_examples for f in chosen):
+            return None
+        if len({f.inputs.shape[1] for f in chosen}) != 1:
+            return None
+        x = np.vstack([np.hstack([f.examples, f.inputs]) for f in chosen]).astype(np.float64)
+        y = np.concatenate([[j] * f.n_examples for j, f in enumerate(chosen)])
+        mean, scale = x.mean(0), x.std(0) + 1e-6
+        x = (x - mean) / scale
+        lda = _lda(len(columns)).fit(x, y)
+        return cls(columns, mean, scale, lda, fit_temperature(x, y, np.ones(len(columns), dtype=int)))
+
+    def log_posterior(self, feats: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+        x = np.hstack([np.asarray(feats, dtype=np.float64), np.asarray(embeddings, dtype=np.float64)])
+        return self.lda.predict_log_proba((x - self.mean) / self.scale) / self.temperature
 
 
 class RatioModel:

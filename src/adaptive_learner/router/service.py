@@ -34,9 +34,9 @@ def make_decider(kind: str, combiner: Combiner | None = None, config: RouterConf
     raise UserError(f"unknown router {kind!r}; available: {', '.join(ROUTERS)}")
 
 
-def make_input_router(kind: str, profiles: Sequence[TaskProfile]) -> Any:
-    """The per-input router that goes with a decision rule."""
-    return CosineInputRouter(profiles) if kind == "softmax-threshold" else InputRouter(profiles)
+def make_input_router(kind: str, profiles: Sequence[TaskProfile], text_view: bool = True) -> Any:
+    """The per-input router that goes with a decision rule (``text_view``: see ``routing._TextView``)."""
+    return CosineInputRouter(profiles) if kind == "softmax-threshold" else InputRouter(profiles, text_view=text_view)
 
 
 class LibraryRouter:
@@ -99,7 +99,8 @@ class LibraryRouter:
     def route(self, texts: Sequence[str], profiles: Sequence[TaskProfile], open_set: bool = True
               ) -> tuple[list[RoutedInput | None], np.ndarray]:
         """Task and adapter for each raw input, and the inputs' backbone features. With ``open_set`` (and
-        profiles that store input embeddings) each input's novelty too, from its sentence embedding."""
+        profiles that store input embeddings) each input's novelty too, from its sentence embedding; single
+        texts are routed by that embedding too where the router has a text view (``routing._TextView``)."""
         if not profiles:
             raise UserError("the library has no task profiles to route inputs by; give --task")
         key = tuple(sorted(f"{p.task}@{p.adapter}:{_digest(p.features.examples)}" for p in profiles))
@@ -108,11 +109,13 @@ class LibraryRouter:
         feats = self.extractor.input_features(list(texts))
         router = self._input_router[1]
         fields = [count_fields(t) for t in texts]
-        if open_set and isinstance(router, InputRouter) and any(p.features.inputs is not None for p in router.profiles):
-            return router.route(feats, fields, self.extractor.input_embeddings(texts), texts=texts), feats
-        if isinstance(router, InputRouter):
-            return router.route(feats, fields, texts=texts), feats
-        return router.route(feats, fields), feats
+        if not isinstance(router, InputRouter):
+            return router.route(feats, fields), feats
+        open_set = open_set and any(p.features.inputs is not None for p in router.profiles)
+        if open_set or (router.wants_embeddings and 1 in fields):
+            embeddings = self.extractor.input_embeddings(texts)
+            return router.route(feats, fields, embeddings, texts=texts, open_set=open_set), feats
+        return router.route(feats, fields, texts=texts), feats
 
 
 def _digest(x: np.ndarray | None) -> str:
