@@ -121,9 +121,6 @@ def evaluate(data: dict, tasks: list[str], view: str, model: Callable) -> dict[s
             continue
 
         def get(t, part):
-            if view == "b+m":
-                return np.hstack(_std(data[f"{t}/prof/b"], data[f"{t}/{part}/b"])[1:] +
-                                 _std(data[f"{t}/prof/m"], data[f"{t}/{part}/m"])[1:])
             return data[f"{t}/{part}/{view}"]
 
         if view == "b*m":  # two LDAs, their tempered log posteriors summed
@@ -146,7 +143,7 @@ def evaluate(data: dict, tasks: list[str], view: str, model: Callable) -> dict[s
             pb = np.vstack([data[f"{t}/prof/b"] for t in group])
             pm = np.vstack([data[f"{t}/prof/m"] for t in group])
             (mb, sb), (mm, sm) = (pb.mean(0), pb.std(0) + 1e-6), (pm.mean(0), pm.std(0) + 1e-6)
-            get = lambda t, part: np.hstack([(data[f"{t}/{part}/b"] - mb) / sb,  # noqa: E731
+            get = lambda t, part: np.hstack([  # noqa: F811(data[f"{t}/{part}/b"] - mb) / sb,  # noqa: E731
                                              (data[f"{t}/{part}/m"] - mm) / sm])
         x = np.vstack([get(t, "prof") for t in group]).astype(np.float64)
         y = np.concatenate([[j] * len(data[f"{t}/prof/b"]) for j, t in enumerate(group)])
