@@ -107,6 +107,18 @@ def centroid(x, y, q, n):
     return out - np.logaddexp.reduce(out, axis=1, keepdims=True)
 
 
+def _getter(data: dict, group: list[str], view: str) -> Callable:
+    """A task's rows of one part (prof/test) in ``view``: b, m, or b+m (each column standardised over the
+    group's profile rows)."""
+    if view != "b+m":
+        return lambda t, part: data[f"{t}/{part}/{view}"]
+    stats = {}
+    for v in ("b", "m"):
+        rows = np.vstack([data[f"{t}/prof/{v}"] for t in group])
+        stats[v] = (rows.mean(0), rows.std(0) + 1e-6)
+    return lambda t, part: np.hstack([(data[f"{t}/{part}/{v}"] - stats[v][0]) / stats[v][1] for v in ("b", "m")])
+
+
 def evaluate(data: dict, tasks: list[str], view: str, model: Callable) -> dict[str, Any]:
     per, conf, hit, fam = {}, [], [], []
     fields = np.array([int(data[f"{t}/fields"]) for t in tasks])
@@ -119,9 +131,6 @@ def evaluate(data: dict, tasks: list[str], view: str, model: Callable) -> dict[s
             fam += [True] * n
             conf += [1.0] * n
             continue
-
-        def get(t, part):
-            return data[f"{t}/{part}/{view}"]
 
         if view == "b*m":  # two LDAs, their tempered log posteriors summed
             xb = np.vstack([data[f"{t}/prof/b"] for t in group]).astype(np.float64)
@@ -139,12 +148,7 @@ def evaluate(data: dict, tasks: list[str], view: str, model: Callable) -> dict[s
                 hit += ok.tolist()
                 conf += p.max(1).tolist()
             continue
-        if view == "b+m":
-            pb = np.vstack([data[f"{t}/prof/b"] for t in group])
-            pm = np.vstack([data[f"{t}/prof/m"] for t in group])
-            (mb, sb), (mm, sm) = (pb.mean(0), pb.std(0) + 1e-6), (pm.mean(0), pm.std(0) + 1e-6)
-            get = lambda t, part: np.hstack([  # noqa: F811(data[f"{t}/{part}/b"] - mb) / sb,  # noqa: E731
-                                             (data[f"{t}/{part}/m"] - mm) / sm])
+        get = _getter(data, group, view)
         x = np.vstack([get(t, "prof") for t in group]).astype(np.float64)
         y = np.concatenate([[j] * len(data[f"{t}/prof/b"]) for j, t in enumerate(group)])
         for j, t in enumerate(group):
