@@ -132,36 +132,27 @@ def evaluate(data: dict, tasks: list[str], view: str, model: Callable) -> dict[s
             conf += [1.0] * n
             continue
 
-        if view == "b*m":  # two LDAs, their tempered log posteriors summed
-            xb = np.vstack([data[f"{t}/prof/b"] for t in group]).astype(np.float64)
-            xm = np.vstack([data[f"{t}/prof/m"] for t in group]).astype(np.float64)
-            y = np.concatenate([[j] * len(data[f"{t}/prof/b"]) for j, t in enumerate(group)])
-            for j, t in enumerate(group):
-                lp = (model(xb, y, data[f"{t}/test/b"].astype(np.float64), len(group))
-                      + model(xm, y, data[f"{t}/test/m"].astype(np.float64), len(group)))
-                p = np.exp(lp - lp.max(1, keepdims=True))
-                p /= p.sum(1, keepdims=True)
-                ok = p.argmax(1) == j
-                families = np.array([CATALOG[g].spec.family for g in group])
-                fam += (families[p.argmax(1)] == CATALOG[t].spec.family).tolist()
-                per[t] = float(ok.mean())
-                hit += ok.tolist()
-                conf += p.max(1).tolist()
-            continue
-        get = _getter(data, group, view)
-        x = np.vstack([get(t, "prof") for t in group]).astype(np.float64)
         y = np.concatenate([[j] * len(data[f"{t}/prof/b"]) for j, t in enumerate(group)])
+        if view == "b*m":  # two LDAs, their tempered log posteriors summed
+            xb, xm = (np.vstack([data[f"{t}/prof/{v}"] for t in group]).astype(np.float64) for v in ("b", "m"))
+            log_post = lambda t: (model(xb, y, data[f"{t}/test/b"].astype(np.float64), len(group))  # noqa: E731
+                                  + model(xm, y, data[f"{t}/test/m"].astype(np.float64), len(group)))
+        else:
+            get = _getter(data, group, view)
+            x = np.vstack([get(t, "prof") for t in group]).astype(np.float64)
+            log_post = lambda t: model(x, y, get(t, "test").astype(np.float64), len(group))  # noqa: E731
+        families = np.array([CATALOG[g].spec.family for g in group])
         for j, t in enumerate(group):
-            lp = model(x, y, get(t, "test").astype(np.float64), len(group))
+            lp = log_post(t)
             p = np.exp(lp - lp.max(1, keepdims=True))
             p /= p.sum(1, keepdims=True)
             ok = p.argmax(1) == j
-            families = np.array([CATALOG[g].spec.family for g in group])
             fam += (families[p.argmax(1)] == CATALOG[t].spec.family).tolist()
             per[t] = float(ok.mean())
             hit += ok.tolist()
             conf += p.max(1).tolist()
-    return {"exact": float(np.mean(hit)), "family": float(np.mean(fam)), "ece": expected_calibration_error(conf, hit), "per_task": per}
+    return {"exact": float(np.mean(hit)), "family": float(np.mean(fam)), "ece": expected_calibration_error(conf, hit),
+            "per_task": per}
 
 
 MODELS = {"lda": lda_tempered, "logreg-0.01": logreg(0.01), "logreg-0.1": logreg(0.1), "logreg-1": logreg(1.0),
