@@ -221,14 +221,16 @@ class InputRouter:
 class _TextView:
     """Routing single-field inputs by two views at once: the backbone features and the sentence embeddings
     the open set stores anyway (``TaskFeatures.inputs``), each column standardised over the single-field
-    tasks' stored examples, in one tempered LDA over those tasks. The encoder sees what a single text is
+    tasks' stored examples (columns that repeat another or never vary there left out), in one tempered LDA
+    over those tasks. The encoder sees what a single text is
     about (a text message against a question or a review), which the early-layer features confuse on short
     inputs; on pairs it would see two texts joined, so pair inputs keep the backbone view and the field
     length ratio (BENCHMARKS "Routing single texts by two views")."""
 
-    def __init__(self, columns: np.ndarray, mean: np.ndarray, scale: np.ndarray, lda: Any, temperature: float
-                 ) -> None:
-        self.columns, self.mean, self.scale, self.lda, self.temperature = columns, mean, scale, lda, temperature
+    def __init__(self, columns: np.ndarray, keep: np.ndarray, mean: np.ndarray, scale: np.ndarray, lda: Any,
+                 temperature: float) -> None:
+        self.columns, self.keep, self.mean, self.scale = columns, keep, mean, scale
+        self.lda, self.temperature = lda, temperature
 
     @classmethod
     def fit(cls, profiles: Sequence[TaskProfile], fields: np.ndarray) -> "_TextView | None":
@@ -241,13 +243,18 @@ class _TextView:
             return None
         x = np.vstack([np.hstack([f.examples, f.inputs]) for f in chosen]).astype(np.float64)
         y = np.concatenate([[j] * f.n_examples for j, f in enumerate(chosen)])
-        mean, scale = x.mean(0), x.std(0) + 1e-6
+        # a single text's backbone features repeat one pooled mean twice and a zero length (features.py): the
+        # columns that repeat another or never vary are dropped (a third fewer, and the fits cost the cube)
+        _, first = np.unique(x, axis=1, return_index=True)
+        keep = np.array([c for c in sorted(first) if x[:, c].std() > 0], dtype=int)
+        x = x[:, keep]
+        mean, scale = x.mean(0), x.std(0)
         x = (x - mean) / scale
         lda = _lda(len(columns)).fit(x, y)
-        return cls(columns, mean, scale, lda, fit_temperature(x, y, np.ones(len(columns), dtype=int)))
+        return cls(columns, keep, mean, scale, lda, fit_temperature(x, y, np.ones(len(columns), dtype=int)))
 
     def log_posterior(self, feats: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
-        x = np.hstack([np.asarray(feats, dtype=np.float64), np.asarray(embeddings, dtype=np.float64)])
+        x = np.hstack([np.asarray(feats, dtype=np.float64), np.asarray(embeddings, dtype=np.float64)])[:, self.keep]
         return self.lda.predict_log_proba((x - self.mean) / self.scale) / self.temperature
 
 
