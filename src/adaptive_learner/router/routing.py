@@ -181,12 +181,16 @@ class InputRouter:
         tasks, the text view's posterior instead."""
         if self.single:
             return np.zeros((len(feats), 1))
-        out = self.lda.predict_log_proba(np.asarray(feats, dtype=np.float64)) / self.temperature
+        feats = np.asarray(feats, dtype=np.float64)
+        by_text = np.zeros(len(feats), dtype=bool)  # the rows the text view answers: the backbone LDA skips them
         if self.text_view is not None and embeddings is not None and n_fields is not None:
-            rows = np.flatnonzero(np.asarray(n_fields) == 1)
-            if len(rows):
-                out[rows] = -np.inf
-                out[np.ix_(rows, self.text_view.columns)] = self.text_view.log_posterior(feats[rows], embeddings[rows])
+            by_text = np.asarray(n_fields) == 1
+        out = np.full((len(feats), len(self.tasks)), -np.inf)
+        if (~by_text).any():
+            out[~by_text] = self.lda.predict_log_proba(feats[~by_text]) / self.temperature
+        if by_text.any():
+            rows = np.flatnonzero(by_text)
+            out[np.ix_(rows, self.text_view.columns)] = self.text_view.log_posterior(feats[rows], embeddings[rows])
         return out
 
     def route(self, feats: np.ndarray, n_fields: Sequence[int] | None = None,
@@ -225,7 +229,7 @@ class _TextView:
     over those tasks. The encoder sees what a single text is
     about (a text message against a question or a review), which the early-layer features confuse on short
     inputs; on pairs it would see two texts joined, so pair inputs keep the backbone view and the field
-    length ratio (BENCHMARKS "Routing single texts by two views")."""
+    length ratio (BENCHMARKS.md, session 32)."""
 
     def __init__(self, columns: np.ndarray, keep: np.ndarray, mean: np.ndarray, scale: np.ndarray, lda: Any,
                  temperature: float) -> None:
