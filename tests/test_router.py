@@ -524,3 +524,29 @@ def test_answer_trial_asks_a_stored_adapter_in_its_own_tasks_words(fresh_backbon
     r = out["lora-a"]
     assert 0.0 <= r["answer_base_acc"] <= 1.0 and 0.0 <= r["answer_acc"] <= 1.0 and 0.0 < r["answer_p"] <= 1.0
     assert len(r["answer_mapping"]) == 3
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_the_routers_shrunk_lda_and_folds_are_scikit_learns(k):
+    """The input router's LDA (``router.lda``) is scikit-learn's lsqr + Ledoit-Wolf model, computed from the
+    examples' Gram matrices: same posteriors and the same cross-validation folds, on more dimensions than
+    examples, with a constant column and classes of unequal size."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.model_selection import StratifiedKFold
+
+    from adaptive_learner.router.lda import ShrunkLDA, stratified_folds
+
+    rng = np.random.default_rng(k)
+    sizes = rng.integers(8, 30, size=k)
+    y = np.concatenate([[c] * n for c, n in enumerate(sizes)])
+    x = rng.normal(size=(len(y), 60)) * rng.uniform(0.1, 5, size=60) + rng.normal(size=(k, 60))[y]
+    x[:, 7] = 3.0
+    priors = np.full(k, 1.0 / k)
+    ours = ShrunkLDA(priors).fit(x, y)
+    theirs = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto", priors=priors).fit(x, y)
+    test = rng.normal(size=(40, 60)) + rng.normal(size=(k, 60))[rng.integers(0, k, 40)]
+    np.testing.assert_allclose(np.exp(ours.predict_log_proba(test)), theirs.predict_proba(test), atol=1e-9)
+    expected = np.empty(len(y), dtype=int)
+    for fold, (_, held) in enumerate(StratifiedKFold(3, shuffle=True, random_state=4).split(x, y)):
+        expected[held] = fold
+    np.testing.assert_array_equal(stratified_folds(y, 3, 4), expected)

@@ -39,6 +39,7 @@ import numpy as np
 
 from ..features import PAIR_JOIN, field_ratio
 from .evidence import TaskProfile
+from .lda import ShrunkLDA, stratified_folds
 
 
 @dataclass
@@ -299,10 +300,8 @@ class RatioModel:
 TEMPERATURES = np.exp(np.linspace(0.0, np.log(30.0), 41))  # 1 (LDA as is) .. 30
 
 
-def _lda(n_tasks: int):
-    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-
-    return LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto", priors=np.full(n_tasks, 1.0 / n_tasks))
+def _lda(n_tasks: int) -> ShrunkLDA:
+    return ShrunkLDA(priors=np.full(n_tasks, 1.0 / n_tasks))
 
 
 def fit_temperature(x: np.ndarray, y: np.ndarray, fields: np.ndarray, folds: int = 3, seed: int = 0) -> float:
@@ -311,14 +310,14 @@ def fit_temperature(x: np.ndarray, y: np.ndarray, fields: np.ndarray, folds: int
     example is scored by an LDA fitted without its fold; the temperature minimising their negative
     log-likelihood (over the tasks that take as many fields, as routing does) is kept. Only the
     library's own examples are used; too few per task for the folds: 1 (untempered)."""
-    from sklearn.model_selection import StratifiedKFold
-
     counts = np.bincount(y, minlength=len(fields))
     k = int(min(folds, counts.min()))
     if k < 2:
         return 1.0
     oof = np.zeros((len(y), len(fields)))
-    for train, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
+    assigned = stratified_folds(y, k, seed)
+    for fold in range(k):
+        train, test = assigned != fold, assigned == fold
         if len(np.unique(y[train])) < len(fields):
             return 1.0
         oof[test] = _lda(len(fields)).fit(x[train], y[train]).predict_log_proba(x[test])
