@@ -550,3 +550,6 @@ def test_the_routers_shrunk_lda_and_folds_are_scikit_learns(k):
     for fold, (_, held) in enumerate(StratifiedKFold(3, shuffle=True, random_state=4).split(x, y)):
         expected[held] = fold
     np.testing.assert_array_equal(stratified_folds(y, 3, 4), expected)
+    # every example of a class repeated (nothing to estimate a covariance from): a posterior, not an error
+    flat = ShrunkLDA(priors).fit(np.repeat(rng.normal(size=(k, 60)), 3, axis=0), np.repeat(np.arange(k), 3))
+    assert np.isfinite(flat.predict_log_proba(test)).all()

@@ -74,7 +74,10 @@ class ShrunkLDA:
         a = centred * np.sqrt(weights)[:, None]
         covariance = a.T @ a
         covariance[np.diag_indices(d)] += diagonal
-        self.coef_ = np.linalg.solve(covariance, means.T).T
+        try:
+            self.coef_ = np.linalg.solve(covariance, means.T).T
+        except np.linalg.LinAlgError:  # singular (no spread left to shrink): the least-norm solution, as lstsq
+            self.coef_ = np.linalg.lstsq(covariance, means.T, rcond=None)[0].T
         self.intercept_ = -0.5 * np.einsum("kd,kd->k", means, self.coef_) + np.log(self.priors)
         return self
 
