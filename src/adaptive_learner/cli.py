@@ -627,9 +627,14 @@ def serve(library: Path = typer.Argument(..., help="library directory (created w
 
 
 def main() -> None:
-    """Entry point: user mistakes become one line on stderr and exit code 2."""
+    """Entry point: user mistakes become one line on stderr and exit code 2. Where the system has tcmalloc, the
+    process first replaces itself by the same command with tcmalloc preloaded (``allocator.py``;
+    ``ALEARN_MALLOC=system`` keeps glibc's malloc)."""
+    from .allocator import relaunch_with_tcmalloc
+
+    relaunch_with_tcmalloc(sys.argv[1:])
     try:
-        app()
+        app(prog_name="alearn")
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)

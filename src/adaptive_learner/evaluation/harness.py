@@ -194,6 +194,7 @@ def environment() -> dict[str, Any]:
     import transformers
 
     from .. import __version__
+    from ..allocator import loaded_allocator
 
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -202,7 +203,7 @@ def environment() -> dict[str, Any]:
         commit = None
     return {"adaptive_learner": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "peft": peft.__version__, "python": platform.python_version(), "machine": platform.machine(),
-            "processor": platform.processor(), "torch_threads": torch.get_num_threads(), "git_commit": commit,
+            "processor": platform.processor(), "torch_threads": torch.get_num_threads(), "allocator": loaded_allocator(), "git_commit": commit,
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
