@@ -13,7 +13,10 @@ import typer
 from .errors import RunLost, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="adaptive-learner: a frozen LLM that learns a stream of tasks through a library of LoRA adapters.")
+                  help="adaptive-learner: a frozen LLM that learns a stream of tasks through a library of LoRA adapters.",
+                  epilog="Environment: ADAPTIVE_LEARNER_CACHE (models and datasets; default ~/.cache/adaptive-learner); "
+                         "ALEARN_MALLOC=system keeps glibc's malloc where tcmalloc is installed (alearn otherwise "
+                         "starts itself again with it: the same results, a few per cent faster).")
 library_app = typer.Typer(no_args_is_help=True, help="Inspect and edit an adapter library.")
 data_app = typer.Typer(no_args_is_help=True, help="Built-in tasks and sequences, and their packaged sources.")
 app.add_typer(library_app, name="library")
