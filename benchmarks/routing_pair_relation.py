@@ -9,7 +9,6 @@ field-ratio Gaussian added, at task and family (adapter) level.
     python benchmarks/routing_models.py --cache /tmp/routing_models.npz   # once, for the cache
     python benchmarks/routing_pair_relation.py /tmp/routing_models.npz /tmp/pairfields.npz
 """
-import json
 import sys
 
 import numpy as np
