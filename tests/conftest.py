@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,9 +10,6 @@ import torch
 FIXTURES = Path(__file__).parent / "fixtures"
 
 torch.set_num_threads(2)
-# many tests run ``alearn``'s main() in this process or a forked child; where tcmalloc is installed, main()
-# would start the command again in its place (allocator.py): the tests keep the allocator they started with
-os.environ["ALEARN_MALLOC"] = "system"
 
 
 @pytest.fixture(autouse=True)

@@ -629,13 +629,18 @@ def serve(library: Path = typer.Argument(..., help="library directory (created w
     run_server(cfg)
 
 
-def main() -> None:
-    """Entry point: user mistakes become one line on stderr and exit code 2. Where the system has tcmalloc, the
-    process first replaces itself by the same command with tcmalloc preloaded (``allocator.py``;
-    ``ALEARN_MALLOC=system`` keeps glibc's malloc)."""
+def entry() -> None:
+    """The ``alearn`` console command: where the system has tcmalloc, the process first replaces itself by the
+    same command with tcmalloc preloaded (``allocator.py``; ``ALEARN_MALLOC=system`` keeps glibc's malloc);
+    then :func:`main`."""
     from .allocator import relaunch_with_tcmalloc
 
     relaunch_with_tcmalloc(sys.argv[1:])
+    main()
+
+
+def main() -> None:
+    """The command line in this process: user mistakes become one line on stderr and exit code 2."""
     try:
         app(prog_name="alearn")
     except UserError as exc:

@@ -203,8 +203,8 @@ def environment() -> dict[str, Any]:
         commit = None
     return {"adaptive_learner": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "peft": peft.__version__, "python": platform.python_version(), "machine": platform.machine(),
-            "processor": platform.processor(), "torch_threads": torch.get_num_threads(), "allocator": loaded_allocator(), "git_commit": commit,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+            "processor": platform.processor(), "torch_threads": torch.get_num_threads(),
+            "allocator": loaded_allocator(), "git_commit": commit, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
 def _clean(x: Any) -> Any:

@@ -65,9 +65,9 @@ class ShrunkLDA:
             rows = y == c
             xc = x[rows]
             means[c] = xc.mean(0)
-            centred[rows] = xc - means[c]
+            z = centred[rows] = xc - means[c]
             scale = _scale(xc)
-            shrinkage, mu = ledoit_wolf_shrinkage(centred[rows] / scale)
+            shrinkage, mu = ledoit_wolf_shrinkage(z / scale)
             # the class covariance in the original units: (1 - s) * empirical + s * mu * diag(scale^2)
             weights[rows] = self.priors[c] * (1.0 - shrinkage) / rows.sum()
             diagonal += self.priors[c] * shrinkage * mu * scale ** 2
@@ -90,8 +90,8 @@ class ShrunkLDA:
 
 def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """Each example's fold, as scikit-learn's ``StratifiedKFold(folds, shuffle=True, random_state=seed)``
-    assigns them: round robin over
-    the sorted labels sets each fold's count of each class, shuffled within the class."""
+    assigns them: round robin over the sorted labels sets each fold's count of each class, shuffled within
+    the class."""
     _, first, inverse = np.unique(np.asarray(y), return_index=True, return_inverse=True)
     y = np.unique(first, return_inverse=True)[1][inverse]  # classes numbered by first appearance
     rng = np.random.RandomState(seed)

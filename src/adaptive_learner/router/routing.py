@@ -250,8 +250,8 @@ class _TextView:
         y = np.concatenate([[j] * f.n_examples for j, f in enumerate(chosen)])
         # a single text's backbone features repeat one pooled mean twice and a zero length (features.py): the
         # columns that repeat another or never vary are dropped (a third fewer, and the fits cost the cube)
-        _, first = np.unique(x, axis=1, return_index=True)
-        keep = np.array([c for c in sorted(first) if x[:, c].std() > 0], dtype=int)
+        first = np.sort(np.unique(x, axis=1, return_index=True)[1])
+        keep = first[x[:, first].std(0) > 0]
         x = x[:, keep]
         mean, scale = x.mean(0), x.std(0)
         x = (x - mean) / scale
