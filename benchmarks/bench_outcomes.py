@@ -51,13 +51,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("bench", nargs="+", help="bench output directories, or folders of kept results-<strategy>.json")
     ap.add_argument("--tolerance", type=float, default=0.01)
+    ap.add_argument("--suffix", default="", help="judge the runs named router<suffix> against per-task<suffix> "
+                    "(e.g. '+head': the product's answer, each task's head mixed in)")
     ap.add_argument("--out", default="bench_outcomes")
     a = ap.parse_args()
     rows = []
     for bench in map(Path, a.bench):
-        pairs = [(run.name, run / "router" / "results.json", run / "per-task" / "results.json")
+        pairs = [(run.name, run / f"router{a.suffix}" / "results.json", run / f"per-task{a.suffix}" / "results.json")
                  for run in sorted(bench.glob("seed*-order*"))]
-        pairs.append((bench.name, bench / "results-router.json", bench / "results-per-task.json"))
+        pairs.append((bench.name, bench / f"results-router{a.suffix}.json", bench / f"results-per-task{a.suffix}.json"))
         for name, r, p in pairs:
             if r.is_file() and p.is_file():
                 router = json.loads(r.read_text())
@@ -71,7 +73,7 @@ def main() -> None:
         print(f"| {r['run']} | {r['task']} | {r['adapter']} | {r['confidence']:.2f} | {r['reused_acc']:.3f} / "
               f"{r['own_adapter_acc']:.3f} | {drops} | {'yes' if r['right'] else '**no**'} |")
     print(f"\nreuse right by outcome: {right} of {len(rows)} (tolerance {a.tolerance})")
-    save(a.out, {"bench": [str(b) for b in a.bench], "tolerance": a.tolerance, "rows": rows, "right": right, "n": len(rows)})
+    save(a.out, {"bench": [str(b) for b in a.bench], "suffix": a.suffix, "tolerance": a.tolerance, "rows": rows, "right": right, "n": len(rows)})
 
 
 if __name__ == "__main__":

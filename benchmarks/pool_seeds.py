@@ -25,8 +25,9 @@ from adaptive_learner.evaluation.stats import avg_accuracy, compare
 from common import save
 
 
-def load_runs(folders: list[Path], strategies: list[str]) -> tuple[dict, dict]:
-    """Per (strategy, seed): the run's AvgAcc and other metrics, and the per-example outcomes."""
+def load_runs(folders: list[Path], strategies: list[str], first_wins: bool = False) -> tuple[dict, dict]:
+    """Per (strategy, seed): the run's AvgAcc and other metrics, and the per-example outcomes
+    (``first_wins``: a second run of the same strategy and seed in a later folder is skipped, not an error)."""
     metrics: dict[tuple[str, int], dict] = {}
     correct: dict = {}
     for folder in folders:
@@ -37,6 +38,8 @@ def load_runs(folders: list[Path], strategies: list[str]) -> tuple[dict, dict]:
             doc = json.loads(f.read_text())
             seed = int(doc["config"]["seed"])
             if (s, seed) in metrics:
+                if first_wins:
+                    continue
                 raise SystemExit(f"error: two runs of {s} with seed {seed} ({f})")
             metrics[(s, seed)] = {**doc["metrics"], "n_adapters": doc.get("n_adapters"), "file": str(f),
                                   "max_test": doc["config"].get("max_test"), "tasks": doc["tasks"]}
@@ -51,11 +54,13 @@ def main() -> None:
     ap.add_argument("--reference", default=None,
                     help="the strategy the others are compared with (default: the first of --strategies); "
                          "'router (task inferred)' compares with the router's routed AvgAcc")
+    ap.add_argument("--first-wins", action="store_true",
+                    help="two runs of one strategy and seed: keep the earlier folder's (default: an error)")
     ap.add_argument("--resamples", type=int, default=2000)
     ap.add_argument("--out", default="pooled_seeds")
     args = ap.parse_args()
     strategies = args.strategies.split(",")
-    metrics, correct = load_runs(args.folders, strategies)
+    metrics, correct = load_runs(args.folders, strategies, args.first_wins)
     ref = args.reference or strategies[0]
     if not any(k[0] == ref for k in correct):
         raise SystemExit(f"error: no runs of the reference {ref!r}")
@@ -77,15 +82,19 @@ def main() -> None:
             d = compare(correct, s, ref, args.resamples)
             row["minus_ref"] = d.to_dict() if d else None
         rows.append(row)
-    print(f"| strategy | seeds | AvgAcc per seed | mean ± sd | - {ref} [paired 95% CI, pooled over seeds] |")
-    print("|---|---|---|---|---|")
+    print(f"| strategy | seeds | AvgAcc per seed | mean ± sd | BWT (mean) | adapters | "
+          f"- {ref} [paired 95% CI, pooled over seeds] |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         d = r.get("minus_ref")
         diff = "(reference)" if r["strategy"] == ref else (
             f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]{' *' if d['excludes_zero'] else ''}" if d else "")
         sd = f" ± {r['sd']:.3f}" if r["sd"] is not None else ""
+        bwt = [b for b in (r["bwt"] or []) if b is not None]
+        bwt_cell = f"{np.mean(bwt):+.3f}" if bwt else ""
+        adapters = ",".join(sorted({str(a) for a in (r["adapters"] or []) if a is not None}))
         print(f"| {r['strategy']} | {','.join(map(str, r['seeds']))} | {' / '.join(f'{a:.3f}' for a in r['avg_acc'])} "
-              f"| {r['mean']:.3f}{sd} | {diff} |")
+              f"| {r['mean']:.3f}{sd} | {bwt_cell} | {adapters} | {diff} |")
     save(args.out, {"folders": [str(f) for f in args.folders], "reference": ref, "rows": rows})
 
 
