@@ -17,6 +17,15 @@ option instead, alternating the order in each repeat, and checks that both give 
 only (B): different models, so their losses differ; the step times are the point:
 
     python benchmarks/train_throughput.py --task sst2 --compare lora-layers --lora-layers 10 --repeats 3
+
+``--compare matmul-precision`` times float32 matrix products at full precision (A) against
+``torch.set_float32_matmul_precision("medium")`` (B: on a CPU with AMX or AVX-512 BF16, oneDNN computes the
+products from bfloat16-rounded inputs, accumulating in float32; weights, activations between products and
+the optimiser stay float32); the step losses differ by that rounding, and the scores on the test examples
+are compared too. ``--matmul-precision medium`` runs the comparison against the Trainer with both arms in
+that mode:
+
+    python benchmarks/train_throughput.py --task sst2 --compare matmul-precision --repeats 3
 """
 
 from __future__ import annotations
@@ -106,28 +115,46 @@ class MixIn(Regulariser):
         return batch[: len(batch) - k] + [self.pool[i] for i in rng.choice(len(self.pool), size=k)]
 
 
-def compare(backbone, items, cfg, lora, option, repeats, regularisers=(), lora_b=None):
+def compare(backbone, items, cfg, lora, option, repeats, regularisers=(), lora_b=None, test=None):
     """Our trainer without (A) and with (B) the boolean ``TrainConfig`` field ``option`` (or, with
     ``lora_b``, with those LoRA settings instead of ``lora``), alternating A-B and B-A over the repeats:
     per repeat the ratio of B's step time to A's (below 1: B is faster), and the largest difference
     between their step losses."""
-    configs = {"A": cfg, "B": cfg if lora_b is not None else replace(cfg, **{option: True})}
+    precision = option == "matmul-precision"
+    configs = {"A": cfg, "B": cfg if lora_b is not None or precision else replace(cfg, **{option: True})}
     loras = {"A": lora, "B": lora_b if lora_b is not None else lora}
     step_s: dict[str, list[float]] = {"A": [], "B": []}
     positions: dict[str, int] = {}
-    ratios, loss_diffs = [], []
+    score_s: dict[str, list[float]] = {"A": [], "B": []}
+    acc: dict[str, list[float]] = {"A": [], "B": []}
+    ratios, loss_diffs, score_ratios, loglik_diffs = [], [], [], []
     for r in range(repeats):
-        losses = {}
+        losses, logliks = {}, {}
         for arm in ("AB" if r % 2 == 0 else "BA"):
+            torch.set_float32_matmul_precision("medium" if precision and arm == "B" else "highest")
             host = AdapterHost(backbone, loras[arm])
             host.create("bench", seed=cfg.seed)
             rep = train_adapter(host, "bench", items, configs[arm], list(regularisers))
+            if test is not None:
+                with host.using("bench") as m:
+                    t0 = time.perf_counter()
+                    scored = score(m, test, backbone.tokenizer.pad_token_id)
+                    score_s[arm].append(time.perf_counter() - t0)
+                acc[arm].append(accuracy(scored, test))
+                logliks[arm] = np.concatenate([np.asarray(s, dtype=float).ravel() for s in scored])
             host.delete("bench")
             step_s[arm].append(rep.seconds / rep.steps)
             losses[arm] = rep.losses
             positions[arm] = rep.positions
+        torch.set_float32_matmul_precision("highest")
         ratios.append(step_s["B"][-1] / step_s["A"][-1])
         loss_diffs.append(float(np.max(np.abs(np.subtract(losses["A"], losses["B"])))))
+        if test is not None:
+            score_ratios.append(score_s["B"][-1] / score_s["A"][-1])
+            loglik_diffs.append(float(np.max(np.abs(logliks["A"] - logliks["B"]))))
+            print(f"repeat {r}: scoring {score_s['A'][-1]:.2f} s without, {score_s['B'][-1]:.2f} s with "
+                  f"({score_ratios[-1]:.3f}); accuracy {acc['A'][-1]:.3f} / {acc['B'][-1]:.3f}; largest "
+                  f"label log-likelihood difference {loglik_diffs[-1]:.2e}", flush=True)
         print(f"repeat {r}: step {step_s['A'][-1]:.3f} s without {option}, {step_s['B'][-1]:.3f} s with; "
               f"ratio {ratios[-1]:.3f}; largest step-loss difference {loss_diffs[-1]:.2e}", flush=True)
     doc = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "option": option,
@@ -135,6 +162,10 @@ def compare(backbone, items, cfg, lora, option, repeats, regularisers=(), lora_b
            "step_time_ratio_with_over_without": spread(ratios), "max_step_loss_difference": max(loss_diffs),
            "positions_without": positions["A"], "positions_with": positions["B"],
            "peak_rss_gb": peak_rss_gb()}
+    if score_ratios:
+        doc.update(score_s_without=spread(score_s["A"]), score_s_with=spread(score_s["B"]),
+                   score_time_ratio_with_over_without=spread(score_ratios), accuracy_without=acc["A"],
+                   accuracy_with=acc["B"], max_label_loglik_difference=max(loglik_diffs))
     return doc, f"{option}: step time with / without {fmt(doc['step_time_ratio_with_over_without'], 3)}; " \
                 f"positions computed {positions['B']} with, {positions['A']} without; " \
                 f"largest step-loss difference {max(loss_diffs):.2e}"
@@ -152,7 +183,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--lora-layers", type=int, default=10, help="with --compare lora-layers: LoRA on this many top "
                    "decoder layers in B (A: every layer)")
-    p.add_argument("--compare", choices=["pack", "lora-layers"], default=None,
+    p.add_argument("--compare", choices=["pack", "lora-layers", "matmul-precision"], default=None,
                    help="time our trainer without and with this TrainConfig option (or LoRA on the top "
                         "--lora-layers layers) instead of against Trainer")
     p.add_argument("--mix-task", default=None, help="with --compare: replace --mix-ratio of every batch by this "
@@ -160,6 +191,8 @@ def main() -> None:
     p.add_argument("--mix-ratio", type=float, default=0.25)
     p.add_argument("--pack-min-saving", type=float, default=None,
                    help="scoring.PACK_MIN_SAVING (0: pack every batch)")
+    p.add_argument("--matmul-precision", default="highest", choices=["highest", "medium"],
+                   help="torch.set_float32_matmul_precision for both arms of the comparison against the Trainer")
     p.add_argument("--out", default=None, help="results file name (default train_throughput, or "
                                                  "train_compare_<option>_<task>)")
     a = p.parse_args()
@@ -180,7 +213,8 @@ def main() -> None:
             pool = encode_examples(backbone.tokenizer, other.spec, other.train, cfg.max_length)
             regs.append(MixIn(pool, a.mix_ratio))
         lora_b = LoraSettings(layers=a.lora_layers) if a.compare == "lora-layers" else None
-        doc, line = compare(backbone, items, cfg, lora, a.compare, a.repeats, regs, lora_b)
+        doc, line = compare(backbone, items, cfg, lora, a.compare, a.repeats, regs, lora_b,
+                            test if a.compare == "matmul-precision" else None)
         doc.update(args=vars(a), examples_per_run=a.steps * a.batch_size)
         name = f"train_compare_{a.compare}_{a.task}" + (f"+{a.mix_task}" if a.mix_task else "") + \
             ("" if a.pack_min_saving is None else f"_min{a.pack_min_saving:g}")
@@ -188,6 +222,7 @@ def main() -> None:
         print(line)
         return
     n_params = sum(p.numel() for p in backbone.model.parameters())
+    torch.set_float32_matmul_precision(a.matmul_precision)
     peak = matmul_peak_gflops()
     rows = {"ours_s": [], "ref_s": [], "ours_acc": [], "ref_acc": [], "ratio": [], "bound_ratio": [],
             "bound_ratio_examples": []}

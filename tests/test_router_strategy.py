@@ -51,6 +51,9 @@ def test_both_evaluation_modes_are_reported(result):
     assert 0.0 <= inferred["avg_acc"] <= 1.0 and 0.0 <= inferred["routing_accuracy"] <= 1.0
     # pairs inputs have two fields: only the pair task takes them
     assert inferred["per_task"]["pairs"]["routing_accuracy"] == 1.0
+    # the task-inferred row's scoring is timed apart from the task-id evaluation, inside the total
+    t = result.info["timings_s"]
+    assert t["finish"] > 0 and t["train"] + t["eval"] + t["finish"] <= t["total"]
 
 
 class Counting(Regulariser):

@@ -128,11 +128,13 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
                             (t_train, t_eval, t_before + time.perf_counter() - t_start), host, strategy)
             step_state.clear(workdir)  # the task's progress is in the checkpoint now
     metrics = all_metrics(R, b)
+    t0 = time.perf_counter()  # the router's task-inferred row is scored here: its cost, apart from the eval above
     extra = strategy.finish_info() if hasattr(strategy, "finish_info") else {}
+    t_finish = time.perf_counter() - t0
     info = {
         "strategy": cfg.strategy, "n_adapters": len(strategy.adapters), "adapters": strategy.adapters,
         "trainable_params": strategy.trainable_params(), "train_reports": strategy.reports,
-        "timings_s": {"train": round(t_train, 1), "eval": round(t_eval, 1),
+        "timings_s": {"train": round(t_train, 1), "eval": round(t_eval, 1), "finish": round(t_finish, 1),
                       "total": round(t_before + time.perf_counter() - t_start, 1)},  # every process's share
         "n_train": [len(x) for x in train_items], "n_test": [len(x) for x in test_items],
         "world_size": accelerator.num_processes if accelerator is not None else 1,
