@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_alearn
 
 HERE = Path(__file__).parent
 
@@ -40,17 +41,7 @@ def test_sigkill_at_random_moments_leaves_before_or_after_state(tmp_path):
 
 
 def _alearn(*args) -> int:
-    from adaptive_learner import cli
-
-    old = sys.argv
-    sys.argv = ["alearn", *map(str, args)]
-    try:
-        cli.main()
-        return 0
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old
+    return run_alearn(*args)[0]
 
 
 def _final_state(run_dir: Path) -> tuple[dict, bytes]:
@@ -108,17 +99,17 @@ def _untimed(x):
     return [_untimed(v) for v in x] if isinstance(x, list) else x
 
 
-def test_resume_errors_are_one_clear_line(tmp_path, capsys):
-    assert _alearn("run", "--resume", tmp_path) == 2
-    assert "nothing to resume" in capsys.readouterr().err
+def test_resume_errors_are_one_clear_line(tmp_path):
+    code, _, err = run_alearn("run", "--resume", tmp_path)
+    assert code == 2 and "nothing to resume" in err
     (tmp_path / "checkpoint.json").write_text("{broken")
-    assert _alearn("run", "--resume", tmp_path) == 2
-    err = capsys.readouterr().err
-    assert "corrupted" in err and "Traceback" not in err
-    assert _alearn("run") == 2 and "--resume" in capsys.readouterr().err
+    code, _, err = run_alearn("run", "--resume", tmp_path)
+    assert code == 2 and "corrupted" in err and "Traceback" not in err
+    code, _, err = run_alearn("run")
+    assert code == 2 and "--resume" in err
 
 
-def test_a_strategy_whose_state_cannot_be_saved_still_runs_and_resume_says_why(tmp_path, monkeypatch, capsys):
+def test_a_strategy_whose_state_cannot_be_saved_still_runs_and_resume_says_why(tmp_path, monkeypatch):
     from adaptive_learner.strategies import REGISTRY
     from adaptive_learner.strategies.naive import Naive
 
@@ -140,7 +131,5 @@ def test_a_strategy_whose_state_cannot_be_saved_still_runs_and_resume_says_why(t
     out = tmp_path / "run"
     assert _alearn("run", seq, "--strategy", "opaque", "--backbone", "tiny-random", "--out", out, "--steps", "1",
                    "--max-train", "8", "--max-test", "4", "--max-length", "48", "--batch-size", "4") == 130
-    capsys.readouterr()
-    assert _alearn("run", "--resume", out) == 2
-    err = capsys.readouterr().err
-    assert "cannot be resumed" in err and "strategy.helper" in err and "Traceback" not in err
+    code, _, err = run_alearn("run", "--resume", out)
+    assert code == 2 and "cannot be resumed" in err and "strategy.helper" in err and "Traceback" not in err

@@ -8,13 +8,12 @@ and ``alearn predict`` (one clear line, exit 2).
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import alearn
 
-from adaptive_learner import cli
 from adaptive_learner.adapters import AdapterHost
 from adaptive_learner.errors import LibraryError
 from adaptive_learner.library import AdapterLibrary
@@ -64,20 +63,6 @@ def library(tmp_path_factory, tiny_backbone, toy_task):
         tx.record({"task": "toy", "action": "new", "adapter": "lora-toy", "reason": "test"})
     host.delete("lora-toy")
     return path
-
-
-def alearn(capsys, *args):
-    old = sys.argv
-    sys.argv = ["alearn", *map(str, args)]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_the_manifest_lists_every_file_with_its_sha256(library):

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import run_alearn
 
 from adaptive_learner.evaluation import router_eval as E
 from adaptive_learner.evaluation.router_bank import TaskBank, load_bank, save_bank
@@ -152,19 +153,10 @@ def test_router_eval_command_on_a_saved_bank(tmp_path, capsys, bank):
     assert doc["metrics"]["calibrated, leave-one-family-out"]["n"] == doc["metrics"]["calibrated"]["n"]
 
 
-def test_router_eval_bad_options_are_one_line(tmp_path, capsys):
-    from adaptive_learner import cli
-
+def test_router_eval_bad_options_are_one_line(tmp_path):
     for args, msg in ((["--sizes", "3,x"], "--sizes"), (["--signals", "magic"], "--signals")):
-        old = sys.argv
-        sys.argv = ["alearn", "router-eval", "--out", str(tmp_path), *args]
-        try:
-            with pytest.raises(SystemExit) as exc:
-                cli.main()
-        finally:
-            sys.argv = old
-        err = capsys.readouterr().err
-        assert exc.value.code == 2 and msg in err and len(err.strip().splitlines()) == 1
+        code, _, err = run_alearn("router-eval", "--out", tmp_path, *args)
+        assert code == 2 and msg in err and len(err.strip().splitlines()) == 1
 
 
 def test_structure_arrays_round_trip_and_reach_the_evidence(tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_alearn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -161,18 +162,11 @@ def test_bad_names_are_refused(name):
     (["library", "rm", "{lib}", "../../etc"], "no adapter"),
     (["predict", "--library", "{lib}", "--task", "../x", "text"], "not in the library"),
 ])
-def test_path_like_names_on_the_command_line_are_one_clear_error(tmp_path, capsys, tiny_backbone, args, message):
-    from adaptive_learner import cli
+def test_path_like_names_on_the_command_line_are_one_clear_error(tmp_path, tiny_backbone, args, message):
     from adaptive_learner.library import AdapterLibrary
 
     lib = tmp_path / "lib"
     AdapterLibrary.create(lib, tiny_backbone.identity, {})
-    old, sys.argv = sys.argv, ["alearn", *[a.replace("{lib}", str(lib)) for a in args]]
-    try:
-        with pytest.raises(SystemExit) as exc:
-            cli.main()
-    finally:
-        sys.argv = old
-    err = capsys.readouterr().err
-    assert exc.value.code == 2 and message in err and "Traceback" not in err
+    code, _, err = run_alearn(*[a.replace("{lib}", str(lib)) for a in args])
+    assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "escape").exists() and sorted(p.name for p in lib.iterdir()) == [".lock", "manifest.json"]
