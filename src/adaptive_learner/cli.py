@@ -167,7 +167,7 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
           orders: int = typer.Option(1, help="task orders: the written one plus N-1 seeded permutations"),
           lr_search: bool = typer.Option(False, "--lr-search", help="choose each strategy's lr on held-out "
                                          "training data (grid --lr-grid) before the runs"),
-          lr_grid: str = typer.Option("3e-4,1e-3,3e-3", help="learning rates tried by --lr-search"),
+          lr_grid: str = typer.Option("1e-3,2e-3,4e-3", help="learning rates tried by --lr-search (default: half, equal to and twice the default --lr)"),
           set_: Optional[List[str]] = typer.Option(None, "--set", help="strategy option KEY=VALUE (repeat), e.g. "
                                                    "ewc_strength=10, replay_ratio=0.25, replay_source=both; head=true: "
                                                    "the head alearn learn mixes in, where a task has an adapter"),

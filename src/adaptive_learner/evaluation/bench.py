@@ -81,7 +81,7 @@ class BenchConfig:
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "LoRA settings"})
     options: dict[str, Any] = field(default_factory=dict, metadata={"help": "strategy options (ewc_*, replay_*, ...)"})
     lr_search: bool = field(default=False, metadata={"help": "choose each strategy's lr on held-out training data"})
-    lr_grid: list[float] = field(default_factory=lambda: [3e-4, 1e-3, 3e-3], metadata={"help": "lrs searched"})
+    lr_grid: list[float] = field(default_factory=lambda: [1e-3, 2e-3, 4e-3], metadata={"help": "lrs searched"})
     holdout: float = field(default=0.2, metadata={"help": "fraction of each task's training data held out"})
     holdout_max: int = field(default=50, metadata={"help": "held-out examples per task used to score the search"})
     reference: str = field(default="router", metadata={"help": "the strategy every other one is compared with "

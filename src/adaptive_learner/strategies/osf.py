@@ -29,7 +29,7 @@ How it does not fit this project, precisely:
   OSF's held-out accuracy on sst2 fell to chance (0.500) from the first check and early stopping kept
   step 0; at 1e-5 it reached 0.875 at step 10 and 0.969 at step 20 (BENCHMARKS.md, session 19). So
   OSF trains at ``osf_lr_scale`` (default 0.005) times the run's learning rate: 1e-5 at the default
-  2e-3, the bottom of peft's range, and the ``--lr-search`` grid 3e-4..3e-3 becomes 1.5e-6..1.5e-5.
+  2e-3, the bottom of peft's range, and the ``--lr-search`` grid 1e-3..4e-3 becomes 5e-6..2e-5.
   The rate used is in the run's results (``osf.lr``).
 - A checkpoint (``alearn run --resume``) holds every weight it changed, not a small adapter.
 It trains with this project's trainer (the label loss, early stopping on held-out examples) and is
