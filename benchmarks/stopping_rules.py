@@ -151,10 +151,13 @@ def main() -> None:
     out["table"] = "\n".join(lines)
     out["curves_table"] = curves_table(rows, a.cap)
     path = save(a.out, out)
+    from learnability import plot  # every task's test accuracy against the step, one figure
+
+    plot(rows, path.with_name(path.stem + "_curves.png"), held_out=False)
     print(out["curves_table"])
     print()
     print(out["table"])
-    print(f"(cells: test accuracy (kept step / stop step)); results: {path}")
+    print(f"(cells: test accuracy (kept step / stop step)); results: {path}, curves: {path.stem}_curves.png")
 
 
 if __name__ == "__main__":
