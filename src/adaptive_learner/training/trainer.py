@@ -114,9 +114,7 @@ MIN_VALIDATION = 8  # fewer held-out examples than this: nothing held out (see F
 # A task too small to hold examples out (early stopping on, fewer than MIN_VALIDATION to spare) has no held-out
 # accuracy to stop on; it stops once its training examples are fitted: one evaluation's worth of steps
 # (``eval_every``) after the mean training loss over the last epoch (at least ``eval_every`` steps) first falls
-# below FIT_LOSS, or at ``steps``. The loss read is that of the task's own examples: those a regulariser mixes
-# into the batch (replay, other tasks' examples) are left out (session 35; before, a reused adapter under replay
-# trained until the replayed examples were fitted too). Past that point the adapter answers its examples alike and more steps changed
+# below FIT_LOSS, or at ``steps``. Past that point the adapter answers its examples alike and more steps changed
 # no test answer beyond noise (BENCHMARKS.md, "Few-shot tasks"; session 27: ``patience`` evaluations' worth, 30
 # steps more on four tasks of 32 examples, changed the answers by +0.4 points [-0.5, +1.4]); before session 25
 # such a task trained all ``steps``.
@@ -277,8 +275,8 @@ def single_token(batch: Sequence[Encoded]) -> bool:
 
 
 def label_loss(model: Any, batch: list[Encoded], pad_id: int, device: torch.device,
-               share_prefix: bool = True, objective: str = "choices", pack: bool = False,
-               rows: list[tuple[float, int]] | None = None) -> tuple[torch.Tensor, int, int]:
+               share_prefix: bool = True, objective: str = "choices", pack: bool = False
+               ) -> tuple[torch.Tensor, int, int]:
     """The training loss of a batch; logits computed only where needed.
 
     ``choices`` (with single-token choices): cross-entropy of the gold label against the task's other
@@ -287,8 +285,7 @@ def label_loss(model: Any, batch: list[Encoded], pad_id: int, device: torch.devi
     over the whole vocabulary, averaged over those tokens.
     The prompt prefix shared by the whole batch runs once (:func:`~adaptive_learner.scoring.tail_logits`);
     ``pack``: the rest runs as one padding-free sequence.
-    Returns the loss, the examples' tokens, and the token positions actually computed. ``rows``, when
-    given, is extended with each example's summed label loss and label tokens, in batch order (detached).
+    Returns the loss, the examples' tokens, and the token positions actually computed.
     """
     if objective == "choices" and single_token(batch):
         seqs = [b.prompt for b in batch]
@@ -298,15 +295,10 @@ def label_loss(model: Any, batch: list[Encoded], pad_id: int, device: torch.devi
                                               device, share_prefix=share_prefix, pack=pack)
             gold = torch.as_tensor([b.label for b in batch], device=logits.device)
             loss = torch.nn.functional.cross_entropy(logits, gold)
-            if rows is not None:
-                each = torch.nn.functional.cross_entropy(logits.detach(), gold, reduction="none")
-                rows.extend((float(x), 1) for x in each.tolist())
             return loss, sum(len(s) + 1 for s in seqs), positions
         tail = tail_logits(model, seqs, pad_id, device, 1, share_prefix=share_prefix, pack=pack)
         losses = [-torch.log_softmax(tail.logits[row, -1, [c[0] for c in b.choices]], dim=-1)[b.label]
                   for row, b in enumerate(batch)]
-        if rows is not None:
-            rows.extend((float(x), 1) for x in losses)
         return torch.stack(losses).mean(), sum(len(s) + 1 for s in seqs), tail.positions
     seqs = [b.prompt + b.choices[b.label] for b in batch]
     lens = [len(b.choices[b.label]) for b in batch]
@@ -317,8 +309,6 @@ def label_loss(model: Any, batch: list[Encoded], pad_id: int, device: torch.devi
         pred = tail.logits[row, keep - n - 1: keep - 1, :]
         tgt = tail.input_ids[row, -n:]
         losses.append(torch.nn.functional.cross_entropy(pred, tgt, reduction="sum"))
-    if rows is not None:
-        rows.extend((float(x), n) for x, n in zip(losses, lens))
     return torch.stack(losses).sum() / sum(lens), sum(len(s) for s in seqs), tail.positions
 
 
@@ -394,9 +384,6 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
     fitted_at: int | None = None  # without held-out examples: the step the training examples were first fitted
     fit_window = max(cfg.eval_every, -(-len(train_items) // cfg.batch_size))  # an epoch, at least eval_every steps
     stop_when_fitted = cfg.early_stop and not val_items
-    # "fitted" reads the loss of the task's own examples: examples a regulariser mixes in (replay) are other
-    # tasks', kept near their old answers under EWC, not fitted again (with no mixing: the batch's loss)
-    fit_losses: list[float] = []
     ema = {n: p.detach().clone() for n, p in params.items()} if cfg.ema > 0 else None
 
     def check(step: int) -> bool:
@@ -433,8 +420,7 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
             tensors.update({f"ema/{n}": t for n, t in (ema or {}).items()})
             checkpoint.save(key, {**doc, "step": step, "losses": losses, "counts": [n_ex, n_tok, n_pos],
                                   "curve": curve, "best": best, "best_step": best_step, "since_best": since_best,
-                                  "fitted_at": fitted_at, "fit_losses": fit_losses,
-                                  "seconds": before + time.perf_counter() - t0}, tensors)
+                                  "fitted_at": fitted_at, "seconds": before + time.perf_counter() - t0}, tensors)
 
         saved = checkpoint.load(key)
         if saved is not None:
@@ -446,7 +432,6 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
             n_ex, n_tok, n_pos = state["counts"]
             curve, best, best_step, since_best = state["curve"], state["best"], state["best_step"], state["since_best"]
             fitted_at = state.get("fitted_at")
-            fit_losses = list(state.get("fit_losses", losses))
     if val_items and start == 0:
         check(0)
     model.train()
@@ -456,7 +441,6 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
                disable=accelerator is not None and not accelerator.is_local_main_process)
     for step, idx in enumerate(bar, start=start + 1):
         batch = [train_items[i] for i in idx]
-        own = {id(it) for it in batch}
         for r in regularisers:
             batch = r.mix(batch, rng)
         if accelerator is not None:
@@ -467,11 +451,9 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
         chunks = micro_batches(batch, cfg.max_batch_tokens)
         n_label = sum(len(b.choices[b.label]) for b in batch)
         loss_value = 0.0
-        mixed = stop_when_fitted and any(id(it) not in own for it in batch)
-        rows: list[tuple[float, int]] | None = [] if mixed else None
         for k, chunk in enumerate(chunks):
             part, tokens, positions = label_loss(model, chunk, pad_id, device, objective=cfg.objective,
-                                                 pack=cfg.pack, rows=rows)
+                                                 pack=cfg.pack)
             part = part * (sum(len(b.choices[b.label]) for b in chunk) / n_label)
             loss_value += part.item()
             n_tok += tokens
@@ -498,9 +480,6 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
                 for n, p in params.items():
                     ema[n].lerp_(p.detach(), 1.0 - d)
         losses.append(loss_value)
-        if stop_when_fitted:
-            mine = [r for r, it in zip(rows or [], batch) if id(it) in own]
-            fit_losses.append(sum(v for v, _ in mine) / max(1, sum(n for _, n in mine)) if mine else loss_value)
         n_ex += len(batch)
         if on_step is not None:  # e.g. a learning curve scored on test examples (benchmarks/learnability.py)
             model.eval()
@@ -517,7 +496,7 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
                 stopped = "patience"
                 break
         if stop_when_fitted:
-            if fitted_at is None and step >= fit_window and np.mean(fit_losses[-fit_window:]) < FIT_LOSS:
+            if fitted_at is None and step >= fit_window and np.mean(losses[-fit_window:]) < FIT_LOSS:
                 fitted_at = step
             if fitted_at is not None:
                 post["fitted"] = f"step {fitted_at}"
