@@ -117,9 +117,11 @@ class MixIn(Regulariser):
 
 def compare(backbone, items, cfg, lora, option, repeats, regularisers=(), lora_b=None, test=None):
     """Our trainer without (A) and with (B) the boolean ``TrainConfig`` field ``option`` (or, with
-    ``lora_b``, with those LoRA settings instead of ``lora``), alternating A-B and B-A over the repeats:
-    per repeat the ratio of B's step time to A's (below 1: B is faster), and the largest difference
-    between their step losses."""
+    ``lora_b``, with those LoRA settings instead of ``lora``; with ``option`` "matmul-precision", B under
+    ``torch.set_float32_matmul_precision("medium")``), alternating A-B and B-A over the repeats: per repeat
+    the ratio of B's step time to A's (below 1: B is faster), and the largest difference between their step
+    losses. With ``test`` examples, each arm's adapter also scores them: the scoring time ratio, the
+    accuracies and the largest label log-likelihood difference."""
     precision = option == "matmul-precision"
     configs = {"A": cfg, "B": cfg if lora_b is not None or precision else replace(cfg, **{option: True})}
     loras = {"A": lora, "B": lora_b if lora_b is not None else lora}
