@@ -115,8 +115,23 @@ def test_lr_search_picks_from_the_grid_and_is_reported(toy_sequence, tmp_path):
     assert "## Learning-rate search" in md and "(searched)" in md
 
 
+def test_lr_search_on_part_of_the_sequence_alone_runs_nothing_on_test(toy_sequence, tmp_path):
+    cfg = tiny_bench(toy_sequence, strategies=["zero-shot", "naive"], lr_search=True, lr_grid=[1e-4, 3e-2],
+                     search_tasks=["pairs"], search_only=True)
+    res = run_bench(cfg, tmp_path)
+    assert res.runs == [] and set(res.search) == {"naive"} and res.lrs["naive"] in (1e-4, 3e-2)
+    searched = json.loads((tmp_path / "lr-search" / "naive-lr0.03" / "results.json").read_text())
+    assert searched["tasks"] == ["pairs"]
+    assert not list(tmp_path.glob("seed*"))  # no run on the test data
+    md = (tmp_path / "bench.md").read_text()
+    assert "## Learning-rate search (on pairs only;" in md and "| naive |" in md and "### " not in md
+    assert json.loads((tmp_path / "bench.json").read_text())["lr_search"]["naive"] == res.search["naive"]
+
+
 def test_cli_bench_mistakes_are_one_line_errors(capsys, toy_sequence):
     for args, msg in [(["--strategies", "naive,nope"], "unknown strategies"),
+                      (["--lr-search", "--search-tasks", "pairs,nope"], "nope not in this sequence"),
+                      (["--search-only"], "need --lr-search"),
                       (["--seeds", "0,x"], "--seeds"), (["--orders", "0"], "--orders"),
                       (["--set", "ewc_strength"], "KEY=VALUE")]:
         code, out, err = alearn(capsys, "bench", toy_sequence, "--backbone", "tiny-random", *args)

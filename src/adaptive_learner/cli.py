@@ -168,6 +168,11 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
           lr_search: bool = typer.Option(False, "--lr-search", help="choose each strategy's lr on held-out "
                                          "training data (grid --lr-grid) before the runs"),
           lr_grid: str = typer.Option("1e-3,2e-3,4e-3", help="learning rates tried by --lr-search (default: half, equal to and twice the default --lr)"),
+          search_tasks: Optional[str] = typer.Option(None, help="comma-separated tasks of the sequence the "
+                                                     "--lr-search runs on (default: all); the rates it picks are "
+                                                     "used on the whole sequence"),
+          search_only: bool = typer.Option(False, "--search-only", help="stop after --lr-search: its table in "
+                                           "bench.md, no runs on the test data"),
           set_: Optional[List[str]] = typer.Option(None, "--set", help="strategy option KEY=VALUE (repeat), e.g. "
                                                    "ewc_strength=10, replay_ratio=0.25, replay_source=both; head=true: "
                                                    "the head alearn learn mixes in, where a task has an adapter"),
@@ -208,6 +213,8 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
                                                           eval_every, monitor, max_train=max_train,
                                                           max_test=max_test),
                       options=_set_options(set_), lr_search=lr_search, lr_grid=_csv(lr_grid, float, "--lr-grid"),
+                      search_tasks=None if search_tasks is None else _csv(search_tasks, str, "--search-tasks"),
+                      search_only=search_only,
                       reference=reference, resamples=resamples, device=device, dtype=_dtype(dtype))
     out = out or Path("runs") / f"bench-{Path(sequence).stem}"
     run_bench(cfg, out, workers=workers, ray_address=ray_address)

@@ -84,6 +84,9 @@ class BenchConfig:
     lr_grid: list[float] = field(default_factory=lambda: [1e-3, 2e-3, 4e-3], metadata={"help": "lrs searched"})
     holdout: float = field(default=0.2, metadata={"help": "fraction of each task's training data held out"})
     holdout_max: int = field(default=50, metadata={"help": "held-out examples per task used to score the search"})
+    search_tasks: list[str] | None = field(default=None, metadata={"help": "the sequence's tasks the lr search runs "
+                                                                            "on, in the sequence's order (None: all)"})
+    search_only: bool = field(default=False, metadata={"help": "stop after the lr search: its table, no runs"})
     reference: str = field(default="router", metadata={"help": "the strategy every other one is compared with "
                                                                 "(paired bootstrap interval of the AvgAcc difference)"})
     resamples: int = field(default=2000, metadata={"help": "bootstrap resamples of the test examples"})
@@ -103,6 +106,10 @@ class BenchConfig:
             raise UserError("give at least one seed and --orders >= 1")
         if self.lr_search and (not self.lr_grid or min(self.lr_grid) <= 0 or not 0 < self.holdout < 1):
             raise UserError("the lr grid needs positive rates and the held-out fraction must be in (0, 1)")
+        if (self.search_tasks is not None or self.search_only) and not self.lr_search:
+            raise UserError("--search-tasks and --search-only need --lr-search")
+        if self.search_tasks is not None and not self.search_tasks:
+            raise UserError("--search-tasks names no task")
         if self.reference not in REGISTRY:
             raise UserError(f"--reference {self.reference!r} is not a strategy; available: "
                             f"{', '.join(sorted(REGISTRY))}")
@@ -242,6 +249,20 @@ def holdout_tasks(tasks: list[TaskData], cfg: BenchConfig, seed: int) -> list[Ta
     return out
 
 
+def search_subset(tasks: list[TaskData], names: list[str] | None) -> list[TaskData]:
+    """The tasks the lr search runs on: ``names`` (any order given) kept in the sequence's order; all when None.
+
+    A search on part of the sequence is cheaper (a long-input task can cost more than the rest together);
+    the rates it picks are used for the runs on the whole sequence, and the report names the tasks."""
+    if names is None:
+        return tasks
+    unknown = sorted(set(names) - {t.name for t in tasks})
+    if unknown:
+        raise UserError(f"--search-tasks: {', '.join(unknown)} not in this sequence "
+                        f"({', '.join(t.name for t in tasks)})")
+    return [t for t in tasks if t.name in set(names)]
+
+
 def search_lr(cfg: BenchConfig, strategy: str, tasks: list[TaskData], out: Path,
               pool: Any = None) -> tuple[float, dict[str, float]]:
     """The grid's learning rate with the best final average accuracy on the held-out parts."""
@@ -289,9 +310,13 @@ def _run_bench(cfg: BenchConfig, out: Path, pool: Any) -> BenchResult:
     lrs: dict[str, float] = {s: cfg.train.lr for s in cfg.strategies}
     search: dict[str, dict[str, float]] = {}
     if cfg.lr_search:
-        for s, (lr, scores) in search_lrs(cfg, [s for s in cfg.strategies if s not in NO_TRAINING], first, out,
-                                          pool).items():
+        for s, (lr, scores) in search_lrs(cfg, [s for s in cfg.strategies if s not in NO_TRAINING],
+                                          search_subset(first, cfg.search_tasks), out, pool).items():
             lrs[s], search[s] = lr, scores
+        if cfg.search_only:
+            result = BenchResult([], lrs, search, [])
+            write_bench(result, cfg, out, [t.name for t in first], time.perf_counter() - t0)
+            return result
     orders = task_orders(len(first), cfg.orders)
     calls: list[Call] = []
     keys: list[tuple[str, int, int]] = []
@@ -400,13 +425,19 @@ def bench_markdown(res: BenchResult, cfg: BenchConfig, orders: list[list[int]], 
                      f"{row['n_adapters'][0]:g} | {row['wall_s'][0]:.0f} |")
     lines += paired_markdown(res.paired, cfg)
     if res.search:
-        lines += ["", f"## Learning-rate search (held out {cfg.holdout:.0%} of each task's training data, at most "
-                      f"{cfg.holdout_max} per task; seed {cfg.seeds[0]}; final average accuracy on the held-out parts)",
+        on = "" if cfg.search_tasks is None else f"on {', '.join(t for t in task_names if t in cfg.search_tasks)} only; "
+        lines += ["", f"## Learning-rate search ({on}held out {cfg.holdout:.0%} of each task's training data, at "
+                      f"most {cfg.holdout_max} per task; seed {cfg.seeds[0]}; final average accuracy on the held-out "
+                      "parts)",
                   "", "| strategy | " + " | ".join(f"lr {lr:g}" for lr in cfg.lr_grid) + " | chosen |",
                   "|---" * (len(cfg.lr_grid) + 2) + "|"]
         for s, scores in res.search.items():
             lines.append(f"| {s} | " + " | ".join(f"{scores[f'{lr:g}']:.3f}" for lr in cfg.lr_grid)
                          + f" | {res.lrs[s]:g} |")
+    if cfg.search_only:
+        lines = lines[:3] + ["The learning-rate search alone (--search-only): no runs on the test data."] + lines[
+            lines.index(next(x for x in lines if x.startswith("## Learning-rate search"))) - 1:]
+        return "\n".join(lines) + "\n"
     lines += ["", "## Accuracy matrices (row: after training that task; zero-shot: the untouched backbone)"]
     for r in res.runs:
         lines += ["", f"### {r['strategy']} (seed {r['seed']}, order {r['order']}, lr {r['lr']:g})", "",
@@ -456,6 +487,8 @@ def write_bench(res: BenchResult, cfg: BenchConfig, out: Path, names: list[str],
            "table": res.table, "paired": res.paired, "runs": res.runs}
     atomic_write_json(out / "bench.json", _nulls(json.loads(json.dumps(doc, default=str))))
     atomic_write_text(out / "bench.md", bench_markdown(res, cfg, orders, names))
+    if not res.runs:  # the lr search alone: nothing to chart
+        return
     keys = [("avg_acc", "AvgAcc"), ("bwt", "BWT"), ("fwt", "FWT")]
     title = f"{Path(cfg.sequence).stem} on {cfg.backbone}: mean over {len(cfg.seeds) * cfg.orders} run(s) each"
     plot_bars([r["strategy"] for r in res.table], {label: [r[k][0] for r in res.table] for k, label in keys},
