@@ -20,7 +20,9 @@ every seed and strategy). With ``lr_search`` each strategy's learning rate is ch
 each task's training data is split (stratified, seeded) into a search-train part and a held-out
 part, the strategy runs the sequence for every learning rate of the grid on the search-train
 parts, and the rate with the best final average accuracy on the held-out parts is used for the
-real runs (test data never takes part). The search is reported beside the results.
+real runs (test data never takes part). The search is reported beside the results. ``search_tasks``
+runs the search on part of the sequence (its rates are used on the whole of it); ``search_only``
+stops after the search, writing its table and no run.
 
 Every run writes its own directory (results.json, matrix.png, summary.md) plus ``bench-key.json``;
 a later bench with the same settings reuses finished runs instead of repeating them, so a long
