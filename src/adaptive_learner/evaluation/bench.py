@@ -262,7 +262,8 @@ def search_subset(tasks: list[TaskData], names: list[str] | None) -> list[TaskDa
     if unknown:
         raise UserError(f"--search-tasks: {', '.join(unknown)} not in this sequence "
                         f"({', '.join(t.name for t in tasks)})")
-    return [t for t in tasks if t.name in set(names)]
+    wanted = set(names)
+    return [t for t in tasks if t.name in wanted]
 
 
 def search_lr(cfg: BenchConfig, strategy: str, tasks: list[TaskData], out: Path,
@@ -426,20 +427,10 @@ def bench_markdown(res: BenchResult, cfg: BenchConfig, orders: list[list[int]], 
                      f"{_fmt(row['forgetting'], True, spread=many)} | {row['trainable_params'][0]:,.0f} | "
                      f"{row['n_adapters'][0]:g} | {row['wall_s'][0]:.0f} |")
     lines += paired_markdown(res.paired, cfg)
-    if res.search:
-        on = "" if cfg.search_tasks is None else f"on {', '.join(t for t in task_names if t in cfg.search_tasks)} only; "
-        lines += ["", f"## Learning-rate search ({on}held out {cfg.holdout:.0%} of each task's training data, at "
-                      f"most {cfg.holdout_max} per task; seed {cfg.seeds[0]}; final average accuracy on the held-out "
-                      "parts)",
-                  "", "| strategy | " + " | ".join(f"lr {lr:g}" for lr in cfg.lr_grid) + " | chosen |",
-                  "|---" * (len(cfg.lr_grid) + 2) + "|"]
-        for s, scores in res.search.items():
-            lines.append(f"| {s} | " + " | ".join(f"{scores[f'{lr:g}']:.3f}" for lr in cfg.lr_grid)
-                         + f" | {res.lrs[s]:g} |")
-    if cfg.search_only:
-        lines = lines[:3] + ["The learning-rate search alone (--search-only): no runs on the test data."] + lines[
-            lines.index(next(x for x in lines if x.startswith("## Learning-rate search"))) - 1:]
-        return "\n".join(lines) + "\n"
+    if cfg.search_only:  # no runs: the budget line, then the search
+        return "\n".join(lines[:3] + ["The learning-rate search alone (--search-only): no runs on the test data."]
+                         + search_markdown(res, cfg, task_names)) + "\n"
+    lines += search_markdown(res, cfg, task_names)
     lines += ["", "## Accuracy matrices (row: after training that task; zero-shot: the untouched backbone)"]
     for r in res.runs:
         lines += ["", f"### {r['strategy']} (seed {r['seed']}, order {r['order']}, lr {r['lr']:g})", "",
@@ -449,6 +440,20 @@ def bench_markdown(res: BenchResult, cfg: BenchConfig, orders: list[list[int]], 
             lines.append(f"| {name} | " + " | ".join("" if v is None or np.isnan(v) else f"{v:.3f}" for v in row)
                          + " |")
     return "\n".join(lines) + "\n"
+
+
+def search_markdown(res: BenchResult, cfg: BenchConfig, task_names: list[str]) -> list[str]:
+    """The lr search's table (nothing without a search)."""
+    if not res.search:
+        return []
+    on = "" if cfg.search_tasks is None else f"on {', '.join(t for t in task_names if t in cfg.search_tasks)} only; "
+    lines = ["", f"## Learning-rate search ({on}held out {cfg.holdout:.0%} of each task's training data, at most "
+                 f"{cfg.holdout_max} per task; seed {cfg.seeds[0]}; final average accuracy on the held-out parts)",
+             "", "| strategy | " + " | ".join(f"lr {lr:g}" for lr in cfg.lr_grid) + " | chosen |",
+             "|---" * (len(cfg.lr_grid) + 2) + "|"]
+    for s, scores in res.search.items():
+        lines.append(f"| {s} | " + " | ".join(f"{scores[f'{lr:g}']:.3f}" for lr in cfg.lr_grid) + f" | {res.lrs[s]:g} |")
+    return lines
 
 
 def _devices_line(runs: list[dict[str, Any]]) -> str:
