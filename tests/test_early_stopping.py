@@ -103,12 +103,13 @@ def test_the_command_line_defaults_are_the_train_configs():
     from adaptive_learner import cli
 
     d = TrainConfig()
-    assert (cli.DEFAULT_STEPS, cli.DEFAULT_LR, cli.DEFAULT_PATIENCE, cli.DEFAULT_EVAL_EVERY, cli.DEFAULT_MONITOR) == \
-        (d.steps, d.lr, d.patience, d.eval_every, d.monitor)
+    assert (cli.DEFAULT_STEPS, cli.DEFAULT_LR, cli.DEFAULT_PATIENCE, cli.DEFAULT_EVAL_EVERY, cli.DEFAULT_MONITOR,
+            cli.DEFAULT_LR_RETRIES) == (d.steps, d.lr, d.patience, d.eval_every, d.monitor, d.lr_retries)
     from adaptive_learner.server.protocol import LearnRequest
 
     fields = LearnRequest.model_fields
-    assert (fields["patience"].default, fields["monitor"].default) == (d.patience, d.monitor)
+    assert (fields["patience"].default, fields["monitor"].default, fields["lr_retries"].default) == \
+        (d.patience, d.monitor, d.lr_retries)
 
 
 def test_learned_verdict_needs_held_out_accuracy_clearly_above_the_majority_rate():
@@ -247,3 +248,58 @@ def test_a_moving_average_decay_outside_0_1_is_refused():
     for bad in (-0.1, 1.0, 1.5):
         with pytest.raises(ValueError, match="ema must be in"):
             cfg(ema=bad)
+
+
+def _weights(host, adapter):
+    return {n.replace(f".{adapter}.", "."): p.detach().clone() for n, p in host.trainable(adapter).items()}
+
+
+def test_a_task_not_learned_is_trained_again_from_its_start_at_half_the_rate(fresh_backbone, items, monkeypatch):
+    from adaptive_learner.training import trainer
+
+    # the verdict is the held-out interval against the majority rate; here every attempt counts as not learned
+    monkeypatch.setattr(trainer, "adapter_learned", lambda rep: False)
+    host = AdapterHost(fresh_backbone)
+    c = cfg(lr=5e-2, steps=24, patience=100)
+    # each retry is exactly a fresh call at its rate from the same starting weights
+    alone = []
+    for k, lr in enumerate((5e-2, 2.5e-2, 1.25e-2)):
+        host.create(f"b{k}", seed=3)
+        alone.append((train_adapter(host, f"b{k}", items, replace(c, lr=lr)), _weights(host, f"b{k}")))
+    host.create("a", seed=3)
+    rep = train_adapter(host, "a", items, replace(c, lr_retries=2))
+    assert [a["lr"] for a in rep.attempts] == [5e-2, 2.5e-2, 1.25e-2]
+    assert [a["best_step"] for a in rep.attempts] == [r.best_step for r, _ in alone]
+    assert [a["steps"] for a in rep.attempts] == [r.steps for r, _ in alone]
+    # the attempt with the best kept held-out point (accuracy, then loss) is what is left in the adapter
+    best = 0
+    for k in (1, 2):
+        if trainer.improvement(c.monitor, c.min_delta, trainer.kept_point(alone[best][0]),
+                               trainer.kept_point(alone[k][0]))[0]:
+            best = k
+    assert [a["kept"] for a in rep.attempts] == [k == best for k in range(3)]
+    assert rep.lr == rep.attempts[best]["lr"] and rep.validation == alone[best][0].validation
+    kept = _weights(host, "a")
+    assert all(torch.equal(kept[n], alone[best][1][n]) for n in kept)
+    # what training cost adds up over the attempts
+    assert rep.steps == sum(r.steps for r, _ in alone) and rep.tokens == sum(r.tokens for r, _ in alone)
+
+
+def test_a_learned_task_is_not_trained_again(fresh_backbone, items, monkeypatch):
+    from adaptive_learner.training import trainer
+
+    monkeypatch.setattr(trainer, "adapter_learned", lambda rep: True)
+    host = AdapterHost(fresh_backbone)
+    c = cfg(lr=5e-2, steps=24, patience=100)
+    host.create("once", seed=3)
+    ref = train_adapter(host, "once", items, c)
+    host.create("a", seed=3)
+    rep = train_adapter(host, "a", items, replace(c, lr_retries=2))
+    assert rep.attempts == [] and rep.lr == c.lr and rep.steps == ref.steps
+    a, once = _weights(host, "a"), _weights(host, "once")
+    assert all(torch.equal(a[n], once[n]) for n in a)
+
+
+def test_a_negative_number_of_retries_is_refused():
+    with pytest.raises(ValueError, match="lr_retries"):
+        TrainConfig(lr_retries=-1)

@@ -278,9 +278,10 @@ class Learner:
             after = self.evaluate(task, adapter, eval_limit, head)
             train_summary = {"steps": rep.steps, "examples": rep.examples, "seconds": round(rep.seconds, 1),
                              "final_loss": round(rep.final_loss, 4), "regularisers": [r.name for r in regs],
-                             "lr": self.train_cfg.lr, "stopped": rep.stopped, "best_step": rep.best_step,
+                             "lr": rep.lr, "stopped": rep.stopped, "best_step": rep.best_step,
                              "monitor": self.train_cfg.monitor, "dtype": self.dtype,
                              "validation": rep.validation, "head": head_report,
+                             **({"attempts": rep.attempts} if rep.attempts else {}),
                              **held_out_verdict(rep, head_report), "adapter_learned": adapter_learned(rep)}
             profile = self.router.profile(task, self.train_cfg.max_length)
             with self.library.transaction(timeout=0) as tx:

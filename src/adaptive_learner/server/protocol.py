@@ -73,6 +73,7 @@ class LearnRequest(_Strict):
     patience: int = Field(default=4, gt=0, le=1000)
     monitor: Literal["accuracy", "loss"] = Field(default="accuracy", description="as `alearn learn --monitor`")
     eval_every: int = Field(default=10, gt=0, le=100_000)
+    lr_retries: int = Field(default=0, ge=0, le=10, description="as `alearn learn --lr-retries`")
     batch_size: int = Field(default=8, gt=0, le=1024)
     lr: float = Field(default=2e-3, gt=0, lt=10)
     max_length: int = Field(default=256, gt=0, le=8192)

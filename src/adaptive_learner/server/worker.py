@@ -63,7 +63,7 @@ def _learn(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
     cfg = TrainConfig(steps=opts["steps"], batch_size=opts["batch_size"], lr=opts["lr"],
                       max_length=opts["max_length"], seed=opts["seed"], early_stop=opts["early_stop"],
                       patience=opts["patience"], eval_every=opts["eval_every"],
-                      monitor=opts.get("monitor", "accuracy"))
+                      monitor=opts.get("monitor", "accuracy"), lr_retries=opts.get("lr_retries", 0))
     cfg.head = opts.get("head", True)  # as `alearn learn --head/--no-head` sets it
     cfg.head_mix = str(opts.get("head_mix", "gated"))  # and --head-mix
     cfg.head_views = str(opts.get("head_views", cfg.head_views))  # and the head's views and temperatures

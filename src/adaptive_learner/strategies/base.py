@@ -126,7 +126,8 @@ class Strategy:
         self.version[adapter] = self.version.get(adapter, 0) + 1
         self.reports.append({"adapter": adapter, "steps": rep.steps, "examples": rep.examples, "tokens": rep.tokens,
                              "seconds": round(rep.seconds, 2), "final_loss": round(rep.final_loss, 4),
-                             "best_step": rep.best_step, "stopped": rep.stopped, "validation": rep.validation})
+                             "best_step": rep.best_step, "stopped": rep.stopped, "validation": rep.validation,
+                             **({"lr": rep.lr, "attempts": rep.attempts} if rep.attempts else {})})
         return rep
 
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -81,6 +81,10 @@ class TrainConfig:
         "help": "decay of an exponential moving average of the adapter's weights (per step, warmed up as "
                 "min(ema, (1+t)/(10+t))): the held-out checks score the average and early stopping keeps it, "
                 "as do tasks with nothing held out at their end; 0: off, the weights of the last step"})
+    lr_retries: int = field(default=0, metadata={
+        "help": "when the kept weights did not learn the task (their held-out accuracy's 95% interval is not "
+                "clear of the majority-class rate), train again from the same start at half the rate, at most "
+                "this many times; the attempt with the best held-out score is kept (0: never)"})
     seed: int = field(default=0, metadata={"help": "seed of batch order, validation split and dropout"})
     pack: bool = field(default=False, metadata={
         "help": "run a batch's prompts after their shared prefix as one padding-free sequence (block-diagonal "
@@ -100,6 +104,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {self.ema!r}")
+        if self.lr_retries < 0:
+            raise ValueError(f"lr_retries must be >= 0, got {self.lr_retries!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,6 +143,10 @@ class TrainReport:
     stopped: str = "steps"  # why training ended: steps (the cap), patience, or fitted (nothing held out: FIT_LOSS)
     val_majority: float | None = None  # share of the most common label among the held-out examples
     val_size: int = 0
+    lr: float | None = None  # the learning rate of the kept weights (``TrainConfig.lr_retries`` may lower it)
+    # each training attempt ({lr, steps, seconds, best_step, accuracy, learned}) when there were retries; the
+    # counters above (steps, examples, tokens, positions, seconds) then add up every attempt, the rest is the kept one's
+    attempts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def learned_verdict(accuracy: float, majority: float, n: int, z: float = 1.645) -> bool | None:
@@ -359,18 +369,64 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
     the weights and losses are those of an uninterrupted call. Not with several processes.
     ``cfg.ema`` > 0: an exponential moving average of the weights (:func:`ema_decay`) is what the held-out
     checks score and what is kept (without held-out examples: the average at the last step).
+    ``cfg.lr_retries`` > 0: when the kept weights did not learn the task (:func:`adapter_learned` is False),
+    the adapter goes back to its starting weights and trains again at half the rate (each retry is a call of
+    its own for ``checkpoint``), and the attempt whose kept held-out point is better (:func:`improvement`) is
+    kept. Not with several processes (the model is prepared once).
     """
     if not items:
         raise ValueError("no training examples")
     host.activate(adapter)
+    params = host.trainable(adapter)
+    retries = cfg.lr_retries if accelerator is None or accelerator.num_processes == 1 else 0
+    start = {n: p.detach().clone() for n, p in params.items()} if retries else None
+    torch.manual_seed(cfg.seed)  # before the regularisers' begin, which may sample (generated replay)
+    for r in regularisers:
+        r.begin(host, adapter)
+    rep = _train_attempt(host, adapter, items, cfg, regularisers, desc, accelerator, on_step, checkpoint)
+    rep.lr = cfg.lr
+    tried = [rep]
+    for k in range(retries):
+        if adapter_learned(rep) is not False:
+            break
+        kept = {n: p.detach().clone() for n, p in params.items()}
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(start[n])
+        torch.manual_seed(cfg.seed)
+        lr = cfg.lr * 0.5 ** (k + 1)
+        again = _train_attempt(host, adapter, items, replace(cfg, lr=lr), regularisers,
+                               f"{desc or f'train {adapter}'} (lr {lr:g})", accelerator, on_step, checkpoint)
+        again.lr = lr
+        tried.append(again)
+        if improvement(cfg.monitor, cfg.min_delta, kept_point(rep), kept_point(again))[0]:
+            rep = again
+        else:
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(kept[n])
+    for r in regularisers:
+        r.end(host, adapter, items)
+    if len(tried) > 1:
+        rep.attempts = [{"lr": t.lr, "steps": t.steps, "seconds": round(t.seconds, 2), "best_step": t.best_step,
+                         "accuracy": (kept_point(t) or {}).get("accuracy"), "learned": adapter_learned(t),
+                         "kept": t is rep} for t in tried]
+        rep.steps, rep.examples, rep.tokens, rep.positions = (sum(getattr(t, f) for t in tried) for f in
+                                                               ("steps", "examples", "tokens", "positions"))
+        rep.seconds = sum(t.seconds for t in tried)
+    return rep
+
+
+def _train_attempt(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainConfig,
+                   regularisers: Sequence[Regulariser], desc: str | None, accelerator: Any,
+                   on_step: Callable[[int, Any], None] | None, checkpoint: StepCheckpoint | None) -> TrainReport:
+    """One training run of ``train_adapter`` at ``cfg.lr``, from the adapter's current weights (the
+    regularisers' ``begin`` and ``end`` are the caller's)."""
     model = host.model
     params = host.trainable(adapter)
     device = next(model.parameters()).device
-    torch.manual_seed(cfg.seed)
     rng = np.random.RandomState(cfg.seed)
     train_items, val_items = split_validation(items, cfg)
-    for r in regularisers:
-        r.begin(host, adapter)
     opt = torch.optim.AdamW(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = _schedule(opt, cfg)
     plan = batches_for(len(train_items), [len(it.prompt) for it in train_items], cfg, rng)
@@ -516,8 +572,6 @@ def train_adapter(host: Any, adapter: str, items: Sequence[Encoded], cfg: TrainC
             for n, p in params.items():
                 p.copy_(best_state[n])
     seconds = before + time.perf_counter() - t0
-    for r in regularisers:
-        r.end(host, adapter, items)
     final = float(np.mean(losses[-10:])) if losses else float("nan")
     majority = None  # the held-out majority-class rate (a joint run: the mean of each task's)
     if val_items:
