@@ -198,7 +198,8 @@ def run_ours(backbone: Any, task: TaskData, cfg: TrainConfig, seed: int, dump: P
     out = {"accuracy": acc, "correct": right(scores, test), "zero_shot": zero, "train_seconds": round(t_train, 1),
            "zero_shot_seconds": round(t_zero, 1),
            "steps": rep.steps if rep else 0, "best_step": rep.best_step if rep else None,
-           "stopped": rep.stopped if rep else "head only", "validation": rep.validation if rep else []}
+           "stopped": rep.stopped if rep else "head only", "validation": rep.validation if rep else [],
+           **({"lr": rep.lr, "attempts": rep.attempts} if rep and rep.attempts else {})}
     if cfg.head:
         # what Learner.learn does next: the head on the frozen features, mixed by the held-out examples
         t0 = time.perf_counter()

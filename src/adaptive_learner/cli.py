@@ -43,7 +43,8 @@ MONITOR_OPTION = typer.Option(DEFAULT_MONITOR, help="what improvement means on t
                               "(higher; at equal accuracy the lower loss is kept) or loss (0.01 lower)")
 EVAL_EVERY_OPTION = typer.Option(DEFAULT_EVAL_EVERY, help="steps between held-out scores")
 LR_RETRIES_OPTION = typer.Option(DEFAULT_LR_RETRIES, help="when the kept weights did not learn the task (their "
-                                 "held-out accuracy's 95% interval not clear of the majority-class rate), train again "
+                                 "held-out accuracy neither clear of the majority-class rate at 95% nor halfway from "
+                                 "it to 1), train again "
                                  "from the same start at half the learning rate, at most this many times, and keep "
                                  "the attempt with the best held-out score; 0: never")
 BATCH_SIZE_OPTION = typer.Option(8, help="examples per step")
