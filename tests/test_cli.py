@@ -168,6 +168,18 @@ def test_learn_warns_on_stderr_when_the_task_is_not_learned(capsys, tmp_path):
     assert "warning" not in out
 
 
+def test_learn_with_lr_retries_trains_a_task_not_learned_again_at_half_the_rate(capsys, tmp_path):
+    code, out, err = alearn(capsys, *LEARN, "--library", tmp_path / "lib", "--data", FIXTURES / "toy_sentiment.csv",
+                            "--description", "Positive?", "--name", "toy", "--lr", "1e-9", "--no-head",
+                            "--lr-retries", "1")
+    assert code == 0, err
+    assert "attempt at lr 1e-09: held-out accuracy" in out and "attempt at lr 5e-10: held-out accuracy" in out
+    entry = json.loads((tmp_path / "lib" / "manifest.json").read_text())["history"][-1]
+    assert [a["lr"] for a in entry["train"]["attempts"]] == [1e-9, 5e-10]
+    assert entry["train"]["lr"] in (1e-9, 5e-10) and sum(a["kept"] for a in entry["train"]["attempts"]) == 1
+    assert entry["train"]["steps"] == sum(a["steps"] for a in entry["train"]["attempts"])
+
+
 def test_data_ls_lists_everything_without_importing_torch(capsys):
     import subprocess
     import sys

@@ -360,6 +360,10 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
         why_end = (f"no better held-out {o.train.get('monitor', 'loss')} in --patience scores"
                    if o.train["stopped"] == "patience" else "--steps reached")
         typer.echo(f"kept the weights of step {o.train['best_step']} ({why_end})")
+        for a in o.train.get("attempts") or []:
+            verdict = "learned" if a["learned"] else "not learned"
+            typer.echo(f"attempt at lr {a['lr']:g}: held-out accuracy {a['accuracy']:.3f} at step {a['best_step']} "
+                       f"({verdict}){', kept' if a['kept'] else ''}")
     elif o.train.get("stopped") == "fitted":
         from .training.trainer import FIT_LOSS
 
