@@ -2,9 +2,10 @@
 
 A retry happens only where the kept weights of a task's training call did not learn it
 (``training.trainer.worth_retrying``: the kept step's held-out accuracy neither clear of the held-out
-majority-class rate by a one-sided 95% Wilson bound nor halfway from it to 1). This script rebuilds each run's held-out split exactly as
-training split it (``prepare_tasks`` and ``split_validation`` at the run's seed), reads the kept step's
-held-out accuracy from the run's recorded curves, and lists every task call whose verdict is "not learned":
+majority-class rate by a one-sided 95% Wilson bound nor halfway from it to 1). This script rebuilds each
+run's held-out split exactly as training split it (``prepare_tasks`` and ``split_validation`` at the run's
+seed), reads the kept step's held-out accuracy from the run's recorded curves, and lists every task call
+that would be retried:
 at ``--lr-retries 1`` those calls, and everything after them in the run, would differ; every other run is
 what ``--lr-retries 1`` computes too. Runs with one training call per task only (not mtl).
 

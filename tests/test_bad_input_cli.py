@@ -117,8 +117,9 @@ def test_bench_refuses_non_positive_sizes(flag, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-@pytest.mark.parametrize("command", [["bench", "seed"], ["run", "seed"],
-                                     ["learn", "--data", str(FIXTURES / "toy_sentiment.csv"), "--description", "Tone?"]])
+@pytest.mark.parametrize("command", [
+    ["bench", "seed"], ["run", "seed"],
+    ["learn", "--data", str(FIXTURES / "toy_sentiment.csv"), "--description", "Tone?"]])
 def test_a_negative_number_of_lr_retries_is_one_error_line(command, tmp_path):
     out = ["--out", str(tmp_path / "b")] if command[0] != "learn" else ["--library", str(tmp_path / "b")]
     code, err = _alearn(command + ["--lr-retries", "-1", *out])

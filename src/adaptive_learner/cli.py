@@ -44,9 +44,9 @@ MONITOR_OPTION = typer.Option(DEFAULT_MONITOR, help="what improvement means on t
 EVAL_EVERY_OPTION = typer.Option(DEFAULT_EVAL_EVERY, help="steps between held-out scores")
 LR_RETRIES_OPTION = typer.Option(DEFAULT_LR_RETRIES, help="when the kept weights did not learn the task (their "
                                  "held-out accuracy neither clear of the majority-class rate at 95% nor halfway from "
-                                 "it to 1), train again "
-                                 "from the same start at half the learning rate, at most this many times, and keep "
-                                 "the attempt with the best held-out score; 0: never")
+                                 "it to 1), train again from the same start at half the learning rate, at most this "
+                                 "many times, and keep the attempt with the best held-out score; 0: never (measured "
+                                 "in BENCHMARKS.md, session 37)")
 BATCH_SIZE_OPTION = typer.Option(8, help="examples per step")
 DEVICE_OPTION = typer.Option("auto", help="where to train and score: auto (a CUDA GPU when there is one, else the "
                              "CPU), cpu, cuda or cuda:N")
@@ -97,7 +97,7 @@ def run(sequence: Optional[str] = typer.Argument(None, help="built-in sequence n
         max_test: int = typer.Option(100, help="test examples per task"),
         steps: int = STEPS_OPTION, early_stop: bool = EARLY_STOP_OPTION, patience: int = PATIENCE_OPTION,
         monitor: str = MONITOR_OPTION, eval_every: int = EVAL_EVERY_OPTION, batch_size: int = BATCH_SIZE_OPTION,
-          lr_retries: int = LR_RETRIES_OPTION,
+        lr_retries: int = LR_RETRIES_OPTION,
         lr: float = typer.Option(DEFAULT_LR, help="learning rate"),
         max_length: int = typer.Option(256, help="max tokens per example"),
         seed: int = typer.Option(0, help="seed for sampling, initialisation and batch order"),

@@ -83,8 +83,8 @@ class TrainConfig:
                 "as do tasks with nothing held out at their end; 0: off, the weights of the last step"})
     lr_retries: int = field(default=0, metadata={
         "help": "when the kept weights did not learn the task (their held-out accuracy neither clear of the "
-                "majority-class rate at 95% nor halfway from it to 1), train again from the same start at half the rate, at most "
-                "this many times; the attempt with the best held-out score is kept (0: never)"})
+                "majority-class rate at 95% nor halfway from it to 1), train again from the same start at half the "
+                "rate, at most this many times; the attempt with the best held-out score is kept (0: never)"})
     seed: int = field(default=0, metadata={"help": "seed of batch order, validation split and dropout"})
     pack: bool = field(default=False, metadata={
         "help": "run a batch's prompts after their shared prefix as one padding-free sequence (block-diagonal "
