@@ -10,7 +10,7 @@ at ``--lr-retries 1`` those calls, and everything after them in the run, would d
 what ``--lr-retries 1`` computes too. Runs with one training call per task only (not mtl).
 
     python benchmarks/retry_triggers.py results/bench-headline-acc*/results-*.json \\
-        results/bench-headline-head*/results-*.json --out retry_triggers_headline
+        results/bench-headline-head{,-seed?,-tv-seed?}/results-*.json --out retry_triggers_headline
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def main() -> None:
     from adaptive_learner.evaluation.harness import prepare_tasks
     from adaptive_learner.prompting import encode_examples
     from adaptive_learner.training import TrainConfig
-    from adaptive_learner.training.trainer import TrainReport, learned_verdict, split_validation, worth_retrying
+    from adaptive_learner.training.trainer import (TrainReport, adapter_learned, held_out_majority, kept_point,
+                                                   split_validation, worth_retrying)
 
     runs, splits, toks = [], {}, {}
     for path in a.results:
@@ -52,18 +53,17 @@ def main() -> None:
             splits[key] = {}
             for t in prepare_tasks(rc):
                 val = split_validation(encode_examples(tok, t.spec, t.train, train.max_length), train)[1]
-                labels = [it.label for it in val]
-                splits[key][t.name] = (len(val), max(Counter(labels).values()) / len(val) if val else None)
+                splits[key][t.name] = (len(val), held_out_majority(val))
         calls = []
         for name, rep in zip(names, reps):
             n, majority = splits[key][name]
-            kept = next((v for v in rep["validation"] if v["step"] == rep.get("best_step")), None)
-            learned = None if kept is None or not n else learned_verdict(kept["accuracy"], majority, n)
-            as_report = TrainReport(0, 0, 0, 0.0, 0.0, [], validation=rep["validation"], best_step=rep.get("best_step"),
-                                    val_majority=majority, val_size=n)
+            # the stored report as the trainer's own: judged by the same functions that decide a retry
+            judged = TrainReport(0, 0, 0, 0.0, 0.0, [], validation=rep["validation"], best_step=rep.get("best_step"),
+                                 val_majority=majority, val_size=n)
+            kept = kept_point(judged)
             calls.append({"task": name, "held_out_n": n, "majority": majority,
-                          "kept_accuracy": kept["accuracy"] if kept else None, "learned": learned,
-                          "retry": worth_retrying(as_report)})
+                          "kept_accuracy": kept["accuracy"] if kept else None, "learned": adapter_learned(judged),
+                          "retry": worth_retrying(judged)})
         retried = [x["task"] for x in calls if x["retry"]]
         runs.append({"file": str(path), "strategy": doc.get("strategy"), "seed": c["seed"], "lr": train.lr,
                      "avg_acc": doc["metrics"]["avg_acc"], "calls": calls, "would_retry": retried})

@@ -584,9 +584,13 @@ def _train_attempt(host: Any, adapter: str, items: Sequence[Encoded], cfg: Train
                 p.copy_(best_state[n])
     seconds = before + time.perf_counter() - t0
     final = float(np.mean(losses[-10:])) if losses else float("nan")
-    majority = None  # the held-out majority-class rate (a joint run: the mean of each task's)
-    if val_items:
-        groups = [[it.label for it in val_items if it.task == t] for t in dict.fromkeys(it.task for it in val_items)]
-        majority = float(np.mean([max(Counter(g).values()) / len(g) for g in groups]))
     return TrainReport(len(losses), n_ex, n_tok, seconds, final, losses, n_pos, curve,
-                       best_step if val_items else None, stopped, majority, len(val_items))
+                       best_step if val_items else None, stopped, held_out_majority(val_items), len(val_items))
+
+
+def held_out_majority(val_items: Sequence[Encoded]) -> float | None:
+    """The held-out majority-class rate (a joint run: the mean of each task's); None when nothing is held out."""
+    if not val_items:
+        return None
+    groups = [[it.label for it in val_items if it.task == t] for t in dict.fromkeys(it.task for it in val_items)]
+    return float(np.mean([max(Counter(g).values()) / len(g) for g in groups]))
