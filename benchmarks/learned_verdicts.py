@@ -3,7 +3,8 @@
 The router does not offer an adapter for reuse when the adapter learned none of its tasks, judged
 as the library judges it after training: the held-out accuracy of the kept weights against the
 held-out split's majority-class rate (``training.trainer.adapter_learned``: one-sided 95% Wilson
-bound above the rate). This script recomputes that verdict for stored ``per_task_quality.py``
+bound above the rate, or at least half of the rate's errors removed; the second condition since session
+38). This script recomputes that verdict for stored ``per_task_quality.py``
 runs (their held-out curves and kept steps; the held-out split rebuilt exactly as training split it)
 and sets it beside the test-split verdict of ``learnability.py`` (accuracy at least 5 points above
 the test majority rate with the two-sided 95% interval clear of it). No training.

@@ -118,8 +118,19 @@ def test_learned_verdict_needs_held_out_accuracy_clearly_above_the_majority_rate
     assert learned_verdict(0.90, 0.5, 32) is True
     assert learned_verdict(0.531, 0.53, 32) is False  # RTE-like: at the majority rate
     assert learned_verdict(0.62, 0.5, 32) is False and learned_verdict(0.62, 0.5, 400) is True  # n matters
-    assert learned_verdict(1.0, 0.9, 8) is False  # a handful of examples cannot tell
+    assert learned_verdict(5 / 8, 0.5, 8) is False  # a handful of examples cannot tell
     assert learned_verdict(0.8, 0.5, 0) is None
+
+
+def test_an_imbalanced_task_that_removed_most_of_the_majority_rate_errors_counts_as_learned():
+    from adaptive_learner.training.trainer import learned_verdict
+
+    # sms_spam-like: 31 of 32 against a majority of 28 of 32 is not clear of the rate at 95% on 32 examples,
+    # but three quarters of its errors are gone
+    assert learned_verdict(31 / 32, 28 / 32, 32) is True
+    assert learned_verdict(30 / 32, 28 / 32, 32) is True  # half of them: the boundary is learned
+    assert learned_verdict(29 / 32, 28 / 32, 32) is False
+    assert learned_verdict(1.0, 1.0, 32) is False  # nothing to learn above a held-out split of one label
 
 
 def test_adapter_learned_judges_the_kept_step_not_the_last():

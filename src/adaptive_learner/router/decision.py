@@ -7,8 +7,9 @@ otherwise a new adapter is created. The trial (the candidate adapter's loss on t
 against the base model's) is run only for a short list of the most likely adapters, because it
 costs a forward pass per candidate.
 
-An adapter none of whose tasks it learned (each task's held-out accuracy at its kept step was not
-above that task's majority-class rate, ``TaskProfile.learned`` False) is not offered for reuse: there
+An adapter none of whose tasks it learned (each task's held-out accuracy at its kept step judged not
+learned against that task's majority-class rate by ``training.trainer.learned_verdict``,
+``TaskProfile.learned`` False) is not offered for reuse: there
 is nothing in it to transfer, and EWC and replay would hold the new task to weights that never
 worked (the two wrong reuses of the outcome runs, BENCHMARKS.md, were both of this kind). The next
 candidate above the threshold is reused instead, else a new adapter is made.
