@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The `headline` table at each strategy's learning rate chosen by the lr search (issue 11; BENCHMARKS.md,
-# sessions 36-38): one run (strategy, rate, seed) per one-thread process, JOBS processes at a time.
+# sessions 36-38): one run (strategy, rate, seed) per process (one thread unless THREADS), JOBS processes at a time.
 #
 #   benchmarks/headline_queue.sh [JOBS] < plan        # run from the repository root
+#   THREADS=2 benchmarks/headline_queue.sh 1 < plan   # one run at a time on two threads
 #
 # Each plan line is `LABEL STRATEGY LR SEED [alearn bench options...]`, for example
 #   router-lr0.001 router 0.001 0
@@ -16,6 +17,7 @@ set -euo pipefail
 JOBS=${1:-2}
 KEEP=benchmarks/results/headline-chosen-lr
 ALEARN=${ALEARN:-.venv/bin/alearn}
+THREADS=${THREADS:-1}
 mkdir -p "$KEEP" runs/queue
 
 one() {
@@ -27,7 +29,7 @@ one() {
         return 0
     fi
     echo "$name: started $(date -u +%H:%M:%S)"
-    if OMP_NUM_THREADS=1 "$ALEARN" bench headline --strategies "$strategy" --seeds "$seed" --lr "$lr" \
+    if OMP_NUM_THREADS=$THREADS "$ALEARN" bench headline --strategies "$strategy" --seeds "$seed" --lr "$lr" \
         --max-train 160 --max-test 200 "$@" --out "$run" > "$run.log" 2>&1; then
         mkdir -p "$KEEP/$name"
         cp "$run/seed$seed-order0/$strategy/bench-key.json" "$run/seed$seed-order0/$strategy/results.json" \
@@ -38,6 +40,6 @@ one() {
     fi
 }
 export -f one
-export KEEP ALEARN
+export KEEP ALEARN THREADS
 
 grep -v '^\s*\(#\|$\)' | xargs -P "$JOBS" -L 1 bash -c 'one "$@"' _
