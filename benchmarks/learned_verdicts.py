@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter
 from pathlib import Path
 
 from common import save
@@ -35,7 +34,7 @@ def main() -> None:
     from adaptive_learner.tasks import load_catalog_task
     from adaptive_learner.tasks.catalog import CATALOG
     from adaptive_learner.training import TrainConfig
-    from adaptive_learner.training.trainer import learned_verdict, split_validation
+    from adaptive_learner.training.trainer import held_out_majority, learned_verdict, split_validation
 
     tok = load_backbone(a.backbone).tokenizer
     rows = []
@@ -50,7 +49,7 @@ def main() -> None:
             cfg = TrainConfig(seed=seed)
             task = load_catalog_task(r["task"]).subsample(n_train, r["n_test"], seed)
             _, val = split_validation(encode_examples(tok, task.spec, task.train, cfg.max_length), cfg)
-            majority = max(Counter(it.label for it in val).values()) / len(val)
+            majority = held_out_majority(val)
             kept = [v["accuracy"] for v in ours["validation"] if v["step"] == ours["best_step"]][0]
             held = learned_verdict(kept, majority, len(val))
             test = verdict(ours["accuracy"], r["majority"], r["n_test"])

@@ -42,11 +42,10 @@ PATIENCE_OPTION = typer.Option(DEFAULT_PATIENCE, help="held-out scores without i
 MONITOR_OPTION = typer.Option(DEFAULT_MONITOR, help="what improvement means on the held-out examples: accuracy "
                               "(higher; at equal accuracy the lower loss is kept) or loss (0.01 lower)")
 EVAL_EVERY_OPTION = typer.Option(DEFAULT_EVAL_EVERY, help="steps between held-out scores")
-LR_RETRIES_OPTION = typer.Option(DEFAULT_LR_RETRIES, help="when the kept weights did not learn the task (their "
-                                 "held-out accuracy neither clear of the majority-class rate at 95% nor halfway from "
-                                 "it to 1), train again from the same start at half the learning rate, at most this "
-                                 "many times, and keep the attempt with the best held-out score; 0: never (measured "
-                                 "in BENCHMARKS.md, session 37)")
+LR_RETRIES_OPTION = typer.Option(DEFAULT_LR_RETRIES, help="when the kept weights did not learn the task (the "
+                                 "held-out verdict alearn learn reports), train again from the same start at half "
+                                 "the learning rate, at most this many times, and keep the attempt with the best "
+                                 "held-out score; 0: never (measured in BENCHMARKS.md, session 37)")
 BATCH_SIZE_OPTION = typer.Option(8, help="examples per step")
 DEVICE_OPTION = typer.Option("auto", help="where to train and score: auto (a CUDA GPU when there is one, else the "
                              "CPU), cpu, cuda or cuda:N")

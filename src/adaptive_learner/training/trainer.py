@@ -82,9 +82,9 @@ class TrainConfig:
                 "min(ema, (1+t)/(10+t))): the held-out checks score the average and early stopping keeps it, "
                 "as do tasks with nothing held out at their end; 0: off, the weights of the last step"})
     lr_retries: int = field(default=0, metadata={
-        "help": "when the kept weights did not learn the task (their held-out accuracy neither clear of the "
-                "majority-class rate at 95% nor halfway from it to 1), train again from the same start at half the "
-                "rate, at most this many times; the attempt with the best held-out score is kept (0: never)"})
+        "help": "when the kept weights did not learn the task (held-out verdict: learned_verdict), train again "
+                "from the same start at half the rate, at most this many times; the attempt with the best held-out "
+                "score is kept (0: never)"})
     seed: int = field(default=0, metadata={"help": "seed of batch order, validation split and dropout"})
     pack: bool = field(default=False, metadata={
         "help": "run a batch's prompts after their shared prefix as one padding-free sequence (block-diagonal "
