@@ -3,8 +3,9 @@ each strategy's paired bootstrap interval against the reference over all seeds t
 
 ``alearn bench`` pools the seeds it runs in one output folder; runs made on different machines or
 sessions are kept as ``results-<strategy>.json`` files (the ``results.json`` of each run) in one
-folder per seed, or as ``headline_queue.sh`` keeps them: one folder per run, ``<strategy>-lr<rate>-s<seed>/results.json``
-(``<strategy>`` as ``--strategies`` names it, ``router+head`` for a run given ``--set head=true``). This reads those files and computes the same comparison ``alearn bench`` prints
+folder per seed, or as ``headline_queue.sh`` keeps them: one folder per run,
+``<strategy>-lr<rate>-s<seed>/results.json`` (``<strategy>`` as ``--strategies`` names it, ``router+head`` for a
+run given ``--set head=true``). This reads those files and computes the same comparison ``alearn bench`` prints
 (``evaluation.stats.compare``: resampling each task's test examples within each seed), so a
 3-seed interval can be had without keeping every run's folder. Every run must have been scored on
 the same test examples per seed (the same ``--max-test``), which the script checks.
@@ -33,8 +34,9 @@ def load_runs(folders: list[Path], strategies: list[str], first_wins: bool = Fal
     correct: dict = {}
     for folder in folders:
         for s in strategies:
-            kept = sorted(folder.glob(f"{s}-lr*-s*/results.json"))  # headline_queue.sh's layout
-            for f in ([folder / f"results-{s}.json"] if (folder / f"results-{s}.json").is_file() else []) + kept:
+            for f in [folder / f"results-{s}.json", *sorted(folder.glob(f"{s}-lr*-s*/results.json"))]:
+                if not f.is_file():
+                    continue
                 doc = json.loads(f.read_text())
                 seed = int(doc["config"]["seed"])
                 if (s, seed) in metrics:
@@ -42,7 +44,8 @@ def load_runs(folders: list[Path], strategies: list[str], first_wins: bool = Fal
                         continue
                     raise SystemExit(f"error: two runs of {s} with seed {seed} ({f})")
                 metrics[(s, seed)] = {**doc["metrics"], "n_adapters": doc.get("n_adapters"), "file": str(f),
-                                      "max_test": doc["config"].get("max_test"), "tasks": doc["tasks"]}
+                                      "max_test": doc["config"].get("max_test"), "tasks": doc["tasks"],
+                                      "lr": doc["config"]["train"]["lr"], "final": doc["matrix"][-1]}
                 correct.update(run_outcomes(s, seed, 0, doc))
     return metrics, correct
 
