@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from adaptive_learner.evaluation.bench import BenchConfig, holdout_tasks, run_bench, task_orders
+from adaptive_learner.evaluation.bench import SEARCH_REPEAT_SEED, BenchConfig, holdout_tasks, run_bench, task_orders
 from adaptive_learner.evaluation.harness import RunConfig, prepare_tasks
 from adaptive_learner.training import TrainConfig
 
@@ -128,10 +128,38 @@ def test_lr_search_on_part_of_the_sequence_alone_runs_nothing_on_test(toy_sequen
     assert json.loads((tmp_path / "bench.json").read_text())["lr_search"]["naive"] == res.search["naive"]
 
 
+def test_repeated_lr_search_scores_each_rate_by_the_mean_of_its_own_splits_and_reuses_the_single_search(
+        toy_sequence, tmp_path):
+    base = dict(strategies=["naive"], lr_search=True, lr_grid=[1e-4, 3e-2], search_only=True)
+    single = run_bench(tiny_bench(toy_sequence, **base), tmp_path)
+    first = {p: (tmp_path / "lr-search" / p / "results.json").stat().st_mtime_ns
+             for p in ("naive-lr0.0001", "naive-lr0.03")}
+    cfg = tiny_bench(toy_sequence, search_repeats=2, **base)
+    res = run_bench(cfg, tmp_path)
+    for lr in ("0.0001", "0.03"):  # repeat 0 is the single search's run, kept; repeat 1 ran in -r1
+        assert (tmp_path / "lr-search" / f"naive-lr{lr}" / "results.json").stat().st_mtime_ns == first[f"naive-lr{lr}"]
+        again = json.loads((tmp_path / "lr-search" / f"naive-lr{lr}-r1" / "results.json").read_text())
+        each = res.search_runs["naive"][lr]
+        assert each[0] == single.search["naive"][lr] and each[1] == again["metrics"]["avg_acc"]
+        assert res.search["naive"][lr] == float(np.mean(each))
+        assert again["config"]["seed"] == SEARCH_REPEAT_SEED
+    tasks = prepare_tasks(RunConfig(sequence=toy_sequence, strategy="naive", max_train=24, max_test=6))
+    held = [[json.dumps(r.fields, sort_keys=True) for r in t.test] for t in holdout_tasks(tasks, cfg, 0)]
+    held_r1 = [[json.dumps(r.fields, sort_keys=True) for r in t.test]
+               for t in holdout_tasks(tasks, cfg, SEARCH_REPEAT_SEED)]
+    assert held != held_r1  # the repeat scores other held-out examples
+    assert res.lrs["naive"] == max(cfg.lr_grid, key=lambda lr: (res.search["naive"][f"{lr:g}"],
+                                                                 -abs(np.log(lr / cfg.train.lr))))
+    assert "2 runs per rate" in (tmp_path / "bench.md").read_text()
+    assert json.loads((tmp_path / "bench.json").read_text())["lr_search_runs"]["naive"] == res.search_runs["naive"]
+
+
 def test_cli_bench_mistakes_are_one_line_errors(capsys, toy_sequence):
     for args, msg in [(["--strategies", "naive,nope"], "unknown strategies"),
                       (["--lr-search", "--search-tasks", "pairs,nope"], "nope not in this sequence"),
                       (["--search-only"], "need --lr-search"),
+                      (["--search-repeats", "2"], "--search-repeats needs --lr-search"),
+                      (["--lr-search", "--search-repeats", "0"], "--search-repeats must be at least 1"),
                       (["--seeds", "0,x"], "--seeds"), (["--orders", "0"], "--orders"),
                       (["--set", "ewc_strength"], "KEY=VALUE")]:
         code, out, err = alearn(capsys, "bench", toy_sequence, "--backbone", "tiny-random", *args)

@@ -182,6 +182,9 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
                                                      "used on the whole sequence"),
           search_only: bool = typer.Option(False, "--search-only", help="stop after --lr-search: its table in "
                                            "bench.md, no runs on the test data"),
+          search_repeats: int = typer.Option(1, help="runs of --lr-search per rate, each on its own held-out split "
+                                             "and training seed; rates are compared by their mean (one run "
+                                             "follows one training draw)"),
           set_: Optional[List[str]] = typer.Option(None, "--set", help="strategy option KEY=VALUE (repeat), e.g. "
                                                    "ewc_strength=10, replay_ratio=0.25, replay_source=both; head=true: "
                                                    "the head alearn learn mixes in, where a task has an adapter"),
@@ -224,7 +227,7 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
                                                           max_test=max_test),
                       options=_set_options(set_), lr_search=lr_search, lr_grid=_csv(lr_grid, float, "--lr-grid"),
                       search_tasks=None if search_tasks is None else _csv(search_tasks, str, "--search-tasks"),
-                      search_only=search_only,
+                      search_only=search_only, search_repeats=search_repeats,
                       reference=reference, resamples=resamples, device=device, dtype=_dtype(dtype))
     out = out or Path("runs") / f"bench-{Path(sequence).stem}"
     run_bench(cfg, out, workers=workers, ray_address=ray_address)

@@ -89,6 +89,9 @@ class BenchConfig:
     search_tasks: list[str] | None = field(default=None, metadata={"help": "the sequence's tasks the lr search runs "
                                                                             "on, in the sequence's order (None: all)"})
     search_only: bool = field(default=False, metadata={"help": "stop after the lr search: its table, no runs"})
+    search_repeats: int = field(default=1, metadata={
+        "help": "runs of the lr search per rate, each on its own held-out split and training seed; the rates are "
+                "compared by the mean of their runs (one run follows one training draw: BENCHMARKS.md, session 39)"})
     reference: str = field(default="router", metadata={"help": "the strategy every other one is compared with "
                                                                 "(paired bootstrap interval of the AvgAcc difference)"})
     resamples: int = field(default=2000, metadata={"help": "bootstrap resamples of the test examples"})
@@ -110,6 +113,10 @@ class BenchConfig:
             raise UserError("the lr grid needs positive rates and the held-out fraction must be in (0, 1)")
         if (self.search_tasks is not None or self.search_only) and not self.lr_search:
             raise UserError("--search-tasks and --search-only need --lr-search")
+        if self.search_repeats < 1:
+            raise UserError(f"--search-repeats must be at least 1, got {self.search_repeats}")
+        if self.search_repeats > 1 and not self.lr_search:
+            raise UserError("--search-repeats needs --lr-search")
         if self.search_tasks is not None and not self.search_tasks:
             raise UserError("--search-tasks names no task")
         if self.reference not in REGISTRY:
@@ -133,6 +140,7 @@ class BenchResult:
     search: dict[str, dict[str, float]]
     table: list[dict[str, Any]]
     paired: list[dict[str, Any]] = field(default_factory=list)
+    search_runs: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # each repeat's score, by lr
 
 
 def task_orders(n: int, count: int) -> list[list[int]]:
@@ -266,25 +274,36 @@ def search_subset(tasks: list[TaskData], names: list[str] | None) -> list[TaskDa
     return [t for t in tasks if t.name in wanted]
 
 
+SEARCH_REPEAT_SEED = 1000  # repeat r of the lr search splits and trains with seed + r * this (r = 0: the seed itself)
+
+
 def search_lr(cfg: BenchConfig, strategy: str, tasks: list[TaskData], out: Path,
               pool: Any = None) -> tuple[float, dict[str, float]]:
     """The grid's learning rate with the best final average accuracy on the held-out parts."""
-    return search_lrs(cfg, [strategy], tasks, out, pool)[strategy]
+    best, scores, _ = search_lrs(cfg, [strategy], tasks, out, pool)[strategy]
+    return best, scores
 
 
 def search_lrs(cfg: BenchConfig, strategies: list[str], tasks: list[TaskData], out: Path,
-               pool: Any = None) -> dict[str, tuple[float, dict[str, float]]]:
-    """``search_lr`` for each strategy, every (strategy, lr) run given to ``run_all`` at once."""
+               pool: Any = None) -> dict[str, tuple[float, dict[str, float], dict[str, list[float]]]]:
+    """``search_lr`` for each strategy, every (strategy, lr, repeat) run given to ``run_all`` at once:
+    (chosen rate, mean score by rate, each repeat's score by rate).
+
+    Repeat r >= 1 draws its own held-out split and training seed (``SEARCH_REPEAT_SEED``) from the same
+    training examples and runs in ``<strategy>-lr<rate>-r<r>``; repeat 0 is the single search's run, so a
+    search repeated later reuses the runs of one made before."""
     seed = cfg.seeds[0]
-    split = holdout_tasks(tasks, cfg, seed)
-    calls = [(_run_config(cfg, s, seed, lr), split, out / "lr-search" / f"{s}-lr{lr:g}")
-             for s in strategies for lr in cfg.lr_grid]
+    seeds = [seed + r * SEARCH_REPEAT_SEED for r in range(cfg.search_repeats)]
+    splits = [holdout_tasks(tasks, cfg, sd) for sd in seeds]
+    calls = [(_run_config(cfg, s, sd, lr), split, out / "lr-search" / (f"{s}-lr{lr:g}" + (f"-r{r}" if r else "")))
+             for s in strategies for lr in cfg.lr_grid for r, (sd, split) in enumerate(zip(seeds, splits))]
     results = iter(run_all(calls, pool))
     found = {}
     for s in strategies:
-        scores = {f"{lr:g}": float(next(results).metrics["avg_acc"]) for lr in cfg.lr_grid}
+        each = {f"{lr:g}": [float(next(results).metrics["avg_acc"]) for _ in seeds] for lr in cfg.lr_grid}
+        scores = {k: float(np.mean(v)) for k, v in each.items()}
         best = max(cfg.lr_grid, key=lambda lr: (scores[f"{lr:g}"], -abs(np.log(lr / cfg.train.lr))))
-        found[s] = (best, scores)
+        found[s] = (best, scores, each)
     return found
 
 
@@ -312,12 +331,13 @@ def _run_bench(cfg: BenchConfig, out: Path, pool: Any) -> BenchResult:
     first = prepare_tasks(_run_config(cfg, cfg.strategies[0], cfg.seeds[0], cfg.train.lr))
     lrs: dict[str, float] = {s: cfg.train.lr for s in cfg.strategies}
     search: dict[str, dict[str, float]] = {}
+    search_runs: dict[str, dict[str, list[float]]] = {}
     if cfg.lr_search:
-        for s, (lr, scores) in search_lrs(cfg, [s for s in cfg.strategies if s not in NO_TRAINING],
-                                          search_subset(first, cfg.search_tasks), out, pool).items():
-            lrs[s], search[s] = lr, scores
+        for s, (lr, scores, each) in search_lrs(cfg, [s for s in cfg.strategies if s not in NO_TRAINING],
+                                                search_subset(first, cfg.search_tasks), out, pool).items():
+            lrs[s], search[s], search_runs[s] = lr, scores, each
         if cfg.search_only:
-            result = BenchResult([], lrs, search, [])
+            result = BenchResult([], lrs, search, [], search_runs=search_runs)
             write_bench(result, cfg, out, [t.name for t in first], time.perf_counter() - t0)
             return result
     orders = task_orders(len(first), cfg.orders)
@@ -339,7 +359,8 @@ def _run_bench(cfg: BenchConfig, out: Path, pool: Any) -> BenchResult:
                      "trainable_params": res.info.get("trainable_params"),
                      "wall_s": res.info.get("timings_s", {}).get("total"), "device": res.info.get("device")})
         correct.update(run_outcomes(s, seed, k, res.info))
-    result = BenchResult(runs, lrs, search, aggregate(runs, cfg.strategies), paired_comparisons(correct, cfg))
+    result = BenchResult(runs, lrs, search, aggregate(runs, cfg.strategies), paired_comparisons(correct, cfg),
+                         search_runs=search_runs)
     write_bench(result, cfg, out, [t.name for t in first], time.perf_counter() - t0)
     return result
 
@@ -447,12 +468,19 @@ def search_markdown(res: BenchResult, cfg: BenchConfig, task_names: list[str]) -
     if not res.search:
         return []
     on = "" if cfg.search_tasks is None else f"on {', '.join(t for t in task_names if t in cfg.search_tasks)} only; "
+    runs = (f"seed {cfg.seeds[0]}" if cfg.search_repeats == 1 else
+            f"{cfg.search_repeats} runs per rate, each its own held-out split and seed: the mean, each run's in brackets")
     lines = ["", f"## Learning-rate search ({on}held out {cfg.holdout:.0%} of each task's training data, at most "
-                 f"{cfg.holdout_max} per task; seed {cfg.seeds[0]}; final average accuracy on the held-out parts)",
+                 f"{cfg.holdout_max} per task; {runs}; final average accuracy on the held-out parts)",
              "", "| strategy | " + " | ".join(f"lr {lr:g}" for lr in cfg.lr_grid) + " | chosen |",
              "|---" * (len(cfg.lr_grid) + 2) + "|"]
-    for s, scores in res.search.items():
-        lines.append(f"| {s} | " + " | ".join(f"{scores[f'{lr:g}']:.3f}" for lr in cfg.lr_grid) + f" | {res.lrs[s]:g} |")
+
+    def cell(s: str, lr: float) -> str:
+        each = res.search_runs.get(s, {}).get(f"{lr:g}", [])
+        return f"{res.search[s][f'{lr:g}']:.3f}" + (f" ({' / '.join(f'{v:.3f}' for v in each)})" if len(each) > 1 else "")
+
+    for s in res.search:
+        lines.append(f"| {s} | " + " | ".join(cell(s, lr) for lr in cfg.lr_grid) + f" | {res.lrs[s]:g} |")
     return lines
 
 
@@ -491,6 +519,7 @@ def write_bench(res: BenchResult, cfg: BenchConfig, out: Path, names: list[str],
     orders = task_orders(len(names), cfg.orders)
     doc = {"config": asdict(cfg), "environment": environment(), "seconds": round(seconds, 1),
            "orders": [[names[i] for i in o] for o in orders], "lrs": res.lrs, "lr_search": res.search,
+           "lr_search_runs": res.search_runs,
            "table": res.table, "paired": res.paired, "runs": res.runs}
     atomic_write_json(out / "bench.json", _nulls(json.loads(json.dumps(doc, default=str))))
     atomic_write_text(out / "bench.md", bench_markdown(res, cfg, orders, names))
