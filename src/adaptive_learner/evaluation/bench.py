@@ -20,7 +20,8 @@ every seed and strategy). With ``lr_search`` each strategy's learning rate is ch
 each task's training data is split (stratified, seeded) into a search-train part and a held-out
 part, the strategy runs the sequence for every learning rate of the grid on the search-train
 parts, and the rate with the best final average accuracy on the held-out parts is used for the
-real runs (test data never takes part). The search is reported beside the results. ``search_tasks``
+real runs (test data never takes part); ``search_repeats`` runs each rate that many times, each on its own
+held-out split and training seed, and compares the rates by the mean. The search is reported beside the results. ``search_tasks``
 runs the search on part of the sequence (its rates are used on the whole of it); ``search_only``
 stops after the search, writing its table and no run.
 
