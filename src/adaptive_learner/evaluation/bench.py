@@ -138,10 +138,14 @@ class BenchResult:
 
     runs: list[dict[str, Any]]
     lrs: dict[str, float]
-    search: dict[str, dict[str, float]]
+    search_runs: dict[str, dict[str, list[float]]]  # the lr search: each repeat's held-out score, by strategy and lr
     table: list[dict[str, Any]]
     paired: list[dict[str, Any]] = field(default_factory=list)
-    search_runs: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # each repeat's score, by lr
+
+    @property
+    def search(self) -> dict[str, dict[str, float]]:
+        """The lr search's score of each rate: the mean over its repeats."""
+        return {s: {lr: float(np.mean(v)) for lr, v in each.items()} for s, each in self.search_runs.items()}
 
 
 def task_orders(n: int, count: int) -> list[list[int]]:
@@ -278,17 +282,11 @@ def search_subset(tasks: list[TaskData], names: list[str] | None) -> list[TaskDa
 SEARCH_REPEAT_SEED = 1000  # repeat r of the lr search splits and trains with seed + r * this (r = 0: the seed itself)
 
 
-def search_lr(cfg: BenchConfig, strategy: str, tasks: list[TaskData], out: Path,
-              pool: Any = None) -> tuple[float, dict[str, float]]:
-    """The grid's learning rate with the best final average accuracy on the held-out parts."""
-    best, scores, _ = search_lrs(cfg, [strategy], tasks, out, pool)[strategy]
-    return best, scores
-
-
 def search_lrs(cfg: BenchConfig, strategies: list[str], tasks: list[TaskData], out: Path,
-               pool: Any = None) -> dict[str, tuple[float, dict[str, float], dict[str, list[float]]]]:
-    """``search_lr`` for each strategy, every (strategy, lr, repeat) run given to ``run_all`` at once:
-    (chosen rate, mean score by rate, each repeat's score by rate).
+               pool: Any = None) -> dict[str, tuple[float, dict[str, list[float]]]]:
+    """For each strategy, the grid's learning rate with the best final average accuracy on the held-out parts
+    (mean over the repeats) and each repeat's score by rate; every (strategy, lr, repeat) run is given to
+    ``run_all`` at once.
 
     Repeat r >= 1 draws its own held-out split and training seed (``SEARCH_REPEAT_SEED``) from the same
     training examples and runs in ``<strategy>-lr<rate>-r<r>``; repeat 0 is the single search's run, so a
@@ -304,7 +302,7 @@ def search_lrs(cfg: BenchConfig, strategies: list[str], tasks: list[TaskData], o
         each = {f"{lr:g}": [float(next(results).metrics["avg_acc"]) for _ in seeds] for lr in cfg.lr_grid}
         scores = {k: float(np.mean(v)) for k, v in each.items()}
         best = max(cfg.lr_grid, key=lambda lr: (scores[f"{lr:g}"], -abs(np.log(lr / cfg.train.lr))))
-        found[s] = (best, scores, each)
+        found[s] = (best, each)
     return found
 
 
@@ -331,14 +329,13 @@ def _run_bench(cfg: BenchConfig, out: Path, pool: Any) -> BenchResult:
     t0 = time.perf_counter()
     first = prepare_tasks(_run_config(cfg, cfg.strategies[0], cfg.seeds[0], cfg.train.lr))
     lrs: dict[str, float] = {s: cfg.train.lr for s in cfg.strategies}
-    search: dict[str, dict[str, float]] = {}
     search_runs: dict[str, dict[str, list[float]]] = {}
     if cfg.lr_search:
-        for s, (lr, scores, each) in search_lrs(cfg, [s for s in cfg.strategies if s not in NO_TRAINING],
-                                                search_subset(first, cfg.search_tasks), out, pool).items():
-            lrs[s], search[s], search_runs[s] = lr, scores, each
+        for s, (lr, each) in search_lrs(cfg, [s for s in cfg.strategies if s not in NO_TRAINING],
+                                        search_subset(first, cfg.search_tasks), out, pool).items():
+            lrs[s], search_runs[s] = lr, each
         if cfg.search_only:
-            result = BenchResult([], lrs, search, [], search_runs=search_runs)
+            result = BenchResult([], lrs, search_runs, [])
             write_bench(result, cfg, out, [t.name for t in first], time.perf_counter() - t0)
             return result
     orders = task_orders(len(first), cfg.orders)
@@ -360,8 +357,7 @@ def _run_bench(cfg: BenchConfig, out: Path, pool: Any) -> BenchResult:
                      "trainable_params": res.info.get("trainable_params"),
                      "wall_s": res.info.get("timings_s", {}).get("total"), "device": res.info.get("device")})
         correct.update(run_outcomes(s, seed, k, res.info))
-    result = BenchResult(runs, lrs, search, aggregate(runs, cfg.strategies), paired_comparisons(correct, cfg),
-                         search_runs=search_runs)
+    result = BenchResult(runs, lrs, search_runs, aggregate(runs, cfg.strategies), paired_comparisons(correct, cfg))
     write_bench(result, cfg, out, [t.name for t in first], time.perf_counter() - t0)
     return result
 
@@ -442,7 +438,7 @@ def bench_markdown(res: BenchResult, cfg: BenchConfig, orders: list[list[int]], 
              "|---|---|---|---|---|---|---|---|---|---|"]
     against = {r["strategy"]: r for r in res.paired if r["against"] == cfg.reference}
     for row in res.table:
-        lr = f"{row['lr']:g}" + (" (searched)" if row["strategy"] in res.search else "")
+        lr = f"{row['lr']:g}" + (" (searched)" if row["strategy"] in res.search_runs else "")
         diff = "(reference)" if row["strategy"] == cfg.reference else _fmt_diff(against.get(row["strategy"]))
         lines.append(f"| {row['strategy']} | {lr} | {_fmt(row['avg_acc'], spread=many)} | {diff} | "
                      f"{_fmt(row['bwt'], True, spread=many)} | {_fmt(row['fwt'], True, spread=many)} | "
@@ -466,7 +462,7 @@ def bench_markdown(res: BenchResult, cfg: BenchConfig, orders: list[list[int]], 
 
 def search_markdown(res: BenchResult, cfg: BenchConfig, task_names: list[str]) -> list[str]:
     """The lr search's table (nothing without a search)."""
-    if not res.search:
+    if not res.search_runs:
         return []
     on = "" if cfg.search_tasks is None else f"on {', '.join(t for t in task_names if t in cfg.search_tasks)} only; "
     runs = (f"seed {cfg.seeds[0]}" if cfg.search_repeats == 1 else
@@ -477,10 +473,10 @@ def search_markdown(res: BenchResult, cfg: BenchConfig, task_names: list[str]) -
              "|---" * (len(cfg.lr_grid) + 2) + "|"]
 
     def cell(s: str, lr: float) -> str:
-        each = res.search_runs.get(s, {}).get(f"{lr:g}", [])
-        return f"{res.search[s][f'{lr:g}']:.3f}" + (f" ({' / '.join(f'{v:.3f}' for v in each)})" if len(each) > 1 else "")
+        each = res.search_runs[s][f"{lr:g}"]
+        return f"{np.mean(each):.3f}" + (f" ({' / '.join(f'{v:.3f}' for v in each)})" if len(each) > 1 else "")
 
-    for s in res.search:
+    for s in res.search_runs:
         lines.append(f"| {s} | " + " | ".join(cell(s, lr) for lr in cfg.lr_grid) + f" | {res.lrs[s]:g} |")
     return lines
 
