@@ -66,6 +66,19 @@ def test_table_reports_mean_and_spread_over_repeats(repeated):
     assert doc["orders"] == [["toy", "pairs"], ["pairs", "toy"]] and len(doc["runs"]) == 12
 
 
+def test_bench_reports_what_its_runs_cost_in_wall_and_cpu_hours(repeated):
+    """Every run records its process's CPU seconds beside its wall seconds; bench.md sums both over the runs."""
+    cfg, res, out = repeated
+    assert all(r["cpu_s"] > 0 and r["wall_s"] > 0 for r in res.runs)
+    wall, cpu = sum(r["wall_s"] for r in res.runs) / 3600, sum(r["cpu_s"] for r in res.runs) / 3600
+    line = next(x for x in (out / "bench.md").read_text().splitlines() if x.startswith("Cost of the"))
+    assert line == f"Cost of the 12 runs on the test data: {wall:.2f} hours of wall time, {cpu:.2f} CPU hours."
+    from adaptive_learner.evaluation.bench import cost_markdown
+
+    older = [{**r, "cpu_s": None} if i else r for i, r in enumerate(res.runs)]  # runs made before CPU was recorded
+    assert "(the 1 of 12 runs that recorded it)" in cost_markdown(older)[-1]
+
+
 def test_finished_runs_are_reused(repeated):
     cfg, res, out = repeated
     f = out / "seed1-order1" / "naive" / "results.json"
@@ -266,7 +279,9 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_when_the_bench_is_run_ag
         calls.append(task.name)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        time.sleep(1.0)  # the first process's share of the wall time is at least a second
+        end = time.process_time() + 1.0  # the first process's share of the wall and CPU time is at least a second
+        while time.process_time() < end:
+            pass
         return learn(self, task, items)
 
     monkeypatch.setattr(REGISTRY["naive"], "learn", interrupted)
@@ -282,6 +297,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_when_the_bench_is_run_ag
     assert calls == ["pairs"]  # only the task after the checkpoint
     assert not (run_dir / "checkpoint.json").exists()
     assert [r["metrics"] for r in again.runs] == [r["metrics"] for r in straight.runs]
-    # the wall time counts both processes' shares, not only the resumed one's
+    # the wall and CPU times count both processes' shares, not only the resumed one's
     t = json.loads((run_dir / "results.json").read_text())["timings_s"]
     assert ckpt["timings"]["total"] >= 1.0 and t["total"] > ckpt["timings"]["total"]
+    assert ckpt["timings"]["cpu"] >= 1.0 and t["cpu"] > ckpt["timings"]["cpu"]

@@ -355,7 +355,8 @@ def _run_bench(cfg: BenchConfig, out: Path, pool: Any) -> BenchResult:
                      "matrix": res.matrix.tolist(), "zero_shot": res.zero_shot.tolist(),
                      "metrics": res.metrics, "n_adapters": res.info.get("n_adapters"),
                      "trainable_params": res.info.get("trainable_params"),
-                     "wall_s": res.info.get("timings_s", {}).get("total"), "device": res.info.get("device")})
+                     "wall_s": res.info.get("timings_s", {}).get("total"),
+                     "cpu_s": res.info.get("timings_s", {}).get("cpu"), "device": res.info.get("device")})
         correct.update(run_outcomes(s, seed, k, res.info))
     result = BenchResult(runs, lrs, search_runs, aggregate(runs, cfg.strategies), paired_comparisons(correct, cfg))
     write_bench(result, cfg, out, [t.name for t in first], time.perf_counter() - t0)
@@ -400,8 +401,8 @@ def aggregate(runs: list[dict[str, Any]], strategies: list[str]) -> list[dict[st
         row: dict[str, Any] = {"strategy": s, "n": len(mine), "lr": mine[0]["lr"] if mine else None}
         for key, _ in METRICS:
             row[key] = _mean_sd([r["metrics"][key] for r in mine])
-        for key in ("trainable_params", "n_adapters", "wall_s"):
-            row[key] = _mean_sd([r[key] for r in mine if r[key] is not None])
+        for key in ("trainable_params", "n_adapters", "wall_s", "cpu_s"):
+            row[key] = _mean_sd([r[key] for r in mine if r.get(key) is not None])
         table.append(row)
     return table
 
@@ -444,6 +445,7 @@ def bench_markdown(res: BenchResult, cfg: BenchConfig, orders: list[list[int]], 
                      f"{_fmt(row['bwt'], True, spread=many)} | {_fmt(row['fwt'], True, spread=many)} | "
                      f"{_fmt(row['forgetting'], True, spread=many)} | {row['trainable_params'][0]:,.0f} | "
                      f"{row['n_adapters'][0]:g} | {row['wall_s'][0]:.0f} |")
+    lines += cost_markdown(res.runs)
     lines += paired_markdown(res.paired, cfg)
     if cfg.search_only:  # no runs: the budget line, then the search
         return "\n".join(lines[:3] + ["The learning-rate search alone (--search-only): no runs on the test data."]
@@ -479,6 +481,20 @@ def search_markdown(res: BenchResult, cfg: BenchConfig, task_names: list[str]) -
     for s in res.search_runs:
         lines.append(f"| {s} | " + " | ".join(cell(s, lr) for lr in cfg.lr_grid) + f" | {res.lrs[s]:g} |")
     return lines
+
+
+def cost_markdown(runs: list[dict[str, Any]]) -> list[str]:
+    """What the runs of the table cost: their wall hours, and the CPU hours of those that recorded them (the
+    process's CPU time over every thread, whatever else ran beside it; runs made before it was recorded
+    count in the wall hours only)."""
+    if not runs:
+        return []
+    wall = sum(r.get("wall_s") or 0.0 for r in runs)
+    timed = [r["cpu_s"] for r in runs if r.get("cpu_s") is not None]
+    cpu = (f"{sum(timed) / 3600:.2f} CPU hours" + ("" if len(timed) == len(runs) else
+                                                   f" (the {len(timed)} of {len(runs)} runs that recorded it)")
+           if timed else "CPU time not recorded")
+    return ["", f"Cost of the {len(runs)} runs on the test data: {wall / 3600:.2f} hours of wall time, {cpu}."]
 
 
 def _devices_line(runs: list[dict[str, Any]]) -> str:

@@ -201,13 +201,13 @@ def _floats(a: np.ndarray) -> list[Any]:
 
 
 def save(out: Path, cfg: Any, tasks: list[str], done: int, matrix: np.ndarray, zero_shot: np.ndarray,
-         timings: tuple[float, float, float], host: Any, strategy: Any) -> None:
+         timings: tuple[float, float, float, float], host: Any, strategy: Any) -> None:
     """The harness's checkpoint after ``done`` tasks (``timings``: training, evaluation and wall seconds
-    so far, over every process that worked on the run)."""
+    so far, over every process that worked on the run, and the main process's CPU seconds)."""
     seq = user_path(cfg.sequence)
     state = {"config": cfg.to_dict(), "sequence_file": str(seq.resolve()) if seq.is_file() else None,
              "tasks": tasks, "done": done, "zero_shot": _floats(zero_shot)[0], "matrix": _floats(matrix),
-             "timings": {"train": timings[0], "eval": timings[1], "total": timings[2]}}
+             "timings": {"train": timings[0], "eval": timings[1], "total": timings[2], "cpu": timings[3]}}
     save_checkpoint(Path(out), state, host, strategy)
 
 
@@ -234,9 +234,9 @@ def resumable(out: Path, cfg: Any, tasks: list[str]) -> bool:
 
 
 def resume(out: Path, cfg: Any, tasks: list[str], host: Any, strategy: Any,
-           matrix: np.ndarray) -> tuple[np.ndarray, int, float, float, float]:
+           matrix: np.ndarray) -> tuple[np.ndarray, int, float, float, float, float]:
     """Restore a checkpoint into ``host``, ``strategy`` and ``matrix``; (zero-shot row, tasks done, training,
-    evaluation and wall seconds so far)."""
+    evaluation, wall and CPU seconds so far)."""
     doc = read_checkpoint(out)
     if doc["tasks"] != tasks:
         raise UserError(f"the checkpoint in {out} is for tasks {doc['tasks']}, not {tasks}")
@@ -248,8 +248,10 @@ def resume(out: Path, cfg: Any, tasks: list[str], host: Any, strategy: Any,
     done = int(doc["done"])
     matrix[:done] = np.array(doc["matrix"], dtype=float)[:done]
     t = doc["timings"]
-    # a checkpoint written before the wall time was kept: at least the time spent training and evaluating
-    return np.array(doc["zero_shot"], dtype=float), done, t["train"], t["eval"], t.get("total", t["train"] + t["eval"])
+    # a checkpoint written before the wall (or CPU) time was kept: at least the time spent training and evaluating
+    # (CPU: none known)
+    return (np.array(doc["zero_shot"], dtype=float), done, t["train"], t["eval"], t.get("total", t["train"] + t["eval"]),
+            t.get("cpu", 0.0))
 
 
 def remove(out: Path) -> None:

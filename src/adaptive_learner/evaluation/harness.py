@@ -70,7 +70,7 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
     ``zero_shot_cache``: a JSON file shared by the runs of a bench, holding the backbone's accuracy per
     task keyed by the backbone and the encoded test examples, so that each strategy does not score it again.
     """
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     device = resolve_device(cfg.device)  # a bad or missing device: one line before anything is loaded or written
     tasks = tasks if tasks is not None else prepare_tasks(cfg)
     backbone = backbone or load_backbone(cfg.backbone, device=device, dtype=cfg.dtype, seed=cfg.seed)
@@ -94,10 +94,10 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
     if not resume:
         step_state.clear(workdir)
     if resume and checkpoint.exists(workdir):  # the zero-shot row, finished rows, adapters and strategy's state
-        b, start, t_train, t_eval, t_before = checkpoint.resume(workdir, cfg, [t.name for t in tasks], host,
-                                                                strategy, R)
+        b, start, t_train, t_eval, t_before, cpu_before = checkpoint.resume(workdir, cfg, [t.name for t in tasks],
+                                                                            host, strategy, R)
     else:
-        start, t_train, t_eval, t_before = 0, 0.0, 0.0, 0.0
+        start, t_train, t_eval, t_before, cpu_before = 0, 0.0, 0.0, 0.0, 0.0
         t0 = time.perf_counter()
         b = zero_shot_row(host, cfg, test_items, zero_shot_cache)
         t_eval += time.perf_counter() - t0
@@ -125,7 +125,8 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
             t_eval += time.perf_counter() - t0
         if main:
             checkpoint.save(workdir, cfg, [t.name for t in tasks], i + 1, R, b,
-                            (t_train, t_eval, t_before + time.perf_counter() - t_start), host, strategy)
+                            (t_train, t_eval, t_before + time.perf_counter() - t_start,
+                             cpu_before + time.process_time() - cpu_start), host, strategy)
             step_state.clear(workdir)  # the task's progress is in the checkpoint now
     metrics = all_metrics(R, b)
     t0 = time.perf_counter()  # the router's task-inferred row is scored here: its cost, apart from the eval above
@@ -135,7 +136,9 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
         "strategy": cfg.strategy, "n_adapters": len(strategy.adapters), "adapters": strategy.adapters,
         "trainable_params": strategy.trainable_params(), "train_reports": strategy.reports,
         "timings_s": {"train": round(t_train, 1), "eval": round(t_eval, 1), "finish": round(t_finish, 1),
-                      "total": round(t_before + time.perf_counter() - t_start, 1)},  # every process's share
+                      "total": round(t_before + time.perf_counter() - t_start, 1),  # every process's share
+                      # CPU seconds of this process, every thread (a run's cost whatever else ran beside it)
+                      "cpu": round(cpu_before + time.process_time() - cpu_start, 1)},
         "n_train": [len(x) for x in train_items], "n_test": [len(x) for x in test_items],
         "world_size": accelerator.num_processes if accelerator is not None else 1,
         "device": device_name(backbone.device),
