@@ -1,8 +1,8 @@
 """Two sets of ``per_task_quality.py`` results, task by task on the same test examples: our answer after
 against before, each against the peer, with paired bootstrap 95% intervals (per task and pooled).
 
-Rows pair up by task and training-set size; a task only one side has is listed and left out of the pooled
-figures. The adapter's own per-example outcomes are compared too: when they are identical the two runs
+Rows pair up by task, training-set size and seed (files of several seeds pool over all of them); a task
+only one side has is listed and left out of the pooled figures. The adapter's own per-example outcomes are compared too: when they are identical the two runs
 trained the same adapter and only what follows it (the head) differs.
 
     python compare_quality_runs.py --before results/a.json results/b.json --after results/c.json --out cmp
@@ -21,18 +21,22 @@ from adaptive_learner.evaluation.stats import paired_bootstrap
 from common import save
 
 
-def rows(paths: list[str]) -> dict[tuple[str, int], dict[str, Any]]:
-    """(task, n_train) -> row, later files overriding earlier ones."""
-    out: dict[tuple[str, int], dict[str, Any]] = {}
+def rows(paths: list[str]) -> dict[tuple[str, int, int], dict[str, Any]]:
+    """(task, n_train, seed) -> row, later files overriding earlier ones."""
+    out: dict[tuple[str, int, int], dict[str, Any]] = {}
     for p in paths:
-        for r in json.loads(Path(p).read_text())["rows"]:
-            out[(r["task"], r["n_train"])] = {**r, "file": Path(p).name}
+        doc = json.loads(Path(p).read_text())
+        for r in doc["rows"]:
+            out[(r["task"], r["n_train"], int(doc.get("seed", 0)))] = {**r, "file": Path(p).name}
     return out
+
+
+ADAPTER_ONLY = False  # --adapter: compare the adapters' own answers, not the answer with the head
 
 
 def answer(r: dict[str, Any]) -> list[int]:
     o = r["ours"]
-    return (o.get("head") or {}).get("correct", o["correct"])
+    return o["correct"] if ADAPTER_ONLY else (o.get("head") or {}).get("correct", o["correct"])
 
 
 def diff(a: list[int], b: list[int]) -> dict[str, Any]:
@@ -43,28 +47,32 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", nargs="+", required=True)
     ap.add_argument("--after", nargs="+", required=True)
+    ap.add_argument("--adapter", action="store_true", help="the adapters' own answers (default: with the head)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
+    global ADAPTER_ONLY
+    ADAPTER_ONLY = a.adapter
     before, after = rows(a.before), rows(a.after)
     table, pooled_after, pooled_before, pooled_peer = [], {}, {}, {}
     for key in sorted(set(before) & set(after)):
         b, n = before[key], after[key]
         if "correct" not in b["ours"] or len(answer(b)) != len(answer(n)):
-            row = {"task": key[0], "n_train": key[1], "before": round(float(b["ours"].get("head", b["ours"])["accuracy"]), 4),
+            row = {"task": key[0], "n_train": key[1], "seed": key[2],
+                   "before": round(float(b["ours"].get("head", b["ours"])["accuracy"]), 4),
                    "after": round(float(np.mean(answer(n))), 4), "unpaired": "no per-example outcomes before",
                    "files": [b["file"], n["file"]]}
             table.append(row)
-            print(f"{key[0]}@{key[1]:<16} before {row['before']:.3f} after {row['after']:.3f} "
+            print(f"{key[0]}@{key[1]} s{key[2]:<10} before {row['before']:.3f} after {row['after']:.3f} "
                   f"{row['after'] - row['before']:+.3f} (same test examples, no per-example outcomes before)")
             continue
-        row = {"task": key[0], "n_train": key[1], "before": round(float(np.mean(answer(b))), 4),
+        row = {"task": key[0], "n_train": key[1], "seed": key[2], "before": round(float(np.mean(answer(b))), 4),
                "after": round(float(np.mean(answer(n))), 4), "after_minus_before": diff(answer(n), answer(b)),
                "same_adapter": b["ours"]["correct"] == n["ours"]["correct"],
                "views_before": ((b["ours"].get("head") or {}).get("views") or {}).get("chosen", []),
                "views_after": ((n["ours"].get("head") or {}).get("views") or {}).get("chosen", []),
                "mix_before": (b["ours"].get("head") or {}).get("mix"), "mix_after": (n["ours"].get("head") or {}).get("mix"),
                "files": [b["file"], n["file"]]}
-        name = f"{key[0]}@{key[1]}"
+        name = f"{key[0]}@{key[1]} s{key[2]}"
         pooled_after[name], pooled_before[name] = answer(n), answer(b)
         if "correct" in n.get("peer", {}):
             row["peer"] = round(float(n["peer"]["accuracy"]), 4)
@@ -84,7 +92,7 @@ def main() -> None:
         summary["after_minus_peer"] = paired_bootstrap([pooled_after], [pooled_peer], [0]).to_dict()
         summary["before_minus_peer"] = paired_bootstrap([pooled_before], [pooled_peer], [0]).to_dict()
         print("pooled after - peer:", json.dumps(summary["after_minus_peer"]))
-    only = sorted(f"{t}@{n}" for t, n in set(before) ^ set(after))
+    only = sorted(f"{t}@{n} s{sd}" for t, n, sd in set(before) ^ set(after))
     if a.out:
         save(a.out, {"before": a.before, "after": a.after, "rows": table, "summary": summary, "unpaired": only})
 

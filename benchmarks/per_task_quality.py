@@ -53,6 +53,14 @@ CSV_TASKS: list[tuple[str, str, str, dict[str, str]]] = [
      {"human": "a person", "location": "a place", "numeric": "a number"}),
     ("review-tone", "imdb", "What is the tone of this review?",
      {"positive": "positive review", "negative": "negative review"}),
+    # labels no single token tells apart (" a" and " an" each start several): scored by their mean log-likelihood
+    ("question-kind", "trec", "What kind of answer does this question want?",
+     {"human": "a person", "location": "a place", "numeric": "a number", "description": "a description",
+      "entity": "an entity", "abbreviation": "an abbreviation"}),
+    ("question-asks", "trec", "What does this question ask for?",
+     {"human": "asks for a person", "location": "asks for a place", "numeric": "asks for a number",
+      "description": "asks for a description", "entity": "asks for an entity",
+      "abbreviation": "asks for an abbreviation"}),
 ]
 
 

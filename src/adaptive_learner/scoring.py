@@ -2,8 +2,10 @@
 
 With single-token verbalizers (the common case) one forward per example scores every label, and
 only the last position's logits are computed (``logits_to_keep``), not the whole vocabulary at
-every position. Multi-token verbalizers score each (prompt, label) pair, keeping only the logits
-at the label positions.
+every position. Multi-token verbalizers are scored from one row per example: the prompt once, then
+every label, each seeing the prompt and its own tokens only (:func:`choice_scores`); where the model
+cannot take that mask, each (prompt, label) pair is its own sequence, keeping only the logits at the
+label positions.
 
 Prompts of one task start with the same tokens (the description and the template's head). The
 longest prefix shared by every sequence of a batch runs once, with batch size 1, and its keys and
@@ -363,7 +365,9 @@ def score(model: Any, items: Sequence[Encoded], pad_id: int, batch_size: int | N
         if all(len(c) == 1 for it in group for c in it.choices):
             results_batch = _score_single(model, group, pad_id, device, names, prefix)
         else:
-            results_batch = _score_multi(model, group, pad_id, device, names, prefix)
+            packed = choice_scores(model, group, pad_id, device, prefix=prefix) if names is None else None
+            results_batch = ([r.cpu().numpy() for r in packed[0]] if packed is not None
+                             else _score_multi(model, group, pad_id, device, names, prefix))
         for i, r in zip(idx, results_batch):
             results[i] = r
     return results  # type: ignore[return-value]
@@ -373,6 +377,106 @@ def _score_single(model, group: list[Encoded], pad_id: int, device, names, prefi
     logp = torch.log_softmax(tail_logits(model, [g.prompt for g in group], pad_id, device, 1, names,
                                          prefix=prefix).logits[:, -1, :], dim=-1)
     return [logp[i, [c[0] for c in g.choices]].cpu().numpy() for i, g in enumerate(group)]
+
+
+OUTPUT_ROWS = 1024  # positions per output-layer product in :func:`choice_scores` (bounds the logits' memory)
+
+
+def choice_scores(model: Any, items: Sequence[Encoded], pad_id: int, device: torch.device,
+                  prefix: "SharedPrefix | None" = None, share_prefix: bool = True
+                  ) -> tuple[list[torch.Tensor], int] | None:
+    """Per item, the score of each of its choices (the mean token log-likelihood where the item says
+    ``normalise``, else the sum) from one forward over all ``items``: each row is an item's prompt once,
+    then every choice after it, each choice seeing the prompt and its own earlier tokens only (a mask per
+    row; positions restart after the prompt for each choice), rows left-padded into one batch after the
+    prefix they share (``prefix``, or the one found here, run once). The same log-likelihoods as scoring
+    every (prompt, choice) pair as its own sequence (:func:`_score_multi`) up to float rounding, at the
+    cost of the prompt once instead of once per choice. Works with gradients (the ``choices`` training
+    objective of multi-token labels). Returns the scores and the token positions computed, or None where
+    the model cannot take it (no separate decoder and output layer, an attention that does not take a
+    prepared mask, a sliding window shorter than a row): score the pairs instead."""
+    parts = _decoder_and_head(model)
+    if parts is None or not items:
+        return None
+    decoder, head, cap = parts
+    prompts = [it.prompt for it in items]
+    shared, cache = 0, None
+    if prefix is not None and prefix.fits(prompts, 1):
+        shared, cache = len(prefix.ids), prefix.copy()
+    elif share_prefix:
+        shared = shared_prefix_len(decoder, prompts, 1)
+    rows: list[list[int]] = []
+    segs: list[list[int]] = []  # 0: the prompt, k + 1: choice k
+    positions: list[list[int]] = []
+    for it in items:
+        p = len(it.prompt)
+        rows.append(list(it.prompt[shared:]) + [t for c in it.choices for t in c])
+        segs.append([0] * (p - shared) + [k + 1 for k, c in enumerate(it.choices) for _ in c])
+        positions.append(list(range(shared, p)) + [p + j for c in it.choices for j in range(len(c))])
+    width = max(len(r) for r in rows)
+    if not _takes_mask(decoder, shared + width):
+        return None
+    b = len(items)
+    ids = torch.full((b, width), pad_id, dtype=torch.long)
+    seg = torch.full((b, width), -1, dtype=torch.long)
+    pos = torch.zeros((b, width), dtype=torch.long)
+    for i, (r, sg, ps) in enumerate(zip(rows, segs, positions)):
+        ids[i, width - len(r):] = torch.as_tensor(r)
+        seg[i, width - len(r):] = torch.as_tensor(sg)
+        pos[i, width - len(r):] = torch.as_tensor(ps)
+    q, k = seg[:, :, None], seg[:, None, :]
+    causal = torch.ones((width, width), dtype=torch.bool).tril()[None]
+    # a prompt token sees the prompt causally; a choice token sees the whole prompt and its own choice causally;
+    # a query of padding sees the prompt (finite, and no real row reads it)
+    allowed = ((k == 0) & (causal | (q != 0))) | ((k == q) & (q > 0) & causal)
+    if shared:
+        allowed = torch.cat([torch.ones((b, width, shared), dtype=torch.bool), allowed], dim=2)
+    kwargs: dict[str, Any] = {"position_ids": pos.to(device), "attention_mask": _additive(decoder, allowed)[:, None].to(device)}
+    if shared:
+        if cache is None:
+            cache = _prefix_cache(decoder, prompts[0][:shared], device, True)
+        cache.batch_repeat_interleave(b)
+        kwargs.update(past_key_values=cache, use_cache=True)
+    else:
+        kwargs["use_cache"] = False
+    h = decoder(input_ids=ids.to(device), **kwargs).last_hidden_state  # (b, width, hidden)
+    # the positions whose next-token distribution is read: the prompt's last token (every choice's first token)
+    # and each choice token but the last; each read target's (row of that list, token, choice)
+    read: dict[tuple[int, int], int] = {}
+    rows_at, tokens, owner = [], [], []
+    n_choices = 0
+    for i, it in enumerate(items):
+        last = width - len(rows[i]) + len(it.prompt) - shared - 1  # the prompt's last token in row i
+        at = last  # the token before the choice's first
+        for c in it.choices:
+            for j, t in enumerate(c):
+                rows_at.append(read.setdefault((i, last if j == 0 else at + j), len(read)))
+                tokens.append(t)
+                owner.append(n_choices)
+            at += len(c)
+            n_choices += 1
+    where = torch.as_tensor(list(read), dtype=torch.long, device=h.device)
+    picked = h[where[:, 0], where[:, 1]]  # (positions read, hidden)
+    rows_t = torch.as_tensor(rows_at, device=h.device)
+    tokens_t = torch.as_tensor(tokens, device=h.device)
+    parts_out = []
+    for lo in range(0, len(read), OUTPUT_ROWS):  # log-softmax over the vocabulary, a slice of positions at a time
+        logp = torch.log_softmax(_output_layer(head, cap, picked[lo: lo + OUTPUT_ROWS]).float(), dim=-1)
+        sel = (rows_t >= lo) & (rows_t < lo + OUTPUT_ROWS)
+        parts_out.append((sel, logp[rows_t[sel] - lo, tokens_t[sel]]))
+    if len(parts_out) == 1:
+        vals = parts_out[0][1]
+    else:
+        vals = torch.zeros(len(tokens), device=h.device, dtype=torch.float32)
+        for sel, v in parts_out:
+            vals = vals.masked_scatter(sel, v)
+    sums = torch.zeros(n_choices, device=h.device, dtype=torch.float32).index_add(
+        0, torch.as_tensor(owner, device=h.device), vals)
+    lens = torch.as_tensor([len(c) for it in items for c in it.choices], device=h.device, dtype=torch.float32)
+    norm = torch.as_tensor([it.normalise for it in items for _ in it.choices], device=h.device)
+    scores = torch.where(norm, sums / lens, sums)
+    out = list(torch.split(scores, [len(it.choices) for it in items]))
+    return out, shared + b * width
 
 
 def _score_multi(model, group: list[Encoded], pad_id: int, device, names, prefix=None) -> list[np.ndarray]:

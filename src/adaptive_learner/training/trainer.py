@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..prompting import Encoded
-from ..scoring import choice_logits, score, tail_logits
+from ..scoring import choice_logits, choice_scores, score, tail_logits
 from .regularisers import Regulariser
 from .resume import StepCheckpoint, capture, plan_hash, restore
 
@@ -41,8 +41,9 @@ class TrainConfig:
     schedule: str = field(default="constant", metadata={
         "help": "after warm-up: constant, or linear (decay to 0 at `steps`)"})
     objective: str = field(default="choices", metadata={
-        "help": "choices: cross-entropy over the task's labels (each scored by its distinguishing token; needs "
-                "single-token choices, else lm); lm: the gold verbalizer's tokens over the whole vocabulary"})
+        "help": "choices: cross-entropy over the task's labels, each scored as the classifier scores it (its "
+                "distinguishing token, or the mean log-likelihood of a multi-token label); lm: the gold verbalizer's "
+                "tokens over the whole vocabulary"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm"})
     max_length: int = field(default=256, metadata={"help": "max tokens per example (prompt head+tail kept)"})
     max_batch_tokens: int = field(default=512, metadata={
@@ -275,13 +276,16 @@ def batches_for(n_items: int, lengths: Sequence[int], cfg: TrainConfig, rng: np.
     return [list(map(int, b)) for b in out[: cfg.steps]]
 
 
-def micro_batches(batch: Sequence[Encoded], max_tokens: int) -> list[list[Encoded]]:
-    """Split a batch, in order, into chunks of at most ``max_tokens`` padded positions (one item at least)."""
+def micro_batches(batch: Sequence[Encoded], max_tokens: int, objective: str = "lm") -> list[list[Encoded]]:
+    """Split a batch, in order, into chunks of at most ``max_tokens`` padded positions (one item at least).
+    An item's row: its prompt and gold label, or under the ``choices`` objective with multi-token labels its
+    prompt and every label (:func:`~adaptive_learner.scoring.choice_scores`)."""
     chunks: list[list[Encoded]] = []
     cur: list[Encoded] = []
     width = 0
     for it in batch:
-        n = len(it.prompt) + len(it.choices[it.label])
+        packed = objective == "choices" and any(len(c) > 1 for c in it.choices)
+        n = len(it.prompt) + (sum(map(len, it.choices)) if packed else len(it.choices[it.label]))
         if cur and (len(cur) + 1) * max(width, n) > max_tokens:
             chunks.append(cur)
             cur, width = [], 0
@@ -290,6 +294,12 @@ def micro_batches(batch: Sequence[Encoded], max_tokens: int) -> list[list[Encode
     if cur:
         chunks.append(cur)
     return chunks
+
+
+def loss_units(item: Encoded, objective: str) -> int:
+    """What :func:`label_loss` averages ``item``'s part over: one item under ``choices``, its gold label's tokens
+    under ``lm``."""
+    return 1 if objective == "choices" else len(item.choices[item.label])
 
 
 def single_token(batch: Sequence[Encoded]) -> bool:
@@ -302,10 +312,12 @@ def label_loss(model: Any, batch: list[Encoded], pad_id: int, device: torch.devi
                ) -> tuple[torch.Tensor, int, int]:
     """The training loss of a batch; logits computed only where needed.
 
-    ``choices`` (with single-token choices): cross-entropy of the gold label against the task's other
-    labels, from the prompt's last position alone: what the classifier decides, with no pull on the
-    rest of the vocabulary. ``lm`` (or multi-token choices): cross-entropy of the gold verbalizer tokens
-    over the whole vocabulary, averaged over those tokens.
+    ``choices``: cross-entropy of the gold label against the task's other labels, over the scores the
+    classifier decides by: with single-token choices from the prompt's last position alone, with no pull
+    on the rest of the vocabulary; with multi-token choices over each label's (mean or summed) token
+    log-likelihood, every label after the prompt in one packed row (:func:`~adaptive_learner.scoring.choice_scores`;
+    where the model cannot take that, ``lm``). ``lm``: cross-entropy of the gold verbalizer tokens over the
+    whole vocabulary, averaged over those tokens.
     The prompt prefix shared by the whole batch runs once (:func:`~adaptive_learner.scoring.tail_logits`);
     ``pack``: the rest runs as one padding-free sequence.
     Returns the loss, the examples' tokens, and the token positions actually computed.
@@ -323,6 +335,12 @@ def label_loss(model: Any, batch: list[Encoded], pad_id: int, device: torch.devi
         losses = [-torch.log_softmax(tail.logits[row, -1, [c[0] for c in b.choices]], dim=-1)[b.label]
                   for row, b in enumerate(batch)]
         return torch.stack(losses).mean(), sum(len(s) + 1 for s in seqs), tail.positions
+    if objective == "choices":  # multi-token labels: every label's score from one forward, the prompt run once
+        packed = choice_scores(model, batch, pad_id, device, share_prefix=share_prefix)
+        if packed is not None:
+            scores, positions = packed
+            losses = [-torch.log_softmax(sc, dim=-1)[b.label] for sc, b in zip(scores, batch)]
+            return torch.stack(losses).mean(), sum(len(b.prompt) + sum(map(len, b.choices)) for b in batch), positions
     seqs = [b.prompt + b.choices[b.label] for b in batch]
     lens = [len(b.choices[b.label]) for b in batch]
     keep = max(lens) + 1
@@ -332,6 +350,8 @@ def label_loss(model: Any, batch: list[Encoded], pad_id: int, device: torch.devi
         pred = tail.logits[row, keep - n - 1: keep - 1, :]
         tgt = tail.input_ids[row, -n:]
         losses.append(torch.nn.functional.cross_entropy(pred, tgt, reduction="sum"))
+    if objective == "choices":  # its fallback: each item's gold tokens, the items weighted alike as in choices
+        return torch.stack([x / n for x, n in zip(losses, lens)]).mean(), sum(len(s) for s in seqs), tail.positions
     return torch.stack(losses).sum() / sum(lens), sum(len(s) for s in seqs), tail.positions
 
 
@@ -515,15 +535,16 @@ def _train_attempt(host: Any, adapter: str, items: Sequence[Encoded], cfg: Train
         if accelerator is not None:
             batch = batch[accelerator.process_index:: accelerator.num_processes] or batch[:1]
         opt.zero_grad(set_to_none=True)
-        # micro-batches: each chunk's mean label loss weighted by its share of the label tokens, so the
-        # accumulated gradient is the full batch's; the regularisers' penalties join the last backward
-        chunks = micro_batches(batch, cfg.max_batch_tokens)
-        n_label = sum(len(b.choices[b.label]) for b in batch)
+        # micro-batches: each chunk's mean loss weighted by its share of what the loss averages over (items under
+        # choices, the gold labels' tokens under lm), so the accumulated gradient is the full batch's; the
+        # regularisers' penalties join the last backward
+        chunks = micro_batches(batch, cfg.max_batch_tokens, cfg.objective)
+        n_label = sum(loss_units(b, cfg.objective) for b in batch)
         loss_value = 0.0
         for k, chunk in enumerate(chunks):
             part, tokens, positions = label_loss(model, chunk, pad_id, device, objective=cfg.objective,
                                                  pack=cfg.pack)
-            part = part * (sum(len(b.choices[b.label]) for b in chunk) / n_label)
+            part = part * (sum(loss_units(b, cfg.objective) for b in chunk) / n_label)
             loss_value += part.item()
             n_tok += tokens
             n_pos += positions
