@@ -150,3 +150,24 @@ def test_micro_batches_of_multi_token_labels_give_the_same_update(toy_task, obje
     torch.testing.assert_close(torch.tensor(states[0][1]), torch.tensor(states[1][1]), rtol=1e-4, atol=1e-5)
     for n in states[0][0]:
         torch.testing.assert_close(states[0][0][n], states[1][0][n], rtol=1e-3, atol=1e-5, msg=n)
+
+
+def test_packed_choices_on_a_model_with_sliding_window_layers_and_a_logit_cap():
+    """Gemma 3 (sliding-window and full attention layers, its final logits soft-capped): the rows are shorter
+    than its window, so the prepared mask holds and the scores are the pairs'."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from adaptive_learner.prompting import Encoded
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=64,
+                           layer_types=["sliding_attention", "full_attention"], attention_dropout=0.0,
+                           final_logit_softcapping=30.0)
+    model = Gemma3ForCausalLM(cfg).eval()
+    choices = [[40, 41], [40, 42, 43], [44], [45, 41, 46, 47]]
+    items = [Encoded([1] + list(range(10, 22)) + [30 + i] * (i + 1), choices, i % 4, "t", normalise=True)
+             for i in range(5)]
+    with torch.no_grad():
+        got, _ = choice_scores(model, items, 0, CPU)
+    np.testing.assert_allclose(np.array([g.numpy() for g in got]), pair_scores(model, items, 0), atol=1e-4)
