@@ -416,16 +416,20 @@ def gradient_sketch(host: Any, spec: TaskSpec, examples: Sequence[Example], dim:
     A fresh LoRA has B = 0, so only the B matrices get gradient; with the same seed every task is
     measured from the same starting point, and tasks that need the same update point the same way.
     """
-    from .training.trainer import label_loss
+    from .training.trainer import label_loss, single_token
 
     items = encode_examples(host.backbone.tokenizer, spec, examples, max_length)
+    # the loss the sketch has always measured (stored profiles stay comparable): the labels' cross-entropy where one
+    # token tells them apart, else the gold label's tokens (before session 41 the choices objective's only form)
+    objective = "choices" if single_token(items) else "lm"
     previous = host.peft.active_adapter if host.peft is not None else None
     host.create(SKETCH_ADAPTER, seed=seed)
     try:
         params = host.trainable(SKETCH_ADAPTER)
         device = next(host.model.parameters()).device
         for start in range(0, len(items), 8):
-            loss = label_loss(host.model, items[start: start + 8], host.backbone.tokenizer.pad_token_id, device)[0]
+            loss = label_loss(host.model, items[start: start + 8], host.backbone.tokenizer.pad_token_id, device,
+                              objective=objective)[0]
             (loss * len(items[start: start + 8]) / len(items)).backward()
         sketch = np.zeros(dim, dtype=np.float64)
         rng = np.random.RandomState(seed)
