@@ -69,7 +69,11 @@ def test_table_reports_mean_and_spread_over_repeats(repeated):
 def test_bench_reports_what_its_runs_cost_in_wall_and_cpu_hours(repeated):
     """Every run records its process's CPU seconds beside its wall seconds; bench.md sums both over the runs."""
     cfg, res, out = repeated
-    assert all(r["cpu_s"] > 0 and r["wall_s"] > 0 for r in res.runs)
+    # (tiny runs: a run's seconds, rounded to 0.1, may be 0; the results file holds the same figures)
+    for r in res.runs:
+        t = json.loads((out / f"seed{r['seed']}-order{r['order']}" / r["strategy"] / "results.json").read_text())
+        assert (r["cpu_s"], r["wall_s"]) == (t["timings_s"]["cpu"], t["timings_s"]["total"]) and r["cpu_s"] >= 0
+    assert sum(r["cpu_s"] for r in res.runs) > 0
     wall, cpu = sum(r["wall_s"] for r in res.runs) / 3600, sum(r["cpu_s"] for r in res.runs) / 3600
     line = next(x for x in (out / "bench.md").read_text().splitlines() if x.startswith("Cost of the"))
     assert line == f"Cost of the 12 runs on the test data: {wall:.2f} hours of wall time, {cpu:.2f} CPU hours."
