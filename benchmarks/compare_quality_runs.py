@@ -31,12 +31,10 @@ def rows(paths: list[str]) -> dict[tuple[str, int, int], dict[str, Any]]:
     return out
 
 
-ADAPTER_ONLY = False  # --adapter: compare the adapters' own answers, not the answer with the head
-
-
-def answer(r: dict[str, Any]) -> list[int]:
+def answer(r: dict[str, Any], adapter_only: bool = False) -> list[int]:
+    """A row's per-example outcomes: with the head where it has one (``adapter_only``: the adapter's own)."""
     o = r["ours"]
-    return o["correct"] if ADAPTER_ONLY else (o.get("head") or {}).get("correct", o["correct"])
+    return o["correct"] if adapter_only else (o.get("head") or {}).get("correct", o["correct"])
 
 
 def diff(a: list[int], b: list[int]) -> dict[str, Any]:
@@ -50,33 +48,32 @@ def main() -> None:
     ap.add_argument("--adapter", action="store_true", help="the adapters' own answers (default: with the head)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
-    global ADAPTER_ONLY
-    ADAPTER_ONLY = a.adapter
     before, after = rows(a.before), rows(a.after)
     table, pooled_after, pooled_before, pooled_peer = [], {}, {}, {}
     for key in sorted(set(before) & set(after)):
         b, n = before[key], after[key]
-        if "correct" not in b["ours"] or len(answer(b)) != len(answer(n)):
+        ans_b, ans_n = (answer(r, a.adapter) if "correct" in r["ours"] else None for r in (b, n))
+        if ans_b is None or len(ans_b) != len(ans_n):
             row = {"task": key[0], "n_train": key[1], "seed": key[2],
                    "before": round(float(b["ours"].get("head", b["ours"])["accuracy"]), 4),
-                   "after": round(float(np.mean(answer(n))), 4), "unpaired": "no per-example outcomes before",
+                   "after": round(float(np.mean(ans_n)), 4), "unpaired": "no per-example outcomes before",
                    "files": [b["file"], n["file"]]}
             table.append(row)
             print(f"{key[0]}@{key[1]} s{key[2]:<10} before {row['before']:.3f} after {row['after']:.3f} "
                   f"{row['after'] - row['before']:+.3f} (same test examples, no per-example outcomes before)")
             continue
-        row = {"task": key[0], "n_train": key[1], "seed": key[2], "before": round(float(np.mean(answer(b))), 4),
-               "after": round(float(np.mean(answer(n))), 4), "after_minus_before": diff(answer(n), answer(b)),
+        row = {"task": key[0], "n_train": key[1], "seed": key[2], "before": round(float(np.mean(ans_b)), 4),
+               "after": round(float(np.mean(ans_n)), 4), "after_minus_before": diff(ans_n, ans_b),
                "same_adapter": b["ours"]["correct"] == n["ours"]["correct"],
                "views_before": ((b["ours"].get("head") or {}).get("views") or {}).get("chosen", []),
                "views_after": ((n["ours"].get("head") or {}).get("views") or {}).get("chosen", []),
                "mix_before": (b["ours"].get("head") or {}).get("mix"), "mix_after": (n["ours"].get("head") or {}).get("mix"),
                "files": [b["file"], n["file"]]}
         name = f"{key[0]}@{key[1]} s{key[2]}"
-        pooled_after[name], pooled_before[name] = answer(n), answer(b)
+        pooled_after[name], pooled_before[name] = ans_n, ans_b
         if "correct" in n.get("peer", {}):
             row["peer"] = round(float(n["peer"]["accuracy"]), 4)
-            row["after_minus_peer"] = diff(answer(n), n["peer"]["correct"])
+            row["after_minus_peer"] = diff(ans_n, n["peer"]["correct"])
             pooled_peer[name] = n["peer"]["correct"]
         table.append(row)
         d = row["after_minus_before"]

@@ -30,16 +30,10 @@ def multi_items(backbone, task, mode="mean", n=6, labels=LABELS):
 
 def pair_scores(model, items, pad_id):
     """Each (prompt, label) as its own sequence, run whole: what choice_scores must equal."""
-    out = []
-    for it in items:
-        row = []
-        for c in it.choices:
-            with torch.no_grad():
-                logp = torch.log_softmax(model(input_ids=torch.tensor([it.prompt + c])).logits[0].float(), -1)
-            ll = [logp[len(it.prompt) - 1 + k, t].item() for k, t in enumerate(c)]
-            row.append(np.mean(ll) if it.normalise else np.sum(ll))
-        out.append(row)
-    return np.array(out)
+    from test_label_scoring import full_loglik
+
+    return np.array([[(np.mean if it.normalise else np.sum)(full_loglik(model, it.prompt, c)) for c in it.choices]
+                     for it in items])
 
 
 @pytest.mark.parametrize("mode", ["mean", "sum"])

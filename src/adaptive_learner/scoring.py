@@ -101,7 +101,11 @@ def tail_logits(model: Any, seqs: Sequence[Sequence[int]], pad_id: int, device: 
 
 
 def _output_layer(head: torch.nn.Linear, cap: float | None, h: torch.Tensor) -> torch.Tensor:
-    logits = torch.nn.functional.linear(h.contiguous(), head.weight, head.bias)
+    return _soft_cap(torch.nn.functional.linear(h.contiguous(), head.weight, head.bias), cap)
+
+
+def _soft_cap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """A model's final logit soft-cap (Gemma's ``final_logit_softcapping``), or the logits as they are."""
     return torch.tanh(logits / cap) * cap if cap else logits
 
 
@@ -459,17 +463,13 @@ def choice_scores(model: Any, items: Sequence[Encoded], pad_id: int, device: tor
     picked = h[where[:, 0], where[:, 1]]  # (positions read, hidden)
     rows_t = torch.as_tensor(rows_at, device=h.device)
     tokens_t = torch.as_tensor(tokens, device=h.device)
-    parts_out = []
-    for lo in range(0, len(read), OUTPUT_ROWS):  # log-softmax over the vocabulary, a slice of positions at a time
-        logp = torch.log_softmax(_output_layer(head, cap, picked[lo: lo + OUTPUT_ROWS]).float(), dim=-1)
-        sel = (rows_t >= lo) & (rows_t < lo + OUTPUT_ROWS)
-        parts_out.append((sel, logp[rows_t[sel] - lo, tokens_t[sel]]))
-    if len(parts_out) == 1:
-        vals = parts_out[0][1]
-    else:
-        vals = torch.zeros(len(tokens), device=h.device, dtype=torch.float32)
-        for sel, v in parts_out:
-            vals = vals.masked_scatter(sel, v)
+    # log p(token) = its logit - the log-normaliser of its position: the normaliser over the vocabulary a slice of
+    # positions at a time, each target's logit from its own row of the output weights
+    norms = torch.cat([_output_layer(head, cap, part).float().logsumexp(-1) for part in picked.split(OUTPUT_ROWS)])
+    logit = (picked[rows_t] * head.weight[tokens_t]).sum(-1)
+    if head.bias is not None:
+        logit = logit + head.bias[tokens_t]
+    vals = _soft_cap(logit, cap).float() - norms[rows_t]
     sums = torch.zeros(n_choices, device=h.device, dtype=torch.float32).index_add(
         0, torch.as_tensor(owner, device=h.device), vals)
     lens = torch.as_tensor([len(c) for it in items for c in it.choices], device=h.device, dtype=torch.float32)
