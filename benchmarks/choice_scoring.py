@@ -9,6 +9,7 @@ labels trained on before) and ``choices`` (cross-entropy over every label's scor
 (min/median/max), the ratio per repeat and the largest score difference. Timing figures only alone.
 
     python benchmarks/choice_scoring.py --labels kind,asks,intents --n 48 --repeats 3
+    python benchmarks/choice_scoring.py --labels fine --train-only --choice-sample 8   # 50 labels; a sampled step too
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from adaptive_learner.backbone import load_backbone
 from adaptive_learner.prompting import encode_examples
 from adaptive_learner.tasks import load_catalog_task
 from adaptive_learner.tasks.spec import TaskSpec
-from adaptive_learner.training.trainer import label_loss
+from adaptive_learner.training.trainer import label_loss, sample_choices
 from common import fmt, machine, peak_rss_gb, save, spread
+from per_task_quality import FINE_TREC
 
 # label sets on trec's questions (timing: what matters is how many labels and how long, not whether they fit)
 LABEL_SETS = {
@@ -40,6 +42,8 @@ LABEL_SETS = {
         "pending_transfer", "pending_card_payment", "top_up_failed", "top_up_limits", "transfer_timing",
         "transfer_fee_charged", "wrong_amount_of_cash", "declined_transfer", "declined_card_payment",
         "verify_identity", "virtual_card_not_working", "balance_not_updated", "refund_not_showing", "terminate_account")],
+    # TREC's 50 fine question types as per_task_quality.py's question-fine names them: 1-4 tokens
+    "fine": list(FINE_TREC.values()),
 }
 
 
@@ -60,6 +64,9 @@ def main() -> None:
     p.add_argument("--n", type=int, default=48, help="test examples scored per repeat")
     p.add_argument("--train-batches", type=int, default=3, help="training steps of 8 timed per objective per repeat")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--train-only", action="store_true", help="time the training steps only (no scoring)")
+    p.add_argument("--choice-sample", type=int, default=0,
+                   help="also time a choices step over the gold label and K-1 others drawn at random (TrainConfig.choice_sample)")
     p.add_argument("--out", default="choice_scoring")
     a = p.parse_args()
     unknown = [x for x in a.labels.split(",") if x not in LABEL_SETS]
@@ -93,9 +100,12 @@ def main() -> None:
         def trained(objective: str) -> float:
             host.model.train()
             total = 0.0
+            rng = np.random.RandomState(0)
             for b in range(a.train_batches):
                 batch = items[8 * b: 8 * b + 8]
                 t0 = time.perf_counter()
+                if objective == "sampled":
+                    batch, objective = sample_choices(batch, a.choice_sample, rng), "choices"
                 loss = label_loss(host.model, batch, pad, torch.device("cpu"), objective=objective)[0]
                 loss.backward()
                 total += time.perf_counter() - t0
@@ -105,27 +115,32 @@ def main() -> None:
             return total / a.train_batches
 
         pairs_s, packed_s, ratio, diff = [], [], [], 0.0
-        lm_s, ch_s = [], []
+        steps: dict[str, list[float]] = {"lm": [], "choices": [], **({"sampled": []} if a.choice_sample else {})}
         for r in range(a.repeats):
             order = (False, True) if r % 2 == 0 else (True, False)
             got = {}
-            for packed in order:
+            for packed in order if not a.train_only else ():
                 sec, out = scored(packed)
                 got[packed] = out
                 (packed_s if packed else pairs_s).append(a.n / sec)
-            ratio.append(packed_s[-1] / pairs_s[-1])
-            diff = max(diff, float(max(np.abs(x - y).max() for x, y in zip(got[True], got[False]))))
-            for obj in (("lm", "choices") if r % 2 == 0 else ("choices", "lm")):
-                (lm_s if obj == "lm" else ch_s).append(trained(obj))
+            if got:
+                ratio.append(packed_s[-1] / pairs_s[-1])
+                diff = max(diff, float(max(np.abs(x - y).max() for x, y in zip(got[True], got[False]))))
+            for obj in (list(steps) if r % 2 == 0 else list(steps)[::-1]):
+                steps[obj].append(trained(obj))
         lens = [len(c) for c in items[0].choices]
         rows[name] = {"labels": len(lens), "label_tokens": lens, "prompt_tokens": float(np.mean([len(it.prompt) for it in items])),
-                      "pairs_ex_s": spread(pairs_s), "packed_ex_s": spread(packed_s), "ratio": spread(ratio),
-                      "largest_score_difference": diff, "train_step_s_lm": spread(lm_s),
-                      "train_step_s_choices": spread(ch_s)}
-        print(f"{name}: {len(lens)} labels of {min(lens)}-{max(lens)} tokens; scoring ex/s pairs {fmt(spread(pairs_s))}, "
-              f"packed {fmt(spread(packed_s))}, ratio {fmt(spread(ratio))}; largest difference {diff:.1e}; "
-              f"training step s lm {fmt(spread(lm_s))}, choices {fmt(spread(ch_s))}", flush=True)
+                      **({} if a.train_only else {"pairs_ex_s": spread(pairs_s), "packed_ex_s": spread(packed_s),
+                                                  "ratio": spread(ratio), "largest_score_difference": diff}),
+                      **{f"train_step_s_{k}": spread(v) for k, v in steps.items()},
+                      **({"choice_sample": a.choice_sample} if a.choice_sample else {})}
+        scored_line = "" if a.train_only else (
+            f"scoring ex/s pairs {fmt(spread(pairs_s))}, packed {fmt(spread(packed_s))}, ratio {fmt(spread(ratio))}; "
+            f"largest difference {diff:.1e}; ")
+        print(f"{name}: {len(lens)} labels of {min(lens)}-{max(lens)} tokens; {scored_line}training step s "
+              + ", ".join(f"{k} {fmt(spread(v))}" for k, v in steps.items()), flush=True)
     path = save(a.out, {"machine": machine(), "backbone": a.backbone, "n": a.n, "repeats": a.repeats,
+                        "train_batches": a.train_batches,
                         "threads": torch.get_num_threads(), "peak_rss_gb": peak_rss_gb(), "rows": rows})
     print(f"results: {path}")
 

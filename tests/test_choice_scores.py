@@ -165,3 +165,49 @@ def test_packed_choices_on_a_model_with_sliding_window_layers_and_a_logit_cap():
     with torch.no_grad():
         got, _ = choice_scores(model, items, 0, CPU)
     np.testing.assert_allclose(np.array([g.numpy() for g in got]), pair_scores(model, items, 0), atol=1e-4)
+
+
+def test_choice_sample_narrows_each_item_to_its_gold_label_and_others_drawn_by_the_run_seed(tiny_backbone, toy_task):
+    """``TrainConfig.choice_sample``: an item with more labels than k (one of several tokens) keeps its gold label
+    and k - 1 others, in their order, the label index moved with them; the draw follows the given generator;
+    single-token label sets and items with k labels or fewer are left as they are."""
+    from adaptive_learner.training.trainer import sample_choices
+
+    items = multi_items(tiny_backbone, toy_task, n=12)
+    a = sample_choices(items, 3, np.random.RandomState(0))
+    b = sample_choices(items, 3, np.random.RandomState(0))
+    for it, x, y in zip(items, a, b):
+        assert len(x.choices) == 3 and x.choices == y.choices and x.label == y.label
+        assert x.choices[x.label] == it.choices[it.label]  # the gold label kept, under its new index
+        picked = [it.choices.index(c) for c in x.choices]
+        assert picked == sorted(picked)  # the labels' own order
+        assert x.prompt == it.prompt and x.normalise == it.normalise
+    drawn = {tuple(map(tuple, x.choices)) for x in sample_choices(items * 4, 3, np.random.RandomState(1))}
+    assert len(drawn) > len(LABELS)  # other labels each time, not one fixed subset per gold label
+    assert sample_choices(items, len(LABELS), np.random.RandomState(0)) == list(items)
+    single = [type(it)(it.prompt, [c[:1] for c in it.choices], it.label, it.task) for it in items[:2]]
+    assert sample_choices(single, 2, np.random.RandomState(0)) == single
+
+
+def test_training_with_sampled_labels_is_reproducible_and_as_many_labels_as_there_are_changes_nothing(toy_task):
+    """A run with ``choice_sample`` is the same run twice (the draws follow the run's seed); k at least the number
+    of labels trains exactly what the full ``choices`` objective trains; k below it trains other weights."""
+    from dataclasses import replace
+
+    from adaptive_learner.adapters import AdapterHost
+    from adaptive_learner.backbone import load_backbone
+    from adaptive_learner.training import TrainConfig, train_adapter
+
+    cfg = TrainConfig(steps=3, batch_size=4, lr=1e-2, max_length=128, seed=0, early_stop=False)
+    runs = {}
+    for name, k in (("full", 0), ("k=labels", len(LABELS)), ("k=2", 2), ("k=2 again", 2)):
+        bb = load_backbone("tiny-random")
+        host = AdapterHost(bb)
+        host.create("toy", seed=0)
+        rep = train_adapter(host, "toy", multi_items(bb, toy_task, n=12), replace(cfg, choice_sample=k))
+        runs[name] = rep.losses
+    assert runs["k=labels"] == pytest.approx(runs["full"], abs=1e-6)
+    assert runs["k=2"] == pytest.approx(runs["k=2 again"], abs=1e-6)
+    assert runs["k=2"] != pytest.approx(runs["full"], abs=1e-3)
+    with pytest.raises(ValueError, match="choice_sample"):
+        TrainConfig(choice_sample=1)

@@ -160,3 +160,19 @@ def test_a_fresh_run_does_not_take_up_a_stale_saved_step(toy_sequence, tmp_path,
     monkeypatch.setattr(step_state.StepCheckpoint, "load", lambda self, key: loads.append(key) or None)
     run_sequence(run_cfg(toy_sequence), out)  # not --resume: starts again, the stale state removed first
     assert loads and not (out / step_state.STATE).exists()
+
+
+def test_a_step_saved_before_a_training_setting_existed_resumes_at_its_old_value(toy_task, tmp_path):
+    """A step state saved by a release without ``choice_sample`` (its key has no such setting) is taken up by a call
+    at the value it had (0), not by one at another value."""
+    cfg = TrainConfig(steps=6, batch_size=4, lr=1e-2, max_length=64, seed=0, early_stop=False)
+    straight, _ = train(toy_task, cfg)
+    with pytest.raises(Stop):
+        train(toy_task, cfg, step_state.StepCheckpoint(tmp_path, "run", 0, every_s=0), stop_at=4)
+    doc = json.loads((tmp_path / step_state.STATE).read_text())
+    assert "choice_sample" not in doc["train"]  # at its old value the key leaves it out, as before it existed
+    Spy.taken = []
+    rep, _ = train(toy_task, TrainConfig(**{**cfg.to_dict(), "choice_sample": 2}), Spy(tmp_path, "run", 0, every_s=3600))
+    assert Spy.taken == [None] and rep.steps == 6
+    rep, _ = train(toy_task, cfg, Spy(tmp_path, "run", 0, every_s=3600))
+    assert Spy.taken[-1] == 3 and rep.losses == straight.losses

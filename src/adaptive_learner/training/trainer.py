@@ -44,6 +44,10 @@ class TrainConfig:
         "help": "choices: cross-entropy over the task's labels, each scored as the classifier scores it (its "
                 "distinguishing token, or the mean log-likelihood of a multi-token label); lm: the gold verbalizer's "
                 "tokens over the whole vocabulary"})
+    choice_sample: int = field(default=0, metadata={
+        "help": "choices objective, labels of several tokens: at most this many labels per example in a step's "
+                "loss, the gold one and others drawn at random each step (a sampled softmax: a step's cost grows "
+                "with the labels it reads); 0: every label"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm"})
     max_length: int = field(default=256, metadata={"help": "max tokens per example (prompt head+tail kept)"})
     max_batch_tokens: int = field(default=512, metadata={
@@ -105,6 +109,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1), got {self.ema!r}")
+        if self.choice_sample < 0 or self.choice_sample == 1:
+            raise ValueError(f"choice_sample must be 0 (every label) or at least 2, got {self.choice_sample!r}")
         if self.lr_retries < 0:
             raise ValueError(f"lr_retries must be >= 0, got {self.lr_retries!r}")
 
@@ -115,6 +121,17 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         """From ``to_dict`` output; keys of other versions are ignored."""
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+# training settings added after step states were saved (training/resume.py), with the value those states had: left
+# out of a saved step's key at that value, so a run stopped inside a task by an earlier release resumes there
+STEP_KEY_ADDED_LATER = {"choice_sample": 0}
+
+
+def checkpoint_config(cfg: TrainConfig) -> dict[str, Any]:
+    """``cfg`` as a saved step's key holds it (``STEP_KEY_ADDED_LATER``)."""
+    return {k: v for k, v in cfg.to_dict().items()
+            if not (k in STEP_KEY_ADDED_LATER and v == STEP_KEY_ADDED_LATER[k])}
 
 
 MIN_VALIDATION = 8  # fewer held-out examples than this: nothing held out (see FIT_LOSS)
@@ -294,6 +311,22 @@ def micro_batches(batch: Sequence[Encoded], max_tokens: int, objective: str = "l
     if cur:
         chunks.append(cur)
     return chunks
+
+
+def sample_choices(batch: Sequence[Encoded], k: int, rng: np.random.RandomState) -> list[Encoded]:
+    """Each item with more than ``k`` labels of which one has several tokens, narrowed to its gold label and
+    ``k - 1`` others drawn without replacement (their order kept, the label index moved with them); the rest as
+    they are. The ``choices`` objective over a sample of the labels (``TrainConfig.choice_sample``)."""
+    out = []
+    for it in batch:
+        n = len(it.choices)
+        if n <= k or all(len(c) == 1 for c in it.choices):
+            out.append(it)
+            continue
+        others = rng.choice([j for j in range(n) if j != it.label], size=k - 1, replace=False)
+        keep = sorted([it.label, *others.tolist()])
+        out.append(replace(it, choices=[it.choices[j] for j in keep], label=keep.index(it.label)))
+    return out
 
 
 def loss_units(item: Encoded, objective: str) -> int:
@@ -502,7 +535,7 @@ def _train_attempt(host: Any, adapter: str, items: Sequence[Encoded], cfg: Train
     if checkpoint is not None and accelerator is not None and accelerator.num_processes > 1:
         checkpoint = None
     if checkpoint is not None:
-        key = (checkpoint.begin_call(), adapter, cfg.to_dict(), plan_hash(plan, len(train_items)))
+        key = (checkpoint.begin_call(), adapter, checkpoint_config(cfg), plan_hash(plan, len(train_items)))
 
         def save_state(step: int) -> None:
             doc, tensors = capture(params, best_state, opt, sched, rng)
@@ -532,6 +565,8 @@ def _train_attempt(host: Any, adapter: str, items: Sequence[Encoded], cfg: Train
         batch = [train_items[i] for i in idx]
         for r in regularisers:
             batch = r.mix(batch, rng)
+        if cfg.choice_sample and cfg.objective == "choices":
+            batch = sample_choices(batch, cfg.choice_sample, rng)
         if accelerator is not None:
             batch = batch[accelerator.process_index:: accelerator.num_processes] or batch[:1]
         opt.zero_grad(set_to_none=True)
