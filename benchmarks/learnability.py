@@ -37,19 +37,11 @@ from typing import Any
 
 import numpy as np
 
+from adaptive_learner.evaluation.stats import wilson  # noqa: F401  (stopping_rules.py imports it from here)
 from common import machine, peak_rss_gb, save
 
 HERE = Path(__file__).parent
 CATALOG = ["sst2", "imdb", "rotten_tomatoes", "mrpc", "stsb", "rte", "cb", "boolq", "trec", "sms_spam", "bbc_news"]
-
-
-def wilson(acc: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Two-sided Wilson score interval of an accuracy over n examples."""
-    if n <= 0:
-        return float("nan"), float("nan")
-    centre = (acc + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(acc * (1 - acc) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
 
 
 def verdict(acc: float, majority: float, n: int) -> bool:

@@ -387,6 +387,12 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
                    f"{acc.get(f'{mix:g}', float('nan')):.3f}{apart})")
     typer.echo(f"accuracy on {o.task} test: {o.accuracy_before:.3f} before, {o.accuracy_after:.3f} after "
                f"({o.train['steps']} steps, {o.train['seconds']} s)")
+    if o.retention:
+        from .evaluation.retention import describe
+
+        typer.echo(f"the other tasks of {o.adapter}, on the test examples kept when they were learned:")
+        for r in o.retention:
+            typer.echo("  " + describe(r))
     if o.train.get("learned") is False:
         typer.echo(f"warning: {o.task} looks not learned: held-out accuracy {o.train['held_out_accuracy']:.3f} on "
                    f"{o.train['held_out_size']} examples is not clearly above the majority-class rate "
@@ -422,6 +428,72 @@ def predict(texts: List[str] = typer.Argument(..., help="inputs; for pair tasks 
             typer.echo(f"{p.label}\t{p.confidence:.3f}\t{p.task} (routed, {p.route_confidence:.3f})\t{p.adapter}\t{p.text}")
         else:
             typer.echo(f"{p.label}\t{p.confidence:.3f}\t{p.task}\t{p.adapter}\t{p.text}")
+
+
+@app.command()
+def evaluate(library: Path = typer.Argument(..., help="library directory"),
+             task: Optional[List[str]] = typer.Option(None, help="a learned task (repeat for several); default: "
+                                                      "every task of the library"),
+             data: Optional[Path] = typer.Option(None, help="a labelled CSV/TSV/JSONL file to score --task on, with "
+                                                 "the text columns it was learned with; default: the test examples "
+                                                 "kept when it was learned"),
+             label_column: str = typer.Option("label", help="the label column of --data (label names or indices)"),
+             routed: bool = typer.Option(False, "--routed", help="with --data: give the inputs without a task id, "
+                                         "each routed as predict routes it; also reports how many reached the task"),
+             abstain: bool = typer.Option(True, "--abstain/--no-abstain", help="with --routed: an input far from "
+                                          "every learned task is answered 'unknown' (counted wrong)"),
+             fail_on_loss: bool = typer.Option(False, "--fail-on-loss", help="exit 1 when a task scores below what it "
+                                               "scored when learned (the paired 95% interval below 0)"),
+             as_json: bool = typer.Option(False, "--json", help="print JSON lines"),
+             device: str = DEVICE_OPTION, dtype: str = DTYPE_OPTION) -> None:
+    """Score learned tasks: by default each on the test examples kept when it was learned, against what it
+    scored then (has learning later tasks cost it anything?); with --data, on your labelled file."""
+    import numpy as np
+
+    from .evaluation.retention import describe
+    from .evaluation.stats import wilson
+    from .learner import Learner
+    from .tasks.files import read_table, rows_from_frame
+
+    if data is None and (routed or label_column != "label"):
+        raise UserError("--routed and --label-column are for --data")
+    if data is not None and (not task or len(task) != 1):
+        raise UserError("--data needs exactly one --task: the learned task whose labels the file holds")
+    learner = Learner(library, create=False, device=device, dtype=_dtype(dtype))
+    if data is not None:
+        name = task[0]
+        if name not in learner.library.tasks:
+            raise UserError(f"no task {name!r} in library {library}; tasks: {sorted(learner.library.tasks)}")
+        spec = learner.library.task_spec(name)
+        rows, _ = rows_from_frame(read_table(data), spec.input_fields, label_column, spec.label_names, str(data))
+        if not rows:
+            raise UserError(f"{data}: no rows")
+        r = learner.score_examples(name, rows, routed=routed, abstain=abstain)
+        lo, hi = wilson(r["accuracy"], r["examples"])
+        counts = np.bincount([e.label for e in rows], minlength=len(spec.label_names))
+        r.update(low=lo, high=hi, majority=float(counts.max() / counts.sum()), data=str(data))
+        if as_json:
+            typer.echo(json.dumps({k: v for k, v in r.items() if k != "correct"}))
+            return
+        how = "routed without the task id" if routed else f"adapter {r['adapter']}"
+        typer.echo(f"{name} on {data} ({how}): accuracy {r['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] over "
+                   f"{r['examples']} examples; majority class {r['majority']:.3f}")
+        if routed:
+            where = ", ".join(f"{t} {n}" for t, n in sorted(r["routes"].items(), key=lambda kv: -kv[1]))
+            typer.echo(f"routed to {name}: {r['routed_to_task']:.3f}; answered unknown: {r['unknown']:.3f} "
+                       f"(routes: {where})")
+        return
+    lost = 0
+    for r in learner.check(task or None):
+        if isinstance(r, str):
+            line = {"task": r, "verdict": "no kept examples"}
+            text = f"{r}: no test examples kept (learned by an earlier release); score it with --data"
+        else:
+            line, text = r.to_json(), describe(r)
+            lost += r.verdict == "lost"
+        typer.echo(json.dumps(line) if as_json else text)
+    if fail_on_loss and lost:
+        raise typer.Exit(1)
 
 
 @app.command("router-eval")

@@ -18,6 +18,7 @@ import numpy as np
 from .adapters import BASE, AdapterHost, LoraSettings
 from .backbone import DEFAULT_BACKBONE, Backbone, dtype_name, load_backbone, resolve_device, resolve_dtype
 from .errors import LibraryError, UserError
+from .evaluation.retention import Retention, TaskCheck, load_check, retention, stage_check
 from .library import MANIFEST, AdapterLibrary
 from .features import FeatureConfig
 from .prompting import encode_examples
@@ -25,7 +26,7 @@ from .router.inference import answer_routed, split_fields
 from .router.service import LibraryRouter
 from .router.warm_start import DEFAULT_INIT, check_init, warm_start_source
 from .router.store import load_profiles, save_profile, write_router_state
-from .scoring import accuracy, score
+from .scoring import score
 from .tasks.spec import Example, TaskData, check_name
 from .training import FeatureHead, TrainConfig, TrainReport, fit_task_head, load_head, stage_head, train_adapter
 from .training.trainer import adapter_learned, kept_point, learned_verdict
@@ -48,6 +49,8 @@ class LearnOutcome:
     train: dict[str, Any] = field(default_factory=dict)
     decision: dict[str, Any] | None = None  # the router's decision as JSON (None when the user forced it)
     init_from: str | None = None  # the adapter a new one was copied from (None: fresh or reused)
+    # on reuse: the adapter's other tasks on their stored test examples, when learned and now (evaluation/retention.py)
+    retention: list[Retention] = field(default_factory=list)
 
 
 PREFIX_ADAPTERS = 16  # adapters whose prompt prefixes predict keeps (scoring.PREFIXES_KEPT each)
@@ -195,10 +198,62 @@ class Learner:
     def evaluate(self, task: TaskData, adapter: str | None, limit: int | None = None,
                  head: FeatureHead | None = None) -> float:
         """Accuracy on the task's test split with ``adapter`` (None: the backbone), mixed with ``head``."""
-        items = encode_examples(self.backbone.tokenizer, task.spec, task.test[:limit], self.train_cfg.max_length)
+        correct = self._correct(task.spec, task.test[:limit], adapter, head)
+        return float(correct.mean()) if correct.size else float("nan")
+
+    def _correct(self, spec: Any, examples: Sequence[Example], adapter: str | None,
+                 head: FeatureHead | None) -> np.ndarray:
+        """1/0 per example: does ``adapter`` (None: the backbone), mixed with ``head``, rank its label first?"""
+        items = encode_examples(self.backbone.tokenizer, spec, examples, self.train_cfg.max_length)
         if adapter is not None and adapter in self.library.adapters:
             self.ensure_loaded(adapter)
-        return accuracy(self._scores(adapter, items, head), items)
+        return np.array([int(np.argmax(s)) == it.label for s, it in zip(self._scores(adapter, items, head), items)],
+                        dtype=int)
+
+    def check(self, tasks: Sequence[str] | None = None) -> list[Retention | str]:
+        """Each task (default: every learned task) scored again on the test examples stored when it was
+        learned: a :class:`Retention` (then, now, the paired change), or the task's name where it has no
+        stored examples (learned by a release before checks were kept)."""
+        self.library.reload()
+        names = list(tasks) if tasks is not None else sorted(self.library.tasks)
+        unknown = [t for t in names if t not in self.library.tasks]
+        if unknown:
+            raise UserError(f"no task {unknown[0]!r} in library {self.path}; tasks: {sorted(self.library.tasks)}")
+        out: list[Retention | str] = []
+        for t in names:
+            c = load_check(self.library, t)
+            if c is None:
+                out.append(t)
+                continue
+            adapter = self.library.adapter_of(t)
+            spec = self.library.task_spec(t)
+            out.append(retention(c, adapter, self._correct(spec, c.examples, adapter, self.head_of(t))))
+        return out
+
+    def score_examples(self, task: str, examples: Sequence[Example], routed: bool = False,
+                       abstain: bool = True) -> dict[str, Any]:
+        """``task``'s accuracy on labelled ``examples`` (e.g. a user's new test file): with its adapter and
+        head, or ``routed`` as inputs without a task id arrive (each input routed by the router; right when
+        the answer's label name is the gold one; ``abstain``: an input far from every task counts as
+        'unknown', wrong). Returns accuracy, the 1/0 outcomes, and when routed the fraction routed to ``task``."""
+        self.library.reload()
+        if task not in self.library.tasks:
+            raise UserError(f"no task {task!r} in library {self.path}; tasks: {sorted(self.library.tasks)}")
+        spec = self.library.task_spec(task)
+        if not routed:
+            adapter = self.library.adapter_of(task)
+            correct = self._correct(spec, examples, adapter, self.head_of(task))
+            return {"task": task, "adapter": adapter, "examples": len(examples), "accuracy": float(correct.mean()),
+                    "correct": correct.tolist()}
+        texts = [" ||| ".join(e.fields[f] for f in spec.input_fields) for e in examples]
+        answers = self.predict(texts, abstain=abstain)
+        correct = np.array([p.label == spec.label_names[e.label] for p, e in zip(answers, examples)], dtype=int)
+        to_task = np.array([p.task == task for p in answers], dtype=float)
+        return {"task": task, "routed": True, "examples": len(examples), "accuracy": float(correct.mean()),
+                "routed_to_task": float(to_task.mean()),
+                "unknown": float(np.mean([p.label == UNKNOWN for p in answers])),
+                "routes": {t: int(sum(p.task == t for p in answers)) for t in sorted({p.task for p in answers})},
+                "correct": correct.tolist()}
 
     def _scores(self, adapter: str | None, items: Sequence[Any], head: FeatureHead | None,
                 keep_prefix: bool = False) -> list[np.ndarray]:
@@ -275,7 +330,11 @@ class Learner:
             head, head_report = fit_task_head(self.host, adapter, items, self.train_cfg,
                                               encoder=self.router.extractor.encoder_name) if self.train_cfg.head \
                 else (None, {"mix": 1.0, "reason": "head turned off"})
-            after = self.evaluate(task, adapter, eval_limit, head)
+            checked = task.test[:eval_limit]
+            after_correct = self._correct(task.spec, checked, adapter, head)
+            after = float(after_correct.mean()) if after_correct.size else float("nan")
+            # the adapter's other tasks on their stored examples: did this task cost them anything?
+            kept = self._retention_of(adapter, task.name) if action == "reuse" else []
             train_summary = {"steps": rep.steps, "examples": rep.examples, "seconds": round(rep.seconds, 1),
                              "final_loss": round(rep.final_loss, 4), "regularisers": [r.name for r in regs],
                              "lr": rep.lr, "stopped": rep.stopped, "best_step": rep.best_step,
@@ -288,6 +347,8 @@ class Learner:
                 tx.save_adapter(self.host, adapter, trainable_params=self.host.count_trainable(adapter))
                 save_profile(tx, adapter, profile)  # before set_task: it drops a profile the task leaves behind
                 stage_head(tx, adapter, task.name, head)  # the same
+                if checked:
+                    stage_check(tx, adapter, TaskCheck(task.name, list(checked), after_correct.tolist(), _stamp()))
                 write_router_state(tx, self.router.features, self.router.extractor.encoder_name, self.router.combiner)
                 # adapter_learned: whether the adapter itself learned the task; the router offers no adapter
                 # for reuse that learned none of its tasks
@@ -297,11 +358,22 @@ class Learner:
                 tx.record({"task": task.name, "action": action, "adapter": adapter, "init_from": init_from,
                            "confidence": conf, "train": train_summary,
                            "reason": why, "accuracy_before": before, "accuracy_after": after,
+                           **({"retention": [r.to_json() for r in kept]} if kept else {}),
                            **({"decision": _brief(decision.to_json())} if decision is not None else {})})
             self._loaded[adapter] = self.library.adapters[adapter].get("updated", "")
             self._prefixes.clear()
         return LearnOutcome(task.name, action, adapter, conf, why, before, after, train_summary,
-                            decision.to_json() if decision is not None else None, init_from)
+                            decision.to_json() if decision is not None else None, init_from, kept)
+
+    def _retention_of(self, adapter: str, learning: str) -> list[Retention]:
+        """``adapter``'s stored tasks other than ``learning``, scored again with its weights in memory."""
+        out = []
+        for t in self.library.adapters[adapter]["tasks"]:
+            c = load_check(self.library, t) if t != learning else None
+            if c is not None:
+                out.append(retention(c, adapter, self._correct(self.library.task_spec(t), c.examples, adapter,
+                                                               self.head_of(t))))
+        return out
 
     def _fresh_name(self, task: str) -> str:
         base = f"lora-{task}"[:60]
@@ -350,6 +422,12 @@ class Learner:
                                 prefixes=self._prefix_store, head_of=self.head_of)
         return [Prediction(a.text, a.task, a.adapter, a.label_name, a.probability, a.route_confidence, a.novelty)
                 for a in answers]
+
+
+def _stamp() -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def held_out_verdict(rep: TrainReport, head_report: dict[str, Any]) -> dict[str, Any]:

@@ -43,6 +43,15 @@ class PairedDiff:
         return {**asdict(self), "excludes_zero": self.excludes_zero}
 
 
+def wilson(acc: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Two-sided Wilson score interval of an accuracy over n examples ((nan, nan) for none)."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    centre = (acc + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(acc * (1 - acc) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)
+
+
 def avg_accuracy(correct: Correct) -> float:
     """Mean over tasks of the fraction right: AvgAcc of a final row from its per-example outcomes."""
     return float(np.mean([np.mean(np.asarray(v, dtype=float)) for v in correct.values()]))

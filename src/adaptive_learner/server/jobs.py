@@ -54,7 +54,7 @@ class Job:
                       action=r.get("action"), adapter=r.get("adapter"), confidence=r.get("confidence"),
                       explanation=r.get("explanation"), decision=r.get("decision"), init_from=r.get("init_from"),
                       accuracy_before=r.get("accuracy_before"), accuracy_after=r.get("accuracy_after"),
-                      train=r.get("train"), error=self.error, created=self.created, started=self.started,
+                      retention=r.get("retention"), train=r.get("train"), error=self.error, created=self.created, started=self.started,
                       finished=self.finished)
 
 

@@ -123,6 +123,9 @@ class JobOut(BaseModel):
     init_from: str | None = None
     accuracy_before: float | None = None
     accuracy_after: float | None = None
+    retention: list[dict[str, Any]] | None = Field(
+        default=None, description="on reuse: the adapter's other tasks on their stored test examples, when "
+                                  "learned and now, with the paired change's 95% interval")
     train: dict[str, Any] | None = None
     error: str | None = Field(default=None, description="one line, when the job failed")
     created: float

@@ -249,7 +249,7 @@ def _prediction(p: Any, routed: bool) -> PredictionOut:
 
 def _brief_event(e: dict[str, Any]) -> dict[str, Any]:
     keys = ("time", "task", "action", "adapter", "confidence", "reason", "accuracy_before", "accuracy_after",
-            "init_from", "tasks")
+            "retention", "init_from", "tasks")
     return {k: e[k] for k in keys if k in e}
 
 

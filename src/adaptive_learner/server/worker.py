@@ -76,7 +76,8 @@ def _learn(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
     o = learner.learn(task, force_new=opts["force_new"], reuse=opts.get("reuse"), dry_run=opts["dry_run"])
     out = {"task": o.task, "action": o.action, "adapter": o.adapter, "confidence": o.confidence,
            "explanation": o.explanation, "decision": o.decision, "init_from": o.init_from,
-           "accuracy_before": o.accuracy_before, "accuracy_after": o.accuracy_after, "train": o.train or None}
+           "accuracy_before": o.accuracy_before, "accuracy_after": o.accuracy_after,
+           "retention": [r.to_json() for r in o.retention] or None, "train": o.train or None}
     return json.loads(json.dumps(out, default=float))  # plain JSON types only cross back
 
 

@@ -1,0 +1,155 @@
+"""Each task's test examples kept with its adapter, scored again: after a reuse (alearn learn) and on demand
+(alearn evaluate, Learner.check), against what they scored when learned, paired example by example."""
+
+import json
+
+import numpy as np
+import pytest
+
+from adaptive_learner.errors import LibraryError
+from adaptive_learner.evaluation.retention import FORMAT, TaskCheck, check_file, describe, retention
+from adaptive_learner.tasks.spec import Example
+
+from conftest import FIXTURES, TOY, make_toy_library, run_alearn, tree_digest
+
+TRAIN = ["--steps", "2", "--max-length", "48", "--batch-size", "4", "--no-head"]
+
+
+def _check(correct):
+    return TaskCheck("t", [Example({"text": f"x{i}"}, i % 2) for i in range(len(correct))], list(correct), "now")
+
+
+def test_a_check_round_trips_and_a_damaged_one_is_refused():
+    c = _check([1, 0, 1, 1])
+    back = TaskCheck.from_json(json.loads(json.dumps(c.to_json())), n_labels=2, fields=["text"])
+    assert back == c and back.accuracy == 0.75
+    good = c.to_json()
+    for bad in ({**good, "format": "other"},
+                {**good, "examples": [{**good["examples"][0], "label": 2}]},
+                {**good, "examples": [{**good["examples"][0], "correct": 3}]},
+                {**good, "examples": [{"fields": {"other": "x"}, "label": 0, "correct": 1}]},
+                {k: v for k, v in good.items() if k != "examples"}, [1, 2]):
+        with pytest.raises(LibraryError):
+            TaskCheck.from_json(bad, n_labels=2, fields=["text"])
+
+
+def test_retention_pairs_the_change_by_example():
+    same = retention(_check([1, 0] * 20), "a", [1, 0] * 20)
+    assert (same.then, same.now, same.change.mean, same.change.low, same.change.high) == (0.5, 0.5, 0, 0, 0)
+    assert same.verdict == "kept"
+    # the same accuracy from other examples is still no change on average, but not a zero-width interval
+    swapped = retention(_check([1, 0] * 20), "a", [0, 1] * 20)
+    assert swapped.change.mean == 0 and swapped.change.low < 0 < swapped.change.high and swapped.verdict == "kept"
+    lost = retention(_check([1] * 40), "a", [1] * 20 + [0] * 20)
+    assert lost.now == 0.5 and lost.change.high < 0 and lost.verdict == "lost"
+    assert "-50.0 points" in describe(lost) and "lost" in describe(lost)
+    gained = retention(_check([0] * 40), "a", [1] * 40)
+    assert gained.verdict == "gained" and gained.to_json()["change"] == 1.0
+    with pytest.raises(ValueError, match="3 outcomes for 40"):
+        retention(_check([1] * 40), "a", [1, 1, 1])
+
+
+@pytest.fixture(scope="module")
+def reused_library(tmp_path_factory):
+    """toy learned, then toy-again learned into the same adapter (--reuse), through the CLI."""
+    lib = make_toy_library(tmp_path_factory.mktemp("retention") / "lib", "--backbone", "tiny-random", *TRAIN)
+    code, out, err = run_alearn("learn", "--library", lib, "--data", TOY, "--description", "Is it positive?",
+                                "--name", "toy-again", "--reuse", "lora-toy", *TRAIN)
+    assert code == 0, err
+    return lib, out
+
+
+def test_learn_keeps_each_tasks_test_examples_with_what_was_right(reused_library):
+    lib, _ = reused_library
+    m = json.loads((lib / "manifest.json").read_text())
+    files = m["adapters"]["lora-toy"]["files"]
+    for task in ("toy", "toy-again"):
+        rel = f"data/lora-toy/{check_file(task)}"
+        assert rel in files
+        stored = json.loads((lib / rel).read_text())
+        assert stored["format"] == FORMAT and stored["task"] == task
+        # the accuracy the manifest reports is the mean of the outcomes kept
+        assert np.mean([e["correct"] for e in stored["examples"]]) == pytest.approx(m["tasks"][task]["accuracy"])
+        assert len(stored["examples"]) == 24  # the toy file's stratified 30% test split, every example
+    assert run_alearn("library", "verify", lib)[0] == 0
+
+
+def test_a_reuse_scores_the_adapters_other_tasks_again(reused_library):
+    lib, out = reused_library
+    m = json.loads((lib / "manifest.json").read_text())
+    event = m["history"][-1]
+    assert event["action"] == "reuse" and [r["task"] for r in event["retention"]] == ["toy"]
+    r = event["retention"][0]
+    assert r["then"] == pytest.approx(m["tasks"]["toy"]["accuracy"]) and r["examples"] == 24
+    assert r["low"] <= r["change"] <= r["high"] and r["change"] == pytest.approx(r["now"] - r["then"])
+    assert "the other tasks of lora-toy" in out and "toy (lora-toy): " in out and " when learned, " in out
+    # evaluate afterwards scores the adapter as stored: what the reuse reported as now
+    code, out, err = run_alearn("evaluate", lib, "--task", "toy", "--json")
+    assert code == 0, err
+    line = json.loads(out)
+    assert line["now"] == pytest.approx(r["now"]) and line["then"] == pytest.approx(r["then"])
+
+
+def test_evaluate_right_after_learning_reports_no_change(tmp_path):
+    lib = make_toy_library(tmp_path / "lib", "--backbone", "tiny-random", *TRAIN)
+    before = tree_digest(lib)
+    code, out, err = run_alearn("evaluate", lib)
+    assert code == 0, err
+    assert out.startswith("toy (lora-toy): ") and "+0.0 points [+0.0, +0.0] over 24 examples; kept" in out
+    assert tree_digest(lib) == before  # evaluating writes nothing
+
+
+def test_evaluate_on_a_users_file_with_and_without_the_task_id(reused_library):
+    lib, _ = reused_library
+    code, out, err = run_alearn("evaluate", lib, "--task", "toy", "--data", TOY, "--json")
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["examples"] == 80 and r["majority"] == 0.5 and r["low"] <= r["accuracy"] <= r["high"]
+    code, out, err = run_alearn("evaluate", lib, "--task", "toy", "--data", TOY, "--routed", "--no-abstain", "--json")
+    assert code == 0, err
+    r = json.loads(out)
+    assert r["routed"] is True and sum(r["routes"].values()) == 80 and r["unknown"] == 0
+    assert r["routed_to_task"] == pytest.approx(r["routes"].get("toy", 0) / 80)
+    code, out, err = run_alearn("evaluate", lib, "--task", "toy", "--data", TOY)
+    assert code == 0 and "accuracy" in out and "over 80 examples; majority class 0.500" in out
+
+
+def test_fail_on_loss_exits_1_when_a_task_lost_accuracy(reused_library, monkeypatch):
+    lib, _ = reused_library
+    from adaptive_learner.learner import Learner
+
+    # every stored example now wrong: whatever the tiny model got right when learned is lost
+    monkeypatch.setattr(Learner, "_correct", lambda self, spec, examples, adapter, head: np.zeros(len(examples), int))
+    stored = json.loads((lib / "data" / "lora-toy" / check_file("toy")).read_text())
+    if not any(e["correct"] for e in stored["examples"]):
+        pytest.skip("the tiny model got nothing right: nothing to lose")
+    code, out, _ = run_alearn("evaluate", lib, "--task", "toy", "--fail-on-loss")
+    assert code == 1 and "lost" in out
+    assert run_alearn("evaluate", lib, "--task", "toy")[0] == 0  # without the flag: reported, exit 0
+
+
+def test_a_task_without_kept_examples_is_named(tmp_path, tiny_backbone, toy_task, fast_train):
+    from adaptive_learner.learner import Learner
+
+    learner = Learner(tmp_path / "lib", backbone=tiny_backbone, train=fast_train)
+    learner.learn(toy_task, eval_limit=0)  # no test examples scored: none kept (as a library of an earlier release)
+    assert learner.check() == [toy_task.name]
+    code, out, _ = run_alearn("evaluate", tmp_path / "lib")
+    assert code == 0 and "no test examples kept" in out and "--data" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", TOY], "exactly one --task"),
+    (["--task", "toy", "--task", "toy-again", "--data", TOY], "exactly one --task"),
+    (["--routed"], "are for --data"),
+    (["--task", "ghost"], "no task 'ghost'"),
+    (["--task", "ghost", "--data", TOY], "no task 'ghost'"),
+    (["--task", "toy", "--data", str(FIXTURES / "toy_pairs.jsonl")], "missing column"),
+    (["--task", "toy", "--data", "/nonexistent.csv"], "nonexistent.csv"),
+])
+def test_evaluate_bad_input_is_one_error_line(reused_library, args, message):
+    lib, _ = reused_library
+    before = tree_digest(lib)
+    code, _, err = run_alearn("evaluate", lib, *args)
+    assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert tree_digest(lib) == before
