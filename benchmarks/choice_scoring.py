@@ -104,9 +104,10 @@ def main() -> None:
             for b in range(a.train_batches):
                 batch = items[8 * b: 8 * b + 8]
                 t0 = time.perf_counter()
-                if objective == "sampled":
-                    batch, objective = sample_choices(batch, a.choice_sample, rng), "choices"
-                loss = label_loss(host.model, batch, pad, torch.device("cpu"), objective=objective)[0]
+                run = objective
+                if objective == "sampled":  # every batch drawn again (until session 43 only the first was)
+                    batch, run = sample_choices(batch, a.choice_sample, rng), "choices"
+                loss = label_loss(host.model, batch, pad, torch.device("cpu"), objective=run)[0]
                 loss.backward()
                 total += time.perf_counter() - t0
                 for prm in params.values():
