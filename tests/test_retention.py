@@ -153,3 +153,19 @@ def test_evaluate_bad_input_is_one_error_line(reused_library, args, message):
     code, _, err = run_alearn("evaluate", lib, *args)
     assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert tree_digest(lib) == before
+
+
+def test_a_task_learned_again_into_another_adapter_moves_its_check(tmp_path):
+    lib = make_toy_library(tmp_path / "lib", "--backbone", "tiny-random", *TRAIN)
+    code, _, err = run_alearn("learn", "--library", lib, "--data", TOY, "--description", "Positive?", "--name", "toy",
+                              "--force-new", *TRAIN)
+    assert code == 0, err
+    m = json.loads((lib / "manifest.json").read_text())
+    moved = m["tasks"]["toy"]["adapter"]
+    assert moved != "lora-toy"
+    assert f"data/{moved}/{check_file('toy')}" in m["adapters"][moved]["files"]
+    assert f"data/lora-toy/{check_file('toy')}" not in m["adapters"]["lora-toy"]["files"]
+    assert not (lib / "data" / "lora-toy" / check_file("toy")).exists()
+    assert run_alearn("library", "verify", lib)[0] == 0
+    code, out, _ = run_alearn("evaluate", lib)
+    assert code == 0 and out.startswith(f"toy ({moved}): ") and len(out.strip().splitlines()) == 1
