@@ -73,3 +73,24 @@ def test_smollm2_in_bfloat16_is_the_same_backbone_and_answers_as_float32(real_ba
     full, low = (score(b.model, items, b.tokenizer.pad_token_id) for b in (real_backbone, half))
     same = np.mean([np.argmax(x) == np.argmax(y) for x, y in zip(full, low)])
     assert same >= 0.9 and max(float(np.abs(x - y).max()) for x, y in zip(full, low)) < 0.5
+
+
+def test_a_reuse_reports_what_it_cost_the_adapters_first_task(real_backbone, tmp_path):
+    """sst2 learned, rotten_tomatoes learned into its adapter: the retention check scores sst2 on the 100 examples kept
+    when it was learned, starting from exactly what it scored then, and `check` later agrees with it."""
+    from adaptive_learner.learner import Learner
+    from adaptive_learner.tasks import load_catalog_task
+    from adaptive_learner.training import TrainConfig
+
+    cfg = TrainConfig(steps=20, batch_size=8, lr=1e-3, early_stop=False, max_length=128, head=False)
+    learner = Learner(tmp_path / "lib", backbone=real_backbone, train=cfg)
+    first = learner.learn(load_catalog_task("sst2").subsample(160, 100, 0), force_new=True)
+    again = learner.check()[0]
+    assert again.task == "sst2" and again.examples == 100
+    assert again.then == again.now == first.accuracy_after and again.change.mean == 0  # nothing changed yet
+    second = learner.learn(load_catalog_task("rotten_tomatoes").subsample(160, 100, 0), reuse=first.adapter)
+    (r,) = second.retention
+    assert r.task == "sst2" and r.then == first.accuracy_after and r.examples == 100
+    assert r.change.low <= r.now - r.then <= r.change.high
+    now = {c.task: c for c in learner.check()}
+    assert now["sst2"].now == r.now and now["rotten_tomatoes"].change.mean == 0
