@@ -400,11 +400,25 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
                    "larger backbone may help", err=True)
 
 
+PREDICTED = ("predicted_label", "confidence", "task", "adapter", "route_confidence", "novelty", "nearest_label")
+OUT_SUFFIXES = (".csv", ".tsv", ".jsonl")
+
+
 @app.command()
-def predict(texts: List[str] = typer.Argument(..., help="inputs; for pair tasks write 'first ||| second'"),
+def predict(texts: Optional[List[str]] = typer.Argument(None, help="inputs; for pair tasks write 'first ||| second' "
+                                                                   "(or --data)"),
             library: Path = typer.Option(..., help="library directory"),
             task: Optional[str] = typer.Option(None, help="task whose adapter, prompt and labels to use; without "
                                                           "it each input is routed to a learned task"),
+            data: Optional[Path] = typer.Option(None, help="a CSV/TSV/JSONL file of inputs, one a row, instead of "
+                                                "TEXTS"),
+            text_column: Optional[List[str]] = typer.Option(None, help="with --data: the input column(s), repeated "
+                                                            "for pairs; default: the columns --task was learned "
+                                                            "with, else 'text'"),
+            out: Optional[Path] = typer.Option(None, help="with --data: write the file's rows with the answers "
+                                               "added (predicted_label, confidence, task, adapter; routed also "
+                                               "route_confidence, novelty, nearest_label) to this .csv, .tsv or "
+                                               ".jsonl file, instead of printing them"),
             as_json: bool = typer.Option(False, "--json", help="print JSON lines"),
             abstain: bool = typer.Option(True, "--abstain/--no-abstain", help="without --task: label an input that "
                                          "is far from every learned task 'unknown' (--no-abstain: always route, "
@@ -414,11 +428,30 @@ def predict(texts: List[str] = typer.Argument(..., help="inputs; for pair tasks 
 
     Prints label, confidence, task, adapter and text; with routing also the router's confidence in the task.
     An input of no learned task is labelled 'unknown', with the nearest task and the label it would give.
+    With --data the inputs are a file's rows (a progress bar on the terminal), and --out writes them with the answers.
     """
     from .learner import Learner
 
+    if bool(texts) == (data is not None):
+        raise UserError("give the inputs as TEXTS or as --data FILE (one of them)")
+    if data is None and (out is not None or text_column):
+        raise UserError("--out and --text-column are for --data")
+    if out is not None and out.suffix.lower() not in OUT_SUFFIXES:
+        raise UserError(f"--out {out}: write a {', '.join(OUT_SUFFIXES)} file")
+    frame = None
+    if data is not None:
+        from .tasks.files import read_table
+
+        frame = read_table(data)  # a bad file fails before the backbone loads
     learner = Learner(library, create=False, device=device, dtype=_dtype(dtype))
-    for p in learner.predict(texts, task, abstain=abstain):
+    if frame is not None:
+        texts = _file_inputs(learner, frame, str(data), task, text_column)
+    answers = _predict_in_chunks(learner, texts, task, abstain, progress=frame is not None)
+    if out is not None:
+        _write_answers(frame, answers, out)
+        typer.echo(f"{len(answers)} answers written to {out}")
+        return
+    for p in answers:
         if as_json:
             typer.echo(json.dumps(p.__dict__))
         elif p.nearest_label is not None:
@@ -428,6 +461,61 @@ def predict(texts: List[str] = typer.Argument(..., help="inputs; for pair tasks 
             typer.echo(f"{p.label}\t{p.confidence:.3f}\t{p.task} (routed, {p.route_confidence:.3f})\t{p.adapter}\t{p.text}")
         else:
             typer.echo(f"{p.label}\t{p.confidence:.3f}\t{p.task}\t{p.adapter}\t{p.text}")
+
+
+def _file_inputs(learner, frame, where: str, task: Optional[str], columns: Optional[List[str]]) -> List[str]:
+    """A file's rows as predict's inputs: the text columns (the task's own by default), pairs joined by ' ||| '."""
+    from .tasks.files import texts_from_frame
+
+    if task is not None:
+        if task not in learner.library.tasks:
+            raise UserError(f"no task {task!r} in library {learner.path}; tasks: {sorted(learner.library.tasks)}")
+        fields = learner.library.task_spec(task).input_fields
+        if columns and len(columns) != len(fields):
+            raise UserError(f"--text-column: task {task} reads {len(fields)} text field(s) {fields}; "
+                            f"got {len(columns)} column(s)")
+        columns = list(columns or fields)
+    else:
+        columns = list(columns or ["text"])
+    clash = [c for c in PREDICTED if c in frame.columns]
+    if clash:
+        raise UserError(f"{where}: column(s) {clash} would be overwritten by the answers; rename them")
+    return [" ||| ".join(r[c] for c in columns) for r in texts_from_frame(frame, columns, where)]
+
+
+def _predict_in_chunks(learner, texts: List[str], task: Optional[str], abstain: bool, progress: bool,
+                       chunk: int = 256) -> list:
+    """``learner.predict`` a chunk at a time, with a progress bar on a terminal (answers as one call would give)."""
+    from tqdm.auto import tqdm
+
+    out: list = []
+    with tqdm(total=len(texts), desc="predict", unit="input", disable=None if progress else True) as bar:
+        for i in range(0, len(texts), chunk):
+            out.extend(learner.predict(texts[i:i + chunk], task, abstain=abstain))
+            bar.update(min(chunk, len(texts) - i))
+    return out
+
+
+def _write_answers(frame, answers: list, out: Path) -> None:
+    """The input rows with the answers' columns, written atomically in the format of ``out``'s suffix."""
+    from .fileio import atomic_write_text
+
+    table = frame.copy()
+    table["predicted_label"] = [p.label for p in answers]
+    table["confidence"] = [round(p.confidence, 6) for p in answers]
+    table["task"] = [p.task for p in answers]
+    table["adapter"] = [p.adapter for p in answers]
+    if any(p.route_confidence is not None for p in answers):
+        table["route_confidence"] = [p.route_confidence for p in answers]
+        table["novelty"] = [p.novelty for p in answers]
+        table["nearest_label"] = [p.nearest_label for p in answers]
+    suffix = out.suffix.lower()
+    text = (table.to_json(orient="records", lines=True, force_ascii=False) if suffix == ".jsonl"
+            else table.to_csv(index=False, sep="\t" if suffix == ".tsv" else ","))
+    try:
+        atomic_write_text(out, text)
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
 
 
 @app.command()

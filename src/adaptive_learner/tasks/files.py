@@ -124,7 +124,16 @@ def _label_index(values: Sequence[Any], labels: list[str] | None, path: str) -> 
 def rows_from_frame(df: pd.DataFrame, text_columns: list[str], label_column: str, labels: list[str] | None,
                     path: str) -> tuple[list[Example], list[str]]:
     """Examples from a DataFrame, checking columns, empty texts and labels."""
-    missing = [c for c in [*text_columns, label_column] if c not in df.columns]
+    texts = texts_from_frame(df, text_columns, path, also=[label_column])
+    y, names = _label_index(df[label_column].tolist(), labels, path)
+    return [Example(texts[i], y[i]) for i in range(len(df))], names
+
+
+def texts_from_frame(df: pd.DataFrame, text_columns: list[str], path: str,
+                     also: Sequence[str] = ()) -> list[dict[str, str]]:
+    """Each row's text fields (unlabelled inputs, e.g. for prediction), checking the columns (and ``also``'s
+    presence) and that no text is empty."""
+    missing = [c for c in [*text_columns, *also] if c not in df.columns]
     if missing:
         raise UserError(f"{path}: missing column(s) {missing}; columns are {list(df.columns)}")
     for c in text_columns:
@@ -135,9 +144,8 @@ def rows_from_frame(df: pd.DataFrame, text_columns: list[str], label_column: str
         empty = col.isna() | (col.astype(str).str.strip() == "")
         if empty.any():
             raise UserError(f"{path}: empty text in column {c!r} at row {int(empty.to_numpy().argmax()) + 1}")
-    y, names = _label_index(df[label_column].tolist(), labels, path)
     texts = {c: df[c].astype(str).tolist() for c in text_columns}
-    return [Example({c: texts[c][i] for c in text_columns}, y[i]) for i in range(len(df))], names
+    return [{c: texts[c][i] for c in text_columns} for i in range(len(df))]
 
 
 def check_spec_inputs(where: str, text_columns: list[str], labels: Any, verbalizers: Any, template: Any) -> None:
