@@ -485,7 +485,8 @@ def _file_inputs(learner, frame, where: str, task: Optional[str], columns: Optio
 
 def _predict_in_chunks(learner, texts: List[str], task: Optional[str], abstain: bool, progress: bool,
                        chunk: int = 256) -> list:
-    """``learner.predict`` a chunk at a time, with a progress bar on a terminal (answers as one call would give)."""
+    """``learner.predict`` a chunk at a time, with a progress bar on a terminal (the answers one call gives, up to
+    float rounding: a chunk pads its inputs differently)."""
     from tqdm.auto import tqdm
 
     out: list = []
