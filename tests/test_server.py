@@ -230,10 +230,27 @@ def test_learn_upload_runs_in_a_worker_and_is_served_at_once(base_library, tmp_p
         assert job["state"] == "succeeded", job
         assert job["progress"] == {"step": 3, "steps": 3}
         assert job["adapter"] == "lora-toy2" and 0 <= job["accuracy_before"] <= 1 and 0 <= job["accuracy_after"] <= 1
+        assert job["retention"] is None  # a new adapter: no other task's answers changed
         pred = client.post("/v1/predict", json={"inputs": ["lovely"], "task": "toy2"})
         assert pred.status_code == 200 and pred.json()["predictions"][0]["adapter"] == "lora-toy2"
         assert 'alearn_jobs_total{state="succeeded"} 2.0' in client.get("/metrics").text
         assert not app.state.jobs.get(r.json()["id"]).upload_dir.exists()  # the upload is removed
+
+
+def test_a_reuse_job_reports_what_it_cost_the_adapters_other_task(base_library, tmp_path):
+    lib = copy_library(base_library, tmp_path / "lib")
+    then = json.loads((lib / "manifest.json").read_text())["tasks"]["toy"]["accuracy"]
+    with running(lib) as (client, _):
+        form = {"description": "Is it a good review?", "name": "toy3", "reuse": "lora-toy", "steps": "3",
+                "max_length": "64", "batch_size": "4"}
+        r = client.post("/v1/learn", data=form, files={"file": ("reviews.csv", open(TOY, "rb"))}, headers=AUTH)
+        job = wait_job(client, r.json()["id"])
+        assert job["state"] == "succeeded" and job["action"] == "reuse", job
+        (kept,) = job["retention"]
+        assert kept["task"] == "toy" and kept["then"] == pytest.approx(then) and kept["examples"] == 24
+        assert kept["low"] <= kept["change"] <= kept["high"] and kept["verdict"] in ("kept", "lost", "gained")
+        history = client.get("/v1/library").json()["history"]
+        assert history[-1]["retention"][0]["task"] == "toy"
 
 
 def test_learn_upload_takes_a_prompt_template_and_refuses_a_bad_one(base_library, tmp_path):
