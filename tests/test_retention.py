@@ -105,6 +105,11 @@ def test_evaluate_on_a_users_file_with_and_without_the_task_id(reused_library):
     assert code == 0, err
     r = json.loads(out)
     assert r["examples"] == 80 and r["majority"] == 0.5 and r["low"] <= r["accuracy"] <= r["high"]
+    table = {x["label"]: x for x in r["per_label"]}
+    assert set(table) == {"negative", "positive"} and {x["support"] for x in table.values()} == {40}
+    assert sum(x["answered"] for x in table.values()) == 80  # with the task id every answer is one of its labels
+    # the right answers, counted by gold label, are the accuracy's
+    assert sum(x["recall"] * x["support"] for x in table.values()) == pytest.approx(80 * r["accuracy"])
     code, out, err = run_alearn("evaluate", lib, "--task", "toy", "--data", TOY, "--routed", "--no-abstain", "--json")
     assert code == 0, err
     r = json.loads(out)
@@ -112,6 +117,18 @@ def test_evaluate_on_a_users_file_with_and_without_the_task_id(reused_library):
     assert r["routed_to_task"] == pytest.approx(r["routes"].get("toy", 0) / 80)
     code, out, err = run_alearn("evaluate", lib, "--task", "toy", "--data", TOY)
     assert code == 0 and "accuracy" in out and "over 80 examples; majority class 0.500" in out
+    assert "label     support  recall  precision" in out and out.count("\n") == 4  # a line per label
+
+
+def test_per_label_counts_recall_and_precision():
+    from adaptive_learner.learner import per_label
+
+    gold = ["a", "a", "a", "b", "b", "c"]
+    said = ["a", "b", "a", "b", "unknown", "a"]
+    table = {x["label"]: x for x in per_label(gold, said, ["a", "b", "c"])}
+    assert table["a"] == {"label": "a", "support": 3, "answered": 3, "recall": 2 / 3, "precision": 2 / 3}
+    assert table["b"] == {"label": "b", "support": 2, "answered": 2, "recall": 0.5, "precision": 0.5}
+    assert table["c"] == {"label": "c", "support": 1, "answered": 0, "recall": 0.0, "precision": None}
 
 
 def test_fail_on_loss_exits_1_when_a_task_lost_accuracy(reused_library, monkeypatch):

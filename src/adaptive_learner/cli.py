@@ -524,7 +524,7 @@ def evaluate(library: Path = typer.Argument(..., help="library directory"),
              task: Optional[List[str]] = typer.Option(None, help="a learned task (repeat for several); default: "
                                                       "every task of the library"),
              data: Optional[Path] = typer.Option(None, help="a labelled CSV/TSV/JSONL file to score --task on, with "
-                                                 "the text columns it was learned with; default: the test examples "
+                                                 "the text columns it was learned with (accuracy, and per label recall and precision); default: the test examples "
                                                  "kept when it was learned"),
              label_column: str = typer.Option("label", help="the label column of --data (label names or indices)"),
              routed: bool = typer.Option(False, "--routed", help="with --data: give the inputs without a task id, "
@@ -571,6 +571,12 @@ def evaluate(library: Path = typer.Argument(..., help="library directory"),
             where = ", ".join(f"{t} {n}" for t, n in sorted(r["routes"].items(), key=lambda kv: -kv[1]))
             typer.echo(f"routed to {name}: {r['routed_to_task']:.3f}; answered unknown: {r['unknown']:.3f} "
                        f"(routes: {where})")
+        width = max(len("label"), *(len(x["label"]) for x in r["per_label"]))
+        typer.echo(f"{'label':<{width}}  support  recall  precision")
+        for x in r["per_label"]:
+            rec = "-" if x["recall"] is None else f"{x['recall']:.3f}"
+            prec = "-" if x["precision"] is None else f"{x['precision']:.3f}"
+            typer.echo(f"{x['label']:<{width}}  {x['support']:>7}  {rec:>6}  {prec:>9}")
         return
     lost = 0
     for r in learner.check(task or None):

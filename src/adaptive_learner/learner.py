@@ -204,11 +204,16 @@ class Learner:
     def _correct(self, spec: Any, examples: Sequence[Example], adapter: str | None,
                  head: FeatureHead | None) -> np.ndarray:
         """1/0 per example: does ``adapter`` (None: the backbone), mixed with ``head``, rank its label first?"""
+        answers = self._answers(spec, examples, adapter, head)
+        return (answers == np.array([e.label for e in examples], dtype=int)).astype(int)
+
+    def _answers(self, spec: Any, examples: Sequence[Example], adapter: str | None,
+                 head: FeatureHead | None) -> np.ndarray:
+        """The label index ``adapter`` (None: the backbone), mixed with ``head``, ranks first, per example."""
         items = encode_examples(self.backbone.tokenizer, spec, examples, self.train_cfg.max_length)
         if adapter is not None and adapter in self.library.adapters:
             self.ensure_loaded(adapter)
-        return np.array([int(np.argmax(s)) == it.label for s, it in zip(self._scores(adapter, items, head), items)],
-                        dtype=int)
+        return np.array([int(np.argmax(s)) for s in self._scores(adapter, items, head)], dtype=int)
 
     def check(self, tasks: Sequence[str] | None = None) -> list[Retention | str]:
         """Each task (default: every learned task) scored again on the test examples stored when it was
@@ -240,20 +245,23 @@ class Learner:
         if task not in self.library.tasks:
             raise UserError(f"no task {task!r} in library {self.path}; tasks: {sorted(self.library.tasks)}")
         spec = self.library.task_spec(task)
+        gold = [spec.label_names[e.label] for e in examples]
         if not routed:
             adapter = self.library.adapter_of(task)
-            correct = self._correct(spec, examples, adapter, self.head_of(task))
+            said = [spec.label_names[k] for k in self._answers(spec, examples, adapter, self.head_of(task))]
+            correct = np.array([a == g for a, g in zip(said, gold)], dtype=int)
             return {"task": task, "adapter": adapter, "examples": len(examples), "accuracy": float(correct.mean()),
-                    "correct": correct.tolist()}
+                    "per_label": per_label(gold, said, spec.label_names), "correct": correct.tolist()}
         texts = [" ||| ".join(e.fields[f] for f in spec.input_fields) for e in examples]
         answers = self.predict(texts, abstain=abstain)
-        correct = np.array([p.label == spec.label_names[e.label] for p, e in zip(answers, examples)], dtype=int)
+        said = [p.label for p in answers]
+        correct = np.array([a == g for a, g in zip(said, gold)], dtype=int)
         to_task = np.array([p.task == task for p in answers], dtype=float)
         return {"task": task, "routed": True, "examples": len(examples), "accuracy": float(correct.mean()),
                 "routed_to_task": float(to_task.mean()),
                 "unknown": float(np.mean([p.label == UNKNOWN for p in answers])),
                 "routes": {t: int(sum(p.task == t for p in answers)) for t in sorted({p.task for p in answers})},
-                "correct": correct.tolist()}
+                "per_label": per_label(gold, said, spec.label_names), "correct": correct.tolist()}
 
     def _scores(self, adapter: str | None, items: Sequence[Any], head: FeatureHead | None,
                 keep_prefix: bool = False) -> list[np.ndarray]:
@@ -422,6 +430,20 @@ class Learner:
                                 prefixes=self._prefix_store, head_of=self.head_of)
         return [Prediction(a.text, a.task, a.adapter, a.label_name, a.probability, a.route_confidence, a.novelty)
                 for a in answers]
+
+
+def per_label(gold: Sequence[str], said: Sequence[str], labels: Sequence[str]) -> list[dict[str, Any]]:
+    """Per label, in the task's order: its examples (support), the fraction of them answered with it (recall),
+    how often it was answered, and the fraction of those answers that were right (precision; None if never)."""
+    out = []
+    for name in labels:
+        support = sum(g == name for g in gold)
+        answered = sum(a == name for a in said)
+        hits = sum(g == name and a == name for g, a in zip(gold, said))
+        out.append({"label": name, "support": support, "answered": answered,
+                    "recall": hits / support if support else None,
+                    "precision": hits / answered if answered else None})
+    return out
 
 
 def _stamp() -> str:
