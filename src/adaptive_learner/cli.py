@@ -524,8 +524,9 @@ def evaluate(library: Path = typer.Argument(..., help="library directory"),
              task: Optional[List[str]] = typer.Option(None, help="a learned task (repeat for several); default: "
                                                       "every task of the library"),
              data: Optional[Path] = typer.Option(None, help="a labelled CSV/TSV/JSONL file to score --task on, with "
-                                                 "the text columns it was learned with (accuracy, and per label recall and precision); default: the test examples "
-                                                 "kept when it was learned"),
+                                                 "the text columns it was learned with (accuracy, and per label "
+                                                 "recall and precision); default: the test examples kept when it "
+                                                 "was learned"),
              label_column: str = typer.Option("label", help="the label column of --data (label names or indices)"),
              routed: bool = typer.Option(False, "--routed", help="with --data: give the inputs without a task id, "
                                          "each routed as predict routes it; also reports how many reached the task"),
