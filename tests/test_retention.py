@@ -186,3 +186,51 @@ def test_a_task_learned_again_into_another_adapter_moves_its_check(tmp_path):
     assert run_alearn("library", "verify", lib)[0] == 0
     code, out, _ = run_alearn("evaluate", lib)
     assert code == 0 and out.startswith(f"toy ({moved}): ") and len(out.strip().splitlines()) == 1
+
+
+def test_guard_keeps_the_reused_adapter_and_learns_into_a_new_one(tmp_path, tiny_backbone, toy_task, monkeypatch):
+    from dataclasses import replace
+
+    from adaptive_learner.learner import Learner
+    from adaptive_learner.training import TrainConfig
+
+    learner = Learner(tmp_path / "lib", backbone=tiny_backbone,
+                      train=TrainConfig(steps=3, batch_size=4, max_length=48, early_stop=False, head=False))
+    first = learner.learn(toy_task)
+    stored = dict(learner.library.adapters[first.adapter]["files"])  # every file of the adapter, by sha256
+    weights = {k: v.detach().clone() for k, v in learner.host.trainable(first.adapter).items()}
+    # a stand-in for a reuse that cost the first task its answers (the tiny model's own changes are noise)
+    cost = replace(retention(_check([1] * 40), first.adapter, [0] * 40), task=toy_task.name)
+    monkeypatch.setattr(Learner, "_retention_of", lambda self, adapter, learning: [cost])
+    second = learner.learn(toy_task.renamed("toy2"), reuse=first.adapter, guard=True)
+    assert (second.action, second.rejected, second.init_from) == ("new", first.adapter, first.adapter)
+    assert second.adapter not in (first.adapter, None) and "(guard)" in second.explanation
+    learner.library.reload()
+    assert learner.library.adapters[first.adapter]["files"] == stored  # the reused adapter as it was, every file
+    assert learner.library.adapter_of("toy2") == second.adapter
+    assert learner.library.history[-1]["rejected"] == first.adapter
+    assert learner.library.history[-1]["retention"][0]["verdict"] == "lost"
+    # and in memory: the adapter's weights as stored (the reuse's training undone), its task's answers as when learned
+    now = learner.host.trainable(first.adapter)
+    assert weights.keys() == now.keys() and all(bool((weights[k] == now[k]).all()) for k in weights)
+    (kept,) = learner.check([toy_task.name])
+    assert kept.change.mean == 0 and kept.change.low == kept.change.high == 0
+    # without the guard the same cost is reported and the reuse is kept
+    third = learner.learn(toy_task.renamed("toy3"), reuse=first.adapter)
+    assert (third.action, third.adapter, third.rejected) == ("reuse", first.adapter, None)
+    assert third.retention[0].verdict == "lost"
+
+
+def test_learn_guard_on_the_command_line(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from adaptive_learner.learner import Learner
+
+    lib = make_toy_library(tmp_path / "lib", "--backbone", "tiny-random", *TRAIN)
+    cost = replace(retention(_check([1] * 24), "lora-toy", [0] * 24), task="toy")
+    monkeypatch.setattr(Learner, "_retention_of", lambda self, adapter, learning: [cost])
+    code, out, err = run_alearn("learn", "--library", lib, "--data", TOY, "--description", "Positive?", "--name", "toy2",
+                                "--reuse", "lora-toy", "--guard", *TRAIN)
+    assert code == 0, err
+    assert "toy2: new adapter lora-toy2, started from lora-toy" in out and "(guard)" in out
+    assert "the other tasks of lora-toy, after the reuse that was not kept (--guard):" in out and "; lost)" in out

@@ -287,6 +287,9 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
           force_new: bool = typer.Option(False, "--force-new", help="always create a new adapter"),
           reuse: Optional[str] = typer.Option(None, help="reuse (and adapt) this adapter"),
           dry_run: bool = typer.Option(False, "--dry-run", help="print the router's decision as JSON; train nothing"),
+          guard: bool = typer.Option(False, "--guard", help="when a reuse costs one of the adapter's other tasks "
+                                     "accuracy on its kept test examples (paired 95% interval below 0), keep that "
+                                     "adapter as it was and learn the task into a new adapter started from it"),
           router: str = typer.Option("calibrated", help="decision rule: calibrated or softmax-threshold "
                                                         "(the original design, for comparison)"),
           init: str = typer.Option("fresh", help="where a new adapter the router creates starts: fresh (default) or nearest "
@@ -345,7 +348,7 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
         lora = LoraSettings(layers=lora_layers)
     learner = Learner(library, backbone=backbone, lora=lora, train=cfg, router=router, init=init, device=device,
                       dtype=_dtype(dtype))
-    o = learner.learn(t, force_new=force_new, reuse=reuse, dry_run=dry_run)
+    o = learner.learn(t, force_new=force_new, reuse=reuse, dry_run=dry_run, guard=guard)
     if dry_run:
         typer.echo(json.dumps(o.decision or {"task": o.task, "action": o.action, "adapter": o.adapter,
                                              "confidence": o.confidence, "candidates": [],
@@ -390,7 +393,8 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
     if o.retention:
         from .evaluation.retention import describe
 
-        typer.echo(f"the other tasks of {o.adapter}, on the test examples kept when they were learned:")
+        typer.echo(f"the other tasks of {o.rejected}, after the reuse that was not kept (--guard):" if o.rejected
+                   else f"the other tasks of {o.adapter}, on the test examples kept when they were learned:")
         for r in o.retention:
             typer.echo("  " + describe(r))
     if o.train.get("learned") is False:

@@ -51,6 +51,7 @@ class LearnOutcome:
     init_from: str | None = None  # the adapter a new one was copied from (None: fresh or reused)
     # on reuse: the adapter's other tasks on their stored test examples, when learned and now (evaluation/retention.py)
     retention: list[Retention] = field(default_factory=list)
+    rejected: str | None = None  # with guard: the adapter whose reuse cost another task, left as it was
 
 
 PREFIX_ADAPTERS = 16  # adapters whose prompt prefixes predict keeps (scoring.PREFIXES_KEPT each)
@@ -292,9 +293,13 @@ class Learner:
 
     # ------------------------------------------------------------------ learning
     def learn(self, task: TaskData, force_new: bool = False, reuse: str | None = None,
-              adapter_name: str | None = None, eval_limit: int | None = 200, dry_run: bool = False) -> LearnOutcome:
+              adapter_name: str | None = None, eval_limit: int | None = 200, dry_run: bool = False,
+              guard: bool = False) -> LearnOutcome:
         """Learn a task: the router decides reuse-or-create (unless forced), then train, and commit
-        adapter, spec, profile and history atomically. ``dry_run``: decide only, change nothing."""
+        adapter, spec, profile and history atomically. ``dry_run``: decide only, change nothing.
+        ``guard``: when a reuse costs one of the adapter's other tasks accuracy on its kept test examples
+        (the paired interval below 0), keep that adapter as it was and learn the task into a new adapter
+        started from it instead."""
         if not task.train:
             raise UserError(f"task {task.name} has no training examples")
         if reuse is not None and reuse not in self.library.adapters:
@@ -331,18 +336,28 @@ class Learner:
                 if init_from is not None:
                     self.ensure_loaded(init_from)
                 self.host.create(adapter, seed=self.train_cfg.seed, init_from=init_from)
-            # a new adapter starts fresh state; a reused one continues its stored Fisher and buffer
-            regs = make_forgetting_regularisers(self.library if action == "reuse" else None, adapter,
-                                                self.forgetting, task, gain=conf if decision is not None else 1.0)
-            rep = train_adapter(self.host, adapter, items, self.train_cfg, regs, desc=f"learn {task.name} -> {adapter}")
-            head, head_report = fit_task_head(self.host, adapter, items, self.train_cfg,
-                                              encoder=self.router.extractor.encoder_name) if self.train_cfg.head \
-                else (None, {"mix": 1.0, "reason": "head turned off"})
+            gain = conf if decision is not None else 1.0
+            regs, rep, head, head_report = self._train(task, items, action, adapter, gain)
             checked = task.test[:eval_limit]
             after_correct = self._correct(task.spec, checked, adapter, head)
             after = float(after_correct.mean()) if after_correct.size else float("nan")
             # the adapter's other tasks on their stored examples: did this task cost them anything?
             kept = self._retention_of(adapter, task.name) if action == "reuse" else []
+            rejected = None
+            lost = [r for r in kept if r.verdict == "lost"]
+            if guard and lost:
+                # the reused adapter back as stored (its state on disk was never touched); a copy of it learns the task
+                rejected = adapter
+                self.host.load(rejected, self.library.adapter_dir(rejected))
+                self._loaded[rejected] = self.library.adapters[rejected].get("updated", "")
+                adapter, action, init_from = check_name(self._fresh_name(task.name), "adapter"), "new", rejected
+                why = (f"reusing {rejected} cost " + ", ".join(f"{r.task} {100 * r.change.mean:+.1f} points"
+                                                              for r in lost)
+                       + f" on its kept examples: a new adapter started from {rejected} instead (guard)")
+                self.host.create(adapter, seed=self.train_cfg.seed, init_from=rejected)
+                regs, rep, head, head_report = self._train(task, items, action, adapter, gain)
+                after_correct = self._correct(task.spec, checked, adapter, head)
+                after = float(after_correct.mean()) if after_correct.size else float("nan")
             train_summary = {"steps": rep.steps, "examples": rep.examples, "seconds": round(rep.seconds, 1),
                              "final_loss": round(rep.final_loss, 4), "regularisers": [r.name for r in regs],
                              "lr": rep.lr, "stopped": rep.stopped, "best_step": rep.best_step,
@@ -367,11 +382,24 @@ class Learner:
                            "confidence": conf, "train": train_summary,
                            "reason": why, "accuracy_before": before, "accuracy_after": after,
                            **({"retention": [r.to_json() for r in kept]} if kept else {}),
+                           **({"rejected": rejected} if rejected else {}),
                            **({"decision": _brief(decision.to_json())} if decision is not None else {})})
             self._loaded[adapter] = self.library.adapters[adapter].get("updated", "")
             self._prefixes.clear()
         return LearnOutcome(task.name, action, adapter, conf, why, before, after, train_summary,
-                            decision.to_json() if decision is not None else None, init_from, kept)
+                            decision.to_json() if decision is not None else None, init_from, kept, rejected)
+
+    def _train(self, task: TaskData, items: Sequence[Any], action: str, adapter: str,
+               gain: float) -> tuple[list[Any], TrainReport, FeatureHead | None, dict[str, Any]]:
+        """Train ``adapter`` (in memory, active) on ``items`` with its regularisers, then fit the task's head."""
+        # a new adapter starts fresh state; a reused one continues its stored Fisher and buffer
+        regs = make_forgetting_regularisers(self.library if action == "reuse" else None, adapter,
+                                            self.forgetting, task, gain=gain)
+        rep = train_adapter(self.host, adapter, items, self.train_cfg, regs, desc=f"learn {task.name} -> {adapter}")
+        head, head_report = fit_task_head(self.host, adapter, items, self.train_cfg,
+                                          encoder=self.router.extractor.encoder_name) if self.train_cfg.head \
+            else (None, {"mix": 1.0, "reason": "head turned off"})
+        return regs, rep, head, head_report
 
     def _retention_of(self, adapter: str, learning: str) -> list[Retention]:
         """``adapter``'s stored tasks other than ``learning``, scored again with its weights in memory."""
