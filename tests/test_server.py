@@ -242,11 +242,16 @@ def test_a_reuse_job_reports_what_it_cost_the_adapters_other_task(base_library, 
     then = json.loads((lib / "manifest.json").read_text())["tasks"]["toy"]["accuracy"]
     with running(lib) as (client, _):
         form = {"description": "Is it a good review?", "name": "toy3", "reuse": "lora-toy", "steps": "3",
-                "max_length": "64", "batch_size": "4"}
+                "max_length": "64", "batch_size": "4", "guard": "true"}
         r = client.post("/v1/learn", data=form, files={"file": ("reviews.csv", open(TOY, "rb"))}, headers=AUTH)
         job = wait_job(client, r.json()["id"])
-        assert job["state"] == "succeeded" and job["action"] == "reuse", job
+        assert job["state"] == "succeeded", job
         (kept,) = job["retention"]
+        # the guard acts exactly when the reuse cost the other task
+        if kept["verdict"] == "lost":
+            assert (job["action"], job["rejected"], job["init_from"]) == ("new", "lora-toy", "lora-toy")
+        else:
+            assert (job["action"], job["adapter"], job["rejected"]) == ("reuse", "lora-toy", None)
         assert kept["task"] == "toy" and kept["then"] == pytest.approx(then) and kept["examples"] == 24
         assert kept["low"] <= kept["change"] <= kept["high"] and kept["verdict"] in ("kept", "lost", "gained")
         history = client.get("/v1/library").json()["history"]

@@ -53,6 +53,7 @@ class Job:
                       phase=self.phase, progress=Progress(**self.progress) if self.progress else None,
                       action=r.get("action"), adapter=r.get("adapter"), confidence=r.get("confidence"),
                       explanation=r.get("explanation"), decision=r.get("decision"), init_from=r.get("init_from"),
+                      rejected=r.get("rejected"),
                       accuracy_before=r.get("accuracy_before"), accuracy_after=r.get("accuracy_after"),
                       retention=r.get("retention"), train=r.get("train"), error=self.error, created=self.created, started=self.started,
                       finished=self.finished)

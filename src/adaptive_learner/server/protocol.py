@@ -91,6 +91,8 @@ class LearnRequest(_Strict):
     force_new: bool = False
     reuse: Text | None = None
     dry_run: bool = False
+    guard: bool = Field(default=False, description="as `alearn learn --guard`: a reuse that costs one of the "
+                                                   "adapter's other tasks accuracy is not kept; a new adapter instead")
     router: Literal["calibrated", "softmax-threshold"] = "calibrated"
     init: Literal["fresh", "nearest"] = "fresh"
 
@@ -121,6 +123,7 @@ class JobOut(BaseModel):
     explanation: str | None = None
     decision: dict[str, Any] | None = None
     init_from: str | None = None
+    rejected: str | None = Field(default=None, description="with guard: the adapter whose reuse was not kept")
     accuracy_before: float | None = None
     accuracy_after: float | None = None
     retention: list[dict[str, Any]] | None = Field(

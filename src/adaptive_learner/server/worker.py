@@ -73,9 +73,10 @@ def _learn(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
                       dtype=job.get("dtype", "float32"), device=job.get("device", "auto"))
     _report_training(emit)
     emit(phase="deciding")
-    o = learner.learn(task, force_new=opts["force_new"], reuse=opts.get("reuse"), dry_run=opts["dry_run"])
+    o = learner.learn(task, force_new=opts["force_new"], reuse=opts.get("reuse"), dry_run=opts["dry_run"],
+                      guard=bool(opts.get("guard", False)))
     out = {"task": o.task, "action": o.action, "adapter": o.adapter, "confidence": o.confidence,
-           "explanation": o.explanation, "decision": o.decision, "init_from": o.init_from,
+           "explanation": o.explanation, "decision": o.decision, "init_from": o.init_from, "rejected": o.rejected,
            "accuracy_before": o.accuracy_before, "accuracy_after": o.accuracy_after,
            "retention": [r.to_json() for r in o.retention] or None, "train": o.train or None}
     return json.loads(json.dumps(out, default=float))  # plain JSON types only cross back
