@@ -16,7 +16,7 @@ TRAIN = ["--steps", "2", "--max-length", "48", "--batch-size", "4", "--no-head"]
 
 
 def _check(correct):
-    return TaskCheck("t", [Example({"text": f"x{i}"}, i % 2) for i in range(len(correct))], list(correct), "now")
+    return TaskCheck("t", [Example({"text": f"x{i}"}, i % 2) for i in range(len(correct))], list(correct))
 
 
 def test_a_check_round_trips_and_a_damaged_one_is_refused():

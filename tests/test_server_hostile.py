@@ -229,7 +229,7 @@ def test_a_worker_killed_after_its_commit_point_reports_that_its_change_is_in(tm
 
     lib = copy_library(build_library(tmp_path / "base"), tmp_path / "lib")
     with running(lib) as (client, app):
-        monkeypatch.setenv("ADAPTIVE_LEARNER_TEST_STOP_AT", "17")  # the worker's write point "committed"
+        monkeypatch.setenv("ADAPTIVE_LEARNER_TEST_STOP_AT", "committed")  # the worker's commit point
         form = {"description": "Glowing?", "name": "late", "force_new": "true", "steps": "3", "max_length": "64",
                 "batch_size": "4"}
         r = client.post("/v1/learn", data=form, files={"file": ("late.csv", open(TOY, "rb"))}, headers=AUTH)

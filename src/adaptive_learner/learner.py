@@ -371,7 +371,7 @@ class Learner:
                 save_profile(tx, adapter, profile)  # before set_task: it drops a profile the task leaves behind
                 stage_head(tx, adapter, task.name, head)  # the same
                 if checked:
-                    stage_check(tx, adapter, TaskCheck(task.name, list(checked), after_correct.tolist(), _stamp()))
+                    stage_check(tx, adapter, TaskCheck(task.name, list(checked), after_correct.tolist()))
                 write_router_state(tx, self.router.features, self.router.extractor.encoder_name, self.router.combiner)
                 # adapter_learned: whether the adapter itself learned the task; the router offers no adapter
                 # for reuse that learned none of its tasks
@@ -472,12 +472,6 @@ def per_label(gold: Sequence[str], said: Sequence[str], labels: Sequence[str]) -
                     "recall": hits / support if support else None,
                     "precision": hits / answered if answered else None})
     return out
-
-
-def _stamp() -> str:
-    import time
-
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def held_out_verdict(rep: TrainReport, head_report: dict[str, Any]) -> dict[str, Any]:

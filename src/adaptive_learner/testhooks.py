@@ -8,9 +8,10 @@ Two environment variables, both unset by default (then every hook is a no-op):
 ``ADAPTIVE_LEARNER_TEST_SLOW_WRITES=<seconds>``
     sleep that long at each write point (and half-way through each atomic file write), so a
     test can deliver SIGKILL while a file is staged, half-written, committed or being installed;
-``ADAPTIVE_LEARNER_TEST_STOP_AT=<n>``
-    stop (sleep for minutes) at this process's n-th write point (from 0), so a test kills it at
-    exactly that point however slowly the machine schedules it.
+``ADAPTIVE_LEARNER_TEST_STOP_AT=<n>`` or ``=<name>``
+    stop (sleep for minutes) at this process's n-th write point (from 0), or at the first one of that
+    name (e.g. ``committed``), so a test kills it at exactly that point however slowly the machine
+    schedules it.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def write_point(name: str) -> None:
     stop = os.environ.get(STOP_ENV)
     if stop:
         _reached[0] += 1
-        if _reached[0] - 1 == int(stop):
+        if (_reached[0] - 1 == int(stop)) if stop.isdigit() else name == stop:
             time.sleep(600)  # the test kills the process here
     slow = os.environ.get(SLOW_ENV)
     if slow:

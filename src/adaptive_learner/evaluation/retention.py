@@ -40,15 +40,14 @@ class TaskCheck:
 
     task: str
     examples: list[Example]
-    correct: list[int]  # 1/0 per example, when learned
-    learned: str  # when (the manifest's time stamp format)
+    correct: list[int]  # 1/0 per example, when learned (when: the task's "updated" in the manifest)
 
     @property
     def accuracy(self) -> float:
         return float(np.mean(self.correct)) if self.correct else float("nan")
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": FORMAT, "task": self.task, "learned": self.learned, "accuracy": self.accuracy,
+        return {"format": FORMAT, "task": self.task, "accuracy": self.accuracy,
                 "examples": [{"fields": dict(e.fields), "label": int(e.label), "correct": int(c)}
                              for e, c in zip(self.examples, self.correct)]}
 
@@ -65,7 +64,7 @@ class TaskCheck:
                     raise ValueError("an example does not match the task")
                 examples.append(Example({str(k): str(v) for k, v in row["fields"].items()}, label))
                 correct.append(right)
-            return cls(str(obj["task"]), examples, correct, str(obj["learned"]))
+            return cls(str(obj["task"]), examples, correct)
         except (KeyError, TypeError, ValueError) as exc:
             raise LibraryError(f"the check of task {obj.get('task')!r} is damaged: {exc}") from None
 
