@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from adaptive_learner.evaluation.stats import wilson  # noqa: F401  (stopping_rules.py imports it from here)
+from adaptive_learner.evaluation.stats import wilson
 from common import machine, peak_rss_gb, save
 
 HERE = Path(__file__).parent

@@ -472,9 +472,7 @@ def _file_inputs(learner, frame, where: str, task: Optional[str], columns: Optio
     from .tasks.files import texts_from_frame
 
     if task is not None:
-        if task not in learner.library.tasks:
-            raise UserError(f"no task {task!r} in library {learner.path}; tasks: {sorted(learner.library.tasks)}")
-        fields = learner.library.task_spec(task).input_fields
+        fields = learner.task_spec(task).input_fields
         if columns and len(columns) != len(fields):
             raise UserError(f"--text-column: task {task} reads {len(fields)} text field(s) {fields}; "
                             f"got {len(columns)} column(s)")
@@ -556,9 +554,7 @@ def evaluate(library: Path = typer.Argument(..., help="library directory"),
     learner = Learner(library, create=False, device=device, dtype=_dtype(dtype))
     if data is not None:
         name = task[0]
-        if name not in learner.library.tasks:
-            raise UserError(f"no task {name!r} in library {library}; tasks: {sorted(learner.library.tasks)}")
-        spec = learner.library.task_spec(name)
+        spec = learner.task_spec(name)
         rows, _ = rows_from_frame(read_table(data), spec.input_fields, label_column, spec.label_names, str(data))
         if not rows:
             raise UserError(f"{data}: no rows")

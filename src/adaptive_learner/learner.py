@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -199,8 +200,7 @@ class Learner:
     def evaluate(self, task: TaskData, adapter: str | None, limit: int | None = None,
                  head: FeatureHead | None = None) -> float:
         """Accuracy on the task's test split with ``adapter`` (None: the backbone), mixed with ``head``."""
-        correct = self._correct(task.spec, task.test[:limit], adapter, head)
-        return float(correct.mean()) if correct.size else float("nan")
+        return _accuracy(self._correct(task.spec, task.test[:limit], adapter, head))
 
     def _correct(self, spec: Any, examples: Sequence[Example], adapter: str | None,
                  head: FeatureHead | None) -> np.ndarray:
@@ -222,19 +222,24 @@ class Learner:
         stored examples (learned by a release before checks were kept)."""
         self.library.reload()
         names = list(tasks) if tasks is not None else sorted(self.library.tasks)
-        unknown = [t for t in names if t not in self.library.tasks]
-        if unknown:
-            raise UserError(f"no task {unknown[0]!r} in library {self.path}; tasks: {sorted(self.library.tasks)}")
-        out: list[Retention | str] = []
         for t in names:
-            c = load_check(self.library, t)
-            if c is None:
-                out.append(t)
-                continue
-            adapter = self.library.adapter_of(t)
-            spec = self.library.task_spec(t)
-            out.append(retention(c, adapter, self._correct(spec, c.examples, adapter, self.head_of(t))))
-        return out
+            self.task_spec(t)  # every name known before anything is scored
+        return [self._recheck(t) or t for t in names]
+
+    def task_spec(self, task: str) -> Any:
+        """The spec of a learned task (a user's mistake, one line, when there is none)."""
+        if task not in self.library.tasks:
+            raise UserError(f"no task {task!r} in library {self.path}; tasks: {sorted(self.library.tasks)}")
+        return self.library.task_spec(task)
+
+    def _recheck(self, task: str) -> Retention | None:
+        """``task``'s kept examples scored again with its adapter (as in memory) and head; None: none kept."""
+        c = load_check(self.library, task)
+        if c is None:
+            return None
+        adapter = self.library.adapter_of(task)
+        return retention(c, adapter, self._correct(self.library.task_spec(task), c.examples, adapter,
+                                                   self.head_of(task)))
 
     def score_examples(self, task: str, examples: Sequence[Example], routed: bool = False,
                        abstain: bool = True) -> dict[str, Any]:
@@ -243,9 +248,7 @@ class Learner:
         the answer's label name is the gold one; ``abstain``: an input far from every task counts as
         'unknown', wrong). Returns accuracy, the 1/0 outcomes, and when routed the fraction routed to ``task``."""
         self.library.reload()
-        if task not in self.library.tasks:
-            raise UserError(f"no task {task!r} in library {self.path}; tasks: {sorted(self.library.tasks)}")
-        spec = self.library.task_spec(task)
+        spec = self.task_spec(task)
         gold = [spec.label_names[e.label] for e in examples]
         if not routed:
             adapter = self.library.adapter_of(task)
@@ -261,7 +264,7 @@ class Learner:
         return {"task": task, "routed": True, "examples": len(examples), "accuracy": float(correct.mean()),
                 "routed_to_task": float(to_task.mean()),
                 "unknown": float(np.mean([p.label == UNKNOWN for p in answers])),
-                "routes": {t: int(sum(p.task == t for p in answers)) for t in sorted({p.task for p in answers})},
+                "routes": dict(sorted(Counter(p.task for p in answers).items())),
                 "per_label": per_label(gold, said, spec.label_names), "correct": correct.tolist()}
 
     def _scores(self, adapter: str | None, items: Sequence[Any], head: FeatureHead | None,
@@ -337,10 +340,8 @@ class Learner:
                     self.ensure_loaded(init_from)
                 self.host.create(adapter, seed=self.train_cfg.seed, init_from=init_from)
             gain = conf if decision is not None else 1.0
-            regs, rep, head, head_report = self._train(task, items, action, adapter, gain)
             checked = task.test[:eval_limit]
-            after_correct = self._correct(task.spec, checked, adapter, head)
-            after = float(after_correct.mean()) if after_correct.size else float("nan")
+            regs, rep, head, head_report, after_correct = self._train(task, items, action, adapter, gain, checked)
             # the adapter's other tasks on their stored examples: did this task cost them anything?
             kept = self._retention_of(adapter, task.name) if action == "reuse" else []
             rejected = None
@@ -348,16 +349,15 @@ class Learner:
             if guard and lost:
                 # the reused adapter back as stored (its state on disk was never touched); a copy of it learns the task
                 rejected = adapter
-                self.host.load(rejected, self.library.adapter_dir(rejected))
-                self._loaded[rejected] = self.library.adapters[rejected].get("updated", "")
+                self._loaded.pop(rejected, None)  # what is in memory is not the stored version: load that
+                self.ensure_loaded(rejected)
                 adapter, action, init_from = check_name(self._fresh_name(task.name), "adapter"), "new", rejected
                 why = (f"reusing {rejected} cost " + ", ".join(f"{r.task} {100 * r.change.mean:+.1f} points"
                                                               for r in lost)
                        + f" on its kept examples: a new adapter started from {rejected} instead (guard)")
                 self.host.create(adapter, seed=self.train_cfg.seed, init_from=rejected)
-                regs, rep, head, head_report = self._train(task, items, action, adapter, gain)
-                after_correct = self._correct(task.spec, checked, adapter, head)
-                after = float(after_correct.mean()) if after_correct.size else float("nan")
+                regs, rep, head, head_report, after_correct = self._train(task, items, action, adapter, gain, checked)
+            after = _accuracy(after_correct)
             train_summary = {"steps": rep.steps, "examples": rep.examples, "seconds": round(rep.seconds, 1),
                              "final_loss": round(rep.final_loss, 4), "regularisers": [r.name for r in regs],
                              "lr": rep.lr, "stopped": rep.stopped, "best_step": rep.best_step,
@@ -389,9 +389,11 @@ class Learner:
         return LearnOutcome(task.name, action, adapter, conf, why, before, after, train_summary,
                             decision.to_json() if decision is not None else None, init_from, kept, rejected)
 
-    def _train(self, task: TaskData, items: Sequence[Any], action: str, adapter: str,
-               gain: float) -> tuple[list[Any], TrainReport, FeatureHead | None, dict[str, Any]]:
-        """Train ``adapter`` (in memory, active) on ``items`` with its regularisers, then fit the task's head."""
+    def _train(self, task: TaskData, items: Sequence[Any], action: str, adapter: str, gain: float,
+               checked: Sequence[Example]
+               ) -> tuple[list[Any], TrainReport, FeatureHead | None, dict[str, Any], np.ndarray]:
+        """Train ``adapter`` (in memory, active) on ``items`` with its regularisers, fit the task's head, and
+        score ``checked`` (the task's test examples) with both: 1/0 per example."""
         # a new adapter starts fresh state; a reused one continues its stored Fisher and buffer
         regs = make_forgetting_regularisers(self.library if action == "reuse" else None, adapter,
                                             self.forgetting, task, gain=gain)
@@ -399,17 +401,12 @@ class Learner:
         head, head_report = fit_task_head(self.host, adapter, items, self.train_cfg,
                                           encoder=self.router.extractor.encoder_name) if self.train_cfg.head \
             else (None, {"mix": 1.0, "reason": "head turned off"})
-        return regs, rep, head, head_report
+        return regs, rep, head, head_report, self._correct(task.spec, checked, adapter, head)
 
     def _retention_of(self, adapter: str, learning: str) -> list[Retention]:
         """``adapter``'s stored tasks other than ``learning``, scored again with its weights in memory."""
-        out = []
-        for t in self.library.adapters[adapter]["tasks"]:
-            c = load_check(self.library, t) if t != learning else None
-            if c is not None:
-                out.append(retention(c, adapter, self._correct(self.library.task_spec(t), c.examples, adapter,
-                                                               self.head_of(t))))
-        return out
+        kept = (self._recheck(t) for t in self.library.adapters[adapter]["tasks"] if t != learning)
+        return [r for r in kept if r is not None]
 
     def _fresh_name(self, task: str) -> str:
         base = f"lora-{task}"[:60]
@@ -458,6 +455,10 @@ class Learner:
                                 prefixes=self._prefix_store, head_of=self.head_of)
         return [Prediction(a.text, a.task, a.adapter, a.label_name, a.probability, a.route_confidence, a.novelty)
                 for a in answers]
+
+
+def _accuracy(correct: np.ndarray) -> float:
+    return float(correct.mean()) if correct.size else float("nan")
 
 
 def per_label(gold: Sequence[str], said: Sequence[str], labels: Sequence[str]) -> list[dict[str, Any]]:
