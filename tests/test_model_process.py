@@ -43,12 +43,13 @@ def _alive(pid: int) -> bool:
 def in_process_answers(library, tmp_path_factory):
     lib = copy_library(library, tmp_path_factory.mktemp("in-process") / "lib")
     with running(lib) as (client, _):
-        return [client.post("/v1/predict", json=r).json() for r in REQUESTS], client.get("/healthz").json()
+        return ([client.post("/v1/predict", json=r).json() for r in REQUESTS], client.get("/healthz").json(),
+                client.post("/v1/evaluate", json={}, headers=AUTH).json())
 
 
 def test_the_model_process_answers_as_the_model_in_process_and_errors_cross_intact(library, tmp_path,
                                                                                       in_process_answers):
-    want, health_in = in_process_answers
+    want, health_in, evaluated_in = in_process_answers
     lib = copy_library(library, tmp_path / "lib")
     with running(lib, model_process=True) as (client, app):
         pid = app.state.engine.pid
@@ -62,6 +63,9 @@ def test_the_model_process_answers_as_the_model_in_process_and_errors_cross_inta
             assert [p["confidence"] for p in g["predictions"]] == \
                 pytest.approx([p["confidence"] for p in w["predictions"]], abs=1e-6)
 
+        # evaluate runs in the model process too, and its user errors cross back as such
+        assert client.post("/v1/evaluate", json={}, headers=AUTH).json() == evaluated_in
+        assert_error(client.post("/v1/evaluate", json={"tasks": ["nope"]}, headers=AUTH), 422, "invalid_input")
         # a request's own mistake comes back in the one error shape; the others in its batch are answered
         assert_error(client.post("/v1/predict", json={"inputs": ["x"], "task": "nope"}), 422, "invalid_input")
         assert_error(client.post("/v1/predict", json={"inputs": ["a ||| b ||| c"]}), 422, "invalid_input")

@@ -157,6 +157,39 @@ def test_learn_and_delete_need_the_token_predict_does_not(served):
     assert client.get("/v1/library").json()["tasks"][1]["name"] == "toy"  # nothing was deleted
 
 
+def test_evaluate_scores_each_task_on_its_kept_examples_as_alearn_evaluate_does(served):
+    client, _, lib = served
+    r = client.post("/v1/evaluate", json={}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    code, out, err = run_alearn("evaluate", lib, "--json")
+    assert code == 0, err
+    want = [json.loads(line) for line in out.splitlines()]
+    assert [x["task"] for x in body["results"]] == [w["task"] for w in want] == ["pairs", "toy"]
+    for got, w in zip(body["results"], want):
+        assert got["verdict"] == w["verdict"] == "kept"  # nothing learned since: each scores what it scored then
+        assert (got["adapter"], got["examples"]) == (w["adapter"], w["examples"])
+        assert (got["then"], got["now"]) == pytest.approx((w["then"], w["now"]), abs=1e-9)
+        assert got["now"] == pytest.approx(got["then"]) and got["low"] <= got["change"] <= got["high"]
+    assert body["lost"] == 0 and body["library_version"] == client.get("/healthz").json()["library_version"]
+    one = client.post("/v1/evaluate", json={"tasks": ["toy"]}, headers=AUTH).json()
+    assert [x["task"] for x in one["results"]] == ["toy"] and one["results"][0] == body["results"][1]
+
+
+@pytest.mark.parametrize("body,headers,status", [
+    ({"tasks": ["nope"]}, AUTH, 422),  # an unknown task is named before anything is scored
+    ({"tasks": []}, AUTH, 422),
+    ({"tasks": "toy"}, AUTH, 422),
+    ({"task": "toy"}, AUTH, 422),  # unknown key
+    ({}, {}, 401),  # the token, as for learn and delete
+], ids=["unknown task", "empty list", "not a list", "unknown key", "no token"])
+def test_bad_evaluate_requests_get_one_json_error(served, body, headers, status):
+    client, _, _ = served
+    err = assert_error(client.post("/v1/evaluate", json=body, headers=headers), status)
+    if body.get("tasks") == ["nope"]:
+        assert "'nope'" in err["message"] and "pairs" in err["message"]
+
+
 BAD_LEARNS = [  # (name, json body or (form fields, file), status, limit)
     ("unknown built-in task", {"task": "no-such-task"}, 422, None),
     ("neither task nor file", {"steps": 3}, 422, None),
@@ -256,6 +289,10 @@ def test_a_reuse_job_reports_what_it_cost_the_adapters_other_task(base_library, 
         assert kept["low"] <= kept["change"] <= kept["high"] and kept["verdict"] in ("kept", "lost", "gained")
         history = client.get("/v1/library").json()["history"]
         assert history[-1]["retention"][0]["task"] == "toy"
+        # evaluate afterwards scores the adapter as the library holds it: the reuse's "now", or, where the guard
+        # discarded the reuse, the stored adapter as it was (what toy scored when learned)
+        (toy,) = client.post("/v1/evaluate", json={"tasks": ["toy"]}, headers=AUTH).json()["results"]
+        assert toy["now"] == pytest.approx(kept["then"] if job["rejected"] else kept["now"], abs=1e-9)
 
 
 def test_learn_upload_takes_a_prompt_template_and_refuses_a_bad_one(base_library, tmp_path):

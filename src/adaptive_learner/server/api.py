@@ -22,8 +22,8 @@ from .errors import ApiError, error_response, install_error_handlers, internal_e
 from .jobs import Job, JobManager
 from .learning import prepare_job, read_learn_request
 from .metrics import Metrics
-from .protocol import (DeleteOut, ErrorOut, HealthOut, JobAccepted, JobList, JobOut, LearnRequest, LibraryOut,
-                       PredictRequest, PredictResponse)
+from .protocol import (DeleteOut, ErrorOut, EvaluateRequest, EvaluateResponse, HealthOut, JobAccepted, JobList,
+                       JobOut, LearnRequest, LibraryOut, PredictRequest, PredictResponse)
 from .serving import ServingEngine, check_predict
 
 FORM_SLACK = 64 * 1024  # multipart framing and the option fields around an upload
@@ -70,7 +70,7 @@ def create_app(config: ServeConfig, engine: Any = None) -> FastAPI:
     app = FastAPI(title="adaptive-learner", lifespan=lifespan, responses=ERRORS,
                   description="Answers inputs with a library of LoRA adapters and keeps learning new tasks.")
     app.state.config, app.state.engine, app.state.jobs, app.state.metrics = config, engine, jobs, metrics
-    app.state.batcher = batcher
+    app.state.batcher, app.state.executor = batcher, executor
     install_error_handlers(app)
     app.add_middleware(BodyLimit, config=config)
     app.add_middleware(RequestMetrics, metrics=metrics)  # added last: outermost
@@ -148,6 +148,14 @@ def _add_routes(app: FastAPI) -> None:
     async def library(request: Request) -> Any:
         """Adapters, tasks and the recent decisions of the committed library."""
         return await asyncio.to_thread(request.app.state.engine.library_out)
+
+    @app.post("/v1/evaluate", response_model=EvaluateResponse, dependencies=guarded)
+    async def evaluate(body: EvaluateRequest, request: Request) -> Any:
+        """Score learned tasks again on the test examples kept when each was learned (``alearn evaluate``): has
+        learning later tasks cost them anything? Runs on the model's thread, between predict batches."""
+        state = request.app.state
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(state.executor, state.engine.evaluate, body.tasks)
 
     @app.delete("/v1/adapters/{name}", response_model=DeleteOut, dependencies=guarded)
     async def delete_adapter(name: str, request: Request) -> Any:

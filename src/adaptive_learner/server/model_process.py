@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 from ..errors import UserError
 from .config import ServeConfig
-from .errors import ApiError
+from .errors import ApiError, as_api_error
 from .protocol import PredictRequest
 from .serving import LibraryEndpoints
 
@@ -120,12 +120,26 @@ class RemoteEngine(LibraryEndpoints):
 
     def answer(self, requests: Sequence[PredictRequest]) -> list[Any]:
         """One result per request: the response as a dict (the app's response model validates it) or the error."""
+        reply = self._call({"op": "answer", "requests": [r.model_dump(mode="json") for r in requests]})
+        if isinstance(reply, ApiError):
+            return [reply] * len(requests)
+        return [_decode(r) for r in reply["results"]]
+
+    def evaluate(self, tasks: Sequence[str] | None = None) -> Any:
+        """``ServingEngine.evaluate`` in the model process: the response as a dict, or its error raised."""
+        reply = self._call({"op": "evaluate", "tasks": None if tasks is None else list(tasks)})
+        result = reply if isinstance(reply, ApiError) else _decode(reply["result"])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _call(self, msg: dict[str, Any]) -> Any:
+        """Send one message and wait for its reply (a dict; an ``ApiError`` 503 if the process died meanwhile)."""
         with self._call_lock:
             if self._proc is None or not self._proc.is_alive():
                 self._restart()
-            msg = json.dumps({"op": "answer", "requests": [r.model_dump(mode="json") for r in requests]})
             try:
-                self._conn.send_bytes(msg.encode())
+                self._conn.send_bytes(json.dumps(msg).encode())
                 reply = json.loads(self._conn.recv_bytes())
             except (EOFError, OSError) as exc:
                 self._proc.join(1)
@@ -133,10 +147,10 @@ class RemoteEngine(LibraryEndpoints):
                                 f"starts with the next batch")
                 log.error("%s (%s)", self.problem, type(exc).__name__)
                 self._proc = None
-                return [ApiError(503, self.problem)] * len(requests)
+                return ApiError(503, self.problem)
         self._health = reply["health"]
         self.problem = self._health.get("problem")
-        return [_decode(r) for r in reply["results"]]
+        return reply
 
     def _restart(self) -> None:
         if self._conn is not None:
@@ -188,6 +202,16 @@ def _main(config_json: str, conn: Any) -> None:
             msg = json.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return  # the HTTP process went away
+        if msg.get("op") == "evaluate":
+            try:
+                result: Any = engine.evaluate(msg["tasks"])
+            except Exception as exc:  # noqa: BLE001 - crosses back as the error the client sees
+                if not isinstance(exc, (ApiError, UserError)):
+                    traceback.print_exc(file=sys.stderr)
+                result = as_api_error(exc)
+            conn.send_bytes(json.dumps({"result": _encode(result), "health": engine.health()},
+                                       default=float).encode())
+            continue
         if msg.get("op") != "answer":
             return
         # validated once, by the HTTP process that read them

@@ -97,6 +97,34 @@ class LearnRequest(_Strict):
     init: Literal["fresh", "nearest"] = "fresh"
 
 
+class EvaluateRequest(_Strict):
+    """Which learned tasks to score again on the test examples kept when each was learned."""
+
+    tasks: list[Text] | None = Field(default=None, min_length=1, description="learned tasks; omitted: every task")
+
+
+class RetentionOut(BaseModel):
+    """One task then and now: accuracy on its kept test examples when learned and now, and the paired change."""
+
+    task: str
+    verdict: Literal["kept", "lost", "gained", "no kept examples"] = Field(
+        description="kept (the change's 95% interval holds 0), lost or gained (it lies below or above 0); no kept "
+                    "examples: learned by a release that kept none")
+    adapter: str | None = None
+    examples: int | None = None
+    then: float | None = None
+    now: float | None = None
+    change: float | None = Field(default=None, description="now - then (paired), with its 95% interval low..high")
+    low: float | None = None
+    high: float | None = None
+
+
+class EvaluateResponse(BaseModel):
+    results: list[RetentionOut]
+    lost: int = Field(description="how many tasks scored below what they scored when learned")
+    library_version: str
+
+
 class JobAccepted(BaseModel):
     id: str
     state: JobState

@@ -26,7 +26,8 @@ from ..router.inference import split_fields
 from ..tasks.spec import TaskSpec, check_name
 from .config import Limits, ServeConfig
 from .errors import ApiError, limit_error
-from .protocol import AdapterOut, DeleteOut, LibraryOut, PredictionOut, PredictRequest, PredictResponse, TaskOut
+from .protocol import (AdapterOut, DeleteOut, EvaluateResponse, LibraryOut, PredictionOut, PredictRequest,
+                       PredictResponse, RetentionOut, TaskOut)
 
 log = logging.getLogger("adaptive_learner.server")
 
@@ -232,6 +233,19 @@ class ServingEngine(LibraryEndpoints):
             return
         for (i, j, _), p in zip(rows, preds):
             answers[i, j] = p
+
+    # ------------------------------------------------------------------ evaluate
+    def evaluate(self, tasks: Sequence[str] | None = None) -> EvaluateResponse:
+        """``alearn evaluate LIB``: each task (default: all) scored again on the test examples kept when it was
+        learned, with the adapters as served now (422 naming an unknown task, before anything is scored)."""
+        self.refresh()
+        unknown = [t for t in tasks or [] if t not in self._specs]
+        if unknown:
+            raise ApiError(422, f"no task {unknown[0]!r} in the library; known: {sorted(self._specs) or 'none'}")
+        results = [RetentionOut(task=r, verdict="no kept examples") if isinstance(r, str) else
+                   RetentionOut(**r.to_json()) for r in self.learner.check(tasks)]
+        return EvaluateResponse(results=results, lost=sum(r.verdict == "lost" for r in results),
+                                library_version=self.version)
 
     def health(self) -> dict[str, Any]:
         """What ``/healthz`` reports about the model and the library it serves."""
