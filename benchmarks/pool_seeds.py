@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptive_learner.evaluation.bench import TASK_INFERRED, run_outcomes
-from adaptive_learner.evaluation.stats import avg_accuracy, compare
+from adaptive_learner.evaluation.stats import avg_accuracy, bwt_paired, compare
 from common import save
 
 
@@ -45,7 +45,8 @@ def load_runs(folders: list[Path], strategies: list[str], first_wins: bool = Fal
                     raise SystemExit(f"error: two runs of {s} with seed {seed} ({f})")
                 metrics[(s, seed)] = {**doc["metrics"], "n_adapters": doc.get("n_adapters"), "file": str(f),
                                       "max_test": doc["config"].get("max_test"), "tasks": doc["tasks"],
-                                      "lr": doc["config"]["train"]["lr"], "final": doc["matrix"][-1]}
+                                      "lr": doc["config"]["train"]["lr"], "final": doc["matrix"][-1],
+                                      "stages": {k: doc.get(k) for k in ("tasks", "final_correct", "learned_correct")}}
                 correct.update(run_outcomes(s, seed, 0, doc))
     return metrics, correct
 
@@ -81,11 +82,14 @@ def main() -> None:
                "mean": float(np.mean(accs)) if accs else None, "sd": float(np.std(accs, ddof=1)) if len(accs) > 1 else None,
                "bwt": None if inferred else [metrics[(s, seed)].get("bwt") for seed in seeds],
                "adapters": None if inferred else [metrics[(s, seed)].get("n_adapters") for seed in seeds]}
+        if not inferred:  # BWT's paired interval, where every seed's run kept each stage's outcomes
+            b = bwt_paired([metrics[(s, seed)]["stages"] for seed in seeds], seeds, args.resamples) if seeds else None
+            row["bwt_interval"] = None if b is None else [b.low, b.high]
         if s != ref:
             d = compare(correct, s, ref, args.resamples)
             row["minus_ref"] = d.to_dict() if d else None
         rows.append(row)
-    print(f"| strategy | seeds | AvgAcc per seed | mean ± sd | BWT (mean) | adapters | "
+    print(f"| strategy | seeds | AvgAcc per seed | mean ± sd | BWT (mean) [paired 95% CI] | adapters | "
           f"- {ref} [paired 95% CI, pooled over seeds] |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
@@ -95,6 +99,9 @@ def main() -> None:
         sd = f" ± {r['sd']:.3f}" if r["sd"] is not None else ""
         bwt = [b for b in (r["bwt"] or []) if b is not None]
         bwt_cell = f"{np.mean(bwt):+.3f}" if bwt else ""
+        if r.get("bwt_interval"):
+            lo, hi = r["bwt_interval"]
+            bwt_cell += f" [{lo:+.3f}, {hi:+.3f}]" + (" *" if lo > 0 or hi < 0 else "")
         adapters = ",".join(sorted({str(a) for a in (r["adapters"] or []) if a is not None}))
         print(f"| {r['strategy']} | {','.join(map(str, r['seeds']))} | {' / '.join(f'{a:.3f}' for a in r['avg_acc'])} "
               f"| {r['mean']:.3f}{sd} | {bwt_cell} | {adapters} | {diff} |")

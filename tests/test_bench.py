@@ -217,6 +217,26 @@ def test_each_strategy_is_compared_with_the_reference_on_the_same_examples(repea
     assert json.loads((out / "bench.json").read_text())["paired"] == json.loads(json.dumps(res.paired))
 
 
+def test_bwt_has_a_paired_interval_from_each_stages_outcomes_right_after_it(repeated):
+    """Each run keeps its diagonal's per-example outcomes; BWT's paired interval is built from them and the final
+    row's, around the mean BWT of the runs, and printed in the table."""
+    from adaptive_learner.evaluation.stats import bwt_paired
+
+    cfg, res, out = repeated
+    for row in res.table:
+        if row["strategy"] == "zero-shot":
+            continue
+        docs = [json.loads((out / f"seed{r['seed']}-order{r['order']}" / row["strategy"] / "results.json").read_text())
+                for r in res.runs if r["strategy"] == row["strategy"]]
+        for doc in docs:  # the diagonal of the matrix, example by example
+            assert [np.mean(x) for x in doc["learned_correct"]] == pytest.approx(np.diag(doc["matrix"]).tolist())
+        d = bwt_paired(docs, [doc["config"]["seed"] for doc in docs])
+        assert d.mean == pytest.approx(np.mean([doc["metrics"]["bwt"] for doc in docs]), abs=1e-9)
+        assert row["bwt_interval"] == [d.low, d.high] and d.low <= d.mean <= d.high
+        line = next(x for x in (out / "bench.md").read_text().splitlines() if x.startswith(f"| {row['strategy']} |"))
+        assert f"[{d.low:+.3f}, {d.high:+.3f}]" in line.split("|")[5]
+
+
 def test_router_comparisons_include_its_task_inferred_row_and_old_runs_still_read(toy_sequence, tmp_path):
     cfg = tiny_bench(toy_sequence, strategies=["naive", "arrow", "router"], seeds=[0, 1], max_test=8,
                      options={"router_k": 8, "ewc_samples": 4, "replay_buffer_size": 8})

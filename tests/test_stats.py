@@ -83,3 +83,23 @@ def test_compare_pairs_runs_by_seed_and_order_and_skips_unrecorded_ones():
     assert d is not None and d.runs == 1 and d.mean == pytest.approx(0.4)
     assert compare(correct, "old", "missing") is None
     assert d.to_dict()["excludes_zero"] is True
+
+
+def test_bwt_paired_is_the_mean_change_from_right_after_each_stage_to_the_end():
+    from adaptive_learner.evaluation.stats import bwt_paired
+
+    run = {"tasks": ["a", "b", "c"],
+           "learned_correct": [[1, 1, 1, 1], [1, 0, 1, 0], [1, 1, 0, 0]],
+           "final_correct": {"a": [1, 0, 0, 1], "b": [1, 0, 1, 0], "c": [1, 1, 0, 0]}}
+    d = bwt_paired([run], [0])
+    assert d.mean == pytest.approx(((0.5 - 1.0) + (0.5 - 0.5)) / 2)  # the last stage has nothing after it
+    assert d.low <= d.mean <= d.high < 0 + 1e-12
+    same = {**run, "final_correct": {"a": [1, 1, 1, 1], "b": [1, 0, 1, 0], "c": [0, 0, 0, 0]}}
+    assert (bwt_paired([same], [0]).low, bwt_paired([same], [0]).high) == (0.0, 0.0)
+    # a stage without outcomes (a strategy scored only at the end, or results from before they were kept): none
+    assert bwt_paired([{**run, "learned_correct": [None, [1, 0, 1, 0], [1, 1, 0, 0]]}], [0]) is None
+    assert bwt_paired([{k: v for k, v in run.items() if k != "learned_correct"}], [0]) is None
+    # a revisited task: each of its stages counts, against the same final outcomes
+    again = {"tasks": ["a", "b", "a"], "learned_correct": [[1, 1], [0, 0], [1, 0]],
+             "final_correct": {"a": [1, 0], "b": [1, 1]}}
+    assert bwt_paired([again], [0]).mean == pytest.approx(((0.5 - 1.0) + (1.0 - 0.0)) / 2)

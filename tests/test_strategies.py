@@ -237,5 +237,7 @@ def test_a_run_with_heads_resumes_with_the_heads_it_had(strategy, toy_sequence, 
     resumed = run_sequence(cfg, tmp_path / "resumed", resume=True)
     assert resumed.matrix.tolist() == straight.matrix.tolist()
     assert resumed.info["final_correct"] == straight.info["final_correct"]
+    # each stage's outcomes right after it, the first restored from the checkpoint
+    assert resumed.info["learned_correct"] == straight.info["learned_correct"] and None not in resumed.info["learned_correct"]
     untimed = [{k: v for k, v in h.items() if k != "seconds"} for h in straight.info["heads"]]
     assert [{k: v for k, v in h.items() if k != "seconds"} for h in resumed.info["heads"]] == untimed

@@ -57,7 +57,7 @@ from . import checkpoint
 from .config import run_identity
 from .harness import RunConfig, RunResult, environment, prepare_tasks, run_sequence
 from .plots import plot_bars
-from .stats import Correct, RunKey, compare
+from .stats import Correct, RunKey, bwt_paired, compare
 
 DEFAULT_STRATEGIES = ["zero-shot", "naive", "per-task", "per-task-warm", "ewc", "replay", "ewc-replay", "o-lora",
                       "osf", "arrow", "mtl", "router"]
@@ -200,8 +200,8 @@ def finished_run(rc: RunConfig, tasks: list[TaskData], out: Path) -> RunResult |
     if {**stored, "config": run_identity(stored.get("config", {}))} != run_key(rc, tasks):
         return None
     doc = read_json(res_file)
-    info = {k: doc[k] for k in ("n_adapters", "trainable_params", "timings_s", "final_correct", "router", "device")
-            if k in doc}
+    info = {k: doc[k] for k in ("n_adapters", "trainable_params", "timings_s", "final_correct", "learned_correct",
+                                "router", "device") if k in doc}
     return RunResult(doc["tasks"], _array(doc["matrix"]), _array([doc["zero_shot"]])[0],
                      {k: (np.nan if v is None else v) for k, v in doc["metrics"].items()}, info)
 
@@ -350,6 +350,7 @@ def _run_bench(cfg: BenchConfig, out: Path, pool: Any) -> BenchResult:
                 keys.append((s, seed, k))
     runs: list[dict[str, Any]] = []
     correct: dict[RunKey, Correct] = {}
+    stages: dict[str, list[tuple[int, dict[str, Any]]]] = {}  # per strategy: (seed, outcomes) for BWT's interval
     for (s, seed, k), res in zip(keys, run_all(calls, pool)):
         runs.append({"strategy": s, "seed": seed, "order": k, "lr": lrs[s], "tasks": res.tasks,
                      "matrix": res.matrix.tolist(), "zero_shot": res.zero_shot.tolist(),
@@ -358,7 +359,13 @@ def _run_bench(cfg: BenchConfig, out: Path, pool: Any) -> BenchResult:
                      "wall_s": res.info.get("timings_s", {}).get("total"),
                      "cpu_s": res.info.get("timings_s", {}).get("cpu"), "device": res.info.get("device")})
         correct.update(run_outcomes(s, seed, k, res.info))
-    result = BenchResult(runs, lrs, search_runs, aggregate(runs, cfg.strategies), paired_comparisons(correct, cfg))
+        stages.setdefault(s, []).append((seed, {"tasks": res.tasks, **res.info}))
+    table = aggregate(runs, cfg.strategies)
+    for row in table:
+        mine = stages.get(row["strategy"], [])
+        d = bwt_paired([r for _, r in mine], [sd for sd, _ in mine], cfg.resamples) if mine else None
+        row["bwt_interval"] = None if d is None else [d.low, d.high]
+    result = BenchResult(runs, lrs, search_runs, table, paired_comparisons(correct, cfg))
     write_bench(result, cfg, out, [t.name for t in first], time.perf_counter() - t0)
     return result
 
@@ -423,6 +430,13 @@ def _fmt(ms: tuple[float, float], signed: bool = False, digits: int = 3, spread:
     return f"{body} ± {sd:.{digits}f}" if spread else body
 
 
+def _fmt_interval(iv: Any) -> str:
+    """`` [low, high]`` (a paired 95% interval, ``*`` when it excludes 0), or nothing."""
+    if not iv:
+        return ""
+    return f" [{iv[0]:+.3f}, {iv[1]:+.3f}]" + (" *" if iv[0] > 0 or iv[1] < 0 else "")
+
+
 def bench_markdown(res: BenchResult, cfg: BenchConfig, orders: list[list[int]], task_names: list[str]) -> str:
     """The comparison table, the lr search, and every run's matrix."""
     many = len(cfg.seeds) * cfg.orders > 1
@@ -442,9 +456,15 @@ def bench_markdown(res: BenchResult, cfg: BenchConfig, orders: list[list[int]], 
         lr = f"{row['lr']:g}" + (" (searched)" if row["strategy"] in res.search_runs else "")
         diff = "(reference)" if row["strategy"] == cfg.reference else _fmt_diff(against.get(row["strategy"]))
         lines.append(f"| {row['strategy']} | {lr} | {_fmt(row['avg_acc'], spread=many)} | {diff} | "
-                     f"{_fmt(row['bwt'], True, spread=many)} | {_fmt(row['fwt'], True, spread=many)} | "
+                     f"{_fmt(row['bwt'], True, spread=many)}{_fmt_interval(row.get('bwt_interval'))} | "
+                     f"{_fmt(row['fwt'], True, spread=many)} | "
                      f"{_fmt(row['forgetting'], True, spread=many)} | {row['trainable_params'][0]:,.0f} | "
                      f"{row['n_adapters'][0]:g} | {row['wall_s'][0]:.0f} |")
+    if any(row.get("bwt_interval") for row in res.table):
+        lines += ["", "BWT's [95% interval]: a paired bootstrap of each task's final outcomes against its outcomes right "
+                      "after it was trained, resampling each task's test examples within each seed (* = it excludes "
+                      "0); none where a run scored its tasks only at the end or was written before the outcomes were "
+                      "kept."]
     lines += cost_markdown(res.runs)
     lines += paired_markdown(res.paired, cfg)
     if cfg.search_only:  # no runs: the budget line, then the search

@@ -201,13 +201,16 @@ def _floats(a: np.ndarray) -> list[Any]:
 
 
 def save(out: Path, cfg: Any, tasks: list[str], done: int, matrix: np.ndarray, zero_shot: np.ndarray,
-         timings: tuple[float, float, float, float], host: Any, strategy: Any) -> None:
+         timings: tuple[float, float, float, float], host: Any, strategy: Any,
+         learned: list[list[int] | None] | None = None) -> None:
     """The harness's checkpoint after ``done`` tasks (``timings``: training, evaluation and wall seconds
-    so far, over every process that worked on the run, and the main process's CPU seconds)."""
+    so far, over every process that worked on the run, and the main process's CPU seconds; ``learned``: each
+    stage's task's per-example outcomes right after that stage)."""
     seq = user_path(cfg.sequence)
     state = {"config": cfg.to_dict(), "sequence_file": str(seq.resolve()) if seq.is_file() else None,
              "tasks": tasks, "done": done, "zero_shot": _floats(zero_shot)[0], "matrix": _floats(matrix),
-             "timings": {"train": timings[0], "eval": timings[1], "total": timings[2], "cpu": timings[3]}}
+             "timings": {"train": timings[0], "eval": timings[1], "total": timings[2], "cpu": timings[3]},
+             "learned_correct": list(learned or [])}
     save_checkpoint(Path(out), state, host, strategy)
 
 
@@ -233,10 +236,11 @@ def resumable(out: Path, cfg: Any, tasks: list[str]) -> bool:
     return doc["tasks"] == tasks and not _differences(doc, cfg)
 
 
-def resume(out: Path, cfg: Any, tasks: list[str], host: Any, strategy: Any,
-           matrix: np.ndarray) -> tuple[np.ndarray, int, float, float, float, float]:
-    """Restore a checkpoint into ``host``, ``strategy`` and ``matrix``; (zero-shot row, tasks done, training,
-    evaluation, wall and CPU seconds so far)."""
+def resume(out: Path, cfg: Any, tasks: list[str], host: Any, strategy: Any, matrix: np.ndarray,
+           learned: list[Any] | None = None) -> tuple[np.ndarray, int, float, float, float, float]:
+    """Restore a checkpoint into ``host``, ``strategy``, ``matrix`` and ``learned`` (each finished stage's
+    outcomes right after it; None where a checkpoint written before they were kept has none); (zero-shot row,
+    tasks done, training, evaluation, wall and CPU seconds so far)."""
     doc = read_checkpoint(out)
     if doc["tasks"] != tasks:
         raise UserError(f"the checkpoint in {out} is for tasks {doc['tasks']}, not {tasks}")
@@ -247,6 +251,9 @@ def resume(out: Path, cfg: Any, tasks: list[str], host: Any, strategy: Any,
     restore(out, doc, host, strategy)
     done = int(doc["done"])
     matrix[:done] = np.array(doc["matrix"], dtype=float)[:done]
+    if learned is not None:
+        kept = list(doc.get("learned_correct") or [])[:done]
+        learned[:len(kept)] = [None if x is None else [int(v) for v in x] for x in kept]
     t = doc["timings"]
     # a checkpoint written before the wall (or CPU) time was kept: at least the time spent training and evaluating
     # (CPU: none known)

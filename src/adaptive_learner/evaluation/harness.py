@@ -3,7 +3,9 @@
 ``results.json`` holds the resolved config, package versions, git commit, timings, the matrix and
 the metrics, and ``final_correct``: per task, 1/0 for each test example of the final row (right or
 wrong), so that two strategies scored on the same examples can be compared example by example
-(``evaluation/stats.py``); ``matrix.png`` the heatmap; ``summary.md`` a short table;
+(``evaluation/stats.py``), and ``learned_correct``: per stage, the same for that stage's task right after
+it was trained (the matrix's diagonal; None where a strategy is scored only at the end), so that BWT gets a
+paired interval (``stats.bwt_paired``); ``matrix.png`` the heatmap; ``summary.md`` a short table;
 ``config.yaml`` the config.
 """
 
@@ -90,12 +92,13 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
     test_items = [encode_examples(tok, t.spec, t.test, L) for t in tasks]
     T = len(tasks)
     R = np.full((T, T), np.nan)
+    learned: list[list[int] | None] = [None] * T  # stage i's task's outcomes right after stage i (the diagonal)
     config_json = cfg.to_json()
     if not resume:
         step_state.clear(workdir)
     if resume and checkpoint.exists(workdir):  # the zero-shot row, finished rows, adapters and strategy's state
         b, start, t_train, t_eval, t_before, cpu_before = checkpoint.resume(workdir, cfg, [t.name for t in tasks],
-                                                                            host, strategy, R)
+                                                                            host, strategy, R, learned)
     else:
         start, t_train, t_eval, t_before, cpu_before = 0, 0.0, 0.0, 0.0, 0.0
         t0 = time.perf_counter()
@@ -120,13 +123,15 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
                 if key not in cache:
                     cache[key] = correct(strategy.score(other.name, test_items[j]), test_items[j])
                 R[i, j] = float(cache[key].mean()) if cache[key].size else float("nan")
+                if j == i:
+                    learned[i] = cache[key].tolist()
                 if i == T - 1:
                     final[other.name] = cache[key].tolist()
             t_eval += time.perf_counter() - t0
         if main:
             checkpoint.save(workdir, cfg, [t.name for t in tasks], i + 1, R, b,
                             (t_train, t_eval, t_before + time.perf_counter() - t_start,
-                             cpu_before + time.process_time() - cpu_start), host, strategy)
+                             cpu_before + time.process_time() - cpu_start), host, strategy, learned)
             step_state.clear(workdir)  # the task's progress is in the checkpoint now
     metrics = all_metrics(R, b)
     t0 = time.perf_counter()  # the router's task-inferred row is scored here: its cost, apart from the eval above
@@ -142,7 +147,7 @@ def run_sequence(cfg: RunConfig, out: Path | None = None, backbone: Backbone | N
         "n_train": [len(x) for x in train_items], "n_test": [len(x) for x in test_items],
         "world_size": accelerator.num_processes if accelerator is not None else 1,
         "device": device_name(backbone.device),
-        "final_correct": final, **extra,
+        "final_correct": final, "learned_correct": learned, **extra,
         **({"heads": strategy.head_reports} if strategy.head_reports else {}),
     }
     result = RunResult([t.name for t in tasks], R, b, metrics, info)

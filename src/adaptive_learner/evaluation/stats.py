@@ -103,6 +103,29 @@ def paired_bootstrap(a: Sequence[Correct], b: Sequence[Correct], groups: Sequenc
     return PairedDiff(_tidy(observed), _tidy(low), _tidy(high), level, resamples, len(a))
 
 
+def bwt_paired(runs: Sequence[Mapping[str, Any]], groups: Sequence[Hashable], resamples: int = 2000,
+               level: float = 0.95, seed: int = 0) -> PairedDiff | None:
+    """BWT with its paired bootstrap interval over ``runs`` (each a run's ``results.json``, or a dict with its
+    ``tasks``, ``final_correct`` and ``learned_correct``): per stage j before the last, the final outcomes of
+    stage j's task minus its outcomes right after stage j, averaged over stages and runs, the examples of each
+    stage resampled within each group (seed). None when a run lacks the outcomes of a stage (results written
+    before they were recorded, or a strategy scored only at the end)."""
+    a: list[Correct] = []
+    b: list[Correct] = []
+    for run in runs:
+        tasks, final, learned = run.get("tasks") or [], run.get("final_correct") or {}, run.get("learned_correct")
+        if len(tasks) < 2 or not learned or len(learned) != len(tasks):
+            return None
+        ra, rb = {}, {}
+        for j, task in enumerate(tasks[:-1]):
+            if learned[j] is None or not final.get(task) or len(learned[j]) != len(final[task]):
+                return None
+            ra[f"{j}:{task}"], rb[f"{j}:{task}"] = final[task], learned[j]
+        a.append(ra)
+        b.append(rb)
+    return paired_bootstrap(a, b, groups, resamples, level, seed) if a else None
+
+
 def _tidy(x: float) -> float:
     return float(round(float(x), 12)) + 0.0  # + 0.0 turns -0.0 into 0.0
 
