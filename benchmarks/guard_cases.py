@@ -2,7 +2,8 @@
 
 The product's path (``Learner.learn``, the defaults of ``alearn learn``): a library with one adapter, learned on
 ``--base``; then each case's task is learned into that adapter (``reuse=``, forced, so that the router's own choice
-does not decide which cases are tried), once with the guard and once without, each from a copy of the library:
+does not decide which cases are tried), once with the guard and once without, and (arm ``new``) into a new adapter
+for what the task reaches on its own, each from a copy of the library:
 
 * ``same-family``: another dataset of the base task's family (a reuse that should cost nothing);
 * ``other-family``: a task of another family;
@@ -69,6 +70,8 @@ def main() -> None:
     ap.add_argument("--same-family", default="rotten_tomatoes")
     ap.add_argument("--other-family", default="trec")
     ap.add_argument("--cases", default="conflict,same-family,other-family")
+    ap.add_argument("--arms", default="guard,plain,new", help="guard: reuse with --guard; plain: without; new: "
+                                                                 "a new adapter (fresh), the task's own level")
     ap.add_argument("--backbone", default="smollm2-135m")
     ap.add_argument("--max-train", type=int, default=160)
     ap.add_argument("--max-test", type=int, default=200)
@@ -101,17 +104,20 @@ def main() -> None:
                    "accuracy": lib0.library.tasks[args.base].get("accuracy")}
     for case in [c for c in args.cases.split(",") if c]:
         task = tasks[case]()
-        for guard in (True, False):
-            lib = args.work / f"{case}-{'guard' if guard else 'plain'}"
+        for arm in [a for a in args.arms.split(",") if a]:
+            lib = args.work / f"{case}-{arm}"
             shutil.rmtree(lib, ignore_errors=True)
             shutil.copytree(base_lib, lib, ignore=shutil.ignore_patterns(".lock"))
             lrn = learner(lib)
             start = time.time()
-            o = lrn.learn(task, reuse=base_adapter, guard=guard)
+            if arm == "new":
+                o = lrn.learn(task, force_new=True)
+            else:
+                o = lrn.learn(task, reuse=base_adapter, guard=arm == "guard")
             rec = outcome(o, lrn, args.base) | {"seconds": round(time.time() - start, 1), "task": task.name}
-            out["cases"][f"{case}/{'guard' if guard else 'plain'}"] = rec
+            out["cases"][f"{case}/{arm}"] = rec
             ret = rec["retention"][0] if rec["retention"] else {}
-            print(f"{case:13s} guard={guard!s:5s} {o.action:5s} -> {o.adapter:24s} new task {o.accuracy_after:.3f}; "
+            print(f"{case:13s} {arm:5s} {o.action:5s} -> {o.adapter:24s} new task {o.accuracy_after:.3f}; "
                   f"{args.base} then {ret.get('then', float('nan')):.3f} after the reuse {ret.get('now', float('nan')):.3f}"
                   f" ({ret.get('verdict')}); at the end {rec['base_at_end']['now']:.3f}", flush=True)
             (RESULTS / f"{args.out}.json").write_text(json.dumps(out, indent=1, default=float))

@@ -164,7 +164,7 @@ def head_run(sequence, strategy, out, head=True, **kw):
 @pytest.mark.parametrize("strategy", ["per-task", "router"])
 def test_the_head_option_fits_each_tasks_head_and_scores_the_task_with_the_mix(strategy, toy_sequence, tmp_path):
     # head_mix 0.5: every task's head is mixed in, so its answers differ from the adapter's alone
-    from adaptive_learner.evaluation.harness import correct, prepare_tasks
+    from adaptive_learner.evaluation.harness import prepare_tasks
 
     cfg, res = head_run(toy_sequence, strategy, tmp_path / "with", head_mix="0.5")
     assert [h["task"] for h in res.info["heads"]] == ["toy", "pairs"]
