@@ -188,11 +188,14 @@ def test_a_task_learned_again_into_another_adapter_moves_its_check(tmp_path):
     assert code == 0 and out.startswith(f"toy ({moved}): ") and len(out.strip().splitlines()) == 1
 
 
-def test_guard_keeps_the_reused_adapter_and_learns_into_a_new_one(tmp_path, tiny_backbone, toy_task, monkeypatch):
+def test_guard_keeps_the_reused_adapter_and_its_trained_weights_as_a_new_one(tmp_path, tiny_backbone, toy_task, monkeypatch):
     from dataclasses import replace
 
+    from adaptive_learner import learner as learner_module
     from adaptive_learner.learner import Learner
-    from adaptive_learner.training import TrainConfig
+    from adaptive_learner.training import TrainConfig, train_adapter
+    from adaptive_learner.training.ewc import EWC_FILE
+    from adaptive_learner.training.replay import REPLAY_FILE, ReplayBuffer
 
     learner = Learner(tmp_path / "lib", backbone=tiny_backbone,
                       train=TrainConfig(steps=3, batch_size=4, max_length=48, early_stop=False, head=False))
@@ -202,9 +205,33 @@ def test_guard_keeps_the_reused_adapter_and_learns_into_a_new_one(tmp_path, tiny
     # a stand-in for a reuse that cost the first task its answers (the tiny model's own changes are noise)
     cost = replace(retention(_check([1] * 40), first.adapter, [0] * 40), task=toy_task.name)
     monkeypatch.setattr(Learner, "_retention_of", lambda self, adapter, learning: [cost])
+    trained = []  # each training's adapter and the weights it ended with
+
+    def recording(host, adapter, *args, **kw):
+        rep = train_adapter(host, adapter, *args, **kw)
+        trained.append((adapter, {k.replace(f".{adapter}.", "."): v.detach().clone()
+                                  for k, v in host.trainable(adapter).items()}))
+        return rep
+
+    monkeypatch.setattr(learner_module, "train_adapter", recording)
     second = learner.learn(toy_task.renamed("toy2"), reuse=first.adapter, guard=True)
     assert (second.action, second.rejected, second.init_from) == ("new", first.adapter, first.adapter)
     assert second.adapter not in (first.adapter, None) and "(guard)" in second.explanation
+    # one training, in the reused adapter; its weights are the new adapter's, stored as they were trained
+    assert [a for a, _ in trained] == [first.adapter]
+    ours = {k.replace(f".{second.adapter}.", "."): v for k, v in learner.host.trainable(second.adapter).items()}
+    assert ours.keys() == trained[0][1].keys() and all(bool((ours[k] == trained[0][1][k]).all()) for k in ours)
+    assert any(not bool((trained[0][1][k] == v).all())
+               for k, v in ((k.replace(f".{first.adapter}.", "."), v) for k, v in weights.items()))
+    # its forgetting state is its own task's: the replay buffer holds toy2 alone, EWC one task's Fisher
+    learner.library.reload()
+    buffer = learner.library.read_json(second.adapter, REPLAY_FILE)
+    assert ReplayBuffer.from_json(buffer).tasks == ["toy2"]
+    fisher = learner.library.read_tensors(second.adapter, EWC_FILE)
+    assert int(fisher.pop("__ewc_tasks__")) == 1 and len(fisher) == len(ours)  # one task's Fisher, every weight
+    # the accuracy reported is that of the weights kept, on the task's test examples
+    (checked,) = learner.check(["toy2"])
+    assert checked.change.mean == 0
     learner.library.reload()
     assert learner.library.adapters[first.adapter]["files"] == stored  # the reused adapter as it was, every file
     assert learner.library.adapter_of("toy2") == second.adapter

@@ -289,7 +289,8 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
           dry_run: bool = typer.Option(False, "--dry-run", help="print the router's decision as JSON; train nothing"),
           guard: bool = typer.Option(False, "--guard", help="when a reuse costs one of the adapter's other tasks "
                                      "accuracy on its kept test examples (paired 95% interval below 0), keep that "
-                                     "adapter as it was and learn the task into a new adapter started from it"),
+                                     "adapter as it was and keep the weights the task trained there as a new "
+                                     "adapter of its own (no second training)"),
           router: str = typer.Option("calibrated", help="decision rule: calibrated or softmax-threshold "
                                                         "(the original design, for comparison)"),
           init: str = typer.Option("fresh", help="where a new adapter the router creates starts: fresh (default) or nearest "

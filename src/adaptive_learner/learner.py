@@ -301,8 +301,8 @@ class Learner:
         """Learn a task: the router decides reuse-or-create (unless forced), then train, and commit
         adapter, spec, profile and history atomically. ``dry_run``: decide only, change nothing.
         ``guard``: when a reuse costs one of the adapter's other tasks accuracy on its kept test examples
-        (the paired interval below 0), keep that adapter as it was and learn the task into a new adapter
-        started from it instead."""
+        (the paired interval below 0), keep that adapter as it was and keep the weights the task trained there
+        as a new adapter of its own instead (no second training)."""
         if not task.train:
             raise UserError(f"task {task.name} has no training examples")
         if reuse is not None and reuse not in self.library.adapters:
@@ -347,16 +347,20 @@ class Learner:
             rejected = None
             lost = [r for r in kept if r.verdict == "lost"]
             if guard and lost:
-                # the reused adapter back as stored (its state on disk was never touched); a copy of it learns the task
+                # the weights the reuse trained become a new adapter of this task alone (no second training: its
+                # head and test outcomes stay those just measured), and the reused one goes back as stored (its
+                # state on disk was never touched)
                 rejected = adapter
+                adapter, action, init_from = check_name(self._fresh_name(task.name), "adapter"), "new", rejected
+                self.host.create(adapter, seed=self.train_cfg.seed, init_from=rejected)
                 self._loaded.pop(rejected, None)  # what is in memory is not the stored version: load that
                 self.ensure_loaded(rejected)
-                adapter, action, init_from = check_name(self._fresh_name(task.name), "adapter"), "new", rejected
+                self.host.activate(adapter)
                 why = (f"reusing {rejected} cost " + ", ".join(f"{r.task} {100 * r.change.mean:+.1f} points"
                                                               for r in lost)
-                       + f" on its kept examples: a new adapter started from {rejected} instead (guard)")
-                self.host.create(adapter, seed=self.train_cfg.seed, init_from=rejected)
-                regs, rep, head, head_report, after_correct = self._train(task, items, action, adapter, gain, checked)
+                       + f" on its kept examples: {rejected} left as it was, the weights this task trained there "
+                       f"kept as a new adapter {adapter} (guard)")
+                regs = self._fresh_state(task, items, adapter)
             after = _accuracy(after_correct)
             train_summary = {"steps": rep.steps, "examples": rep.examples, "seconds": round(rep.seconds, 1),
                              "final_loss": round(rep.final_loss, 4), "regularisers": [r.name for r in regs],
@@ -402,6 +406,17 @@ class Learner:
                                           encoder=self.router.extractor.encoder_name) if self.train_cfg.head \
             else (None, {"mix": 1.0, "reason": "head turned off"})
         return regs, rep, head, head_report, self._correct(task.spec, checked, adapter, head)
+
+    def _fresh_state(self, task: TaskData, items: Sequence[Any], adapter: str) -> list[Any]:
+        """The forgetting state of a new adapter that already holds ``task`` (EWC's Fisher at its weights, the
+        replay buffer with the task's examples), as if it had been trained there: the state the reuse gathered
+        belongs to the adapter's other tasks."""
+        regs = make_forgetting_regularisers(None, adapter, self.forgetting, task)
+        for r in regs:
+            r.begin(self.host, adapter)
+        for r in regs:
+            r.end(self.host, adapter, items)
+        return regs
 
     def _retention_of(self, adapter: str, learning: str) -> list[Retention]:
         """``adapter``'s stored tasks other than ``learning``, scored again with its weights in memory."""

@@ -92,7 +92,7 @@ class LearnRequest(_Strict):
     reuse: Text | None = None
     dry_run: bool = False
     guard: bool = Field(default=False, description="as `alearn learn --guard`: a reuse that costs one of the "
-                                                   "adapter's other tasks accuracy is not kept; a new adapter instead")
+                                                   "adapter's other tasks accuracy is not kept: its weights become a new adapter")
     router: Literal["calibrated", "softmax-threshold"] = "calibrated"
     init: Literal["fresh", "nearest"] = "fresh"
 
