@@ -11,9 +11,11 @@ The router's "new" decisions are not judged here: what reusing would have given 
 
     python benchmarks/bench_outcomes.py ../runs/bench-headline --out bench_outcomes_headline
     python benchmarks/bench_outcomes.py results/bench-headline-acc results/bench-headline-acc-seed1 --out X
+    python benchmarks/bench_outcomes.py results/headline-chosen-lr --rate 0.001 --suffix +head --out X
 
-Each argument is a bench output directory (``seed*-order*/{router,per-task}/results.json``) or a folder of
-kept results (``results-router.json`` beside ``results-per-task.json``, as ``pool_seeds.py`` reads them).
+Each argument is a bench output directory (``seed*-order*/{router,per-task}/results.json``), a folder of
+kept results (``results-router.json`` beside ``results-per-task.json``, as ``pool_seeds.py`` reads them), or the
+queue's folder (``router-lr0.001-s0/results.json`` beside ``per-task-lr0.001-s0/results.json``).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def main() -> None:
     ap.add_argument("--tolerance", type=float, default=0.01)
     ap.add_argument("--suffix", default="", help="judge the runs named router<suffix> against per-task<suffix> "
                     "(e.g. '+head': the product's answer, each task's head mixed in)")
+    ap.add_argument("--rate", default=None, help="in a folder of the queue's runs (<strategy>-lr<rate>-s<seed>/), only "
+                    "this rate's (e.g. 0.001)")
     ap.add_argument("--out", default="bench_outcomes")
     a = ap.parse_args()
     rows = []
@@ -60,6 +64,12 @@ def main() -> None:
         pairs = [(run.name, run / f"router{a.suffix}" / "results.json", run / f"per-task{a.suffix}" / "results.json")
                  for run in sorted(bench.glob("seed*-order*"))]
         pairs.append((bench.name, bench / f"results-router{a.suffix}.json", bench / f"results-per-task{a.suffix}.json"))
+        # the queue's layout (headline_queue.sh): <strategy><suffix>-lr<rate>-s<seed>/results.json, paired by rate and seed
+        for run in sorted(bench.glob(f"router{a.suffix}-lr*-s*")):
+            if (a.rate is None or run.name.split("-lr")[-1].rsplit("-s", 1)[0] == a.rate) and "+" not in \
+                    run.name[len("router" + a.suffix):]:
+                pairs.append((run.name, run / "results.json",
+                              bench / ("per-task" + a.suffix + run.name[len("router" + a.suffix):]) / "results.json"))
         for name, r, p in pairs:
             if r.is_file() and p.is_file():
                 router = json.loads(r.read_text())
