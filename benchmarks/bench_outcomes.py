@@ -65,11 +65,9 @@ def main() -> None:
                  for run in sorted(bench.glob("seed*-order*"))]
         pairs.append((bench.name, bench / f"results-router{a.suffix}.json", bench / f"results-per-task{a.suffix}.json"))
         # the queue's layout (headline_queue.sh): <strategy><suffix>-lr<rate>-s<seed>/results.json, paired by rate and seed
-        for run in sorted(bench.glob(f"router{a.suffix}-lr*-s*")):
-            if (a.rate is None or run.name.split("-lr")[-1].rsplit("-s", 1)[0] == a.rate) and "+" not in \
-                    run.name[len("router" + a.suffix):]:
-                pairs.append((run.name, run / "results.json",
-                              bench / ("per-task" + a.suffix + run.name[len("router" + a.suffix):]) / "results.json"))
+        for run in sorted(bench.glob(f"router{a.suffix}-lr{a.rate or '*'}-s*")):
+            tail = run.name[len(f"router{a.suffix}"):]  # -lr<rate>-s<seed>: the per-task run of that rate and seed
+            pairs.append((run.name, run / "results.json", bench / f"per-task{a.suffix}{tail}" / "results.json"))
         for name, r, p in pairs:
             if r.is_file() and p.is_file():
                 router = json.loads(r.read_text())
