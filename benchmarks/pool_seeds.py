@@ -1,5 +1,6 @@
 """Pool finished bench runs of several seeds into one table: mean and spread of AvgAcc over seeds, and
-each strategy's paired bootstrap interval against the reference over all seeds together.
+each strategy's paired bootstrap interval against the reference over all seeds together, and its LA (learning
+accuracy: each task right after its own training), which with BWT splits a gap in AvgAcc into learning and forgetting.
 
 ``alearn bench`` pools the seeds it runs in one output folder; runs made on different machines or
 sessions are kept as ``results-<strategy>.json`` files (the ``results.json`` of each run) in one
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from adaptive_learner.evaluation.bench import TASK_INFERRED, run_outcomes
+from adaptive_learner.evaluation.metrics import learning_accuracy
 from adaptive_learner.evaluation.stats import avg_accuracy, bwt_paired, compare
 from common import save
 
@@ -46,6 +48,7 @@ def load_runs(folders: list[Path], strategies: list[str], first_wins: bool = Fal
                 metrics[(s, seed)] = {**doc["metrics"], "n_adapters": doc.get("n_adapters"), "file": str(f),
                                       "max_test": doc["config"].get("max_test"), "tasks": doc["tasks"],
                                       "lr": doc["config"]["train"]["lr"], "final": doc["matrix"][-1],
+                                      "learning_acc": learning_accuracy(np.array(doc["matrix"], dtype=float)),
                                       "stages": {k: doc.get(k) for k in ("tasks", "final_correct", "learned_correct")}}
                 correct.update(run_outcomes(s, seed, 0, doc))
     return metrics, correct
@@ -80,6 +83,7 @@ def main() -> None:
         accs = [avg_accuracy(correct[(s, seed, 0)]) if inferred else metrics[(s, seed)]["avg_acc"] for seed in seeds]
         row = {"strategy": s, "seeds": seeds, "avg_acc": accs,
                "mean": float(np.mean(accs)) if accs else None, "sd": float(np.std(accs, ddof=1)) if len(accs) > 1 else None,
+               "learning_acc": None if inferred else [metrics[(s, seed)]["learning_acc"] for seed in seeds],
                "bwt": None if inferred else [metrics[(s, seed)].get("bwt") for seed in seeds],
                "adapters": None if inferred else [metrics[(s, seed)].get("n_adapters") for seed in seeds]}
         if not inferred:  # BWT's paired interval, where every seed's run kept each stage's outcomes
@@ -89,9 +93,9 @@ def main() -> None:
             d = compare(correct, s, ref, args.resamples)
             row["minus_ref"] = d.to_dict() if d else None
         rows.append(row)
-    print(f"| strategy | seeds | AvgAcc per seed | mean ± sd | BWT (mean) [paired 95% CI] | adapters | "
+    print(f"| strategy | seeds | AvgAcc per seed | mean ± sd | LA (mean) | BWT (mean) [paired 95% CI] | adapters | "
           f"- {ref} [paired 95% CI, pooled over seeds] |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         d = r.get("minus_ref")
         diff = "(reference)" if r["strategy"] == ref else (
@@ -103,8 +107,10 @@ def main() -> None:
             lo, hi = r["bwt_interval"]
             bwt_cell += f" [{lo:+.3f}, {hi:+.3f}]" + (" *" if lo > 0 or hi < 0 else "")
         adapters = ",".join(sorted({str(a) for a in (r["adapters"] or []) if a is not None}))
+        la = [x for x in (r["learning_acc"] or []) if not np.isnan(x)]
+        la_cell = f"{np.mean(la):.3f}" if la and len(la) == len(r["seeds"]) else ""
         print(f"| {r['strategy']} | {','.join(map(str, r['seeds']))} | {' / '.join(f'{a:.3f}' for a in r['avg_acc'])} "
-              f"| {r['mean']:.3f}{sd} | {bwt_cell} | {adapters} | {diff} |")
+              f"| {r['mean']:.3f}{sd} | {la_cell} | {bwt_cell} | {adapters} | {diff} |")
     save(args.out, {"folders": [str(f) for f in args.folders], "reference": ref, "rows": rows})
 
 

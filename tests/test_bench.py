@@ -57,8 +57,11 @@ def test_table_reports_mean_and_spread_over_repeats(repeated):
     assert row["avg_acc"][0] == pytest.approx(np.mean(accs))
     assert row["avg_acc"][1] == pytest.approx(np.std(accs, ddof=1))
     assert row["n_adapters"][0] == 1 and row["trainable_params"][0] > 0
+    las = [np.mean(np.diag(r["matrix"])) for r in res.runs if r["strategy"] == "naive"]  # each task after its training
+    assert row["learning_acc"][0] == pytest.approx(np.mean(las)) and row["learning_acc"][1] == pytest.approx(
+        np.std(las, ddof=1))
     md = (out / "bench.md").read_text()
-    header = ("| strategy | lr | AvgAcc | AvgAcc - naive [95% CI] | BWT | FWT | Forgetting | trainable params | "
+    header = ("| strategy | lr | AvgAcc | AvgAcc - naive [95% CI] | LA | BWT | FWT | Forgetting | trainable params | "
               "adapters | wall s |")
     assert header in md and "±" in md and md.count("### ") == 12
     assert (out / "bars.png").stat().st_size > 1000
@@ -233,8 +236,10 @@ def test_bwt_has_a_paired_interval_from_each_stages_outcomes_right_after_it(repe
         d = bwt_paired(docs, [doc["config"]["seed"] for doc in docs])
         assert d.mean == pytest.approx(np.mean([doc["metrics"]["bwt"] for doc in docs]), abs=1e-9)
         assert row["bwt_interval"] == [d.low, d.high] and d.low <= d.mean <= d.high
-        line = next(x for x in (out / "bench.md").read_text().splitlines() if x.startswith(f"| {row['strategy']} |"))
-        assert f"[{d.low:+.3f}, {d.high:+.3f}]" in line.split("|")[5]
+        lines = (out / "bench.md").read_text().splitlines()
+        column = next(x for x in lines if x.startswith("| strategy |")).split("|").index(" BWT ")
+        line = next(x for x in lines if x.startswith(f"| {row['strategy']} |"))
+        assert f"[{d.low:+.3f}, {d.high:+.3f}]" in line.split("|")[column]
 
 
 def test_router_comparisons_include_its_task_inferred_row_and_old_runs_still_read(toy_sequence, tmp_path):
@@ -251,7 +256,7 @@ def test_router_comparisons_include_its_task_inferred_row_and_old_runs_still_rea
     for seed in (0, 1):  # results written before outcomes were recorded
         f = tmp_path / f"seed{seed}-order0" / "naive" / "results.json"
         old = json.loads(f.read_text())
-        del old["final_correct"]
+        del old["final_correct"], old["metrics"]["learning_acc"]  # and before LA was a metric
         f.write_text(json.dumps(old))
     again = run_bench(cfg, tmp_path)
     assert [r["metrics"] for r in again.runs] == [r["metrics"] for r in res.runs]

@@ -56,13 +56,14 @@ from ..training import TrainConfig
 from . import checkpoint
 from .config import run_identity
 from .harness import RunConfig, RunResult, environment, prepare_tasks, run_sequence
+from .metrics import learning_accuracy
 from .plots import plot_bars
 from .stats import Correct, RunKey, bwt_paired, compare
 
 DEFAULT_STRATEGIES = ["zero-shot", "naive", "per-task", "per-task-warm", "ewc", "replay", "ewc-replay", "o-lora",
                       "osf", "arrow", "mtl", "router"]
 TASK_INFERRED = " (task inferred)"  # suffix of a strategy's final row scored with the task inferred per input
-METRICS = [("avg_acc", "AvgAcc"), ("bwt", "BWT"), ("fwt", "FWT"), ("forgetting", "Forgetting")]
+METRICS = [("avg_acc", "AvgAcc"), ("learning_acc", "LA"), ("bwt", "BWT"), ("fwt", "FWT"), ("forgetting", "Forgetting")]
 NO_TRAINING = {"zero-shot"}  # nothing to tune
 TAKES_NO_OPTIONS = {"zero-shot", "naive", "per-task", "mtl"}  # the plain baselines read no strategy options
 
@@ -202,8 +203,10 @@ def finished_run(rc: RunConfig, tasks: list[TaskData], out: Path) -> RunResult |
     doc = read_json(res_file)
     info = {k: doc[k] for k in ("n_adapters", "trainable_params", "timings_s", "final_correct", "learned_correct",
                                 "router", "device") if k in doc}
-    return RunResult(doc["tasks"], _array(doc["matrix"]), _array([doc["zero_shot"]])[0],
-                     {k: (np.nan if v is None else v) for k, v in doc["metrics"].items()}, info)
+    matrix = _array(doc["matrix"])
+    metrics = {"learning_acc": learning_accuracy(matrix),  # runs written before LA was a metric
+               **{k: (np.nan if v is None else v) for k, v in doc["metrics"].items()}}
+    return RunResult(doc["tasks"], matrix, _array([doc["zero_shot"]])[0], metrics, info)
 
 
 def cached_run(rc: RunConfig, tasks: list[TaskData], out: Path) -> RunResult:
@@ -448,18 +451,22 @@ def bench_markdown(res: BenchResult, cfg: BenchConfig, orders: list[list[int]], 
              + "." + (f" Options: {cfg.options}." if cfg.options else ""), "",
              ("Mean ± sample std over " + f"{len(cfg.seeds) * cfg.orders} runs (seeds x orders)." if many
               else "One run per strategy.") + _devices_line(res.runs), "",
-             f"| strategy | lr | AvgAcc | AvgAcc - {cfg.reference} [95% CI] | BWT | FWT | Forgetting | "
+             f"| strategy | lr | AvgAcc | AvgAcc - {cfg.reference} [95% CI] | LA | BWT | FWT | Forgetting | "
              "trainable params | adapters | wall s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     against = {r["strategy"]: r for r in res.paired if r["against"] == cfg.reference}
     for row in res.table:
         lr = f"{row['lr']:g}" + (" (searched)" if row["strategy"] in res.search_runs else "")
         diff = "(reference)" if row["strategy"] == cfg.reference else _fmt_diff(against.get(row["strategy"]))
         lines.append(f"| {row['strategy']} | {lr} | {_fmt(row['avg_acc'], spread=many)} | {diff} | "
+                     f"{_fmt(row['learning_acc'], spread=many)} | "
                      f"{_fmt(row['bwt'], True, spread=many)}{_fmt_interval(row.get('bwt_interval'))} | "
                      f"{_fmt(row['fwt'], True, spread=many)} | "
                      f"{_fmt(row['forgetting'], True, spread=many)} | {row['trainable_params'][0]:,.0f} | "
                      f"{row['n_adapters'][0]:g} | {row['wall_s'][0]:.0f} |")
+    lines += ["", "LA (learning accuracy): the mean of each task's accuracy right after its own training; with T tasks "
+                  "AvgAcc = LA + (T-1)/T x BWT, so a gap in AvgAcc is either learning (LA) or forgetting (BWT). n/a "
+                  "where tasks are scored only at the end (mtl)."]
     if any(row.get("bwt_interval") for row in res.table):
         lines += ["", "BWT's [95% interval]: a paired bootstrap of each task's final outcomes against its outcomes right "
                       "after it was trained, resampling each task's test examples within each seed (* = it excludes "

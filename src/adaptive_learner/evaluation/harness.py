@@ -251,11 +251,11 @@ def summary_markdown(res: RunResult, cfg: RunConfig) -> str:
     for i, t in enumerate(res.tasks):
         lines.append(f"| {t} | " + " | ".join("" if np.isnan(v) else f"{v:.3f}" for v in res.matrix[i]) + " |")
     m = res.metrics
-    lines += ["", "| AvgAcc | BWT | FWT | Forgetting | adapters | wall s |", "|---|---|---|---|---|---|",
-              f"| {m['avg_acc']:.4f} | {_f(m['bwt'])} | {_f(m['fwt'])} | {_f(m['forgetting'])} | "
+    lines += ["", "| AvgAcc | LA | BWT | FWT | Forgetting | adapters | wall s |", "|---|---|---|---|---|---|---|",
+              f"| {m['avg_acc']:.4f} | {_f(m['learning_acc'], sign=False)} | {_f(m['bwt'])} | {_f(m['fwt'])} | {_f(m['forgetting'])} | "
               f"{res.info['n_adapters']} | {res.info['timings_s']['total']} |", ""]
     return "\n".join(lines)
 
 
-def _f(x: float) -> str:
-    return "n/a" if x is None or np.isnan(x) else f"{x:+.4f}"
+def _f(x: float, sign: bool = True) -> str:
+    return "n/a" if x is None or np.isnan(x) else f"{x:+.4f}" if sign else f"{x:.4f}"

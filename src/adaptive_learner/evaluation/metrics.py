@@ -14,6 +14,16 @@ def average_accuracy(R: np.ndarray) -> float:
     return float(np.nanmean(R[-1]))
 
 
+def learning_accuracy(R: np.ndarray) -> float:
+    """LA (Riemer et al., 2019): mean over j of R[j][j], each task's accuracy right after it was trained.
+
+    How well each task was learned, apart from what later tasks did to it: with T tasks,
+    AvgAcc = LA + (T-1)/T * BWT, so a gap in AvgAcc splits into learning (LA) and forgetting (BWT).
+    NaN unless every task was scored right after its training (joint training scores only at the end)."""
+    diag = np.array([R[j, j] for j in range(min(R.shape))], dtype=float)
+    return float(diag.mean()) if diag.size and not np.isnan(diag).any() else float("nan")
+
+
 def backward_transfer(R: np.ndarray) -> float:
     """BWT: mean over j < T-1 of R[T-1][j] - R[j][j] (negative = forgetting)."""
     T = R.shape[0]
@@ -45,7 +55,8 @@ def forgetting(R: np.ndarray) -> float:
 
 def all_metrics(R: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """Every metric at once, keyed as in results.json."""
-    return {"avg_acc": average_accuracy(R), "bwt": backward_transfer(R), "fwt": forward_transfer(R, b),
+    return {"avg_acc": average_accuracy(R), "learning_acc": learning_accuracy(R), "bwt": backward_transfer(R),
+            "fwt": forward_transfer(R, b),
             "forgetting": forgetting(R), "zero_shot_avg": float(np.nanmean(b))}
 
 
