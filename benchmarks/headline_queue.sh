@@ -4,6 +4,9 @@
 #
 #   benchmarks/headline_queue.sh [JOBS] < plan        # run from the repository root
 #   THREADS=2 benchmarks/headline_queue.sh 1 < plan   # one run at a time on two threads
+# On the 2-core AMD EPYC (session 46) two one-thread runs side by side got through 1.2x the work of one two-thread run
+# (sst2's first 80 steps, the same seed: 171 s beside another run against 103 s alone), so the default is JOBS=2.
+# Never start anything else beside a two-thread run: OpenMP's barrier spin made OSF's step 10-20x slower (session 45).
 #
 # Each plan line is `LABEL STRATEGY LR SEED [alearn bench options...]`, for example
 #   router-lr0.001 router 0.001 0
@@ -17,6 +20,7 @@ set -euo pipefail
 JOBS=${1:-2}
 KEEP=benchmarks/results/headline-chosen-lr
 ALEARN=${ALEARN:-.venv/bin/alearn}
+PYTHON=${PYTHON:-.venv/bin/python}
 THREADS=${THREADS:-1}
 mkdir -p "$KEEP" runs/queue
 
@@ -29,6 +33,20 @@ one() {
         return 0
     fi
     echo "$name: started $(date -u +%H:%M:%S)"
+    # the backbone's zero-shot row is the same for every run of a seed: start from the rows earlier runs scored
+    # (the cache is keyed by the backbone and a hash of the encoded test examples, so a row of other examples is unused)
+    local zs="$run/seed$seed-order0/zero-shot.json"
+    if [[ ! -f "$zs" ]]; then
+        mkdir -p "$(dirname "$zs")"
+        "$PYTHON" -c 'import glob, json, sys
+rows = {}
+for f in sorted(glob.glob("runs/queue/*/seed*-order0/zero-shot.json")):
+    try:
+        rows.update(json.load(open(f)))
+    except ValueError:
+        pass
+json.dump(rows, open(sys.argv[1], "w"))' "$zs"
+    fi
     if OMP_NUM_THREADS=$THREADS "$ALEARN" bench headline --strategies "$strategy" --seeds "$seed" --lr "$lr" \
         --max-train 160 --max-test 200 "$@" --out "$run" > "$run.log" 2>&1; then
         mkdir -p "$KEEP/$name"
@@ -40,6 +58,6 @@ one() {
     fi
 }
 export -f one
-export KEEP ALEARN THREADS
+export KEEP ALEARN PYTHON THREADS
 
 grep -v '^\s*\(#\|$\)' | xargs -P "$JOBS" -L 1 bash -c 'one "$@"' _
