@@ -39,6 +39,8 @@ from adaptive_learner.tasks.spec import Example, TaskData, TaskSpec
 from adaptive_learner.training import TrainConfig, fit_task_head, train_adapter
 from adaptive_learner.training.head import prompt_features
 from common import machine, peak_rss_gb, save
+from outside_catalog import OUTSIDE_TASKS
+from outside_catalog import load_task as outside_task
 
 CATALOG = ["sst2", "imdb", "rotten_tomatoes", "mrpc", "stsb", "rte", "cb", "boolq", "trec", "sms_spam", "bbc_news"]
 
@@ -470,6 +472,7 @@ def main() -> None:
         wanted = [n for n in a.csv_tasks.split(",") if n]
         made = [csv_task(*c, Path(tmp), label_column=label_col(c[0])) for c in CSV_TASKS if c[0] in wanted]
         made += [fine_trec_task(n, Path(tmp), label_column=label_col(n)) for n in MANY_LABEL_TASKS if n in wanted]
+        made += [outside_task(n, Path(tmp)) for n in OUTSIDE_TASKS if n in wanted]  # real data outside the catalog
         for t in made:
             template = user_template(a, t.spec, as_csv=False)
             tasks.append(with_template(t, template) if template else t)
