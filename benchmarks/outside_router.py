@@ -6,6 +6,7 @@ lora-sst2; disaster-tweets, a family the catalog lacks, should not reuse anythin
 
     python benchmarks/outside_router.py --out runs/outside --save outside_router     # results/outside_router.json
     python benchmarks/outside_router.py --out runs/outside --outcome --save outside_router_outcome
+    python benchmarks/outside_router.py --out runs/outside --outcome --routing --save outside_router_routing
 """
 
 from __future__ import annotations
@@ -90,6 +91,43 @@ def outcome(with_: Path, data: Path, out: Path, max_train: int, n_test: int) -> 
     return rows
 
 
+def routing(out: Path, data: Path, n_test: int) -> dict:
+    """Per input, without a task id, in the libraries the outcome step left (each with one outside task reused into
+    lora-sst2 beside sst2, stsb, trec and sms_spam): ``alearn evaluate --routed`` on the task's test rows (how many
+    reach the task, its adapter, and the accuracy so answered); then the open set, ``alearn predict`` in the
+    product-reviews library on its own test rows (in the library) and on disaster tweets' (a task it never learned):
+    how many are answered ``unknown``, and the AUROC of the novelty score between the two."""
+    rows = []
+    for name, (_, column, _, _, family) in OUTSIDE_TASKS.items():
+        lib = out / f"lib-router-{name}"
+        if family != "sentiment" or not lib.exists():
+            continue
+        ev = json.loads(alearn("evaluate", str(lib), "--task", name, "--data", str(data / f"{name}-test{n_test}.csv"),
+                               "--routed", "--json"))
+        same_adapter = sum(v for k, v in ev["routes"].items() if k in (name, "sst2"))  # both live in lora-sst2
+        rows.append({"task": name, **{k: ev.get(k) for k in ("accuracy", "routed_to_task", "unknown", "routes")},
+                     "adapter_level": same_adapter / ev["examples"]})
+        print(f"routed {name:16s} accuracy {ev['accuracy']:.3f} to the task {ev['routed_to_task']:.3f} to its adapter "
+              f"{rows[-1]['adapter_level']:.3f} unknown {ev['unknown']:.3f} routes {ev['routes']}", flush=True)
+    lib = out / "lib-router-product-reviews"
+    disaster = data / f"disaster-tweets-test{n_test}.csv"
+    lines = (data / "disaster-tweets-test.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    disaster.write_text("".join(lines[: n_test + 1]), encoding="utf-8")
+    sets = {}
+    for label, file, column in (("in", data / f"product-reviews-test{n_test}.csv", "review"),
+                                ("out", disaster, "tweet")):
+        preds = [json.loads(line) for line in alearn("predict", "--library", str(lib), "--data", str(file),
+                                                      "--text-column", column, "--json").splitlines() if line.strip()]
+        sets[label] = {"n": len(preds), "unknown": sum(p["nearest_label"] is not None for p in preds) / len(preds),
+                       "novelty": [p.get("novelty") for p in preds],
+                       "routes": {t: sum(p["task"] == t for p in preds) for t in sorted({p["task"] for p in preds})}}
+    ins, outs = sets["in"]["novelty"], sets["out"]["novelty"]
+    auroc = sum((o > i) + 0.5 * (o == i) for o in outs for i in ins) / (len(ins) * len(outs))
+    print(f"open set: unknown {sets['in']['unknown']:.3f} of in-library inputs, {sets['out']['unknown']:.3f} of "
+          f"disaster tweets (routes {sets['out']['routes']}); novelty AUROC {auroc:.3f}", flush=True)
+    return {"routed": rows, "open_set": {**sets, "auroc": auroc}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "outside")
@@ -98,6 +136,8 @@ def main() -> None:
     ap.add_argument("--outcome", action="store_true",
                     help="also learn each sentiment task both ways (reuse as decided, and new) and score both")
     ap.add_argument("--n-test", type=int, default=300, help="with --outcome: test rows scored per task")
+    ap.add_argument("--routing", action="store_true",
+                    help="after --outcome (its libraries): per-input routing without a task id and the open set")
     a = ap.parse_args()
     data = a.out / "data"
     for name in OUTSIDE_TASKS:
@@ -121,6 +161,8 @@ def main() -> None:
     print("right by family:", result["right_by_family"])
     if a.outcome:
         result["outcome"] = outcome(with_, data, a.out, a.max_train, a.n_test)
+    if a.routing:
+        result["routing"] = routing(a.out, data, a.n_test)
     if a.save:
         save(a.save, result)
 
