@@ -7,6 +7,7 @@ lora-sst2; disaster-tweets, a family the catalog lacks, should not reuse anythin
     python benchmarks/outside_router.py --out runs/outside --save outside_router     # results/outside_router.json
     python benchmarks/outside_router.py --out runs/outside --outcome --save outside_router_outcome
     python benchmarks/outside_router.py --out runs/outside --outcome --routing --save outside_router_routing
+    python benchmarks/outside_router.py --out runs/outside --routing-only --save outside_router_routing  # after --outcome
 """
 
 from __future__ import annotations
@@ -33,6 +34,17 @@ def alearn(*args: str, log: Path | None = None) -> str:
     if done.returncode != 0:
         raise SystemExit(f"error: {' '.join(args[:4])}... exited {done.returncode}: {done.stderr.strip()[-300:]}")
     return done.stdout
+
+
+def head_rows(src: Path, dst: Path, n: int) -> Path:
+    """The first ``n`` rows of a CSV file (by records, not lines: a quoted field may span lines) as ``dst``."""
+    import csv
+
+    with src.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    with dst.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows[: n + 1])
+    return dst
 
 
 def learn_catalog(lib: Path, task: str, max_train: int, out: Path) -> None:
@@ -64,9 +76,7 @@ def outcome(with_: Path, data: Path, out: Path, max_train: int, n_test: int) -> 
     for name, (_, column, description, labels, family) in OUTSIDE_TASKS.items():
         if family != "sentiment":
             continue
-        lines = (data / f"{name}-test.csv").read_text(encoding="utf-8").splitlines(keepends=True)
-        test = data / f"{name}-test{n_test}.csv"
-        test.write_text("".join(lines[: n_test + 1]), encoding="utf-8")
+        test = head_rows(data / f"{name}-test.csv", data / f"{name}-test{n_test}.csv", n_test)
         row: dict = {"task": name}
         for arm, extra in (("router", []), ("new", ["--force-new"])):
             lib = out / f"lib-{arm}-{name}"
@@ -110,9 +120,7 @@ def routing(out: Path, data: Path, n_test: int) -> dict:
         print(f"routed {name:16s} accuracy {ev['accuracy']:.3f} to the task {ev['routed_to_task']:.3f} to its adapter "
               f"{rows[-1]['adapter_level']:.3f} unknown {ev['unknown']:.3f} routes {ev['routes']}", flush=True)
     lib = out / "lib-router-product-reviews"
-    disaster = data / f"disaster-tweets-test{n_test}.csv"
-    lines = (data / "disaster-tweets-test.csv").read_text(encoding="utf-8").splitlines(keepends=True)
-    disaster.write_text("".join(lines[: n_test + 1]), encoding="utf-8")
+    disaster = head_rows(data / "disaster-tweets-test.csv", data / f"disaster-tweets-test{n_test}.csv", n_test)
     sets = {}
     for label, file, column in (("in", data / f"product-reviews-test{n_test}.csv", "review"),
                                 ("out", disaster, "tweet")):
@@ -138,10 +146,16 @@ def main() -> None:
     ap.add_argument("--n-test", type=int, default=300, help="with --outcome: test rows scored per task")
     ap.add_argument("--routing", action="store_true",
                     help="after --outcome (its libraries): per-input routing without a task id and the open set")
+    ap.add_argument("--routing-only", action="store_true", help="--routing alone, on the libraries a run left")
     a = ap.parse_args()
     data = a.out / "data"
     for name in OUTSIDE_TASKS:
         write_task(name, data)
+    if a.routing_only:
+        result = {"machine": machine(), "routing": routing(a.out, data, a.n_test)}
+        if a.save:
+            save(a.save, result)
+        return
     without, with_ = a.out / "lib-without-sst2", a.out / "lib-with-sst2"
     for task in ("stsb", "trec", "sms_spam"):
         learn_catalog(without, task, a.max_train, a.out)
