@@ -107,8 +107,8 @@ def main() -> None:
             lo, hi = r["bwt_interval"]
             bwt_cell += f" [{lo:+.3f}, {hi:+.3f}]" + (" *" if lo > 0 or hi < 0 else "")
         adapters = ",".join(sorted({str(a) for a in (r["adapters"] or []) if a is not None}))
-        la = [x for x in (r["learning_acc"] or []) if not np.isnan(x)]
-        la_cell = f"{np.mean(la):.3f}" if la and len(la) == len(r["seeds"]) else ""
+        la = r["learning_acc"]  # NaN for a run scored only at the end: no mean then
+        la_cell = f"{np.mean(la):.3f}" if la and not np.isnan(la).any() else ""
         print(f"| {r['strategy']} | {','.join(map(str, r['seeds']))} | {' / '.join(f'{a:.3f}' for a in r['avg_acc'])} "
               f"| {r['mean']:.3f}{sd} | {la_cell} | {bwt_cell} | {adapters} | {diff} |")
     save(args.out, {"folders": [str(f) for f in args.folders], "reference": ref, "rows": rows})

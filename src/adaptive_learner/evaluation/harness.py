@@ -252,8 +252,8 @@ def summary_markdown(res: RunResult, cfg: RunConfig) -> str:
         lines.append(f"| {t} | " + " | ".join("" if np.isnan(v) else f"{v:.3f}" for v in res.matrix[i]) + " |")
     m = res.metrics
     lines += ["", "| AvgAcc | LA | BWT | FWT | Forgetting | adapters | wall s |", "|---|---|---|---|---|---|---|",
-              f"| {m['avg_acc']:.4f} | {_f(m['learning_acc'], sign=False)} | {_f(m['bwt'])} | {_f(m['fwt'])} | {_f(m['forgetting'])} | "
-              f"{res.info['n_adapters']} | {res.info['timings_s']['total']} |", ""]
+              f"| {m['avg_acc']:.4f} | {_f(m['learning_acc'], sign=False)} | {_f(m['bwt'])} | {_f(m['fwt'])} | "
+              f"{_f(m['forgetting'])} | {res.info['n_adapters']} | {res.info['timings_s']['total']} |", ""]
     return "\n".join(lines)
 
 

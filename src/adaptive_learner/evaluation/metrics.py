@@ -20,7 +20,7 @@ def learning_accuracy(R: np.ndarray) -> float:
     How well each task was learned, apart from what later tasks did to it: with T tasks,
     AvgAcc = LA + (T-1)/T * BWT, so a gap in AvgAcc splits into learning (LA) and forgetting (BWT).
     NaN unless every task was scored right after its training (joint training scores only at the end)."""
-    diag = np.array([R[j, j] for j in range(min(R.shape))], dtype=float)
+    diag = np.diag(R).astype(float)
     return float(diag.mean()) if diag.size and not np.isnan(diag).any() else float("nan")
 
 
