@@ -16,11 +16,12 @@
 # skipped, so the queue can be stopped and started again on any machine; a run interrupted mid-way starts again
 # from its last finished task when runs/ is still there (`alearn bench` resumes it).
 # Budget: 160 training / 200 test examples a task, the defaults otherwise (as every `headline` table).
+# The backbone's zero-shot row is the same for every run of a seed: the runs share one cache file
+# (runs/queue/zero-shot.json, keyed by the backbone and each task's encoded test examples), so it is scored once a seed.
 set -euo pipefail
 JOBS=${1:-2}
 KEEP=benchmarks/results/headline-chosen-lr
 ALEARN=${ALEARN:-.venv/bin/alearn}
-PYTHON=${PYTHON:-.venv/bin/python}
 THREADS=${THREADS:-1}
 mkdir -p "$KEEP" runs/queue
 
@@ -33,22 +34,9 @@ one() {
         return 0
     fi
     echo "$name: started $(date -u +%H:%M:%S)"
-    # the backbone's zero-shot row is the same for every run of a seed: start from the rows earlier runs scored
-    # (the cache is keyed by the backbone and a hash of the encoded test examples, so a row of other examples is unused)
-    local zs="$run/seed$seed-order0/zero-shot.json"
-    if [[ ! -f "$zs" ]]; then
-        mkdir -p "$(dirname "$zs")"
-        "$PYTHON" -c 'import glob, json, sys
-rows = {}
-for f in sorted(glob.glob("runs/queue/*/seed*-order0/zero-shot.json")):
-    try:
-        rows.update(json.load(open(f)))
-    except ValueError:
-        pass
-json.dump(rows, open(sys.argv[1], "w"))' "$zs"
-    fi
     if OMP_NUM_THREADS=$THREADS "$ALEARN" bench headline --strategies "$strategy" --seeds "$seed" --lr "$lr" \
-        --max-train 160 --max-test 200 "$@" --out "$run" > "$run.log" 2>&1; then
+        --max-train 160 --max-test 200 --zero-shot-cache runs/queue/zero-shot.json "$@" --out "$run" \
+        > "$run.log" 2>&1; then
         mkdir -p "$KEEP/$name"
         cp "$run/seed$seed-order0/$strategy/bench-key.json" "$run/seed$seed-order0/$strategy/results.json" \
             "$KEEP/$name/"
@@ -58,6 +46,6 @@ json.dump(rows, open(sys.argv[1], "w"))' "$zs"
     fi
 }
 export -f one
-export KEEP ALEARN PYTHON THREADS
+export KEEP ALEARN THREADS
 
 grep -v '^\s*\(#\|$\)' | xargs -P "$JOBS" -L 1 bash -c 'one "$@"' _

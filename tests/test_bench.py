@@ -294,6 +294,21 @@ def test_zero_shot_row_is_scored_once_per_seed_and_order(repeated, tiny_backbone
     assert len(calls) == len(items)
 
 
+def test_benches_given_one_zero_shot_cache_file_share_their_rows(toy_sequence, tmp_path):
+    """--zero-shot-cache: a bench in another directory reads the rows an earlier bench wrote to the file (and
+    writes no per-seed file of its own); the stored value, not a new scoring, is what its runs report."""
+    cache = tmp_path / "shared" / "zero-shot.json"
+    cfg = tiny_bench(toy_sequence, strategies=["naive"], zero_shot_cache=cache)
+    first = run_bench(cfg, tmp_path / "a")
+    assert cache.is_file() and not (tmp_path / "a" / "seed0-order0" / "zero-shot.json").exists()
+    rows = json.loads(cache.read_text())
+    assert len(rows) == len(first.runs[0]["tasks"])
+    cache.write_text(json.dumps({k: 0.125 for k in rows}))  # no 6-example task can score 0.125: read, not rescored
+    second = run_bench(tiny_bench(toy_sequence, strategies=["per-task"], zero_shot_cache=cache), tmp_path / "b")
+    assert second.runs[0]["zero_shot"] == [0.125] * len(rows)
+    assert json.loads((tmp_path / "b" / "bench.json").read_text())["config"]["zero_shot_cache"] == str(cache)
+
+
 def test_an_interrupted_run_resumes_from_its_checkpoint_when_the_bench_is_run_again(toy_sequence, tmp_path,
                                                                                  monkeypatch):
     """A bench stopped during a run's second task continues from its first task's checkpoint when the same

@@ -207,6 +207,10 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
                                                     "ray://HOST:PORT or auto; --workers runs at once. Every node "
                                                     "needs this package, and --out on a filesystem all of them "
                                                     "share"),
+          zero_shot_cache: Optional[Path] = typer.Option(
+              None, help="a JSON file of the backbone's zero-shot accuracies that several benches share (keyed by "
+              "the backbone, its precision and each task's encoded test examples, so entries of other examples "
+              "are left alone); default: one file per seed and order in --out"),
           device: str = DEVICE_OPTION, dtype: str = DTYPE_OPTION) -> None:
     """Compare strategies on the same data, seeds and budget: one table, every matrix, a bar chart.
 
@@ -228,7 +232,8 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
                       options=_set_options(set_), lr_search=lr_search, lr_grid=_csv(lr_grid, float, "--lr-grid"),
                       search_tasks=None if search_tasks is None else _csv(search_tasks, str, "--search-tasks"),
                       search_only=search_only, search_repeats=search_repeats,
-                      reference=reference, resamples=resamples, device=device, dtype=_dtype(dtype))
+                      reference=reference, resamples=resamples, device=device, dtype=_dtype(dtype),
+                      zero_shot_cache=zero_shot_cache)
     out = out or Path("runs") / f"bench-{Path(sequence).stem}"
     run_bench(cfg, out, workers=workers, ray_address=ray_address)
     typer.echo((out / "bench.md").read_text(encoding="utf-8").split("## Accuracy matrices")[0].rstrip())

@@ -100,6 +100,10 @@ class BenchConfig:
     device: str = field(default="auto", metadata={"help": "where the runs train and score (auto: a CUDA GPU when "
                                                            "there is one); not part of a run's identity"})
     dtype: str = field(default="float32", metadata={"help": "the backbone's precision: float32 or bfloat16"})
+    zero_shot_cache: Path | None = field(default=None, metadata={
+        "help": "a JSON file of the backbone's zero-shot accuracies, keyed by the backbone, its precision and each "
+                "task's encoded test examples, that several benches share (None: one file per seed and order in "
+                "the bench's directory)"})
 
     def validate(self) -> None:
         from ..strategies import REGISTRY
@@ -209,29 +213,31 @@ def finished_run(rc: RunConfig, tasks: list[TaskData], out: Path) -> RunResult |
     return RunResult(doc["tasks"], matrix, _array([doc["zero_shot"]])[0], metrics, info)
 
 
-def cached_run(rc: RunConfig, tasks: list[TaskData], out: Path) -> RunResult:
-    """Run, or reuse the finished run in ``out`` made with exactly these settings and tasks."""
+def cached_run(rc: RunConfig, tasks: list[TaskData], out: Path, zero_shot_cache: Path | None = None) -> RunResult:
+    """Run, or reuse the finished run in ``out`` made with exactly these settings and tasks. The backbone's
+    zero-shot row is read from and added to ``zero_shot_cache`` (default: ``zero-shot.json`` beside ``out``,
+    which the strategies of one seed and order share: they are scored on the same test examples)."""
     done = finished_run(rc, tasks, out)
     if done is not None:
         return done
     # an interrupted run of exactly these settings continues from its last finished task
     resume = checkpoint.resumable(out, rc, [t.name for t in tasks])
-    # the strategies of one seed and order share their tasks' test examples: the zero-shot row is scored once
-    res = run_sequence(rc, out, tasks=tasks, zero_shot_cache=out.parent / "zero-shot.json", resume=resume)
+    res = run_sequence(rc, out, tasks=tasks, zero_shot_cache=zero_shot_cache or out.parent / "zero-shot.json",
+                       resume=resume)
     atomic_write_json(out / "bench-key.json", run_key(rc, tasks))
     return res
 
 
-Call = tuple[RunConfig, list[TaskData], Path]
+Call = tuple[RunConfig, list[TaskData], Path, "Path | None"]
 
 
 def run_all(calls: list[Call], pool: Any = None) -> list[RunResult]:
-    """Every ``(config, tasks, out)`` run or reused, results in the order given: one after another in this
-    process, or (``pool``, a ``ray_engine.RunPool``) the unfinished ones as Ray tasks, each writing its
-    progress bars and warnings to ``out/ray-worker.log``."""
+    """Every ``(config, tasks, out, zero_shot_cache)`` run or reused, results in the order given: one after
+    another in this process, or (``pool``, a ``ray_engine.RunPool``) the unfinished ones as Ray tasks, each
+    writing its progress bars and warnings to ``out/ray-worker.log``."""
     if pool is None:
         return [cached_run(*c) for c in calls]
-    results = [finished_run(*c) for c in calls]
+    results = [finished_run(*c[:3]) for c in calls]
     todo = [i for i, r in enumerate(results) if r is None]
     done = pool.map(cached_run, [calls[i] for i in todo], [str(calls[i][2]) for i in todo],
                     [str(calls[i][2] / "ray-worker.log") for i in todo])
@@ -297,7 +303,8 @@ def search_lrs(cfg: BenchConfig, strategies: list[str], tasks: list[TaskData], o
     seed = cfg.seeds[0]
     seeds = [seed + r * SEARCH_REPEAT_SEED for r in range(cfg.search_repeats)]
     splits = [holdout_tasks(tasks, cfg, sd) for sd in seeds]
-    calls = [(_run_config(cfg, s, sd, lr), split, out / "lr-search" / (f"{s}-lr{lr:g}" + (f"-r{r}" if r else "")))
+    calls = [(_run_config(cfg, s, sd, lr), split, out / "lr-search" / (f"{s}-lr{lr:g}" + (f"-r{r}" if r else "")),
+              cfg.zero_shot_cache)
              for s in strategies for lr in cfg.lr_grid for r, (sd, split) in enumerate(zip(seeds, splits))]
     results = iter(run_all(calls, pool))
     found = {}
@@ -349,7 +356,8 @@ def _run_bench(cfg: BenchConfig, out: Path, pool: Any) -> BenchResult:
         for k, order in enumerate(orders):
             ordered = [tasks[i] for i in order]
             for s in cfg.strategies:
-                calls.append((_run_config(cfg, s, seed, lrs[s]), ordered, out / f"seed{seed}-order{k}" / s))
+                calls.append((_run_config(cfg, s, seed, lrs[s]), ordered, out / f"seed{seed}-order{k}" / s,
+                              cfg.zero_shot_cache))
                 keys.append((s, seed, k))
     runs: list[dict[str, Any]] = []
     correct: dict[RunKey, Correct] = {}
