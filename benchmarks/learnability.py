@@ -24,7 +24,8 @@ A task counts as *learned* when its adapter's test accuracy beats the majority-c
         results/per_task_quality_160_head_b.json --out learnability_160
     OMP_NUM_THREADS=1 python benchmarks/learnability.py --train --tasks sst2,trec --checkpoints 25,50,100,200
     OMP_NUM_THREADS=1 python benchmarks/learnability.py --train --held-out --steps 200 --tasks trec --max-test 200
-    OMP_NUM_THREADS=1 python benchmarks/learnability.py --train --held-out --steps 200 --tasks trec --lr 1e-3
+    OMP_NUM_THREADS=1 python benchmarks/learnability.py --train --held-out --steps 200 --tasks trec --lr 1e-3 \
+        --lora-plus-ratio 16
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def train_curves(a: argparse.Namespace) -> list[dict[str, Any]]:
     else:
         checkpoints = sorted(int(x) for x in a.checkpoints.split(","))
         cfg = replace(TrainConfig(), steps=checkpoints[-1], early_stop=False, seed=a.seed)
-    cfg = replace(cfg, lr=a.lr or cfg.lr)
+    cfg = replace(cfg, lr=a.lr or cfg.lr, lora_plus_ratio=a.lora_plus_ratio)
     a.checkpoint_list = checkpoints
     backbone = load_backbone(a.backbone, device=resolve_device(a.device), seed=a.seed)
     a.device_used = device_name(backbone.device)
@@ -181,6 +182,8 @@ def main() -> None:
     ap.add_argument("--max-test", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lr", type=float, default=None, help="learning rate (default: the training default)")
+    ap.add_argument("--lora-plus-ratio", type=float, default=1.0, help="LoRA+: the B matrices at this many times "
+                    "--lr (TrainConfig.lora_plus_ratio; 1: plain LoRA)")
     ap.add_argument("--device", default="auto", help="auto (a CUDA GPU when there is one), cpu, cuda or cuda:N")
     ap.add_argument("--out", default="learnability")
     a = ap.parse_args()

@@ -181,3 +181,27 @@ def test_run_identity_of_stored_runs_is_unchanged_by_the_lora_layers_setting():
     assert run_identity(stored) == RunConfig().identity()
     assert RunConfig(lora=LoraSettings(layers=4)).identity() != RunConfig().identity()
     assert "layers" in asdict(LoraSettings())
+
+
+def test_lora_plus_trains_the_b_matrices_at_the_ratio_times_the_rate(toy_task, fast_train):
+    """lora_plus_ratio r: one AdamW step from peft's init (B = 0, so only B has a gradient) moves every B
+    matrix r times as far as plain LoRA's step does; at r = 1 the optimizer is today's, one group."""
+    from dataclasses import replace
+
+    from adaptive_learner.backbone import load_backbone
+    from adaptive_learner.training.trainer import param_groups
+
+    moved = {}
+    for ratio in (1.0, 16.0):
+        bb = load_backbone("tiny-random")
+        host = AdapterHost(bb)
+        host.create("toy", seed=2)
+        cfg = replace(fast_train, steps=1, warmup_steps=0, lora_plus_ratio=ratio)
+        groups = param_groups(host.trainable("toy"), cfg)
+        assert len(groups) == (1 if ratio == 1.0 else 2)
+        train_adapter(host, "toy", encode_examples(bb.tokenizer, toy_task.spec, toy_task.train, 64), cfg)
+        moved[ratio] = {n: p.detach().abs().max().item() for n, p in host.trainable("toy").items() if "lora_B" in n}
+    assert moved[1.0] and all(moved[1.0][n] > 0 for n in moved[1.0])
+    assert all(moved[16.0][n] == pytest.approx(16 * moved[1.0][n], rel=1e-3) for n in moved[1.0])
+    with pytest.raises(ValueError, match="lora_plus_ratio"):
+        TrainConfig(lora_plus_ratio=0)

@@ -19,7 +19,7 @@ RUNTIME_ONLY = ("device",)  # settings that do not change what a run is (see Run
 LEARNER_ONLY = ("head", "head_mix", "head_views", "head_view_rule", "head_calibrate")  # training settings of Learner.learn's head, which no strategy of a run reads
 # training settings added after runs were stored, with the value those runs had: a stored run without the key
 # is the same run as one with this value
-ADDED_LATER = {"monitor": "loss", "ema": 0.0, "lr_retries": 0, "choice_sample": 0}
+ADDED_LATER = {"monitor": "loss", "ema": 0.0, "lr_retries": 0, "choice_sample": 0, "lora_plus_ratio": 1.0}
 # run settings added after runs were stored, with the value those runs had: left out of the identity at that value
 RUN_ADDED_LATER = {"dtype": "float32"}
 # LoRA settings added after runs were stored, with the value those runs had: left out of the identity at that value

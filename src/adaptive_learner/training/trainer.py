@@ -37,6 +37,9 @@ class TrainConfig:
     batch_size: int = field(default=8, metadata={"help": "examples per step (before replay is mixed in)"})
     lr: float = field(default=2e-3, metadata={"help": "AdamW learning rate"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    lora_plus_ratio: float = field(default=1.0, metadata={
+        "help": "LoRA+ (Hayou et al. 2024, peft's create_loraplus_optimizer): the B matrices train at this many "
+                "times `lr` (the A matrices at `lr`); 1: plain LoRA, one rate for both"})
     warmup_steps: int = field(default=5, metadata={"help": "steps of linear warm-up"})
     schedule: str = field(default="constant", metadata={
         "help": "after warm-up: constant, or linear (decay to 0 at `steps`)"})
@@ -113,6 +116,8 @@ class TrainConfig:
             raise ValueError(f"choice_sample must be 0 (every label) or at least 2, got {self.choice_sample!r}")
         if self.lr_retries < 0:
             raise ValueError(f"lr_retries must be >= 0, got {self.lr_retries!r}")
+        if not self.lora_plus_ratio > 0:
+            raise ValueError(f"lora_plus_ratio must be > 0, got {self.lora_plus_ratio!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,7 +130,7 @@ class TrainConfig:
 
 # training settings added after step states were saved (training/resume.py), with the value those states had: left
 # out of a saved step's key at that value, so a run stopped inside a task by an earlier release resumes there
-STEP_KEY_ADDED_LATER = {"choice_sample": 0}
+STEP_KEY_ADDED_LATER = {"choice_sample": 0, "lora_plus_ratio": 1.0}
 
 
 def checkpoint_config(cfg: TrainConfig) -> dict[str, Any]:
@@ -388,6 +393,17 @@ def label_loss(model: Any, batch: list[Encoded], pad_id: int, device: torch.devi
     return torch.stack(losses).sum() / sum(lens), sum(len(s) for s in seqs), tail.positions
 
 
+def param_groups(params: dict[str, torch.nn.Parameter], cfg: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW's parameter groups for one adapter's ``params``: with ``cfg.lora_plus_ratio`` != 1 the B matrices
+    (peft's ``lora_B``) at that many times ``cfg.lr``, as peft's ``create_loraplus_optimizer`` groups them (which
+    takes a whole model's trainable parameters, where a strategy's other adapters may be)."""
+    if cfg.lora_plus_ratio == 1.0:
+        return [{"params": list(params.values())}]
+    b = [p for n, p in params.items() if "lora_B" in n]
+    return [{"params": [p for n, p in params.items() if "lora_B" not in n]},
+            {"params": b, "lr": cfg.lr * cfg.lora_plus_ratio}]
+
+
 def _schedule(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
     warm = max(0, cfg.warmup_steps)
 
@@ -493,7 +509,7 @@ def _train_attempt(host: Any, adapter: str, items: Sequence[Encoded], cfg: Train
     device = next(model.parameters()).device
     rng = np.random.RandomState(cfg.seed)
     train_items, val_items = split_validation(items, cfg)
-    opt = torch.optim.AdamW(list(params.values()), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(param_groups(params, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = _schedule(opt, cfg)
     plan = batches_for(len(train_items), [len(it.prompt) for it in train_items], cfg, rng)
     if accelerator is not None:
