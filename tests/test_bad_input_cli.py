@@ -41,6 +41,7 @@ BAD = {  # one thing wrong in an otherwise good `alearn learn`, and values that 
     "--batch-size": st.sampled_from(["0", "-3", "x"]),
     "--max-length": st.sampled_from(["0", "-8", "x"]),
     "--lr": st.sampled_from(["0", "-1", "nan", "inf", "x"]),
+    "--lora-plus-ratio": st.sampled_from(["0", "-16", "nan", "inf", "x"]),
     "--max-train": st.sampled_from(["x", "", "0", "-1"]),
     "--patience": st.sampled_from(["0", "-1", "x"]),
     "--eval-every": st.sampled_from(["0", "-2", "x"]),
@@ -124,4 +125,7 @@ def test_a_negative_number_of_lr_retries_is_one_error_line(command, tmp_path):
     out = ["--out", str(tmp_path / "b")] if command[0] != "learn" else ["--library", str(tmp_path / "b")]
     code, err = _alearn(command + ["--lr-retries", "-1", *out])
     assert code == 2 and "--lr-retries must be 0 or more" in err and "Traceback" not in err
+    assert not (tmp_path / "b").exists()
+    code, err = _alearn(command + ["--lora-plus-ratio", "0", *out])
+    assert code == 2 and "--lora-plus-ratio must be a positive number" in err and "Traceback" not in err
     assert not (tmp_path / "b").exists()

@@ -47,6 +47,9 @@ LR_RETRIES_OPTION = typer.Option(DEFAULT_LR_RETRIES, help="when the kept weights
                                  "the learning rate, at most this many times, and keep the attempt with the best "
                                  "held-out score; 0: never (measured in BENCHMARKS.md, session 37)")
 BATCH_SIZE_OPTION = typer.Option(8, help="examples per step")
+LORA_PLUS_OPTION = typer.Option(1.0, "--lora-plus-ratio", help="LoRA+: the B matrices train at this many times the "
+                                "learning rate, the A matrices at it (peft's create_loraplus_optimizer; 16 is its "
+                                "paper's choice); 1: plain LoRA")
 DEVICE_OPTION = typer.Option("auto", help="where to train and score: auto (a CUDA GPU when there is one, else the "
                              "CPU), cpu, cuda or cuda:N")
 DTYPE_OPTION = typer.Option("float32", help="the backbone's precision: float32, or bfloat16 (two bytes per weight; on "
@@ -62,7 +65,8 @@ def _dtype(dtype: str) -> str:
 
 def _train_cfg(steps: int, batch_size: int, lr: float, max_length: int, seed: int, early_stop: bool = True,
                patience: int = DEFAULT_PATIENCE, eval_every: int = DEFAULT_EVAL_EVERY,
-               monitor: str = DEFAULT_MONITOR, lr_retries: int = DEFAULT_LR_RETRIES, **counts: int):
+               monitor: str = DEFAULT_MONITOR, lr_retries: int = DEFAULT_LR_RETRIES, lora_plus_ratio: float = 1.0,
+               **counts: int):
     """The training budget, with every number checked (``counts``: more options that must be positive)."""
     from .training import TrainConfig
 
@@ -82,9 +86,11 @@ def _train_cfg(steps: int, batch_size: int, lr: float, max_length: int, seed: in
         raise UserError(f"--monitor must be one of {', '.join(MONITORS)}, got {monitor!r}")
     if lr_retries < 0:
         raise UserError(f"--lr-retries must be 0 or more, got {lr_retries}")
+    if not 0 < lora_plus_ratio < float("inf"):
+        raise UserError(f"--lora-plus-ratio must be a positive number, got {lora_plus_ratio}")
     return TrainConfig(steps=steps, batch_size=batch_size, lr=lr, max_length=max_length, seed=seed,
                        early_stop=early_stop, patience=patience, eval_every=eval_every, monitor=monitor,
-                       lr_retries=lr_retries)
+                       lr_retries=lr_retries, lora_plus_ratio=lora_plus_ratio)
 
 
 @app.command()
@@ -96,7 +102,7 @@ def run(sequence: Optional[str] = typer.Argument(None, help="built-in sequence n
         max_test: int = typer.Option(100, help="test examples per task"),
         steps: int = STEPS_OPTION, early_stop: bool = EARLY_STOP_OPTION, patience: int = PATIENCE_OPTION,
         monitor: str = MONITOR_OPTION, eval_every: int = EVAL_EVERY_OPTION, batch_size: int = BATCH_SIZE_OPTION,
-        lr_retries: int = LR_RETRIES_OPTION,
+        lr_retries: int = LR_RETRIES_OPTION, lora_plus_ratio: float = LORA_PLUS_OPTION,
         lr: float = typer.Option(DEFAULT_LR, help="learning rate"),
         max_length: int = typer.Option(256, help="max tokens per example"),
         seed: int = typer.Option(0, help="seed for sampling, initialisation and batch order"),
@@ -127,7 +133,8 @@ def run(sequence: Optional[str] = typer.Argument(None, help="built-in sequence n
     cfg = RunConfig(sequence=sequence, strategy=strategy, backbone=backbone, max_train=max_train,
                     max_test=max_test, seed=seed, device=device, dtype=_dtype(dtype),
                     train=_train_cfg(steps, batch_size, lr, max_length, seed, early_stop, patience, eval_every,
-                                     monitor, lr_retries, max_train=max_train, max_test=max_test))
+                                     monitor, lr_retries, lora_plus_ratio, max_train=max_train,
+                                     max_test=max_test))
     out = out or Path("runs") / f"{sequence.replace('/', '_').replace('.yaml', '')}-{strategy}-seed{seed}"
     res = run_sequence(cfg, out)
     if res.info.get("world_size", 1) > 1 and os.environ.get("RANK", "0") != "0":
@@ -194,7 +201,7 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
           max_test: int = typer.Option(100, help="test examples per task"),
           steps: int = STEPS_OPTION, early_stop: bool = EARLY_STOP_OPTION, patience: int = PATIENCE_OPTION,
           monitor: str = MONITOR_OPTION, eval_every: int = EVAL_EVERY_OPTION, batch_size: int = BATCH_SIZE_OPTION,
-          lr_retries: int = LR_RETRIES_OPTION,
+          lr_retries: int = LR_RETRIES_OPTION, lora_plus_ratio: float = LORA_PLUS_OPTION,
           lr: float = typer.Option(DEFAULT_LR, help="learning rate (without --lr-search)"),
           max_length: int = typer.Option(256, help="max tokens per example"),
           workers: int = typer.Option(1, help="runs at once. 1: one after another in this process (no Ray). "
@@ -227,8 +234,8 @@ def bench(sequence: str = typer.Argument(..., help="built-in sequence name (seed
     cfg = BenchConfig(sequence=sequence, strategies=_csv(strategies, str, "--strategies"),
                       seeds=_csv(seeds, int, "--seeds"), orders=orders, backbone=backbone, max_train=max_train,
                       max_test=max_test, train=_train_cfg(steps, batch_size, lr, max_length, 0, early_stop, patience,
-                                                          eval_every, monitor, lr_retries, max_train=max_train,
-                                                          max_test=max_test),
+                                                          eval_every, monitor, lr_retries, lora_plus_ratio,
+                                                          max_train=max_train, max_test=max_test),
                       options=_set_options(set_), lr_search=lr_search, lr_grid=_csv(lr_grid, float, "--lr-grid"),
                       search_tasks=None if search_tasks is None else _csv(search_tasks, str, "--search-tasks"),
                       search_only=search_only, search_repeats=search_repeats,
@@ -267,7 +274,7 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
           max_train: int = typer.Option(256, help="training examples (stratified subsample)"),
           steps: int = STEPS_OPTION, early_stop: bool = EARLY_STOP_OPTION, patience: int = PATIENCE_OPTION,
           monitor: str = MONITOR_OPTION, eval_every: int = EVAL_EVERY_OPTION, batch_size: int = BATCH_SIZE_OPTION,
-          lr_retries: int = LR_RETRIES_OPTION,
+          lr_retries: int = LR_RETRIES_OPTION, lora_plus_ratio: float = LORA_PLUS_OPTION,
           lr: float = typer.Option(DEFAULT_LR, help="learning rate"),
           max_length: int = typer.Option(256, help="max tokens per example"),
           seed: int = typer.Option(0, help="seed for sampling, the validation split, initialisation and batch order"),
@@ -337,7 +344,7 @@ def learn(library: Path = typer.Option(..., help="library directory (created if 
     if force_new and reuse:
         raise UserError("--force-new and --reuse exclude each other")
     cfg = _train_cfg(steps, batch_size, lr, max_length, seed, early_stop, patience, eval_every, monitor,
-                     lr_retries, max_train=max_train)
+                     lr_retries, lora_plus_ratio, max_train=max_train)
     cfg.head, cfg.head_mix = head, head_mix
     cfg.head_views, cfg.head_view_rule, cfg.head_calibrate = head_views, head_view_rule, head_calibrate
     t = t.subsample(max_train, 200, seed)
