@@ -16,6 +16,9 @@ Rules (``criterion:patience[:min_delta]``):
 - ``accloss:P:D`` an evaluation improves when its accuracy is higher, or equal with a loss D lower;
   keep the best by (accuracy, -loss).
 - ``steps:N``   no early stopping: the weights after N steps.
+- ``smooth:P:W`` the held-out accuracy averaged over the last W evaluations (loss likewise, for ties) in place of
+  one evaluation's: keep the weights of the middle of the best window (a trainer would hold the last (W-1)/2
+  evaluations' weights); ``smoothlast:P:W`` keeps the window's last weights instead.
 
     python benchmarks/stopping_rules.py results/stopping_curves_a.json results/stopping_curves_b.json \\
         --rules loss:3:0.01,loss:5:0.01,acc:3,acc:5,accloss:3:0.01,accloss:5:0.01,steps:100,steps:200
@@ -42,6 +45,8 @@ def replay(rule: str, held: list[dict[str, float]], cap: int) -> tuple[int, int]
     if kind == "steps":
         n = min(int(args[0]), cap, held[-1]["step"])  # a curve recorded to fewer steps ends there
         return n, n
+    if kind in ("smooth", "smoothlast"):
+        return _replay_smoothed(int(args[0]), int(args[1]), kind == "smooth", held, cap)
     from adaptive_learner.training.trainer import improvement
 
     patience = int(args[0])
@@ -63,6 +68,26 @@ def replay(rule: str, held: list[dict[str, float]], cap: int) -> tuple[int, int]
         if since >= patience:
             return best["step"], point["step"]
     return best["step"], min(held[-1]["step"], cap)
+
+
+def _replay_smoothed(patience: int, window: int, middle: bool, held: list[dict[str, float]],
+                     cap: int) -> tuple[int, int]:
+    """``smooth``/``smoothlast``: the trainer's accuracy rule (``improvement``) on moving averages over ``window``
+    evaluations (the first points average what there is so far)."""
+    from adaptive_learner.training.trainer import improvement
+
+    pts = [p for p in held if p["step"] <= cap]
+    best, kept, since = None, pts[0]["step"], 0
+    for i in range(len(pts)):
+        w = pts[max(0, i - window + 1): i + 1]
+        point = {"accuracy": float(np.mean([p["accuracy"] for p in w])), "loss": float(np.mean([p["loss"] for p in w]))}
+        keep, reset = improvement("accuracy", 0.0, best, point)
+        if keep:
+            best, kept = point, (w[len(w) // 2] if middle else w[-1])["step"]
+        since = 0 if reset else since + 1
+        if since >= patience:
+            return kept, pts[i]["step"]
+    return kept, pts[-1]["step"]
 
 
 def right_at(row: dict[str, Any], step: int) -> np.ndarray:
