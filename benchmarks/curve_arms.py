@@ -30,8 +30,8 @@ def read_arm(files: list[str]) -> dict[str, dict[str, Any]]:
         doc = json.loads(Path(f).read_text())
         if not doc.get("held_out"):
             raise SystemExit(f"error: {f} was not made with --held-out")
-        rows.update({r["task"]: {**r, "lr": doc["train_config"]["lr"],
-                                 "lora_plus_ratio": doc["train_config"].get("lora_plus_ratio", 1.0)}
+        tc = doc.get("train_config", {})  # files finished before session 47 keep it only while partial
+        rows.update({r["task"]: {**r, "lr": tc.get("lr"), "lora_plus_ratio": tc.get("lora_plus_ratio")}
                      for r in doc["rows"] if r.get("held_out_curve")})
     return rows
 
@@ -77,7 +77,7 @@ def main() -> None:
              "|" + "---|" * (len(tasks) + 6)]
     for name, r in out["arms"].items():
         cells = [f"{p['test']:.3f} ({p['kept']}/{p['stopped']})" for p in r["per_task"]]
-        lines.append(f"| {name} | {r['lr']:g} | {r['lora_plus_ratio']:g} | " + " | ".join(cells)
+        lines.append(f"| {name} | {r['lr'] or '?'} | {r['lora_plus_ratio'] or '?'} | " + " | ".join(cells)
                      + f" | {r['mean_test']:.3f} | {100 * r['minus_first']:+.1f} [{100 * r['interval'][0]:+.1f}, "
                        f"{100 * r['interval'][1]:+.1f}] | {r['mean_stop_step']:.0f} |")
     print("\n".join(lines))

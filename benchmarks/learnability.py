@@ -82,7 +82,7 @@ def train_curves(a: argparse.Namespace) -> list[dict[str, Any]]:
         checkpoints = sorted(int(x) for x in a.checkpoints.split(","))
         cfg = replace(TrainConfig(), steps=checkpoints[-1], early_stop=False, seed=a.seed)
     cfg = replace(cfg, lr=a.lr or cfg.lr, lora_plus_ratio=a.lora_plus_ratio)
-    a.checkpoint_list = checkpoints
+    a.checkpoint_list, a.train_config_used = checkpoints, cfg.to_dict()
     backbone = load_backbone(a.backbone, device=resolve_device(a.device), seed=a.seed)
     a.device_used = device_name(backbone.device)
     tok = backbone.tokenizer
@@ -200,7 +200,7 @@ def main() -> None:
            "learned": learned, "table": table, "complete": True}
     if a.train:
         doc.update({"held_out": a.held_out, "device": a.device_used, "backbone": a.backbone, "n_train": a.n_train, "max_test": a.max_test, "seed": a.seed,
-                    "checkpoints": checkpoints, "peak_rss_gb": peak_rss_gb()})
+                    "checkpoints": checkpoints, "peak_rss_gb": peak_rss_gb(), "train_config": a.train_config_used})
     path = save(a.out, doc)
     plot(rows, path.with_suffix(".png"), held_out=not a.train)
     print(table)
