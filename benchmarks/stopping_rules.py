@@ -19,6 +19,9 @@ Rules (``criterion:patience[:min_delta]``):
 - ``smooth:P:W`` the held-out accuracy averaged over the last W evaluations (loss likewise, for ties) in place of
   one evaluation's: keep the weights of the middle of the best window (a trainer would hold the last (W-1)/2
   evaluations' weights); ``smoothlast:P:W`` keeps the window's last weights instead.
+- ``latest:P:T`` stop as ``acc:P``, but keep the latest evaluation whose held-out accuracy is within T of the best
+  (a difference of an example or two among 32 held out is noise; online, one set of weights: a new best or a point
+  within T of it replaces the kept one).
 
     python benchmarks/stopping_rules.py results/stopping_curves_a.json results/stopping_curves_b.json \\
         --rules loss:3:0.01,loss:5:0.01,acc:3,acc:5,accloss:3:0.01,accloss:5:0.01,steps:100,steps:200
@@ -47,6 +50,8 @@ def replay(rule: str, held: list[dict[str, float]], cap: int) -> tuple[int, int]
         return n, n
     if kind in ("smooth", "smoothlast"):
         return _replay_smoothed(int(args[0]), int(args[1]), kind == "smooth", held, cap)
+    if kind == "latest":
+        return _replay_latest(int(args[0]), float(args[1]), held, cap)
     from adaptive_learner.training.trainer import improvement
 
     patience = int(args[0])
@@ -87,6 +92,22 @@ def _replay_smoothed(patience: int, window: int, middle: bool, held: list[dict[s
         since = 0 if reset else since + 1
         if since >= patience:
             return kept, pts[i]["step"]
+    return kept, pts[-1]["step"]
+
+
+def _replay_latest(patience: int, tol: float, held: list[dict[str, float]], cap: int) -> tuple[int, int]:
+    """``latest``: patience on a strictly higher held-out accuracy; keep the latest point within ``tol`` of the best."""
+    pts = [p for p in held if p["step"] <= cap]
+    best, kept, since = pts[0]["accuracy"], pts[0]["step"], 0
+    for p in pts[1:]:
+        if p["accuracy"] > best:
+            best, since = p["accuracy"], 0
+        else:
+            since += 1
+        if p["accuracy"] >= best - tol - 1e-9:
+            kept = p["step"]
+        if since >= patience:
+            return kept, p["step"]
     return kept, pts[-1]["step"]
 
 
