@@ -2,6 +2,7 @@
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,7 +182,8 @@ def test_cli_bench_mistakes_are_one_line_errors(capsys, toy_sequence):
                       (["--search-repeats", "2"], "--search-repeats needs --lr-search"),
                       (["--lr-search", "--search-repeats", "0"], "--search-repeats must be at least 1"),
                       (["--seeds", "0,x"], "--seeds"), (["--orders", "0"], "--orders"),
-                      (["--set", "ewc_strength"], "KEY=VALUE")]:
+                      (["--set", "ewc_strength"], "KEY=VALUE"),
+                      (["--zero-shot-cache", str(Path(toy_sequence).parent)], "is not a file")]:
         code, out, err = alearn(capsys, "bench", toy_sequence, "--backbone", "tiny-random", *args)
         assert code == 2 and msg in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 

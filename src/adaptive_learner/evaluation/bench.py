@@ -130,6 +130,9 @@ class BenchConfig:
                             f"{', '.join(sorted(REGISTRY))}")
         if self.resamples < 100:
             raise UserError(f"--resamples must be at least 100, got {self.resamples}")
+        if self.zero_shot_cache is not None and Path(self.zero_shot_cache).exists() and \
+                not Path(self.zero_shot_cache).is_file():
+            raise UserError(f"--zero-shot-cache {self.zero_shot_cache} is not a file")
         for s in self.strategies:
             check_requirements(s)
         resolve_device(self.device)
