@@ -100,7 +100,8 @@ def test_a_run_stored_before_a_training_setting_existed_is_the_run_with_its_old_
     from adaptive_learner.evaluation.config import ADDED_LATER, RunConfig, run_identity
     from adaptive_learner.training import TrainConfig
 
-    another = {"monitor": "accuracy", "ema": 0.9, "lr_retries": 1, "choice_sample": 8}  # a value other than the one stored runs had
+    another = {"monitor": "accuracy", "ema": 0.9, "lr_retries": 1, "choice_sample": 8,  # a value other than the one
+               "lora_plus_ratio": 16.0}                                                # stored runs had
     assert set(another) == set(ADDED_LATER)
     for key, old in ADDED_LATER.items():
         stored = json.loads(json.dumps(RunConfig(train=TrainConfig(**{key: old})).to_dict(), default=str))
