@@ -130,7 +130,9 @@ def routing(out: Path, data: Path, n_test: int) -> dict:
                        "novelty": [p.get("novelty") for p in preds],
                        "routes": {t: sum(p["task"] == t for p in preds) for t in sorted({p["task"] for p in preds})}}
     ins, outs = sets["in"]["novelty"], sets["out"]["novelty"]
-    auroc = sum((o > i) + 0.5 * (o == i) for o in outs for i in ins) / (len(ins) * len(outs))
+    from sklearn.metrics import roc_auc_score  # as open_set.py scores the catalog's open set
+
+    auroc = float(roc_auc_score([0] * len(ins) + [1] * len(outs), ins + outs))
     print(f"open set: unknown {sets['in']['unknown']:.3f} of in-library inputs, {sets['out']['unknown']:.3f} of "
           f"disaster tweets (routes {sets['out']['routes']}); novelty AUROC {auroc:.3f}", flush=True)
     return {"routed": rows, "open_set": {**sets, "auroc": auroc}}
