@@ -19,6 +19,8 @@ same number of fields) count: the others are refused by the field count already.
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,19 +33,32 @@ from adaptive_learner.tasks.spec import stratified_take
 from common import machine, save
 
 
-def embed_tasks(encoder: Any, profile_n: int, test_n: int, extractor: Any = None,
-                max_tokens: int | None = None) -> dict[str, dict[str, Any]]:
-    """Per catalog task: sentence embeddings (and, with ``extractor``, the router's backbone features) of
-    its profile examples and test inputs."""
-    out = {}
+def _task_sources(outside: Path | None) -> list[tuple[str, Any, str, bool]]:
+    """(name, task, family, from outside the catalog) for every catalog task, and the outside tasks when asked
+    (their family as ``outside_catalog.py`` names it: a user's file has none)."""
+    out = []
     for name in catalog_names():
         t = load_catalog_task(name)
+        out.append((name, t, t.spec.family, False))
+    if outside is not None:
+        from outside_catalog import OUTSIDE_TASKS, load_task
+
+        out += [(name, load_task(name, outside), spec[4], True) for name, spec in OUTSIDE_TASKS.items()]
+    return out
+
+
+def embed_tasks(encoder: Any, profile_n: int, test_n: int, extractor: Any = None,
+                max_tokens: int | None = None, outside: Path | None = None) -> dict[str, dict[str, Any]]:
+    """Per task (the catalog's, and with ``outside`` the four of ``outside_catalog.py``): sentence embeddings
+    (and, with ``extractor``, the router's backbone features) of its profile examples and test inputs."""
+    out = {}
+    for name, t, family, is_outside in _task_sources(outside):
         prof = stratified_take(t.train, profile_n, 1)  # the router's profile examples (seed + 1)
         test = stratified_take(t.test, test_n, 2)
         prof_texts = [input_text(e.fields, t.spec) for e in prof]
         test_texts = [input_text(e.fields, t.spec) for e in test]
         pair = len(t.spec.input_fields) > 1
-        out[name] = {"family": t.spec.family, "fields": len(t.spec.input_fields),
+        out[name] = {"family": family, "fields": len(t.spec.input_fields), "outside": is_outside,
                      "profile": encoder.encode(prof_texts, max_tokens=max_tokens),
                      "test": encoder.encode(test_texts, max_tokens=max_tokens),
                      "profile_ratios": np.array([field_ratio(x) for x in prof_texts]) if pair else None,
@@ -54,14 +69,137 @@ def embed_tasks(encoder: Any, profile_n: int, test_n: int, extractor: Any = None
     return out
 
 
-def scores_for(tasks: dict[str, dict[str, Any]], library: list[str], quantile: float, k: int,
-               ratio: bool = True, embeddings: bool = True) -> dict[str, list[float]]:
-    model = NoveltyModel([tasks[t]["profile"] if embeddings else None for t in library], quantile, k,
-                         [tasks[t]["profile_ratios"] for t in library] if ratio else None,
-                         [tasks[t]["profile_features"] for t in library])
+ARRAYS = ("profile", "test", "profile_ratios", "test_ratios", "profile_features", "test_features")
+
+
+def save_cache(path: Path, tasks: dict[str, dict[str, Any]], key: dict[str, Any]) -> None:
+    """The embedded tasks as one ``.npz`` of plain arrays (no pickle), with ``key`` (what made them)."""
+    arrays = {"key": np.array(json.dumps(key, sort_keys=True))}
+    for name, t in tasks.items():
+        arrays[f"{name}/meta"] = np.array(json.dumps({"family": t["family"], "fields": t["fields"],
+                                                      "outside": t["outside"]}))
+        for k in ARRAYS:
+            v = t[k]
+            if v is not None:
+                arrays[f"{name}/{k}"] = np.array([np.nan if r is None else r for r in v], dtype=np.float64) \
+                    if k == "test_ratios" else np.asarray(v)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+
+
+def load_cache(path: Path, key: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """The tasks ``save_cache`` wrote with the same ``key``; None when there is no such file."""
+    if not path.exists():
+        return None
+    z = np.load(path, allow_pickle=False)
+    if json.loads(str(z["key"])) != json.loads(json.dumps(key, sort_keys=True)):
+        return None
+    tasks: dict[str, dict[str, Any]] = {}
+    for entry in z.files:
+        if entry.endswith("/meta"):
+            name = entry[: -len("/meta")]
+            t = tasks[name] = {**json.loads(str(z[entry])), **{k: None for k in ARRAYS}}
+            for k in ARRAYS:
+                if f"{name}/{k}" in z.files:
+                    t[k] = z[f"{name}/{k}"]
+            if t["test_ratios"] is not None:
+                t["test_ratios"] = [None if np.isnan(r) else float(r) for r in t["test_ratios"]]
+    return tasks
+
+
+class MahalanobisNovelty(NoveltyModel):
+    """A candidate open-set score in place of the k-th neighbour's distance, per view: the squared Mahalanobis
+    distance to each task's mean under one covariance shared by the library's tasks (Lee et al. 2018; Ledoit-Wolf
+    shrinkage), over the task's threshold (the ``quantile`` of the same distance for its own examples, each left out
+    of its task's mean). ``relative``: minus the distance to one Gaussian of every stored example (Ren et al. 2021,
+    "relative Mahalanobis", for inputs near the stored ones), scaled between the own examples' median and quantile.
+    The views are combined and the field length ratio applied as ``NoveltyModel`` does."""
+
+    def __init__(self, embeddings, quantile=0.99, k=5, ratios=None, features=None, relative=False):
+        super().__init__(embeddings, quantile, k, ratios, features)
+        self.relative, self.quantile = relative, quantile
+        self.views = [self._fit([None if e is None else np.asarray(e, np.float64) for e in embeddings])]
+        if self.feature_view is not None:
+            self.views.append(self._fit([None if f is None else self._standard(f) for f in features]))
+
+    def _fit(self, banks):
+        from sklearn.covariance import LedoitWolf
+
+        kept = [b for b in banks if b is not None and len(b) > 2]
+        if not kept:
+            return None
+        means = [None if b is None or len(b) <= 2 else b.mean(0) for b in banks]
+        centred = np.vstack([b - b.mean(0) for b in kept])
+        prec = LedoitWolf(assume_centered=True).fit(centred).precision_
+        glob = None
+        if self.relative:
+            allx = np.vstack(kept)
+            g = LedoitWolf().fit(allx)
+            glob = (g.location_, g.precision_)
+        view = {"means": means, "prec": prec, "glob": glob, "lo": [], "hi": []}
+        for b, m in zip(banks, means):
+            if m is None:
+                view["lo"].append(np.nan), view["hi"].append(np.nan)
+                continue
+            n = len(b)
+            own = self._stat(view, b, m) * (n / (n - 1)) ** 2 if not self.relative else \
+                self._stat(view, b, m, loo=n)
+            hi = float(np.quantile(own, self.quantile))
+            lo = float(np.median(own)) if self.relative else 0.0
+            view["lo"].append(lo), view["hi"].append(max(hi, lo + 1e-6))
+        return view
+
+    @staticmethod
+    def _md2(x, mean, prec):
+        z = x - mean
+        return np.einsum("ij,jk,ik->i", z, prec, z)
+
+    def _stat(self, view, x, mean, loo=None):
+        d = self._md2(x, mean, view["prec"]) * ((loo / (loo - 1)) ** 2 if loo else 1.0)
+        if self.relative:
+            d = d - self._md2(x, *view["glob"])
+        return d
+
+    def _distance(self, view, x):
+        out = np.full((len(x), len(view["means"])), np.nan)
+        for i, m in enumerate(view["means"]):
+            if m is not None:
+                out[:, i] = (self._stat(view, x, m) - view["lo"][i]) / (view["hi"][i] - view["lo"][i])
+        return out
+
+    def novelty(self, embeddings, ratios=None, features=None):
+        views = [self._distance(self.views[0], np.asarray(embeddings, np.float64))]
+        if features is not None and len(self.views) > 1 and self.views[1] is not None:
+            views.append(self._distance(self.views[1], self._standard(features)))
+        stack = np.stack(views)
+        seen = np.isfinite(stack).sum(0)
+        out = np.where(seen > 0, np.nansum(stack, axis=0) / np.maximum(seen, 1), 0.0)
+        if ratios is not None:
+            for i, stats in enumerate(self.ratio_stats):
+                if stats is not None and seen.any(axis=0)[i]:
+                    mean, sd, limit = stats
+                    z = np.array([0.0 if r is None else abs(r - mean) / sd / limit for r in ratios])
+                    out[:, i] = np.maximum(out[:, i], z)
+        return out
+
+
+SCORES = {"knn": NoveltyModel,
+          "maha": MahalanobisNovelty,
+          "relmaha": lambda *a, **kw: MahalanobisNovelty(*a, **kw, relative=True)}
+
+
+def scores_for(tasks: dict[str, dict[str, Any]], library: list[str], quantile: float, k: int | None,
+               ratio: bool = True, embeddings: bool = True, score: str = "knn") -> dict[str, list[float]]:
+    """Each eligible test input's novelty (its least novel eligible stored task), by kind: ``in`` (a task of the
+    library), ``other_family`` / ``same_family`` (a catalog task not in it, of a family it lacks / has), and the same
+    two for tasks from outside the catalog (``outside_other_family``, ``outside_same_family``)."""
+    model = SCORES[score]([tasks[t]["profile"] if embeddings else None for t in library], quantile, k,
+                          [tasks[t]["profile_ratios"] for t in library] if ratio else None,
+                          [tasks[t]["profile_features"] for t in library])
     fields = np.array([tasks[t]["fields"] for t in library])
     families = {tasks[t]["family"] for t in library}
-    out: dict[str, list[float]] = {"in": [], "other_family": [], "same_family": []}
+    out: dict[str, list[float]] = {kind: [] for kind in KINDS}
     for name, t in tasks.items():
         ok = fields == t["fields"]
         if not ok.any():
@@ -69,15 +207,18 @@ def scores_for(tasks: dict[str, dict[str, Any]], library: list[str], quantile: f
         test = t["test"] if embeddings else np.zeros_like(t["test"])  # no stored embeddings: a view of no task
         nov = model.novelty(test, t["test_ratios"] if ratio else None, t["test_features"])[:, ok].min(1)
         kind = "in" if name in library else ("same_family" if t["family"] in families else "other_family")
-        out[kind].extend(nov.tolist())
+        out[("outside_" if t.get("outside") and kind != "in" else "") + kind].extend(nov.tolist())
     return out
+
+
+KINDS = ("in", "other_family", "same_family", "outside_other_family", "outside_same_family")
 
 
 def summarise(s: dict[str, list[float]]) -> dict[str, Any]:
     inn = np.asarray(s["in"])
     res: dict[str, Any] = {"n_in": len(inn), "false_unknown": round(float(np.mean(inn > 1)), 4)}
-    for kind in ("other_family", "same_family"):
-        o = np.asarray(s[kind])
+    for kind in KINDS[1:]:
+        o = np.asarray(s.get(kind, []))
         res[f"n_{kind}"] = len(o)
         if len(o) and len(inn):
             res[f"auroc_{kind}"] = round(float(roc_auc_score(np.r_[np.zeros(len(inn)), np.ones(len(o))],
@@ -91,7 +232,9 @@ def main() -> None:
     ap.add_argument("--sizes", default="3,6,10")
     ap.add_argument("--draws", type=int, default=30)
     ap.add_argument("--quantiles", default="0.95,0.99")
-    ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--k", type=int, default=0,
+                    help="the neighbour whose distance is read (0: the router's rule, routing.neighbours: the square "
+                         "root of a task's stored examples, at least 5; 5 for every task until session 48)")
     ap.add_argument("--profile-n", type=int, default=128)
     ap.add_argument("--test-n", type=int, default=100)
     ap.add_argument("--no-ratio", action="store_true", help="embeddings only (before the field length ratio)")
@@ -104,41 +247,62 @@ def main() -> None:
     ap.add_argument("--encoder-max-tokens", type=int, default=None,
                     help="tokens of each input MiniLM embeds, profiles and inputs alike (default: the router's, "
                          "FeatureConfig.input_embedding_tokens; 256 before 2026-12-03)")
+    ap.add_argument("--outside", type=Path, default=None,
+                    help="also score the four tasks of outside_catalog.py (written into this folder) as inputs of no "
+                         "stored task: kinds outside_other_family / outside_same_family")
+    ap.add_argument("--libraries", default="",
+                    help="fixed libraries scored besides the random draws, ';'-separated, each comma-separated "
+                         "task names (outside tasks allowed with --outside)")
+    ap.add_argument("--scores", default="knn", help=f"open-set scores compared, of {','.join(SCORES)} (knn: the "
+                                                      "router's)")
+    ap.add_argument("--cache", type=Path, default=None,
+                    help="an .npz of the embedded tasks: read when it was made with the same settings, else written")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
-    extractor = None
-    if not a.no_features:  # the router's own feature extractor, as a library built by `alearn learn` has it
-        from adaptive_learner.adapters import AdapterHost
-        from adaptive_learner.backbone import load_backbone
-        from adaptive_learner.features import FeatureExtractor
-
-        extractor = FeatureExtractor(AdapterHost(load_backbone(a.backbone)), FeatureConfig(layer=a.layer))
-    encoder = text_encoder("minilm")
     max_tokens = a.encoder_max_tokens or FeatureConfig.input_embedding_tokens
-    tasks = embed_tasks(encoder, a.profile_n, a.test_n, extractor, max_tokens)
-    names = sorted(tasks)
+    key = {"backbone": None if a.no_features else a.backbone, "layer": a.layer, "max_tokens": max_tokens,
+           "profile_n": a.profile_n, "test_n": a.test_n, "outside": a.outside is not None}
+    tasks = load_cache(a.cache, key) if a.cache else None
+    if tasks is None:
+        extractor = None
+        if not a.no_features:  # the router's own feature extractor, as a library built by `alearn learn` has it
+            from adaptive_learner.adapters import AdapterHost
+            from adaptive_learner.backbone import load_backbone
+            from adaptive_learner.features import FeatureExtractor
+
+            extractor = FeatureExtractor(AdapterHost(load_backbone(a.backbone)), FeatureConfig(layer=a.layer))
+        tasks = embed_tasks(text_encoder("minilm"), a.profile_n, a.test_n, extractor, max_tokens, a.outside)
+        if a.cache:
+            save_cache(a.cache, tasks, key)
+    names = sorted(n for n, t in tasks.items() if not t["outside"])  # libraries are drawn from the catalog
     results: dict[str, Any] = {}
-    for q in [float(x) for x in a.quantiles.split(",")]:
-        for size in [int(x) for x in a.sizes.split(",")]:
-            rng = np.random.RandomState(size)  # the same libraries for every quantile
-            pooled: dict[str, list[float]] = {"in": [], "other_family": [], "same_family": []}
-            aurocs = []
-            for _ in range(a.draws):
-                lib = sorted(rng.choice(names, size=min(size, len(names)), replace=False).tolist())
-                s = scores_for(tasks, lib, q, a.k, not a.no_ratio, not a.no_embeddings)
-                aurocs.append(summarise(s).get("auroc_other_family", np.nan))
-                for key in pooled:
-                    pooled[key].extend(s[key])
-            res = summarise(pooled)
-            res["auroc_other_family_mean_over_draws"] = round(float(np.nanmean(aurocs)), 4)
-            res["auroc_other_family_worst_draw"] = round(float(np.nanmin(aurocs)), 4)
-            results[f"q{q:g}/size{size}"] = res
-            print(f"quantile {q:g}, {size} tasks: {res}", flush=True)
+    for score in a.scores.split(","):
+        for q in [float(x) for x in a.quantiles.split(",")]:
+            for size in [int(x) for x in a.sizes.split(",")]:
+                rng = np.random.RandomState(size)  # the same libraries for every quantile and score
+                pooled: dict[str, list[float]] = {kind: [] for kind in KINDS}
+                aurocs = []
+                for _ in range(a.draws):
+                    lib = sorted(rng.choice(names, size=min(size, len(names)), replace=False).tolist())
+                    s = scores_for(tasks, lib, q, a.k or None, not a.no_ratio, not a.no_embeddings, score)
+                    aurocs.append(summarise(s).get("auroc_other_family", np.nan))
+                    for kind in pooled:
+                        pooled[kind].extend(s[kind])
+                res = summarise(pooled)
+                res["auroc_other_family_mean_over_draws"] = round(float(np.nanmean(aurocs)), 4)
+                res["auroc_other_family_worst_draw"] = round(float(np.nanmin(aurocs)), 4)
+                results[f"{score}/q{q:g}/size{size}"] = res
+                print(f"{score}, quantile {q:g}, {size} tasks: {res}", flush=True)
+            for lib in filter(None, a.libraries.split(";")):
+                res = summarise(scores_for(tasks, sorted(lib.split(",")), q, a.k or None, not a.no_ratio,
+                                           not a.no_embeddings, score))
+                results[f"{score}/q{q:g}/{lib}"] = res
+                print(f"{score}, quantile {q:g}, library {lib}: {res}", flush=True)
     if a.out:
         save(a.out, {"machine": machine(), "encoder": "all-MiniLM-L6-v2", "k": a.k, "draws": a.draws,
                      "field_ratio": not a.no_ratio, "backbone_features": None if a.no_features else a.backbone,
                      "sentence_embeddings": not a.no_embeddings, "layer": a.layer,
-                     "encoder_max_tokens": max_tokens,
+                     "encoder_max_tokens": max_tokens, "outside": a.outside is not None,
                      "profile_n": a.profile_n, "test_n": a.test_n, "results": results})
 
 

@@ -51,6 +51,24 @@ def test_a_task_without_embeddings_or_too_few_never_says_unknown():
     assert np.all(model.novelty(np.ones((2, centres.shape[1]))) == 0)
 
 
+def test_the_neighbour_read_grows_with_the_square_root_of_a_tasks_examples():
+    """A task of 144 stored examples is judged by the distance to an input's 12th nearest example (a fixed 5th
+    would read one stray example's noise); a task of 16 by its 5th; a given k overrides the rule."""
+    from adaptive_learner.router.routing import neighbours
+
+    assert [neighbours(n) for n in (8, 16, 25, 144, 400)] == [5, 5, 5, 12, 20]
+    assert neighbours(144, 3) == 3
+    centres, xs = _directions(n=144)
+    model, five = NoveltyModel(xs, quantile=0.99), NoveltyModel(xs, quantile=0.99, k=5)
+    assert model.embedding_view.ks == [12, 12, 12] and five.embedding_view.ks == [5, 5, 5]
+    rng = np.random.RandomState(4)
+    x = rng.normal(0, 1, (3, centres.shape[1]))
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
+    d = np.sort(1 - unit(x) @ unit(xs[1]).T, axis=1)
+    assert np.allclose(model.novelty(x)[:, 1], d[:, 11] / model.thresholds[1])
+    assert np.allclose(five.novelty(x)[:, 1], d[:, 4] / five.thresholds[1])
+
+
 @pytest.fixture()
 def routed_lib(tmp_path, toy_task):
     from adaptive_learner.backbone import load_backbone

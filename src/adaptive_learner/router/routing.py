@@ -21,7 +21,8 @@ judged on two views of it: sentence embeddings of the raw input (all-MiniLM-L6-v
 text encoder) and the same backbone features, standardised over the library's stored examples
 (each view alone separates less well than their mean: BENCHMARKS "Open-set routing"). In each
 view, an input's distance to a task is its cosine distance to the task's ``k``-th nearest
-stored example, divided by that task's threshold: the ``quantile`` of the same distance for each of
+stored example (``k`` the square root of the task's stored examples, at least 5: ``neighbours``), divided by that
+task's threshold: the ``quantile`` of the same distance for each of
 the task's own examples to the others (leave-one-out, so held out); its novelty is the mean of the
 two views' distances; for a pair input and a stored
 pair task, the larger of that and the field length ratio's distance from the task's mean, over the
@@ -57,31 +58,38 @@ class RoutedInput:
 
 
 DEFAULT_QUANTILE = 0.99
-DEFAULT_K = 5
+MIN_K = 5
+
+
+def neighbours(n: int, k: int | None = None) -> int:
+    """Which neighbour's distance the open set reads for a task of ``n`` stored examples: ``k`` where given, else the
+    square root of ``n`` (at least ``MIN_K``): a k-nearest-neighbour density estimate needs k to grow with the
+    examples (and k / n to shrink); a fixed 5 read one example's noise on a task of 128 (BENCHMARKS "Session 48")."""
+    return k if k is not None else max(MIN_K, round(float(np.sqrt(n))))
 
 
 class _KnnView:
     """One view of the stored examples for the open set: per task, the ``k``-th nearest-neighbour cosine
-    distance to its stored examples, over that task's threshold (the ``quantile`` of the same distance
-    for each of its own examples to the others). NaN where a task has no examples in this view, or too
+    distance to its stored examples (``neighbours``), over that task's threshold (the ``quantile`` of the same
+    distance for each of its own examples to the others). NaN where a task has no examples in this view, or too
     few to set a threshold."""
 
-    def __init__(self, vectors: Sequence[np.ndarray | None], quantile: float, k: int) -> None:
-        self.k = k
+    def __init__(self, vectors: Sequence[np.ndarray | None], quantile: float, k: int | None) -> None:
         self.banks = [None if e is None or len(e) == 0 else _unit(np.asarray(e, dtype=np.float64)) for e in vectors]
+        self.ks = [0 if bank is None else neighbours(len(bank), k) for bank in self.banks]
         self.thresholds = np.full(len(self.banks), np.inf)
         for i, bank in enumerate(self.banks):
-            if bank is not None and len(bank) > k + 1:
+            if bank is not None and len(bank) > self.ks[i] + 1:
                 d = 1.0 - bank @ bank.T
                 np.fill_diagonal(d, np.inf)  # each example's neighbours are the others
-                self.thresholds[i] = max(float(np.quantile(np.sort(d, axis=1)[:, k - 1], quantile)), 1e-6)
+                self.thresholds[i] = max(float(np.quantile(np.sort(d, axis=1)[:, self.ks[i] - 1], quantile)), 1e-6)
 
     def distance(self, x: np.ndarray) -> np.ndarray:
         x = _unit(np.asarray(x, dtype=np.float64))
         out = np.full((len(x), len(self.banks)), np.nan)
         for i, bank in enumerate(self.banks):
             if bank is not None and np.isfinite(self.thresholds[i]):
-                out[:, i] = np.sort(1.0 - x @ bank.T, axis=1)[:, min(self.k, len(bank)) - 1] / self.thresholds[i]
+                out[:, i] = np.sort(1.0 - x @ bank.T, axis=1)[:, min(self.ks[i], len(bank)) - 1] / self.thresholds[i]
         return out
 
 
@@ -92,7 +100,7 @@ class NoveltyModel:
     field length ratio's distance."""
 
     def __init__(self, embeddings: Sequence[np.ndarray | None], quantile: float = DEFAULT_QUANTILE,
-                 k: int = DEFAULT_K, ratios: Sequence[np.ndarray | None] | None = None,
+                 k: int | None = None, ratios: Sequence[np.ndarray | None] | None = None,
                  features: Sequence[np.ndarray | None] | None = None) -> None:
         self.k = k
         # pair tasks: how far an input's field length ratio is from the task's, over the same quantile
@@ -100,7 +108,7 @@ class NoveltyModel:
         # shape, an entailment pair against a paraphrase task, is not the task's)
         self.ratio_stats: list[tuple[float, float, float] | None] = []
         for r in (ratios if ratios is not None else [None] * len(embeddings)):
-            if r is None or len(r) <= k + 1:
+            if r is None or len(r) <= (MIN_K if k is None else k) + 1:
                 self.ratio_stats.append(None)
                 continue
             r = np.asarray(r, dtype=np.float64)
