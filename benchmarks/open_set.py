@@ -14,6 +14,9 @@ same number of fields) count: the others are refused by the field count already.
     python benchmarks/open_set.py --no-ratio --no-features   # embeddings only, as before the field length ratio
     python benchmarks/open_set.py --no-features              # embeddings and ratio, as before the backbone view
     python benchmarks/open_set.py --no-embeddings            # backbone features and ratio: no sentence encoder
+    python benchmarks/open_set.py --outside runs/outside/data --cache runs/open_set_embed.npz \
+        --libraries "sst2,stsb,trec,sms_spam,product-reviews"  # outside_catalog.py's tasks too, as unknown inputs
+        # (and a fixed library that holds one of them); --k 5: the fixed neighbour of sessions 11-47
 """
 
 from __future__ import annotations
@@ -108,95 +111,14 @@ def load_cache(path: Path, key: dict[str, Any]) -> dict[str, dict[str, Any]] | N
     return tasks
 
 
-class MahalanobisNovelty(NoveltyModel):
-    """A candidate open-set score in place of the k-th neighbour's distance, per view: the squared Mahalanobis
-    distance to each task's mean under one covariance shared by the library's tasks (Lee et al. 2018; Ledoit-Wolf
-    shrinkage), over the task's threshold (the ``quantile`` of the same distance for its own examples, each left out
-    of its task's mean). ``relative``: minus the distance to one Gaussian of every stored example (Ren et al. 2021,
-    "relative Mahalanobis", for inputs near the stored ones), scaled between the own examples' median and quantile.
-    The views are combined and the field length ratio applied as ``NoveltyModel`` does."""
-
-    def __init__(self, embeddings, quantile=0.99, k=5, ratios=None, features=None, relative=False):
-        super().__init__(embeddings, quantile, k, ratios, features)
-        self.relative, self.quantile = relative, quantile
-        self.views = [self._fit([None if e is None else np.asarray(e, np.float64) for e in embeddings])]
-        if self.feature_view is not None:
-            self.views.append(self._fit([None if f is None else self._standard(f) for f in features]))
-
-    def _fit(self, banks):
-        from sklearn.covariance import LedoitWolf
-
-        kept = [b for b in banks if b is not None and len(b) > 2]
-        if not kept:
-            return None
-        means = [None if b is None or len(b) <= 2 else b.mean(0) for b in banks]
-        centred = np.vstack([b - b.mean(0) for b in kept])
-        prec = LedoitWolf(assume_centered=True).fit(centred).precision_
-        glob = None
-        if self.relative:
-            allx = np.vstack(kept)
-            g = LedoitWolf().fit(allx)
-            glob = (g.location_, g.precision_)
-        view = {"means": means, "prec": prec, "glob": glob, "lo": [], "hi": []}
-        for b, m in zip(banks, means):
-            if m is None:
-                view["lo"].append(np.nan), view["hi"].append(np.nan)
-                continue
-            n = len(b)
-            own = self._stat(view, b, m) * (n / (n - 1)) ** 2 if not self.relative else \
-                self._stat(view, b, m, loo=n)
-            hi = float(np.quantile(own, self.quantile))
-            lo = float(np.median(own)) if self.relative else 0.0
-            view["lo"].append(lo), view["hi"].append(max(hi, lo + 1e-6))
-        return view
-
-    @staticmethod
-    def _md2(x, mean, prec):
-        z = x - mean
-        return np.einsum("ij,jk,ik->i", z, prec, z)
-
-    def _stat(self, view, x, mean, loo=None):
-        d = self._md2(x, mean, view["prec"]) * ((loo / (loo - 1)) ** 2 if loo else 1.0)
-        if self.relative:
-            d = d - self._md2(x, *view["glob"])
-        return d
-
-    def _distance(self, view, x):
-        out = np.full((len(x), len(view["means"])), np.nan)
-        for i, m in enumerate(view["means"]):
-            if m is not None:
-                out[:, i] = (self._stat(view, x, m) - view["lo"][i]) / (view["hi"][i] - view["lo"][i])
-        return out
-
-    def novelty(self, embeddings, ratios=None, features=None):
-        views = [self._distance(self.views[0], np.asarray(embeddings, np.float64))]
-        if features is not None and len(self.views) > 1 and self.views[1] is not None:
-            views.append(self._distance(self.views[1], self._standard(features)))
-        stack = np.stack(views)
-        seen = np.isfinite(stack).sum(0)
-        out = np.where(seen > 0, np.nansum(stack, axis=0) / np.maximum(seen, 1), 0.0)
-        if ratios is not None:
-            for i, stats in enumerate(self.ratio_stats):
-                if stats is not None and seen.any(axis=0)[i]:
-                    mean, sd, limit = stats
-                    z = np.array([0.0 if r is None else abs(r - mean) / sd / limit for r in ratios])
-                    out[:, i] = np.maximum(out[:, i], z)
-        return out
-
-
-SCORES = {"knn": NoveltyModel,
-          "maha": MahalanobisNovelty,
-          "relmaha": lambda *a, **kw: MahalanobisNovelty(*a, **kw, relative=True)}
-
-
 def scores_for(tasks: dict[str, dict[str, Any]], library: list[str], quantile: float, k: int | None,
-               ratio: bool = True, embeddings: bool = True, score: str = "knn") -> dict[str, list[float]]:
+               ratio: bool = True, embeddings: bool = True) -> dict[str, list[float]]:
     """Each eligible test input's novelty (its least novel eligible stored task), by kind: ``in`` (a task of the
     library), ``other_family`` / ``same_family`` (a catalog task not in it, of a family it lacks / has), and the same
     two for tasks from outside the catalog (``outside_other_family``, ``outside_same_family``)."""
-    model = SCORES[score]([tasks[t]["profile"] if embeddings else None for t in library], quantile, k,
-                          [tasks[t]["profile_ratios"] for t in library] if ratio else None,
-                          [tasks[t]["profile_features"] for t in library])
+    model = NoveltyModel([tasks[t]["profile"] if embeddings else None for t in library], quantile, k,
+                         [tasks[t]["profile_ratios"] for t in library] if ratio else None,
+                         [tasks[t]["profile_features"] for t in library])
     fields = np.array([tasks[t]["fields"] for t in library])
     families = {tasks[t]["family"] for t in library}
     out: dict[str, list[float]] = {kind: [] for kind in KINDS}
@@ -253,8 +175,6 @@ def main() -> None:
     ap.add_argument("--libraries", default="",
                     help="fixed libraries scored besides the random draws, ';'-separated, each comma-separated "
                          "task names (outside tasks allowed with --outside)")
-    ap.add_argument("--scores", default="knn", help=f"open-set scores compared, of {','.join(SCORES)} (knn: the "
-                                                      "router's)")
     ap.add_argument("--cache", type=Path, default=None,
                     help="an .npz of the embedded tasks: read when it was made with the same settings, else written")
     ap.add_argument("--out", default=None)
@@ -276,28 +196,27 @@ def main() -> None:
             save_cache(a.cache, tasks, key)
     names = sorted(n for n, t in tasks.items() if not t["outside"])  # libraries are drawn from the catalog
     results: dict[str, Any] = {}
-    for score in a.scores.split(","):
-        for q in [float(x) for x in a.quantiles.split(",")]:
-            for size in [int(x) for x in a.sizes.split(",")]:
-                rng = np.random.RandomState(size)  # the same libraries for every quantile and score
-                pooled: dict[str, list[float]] = {kind: [] for kind in KINDS}
-                aurocs = []
-                for _ in range(a.draws):
-                    lib = sorted(rng.choice(names, size=min(size, len(names)), replace=False).tolist())
-                    s = scores_for(tasks, lib, q, a.k or None, not a.no_ratio, not a.no_embeddings, score)
-                    aurocs.append(summarise(s).get("auroc_other_family", np.nan))
-                    for kind in pooled:
-                        pooled[kind].extend(s[kind])
-                res = summarise(pooled)
-                res["auroc_other_family_mean_over_draws"] = round(float(np.nanmean(aurocs)), 4)
-                res["auroc_other_family_worst_draw"] = round(float(np.nanmin(aurocs)), 4)
-                results[f"{score}/q{q:g}/size{size}"] = res
-                print(f"{score}, quantile {q:g}, {size} tasks: {res}", flush=True)
-            for lib in filter(None, a.libraries.split(";")):
-                res = summarise(scores_for(tasks, sorted(lib.split(",")), q, a.k or None, not a.no_ratio,
-                                           not a.no_embeddings, score))
-                results[f"{score}/q{q:g}/{lib}"] = res
-                print(f"{score}, quantile {q:g}, library {lib}: {res}", flush=True)
+    for q in [float(x) for x in a.quantiles.split(",")]:
+        for size in [int(x) for x in a.sizes.split(",")]:
+            rng = np.random.RandomState(size)  # the same libraries for every quantile
+            pooled: dict[str, list[float]] = {kind: [] for kind in KINDS}
+            aurocs = []
+            for _ in range(a.draws):
+                lib = sorted(rng.choice(names, size=min(size, len(names)), replace=False).tolist())
+                s = scores_for(tasks, lib, q, a.k or None, not a.no_ratio, not a.no_embeddings)
+                aurocs.append(summarise(s).get("auroc_other_family", np.nan))
+                for kind in pooled:
+                    pooled[kind].extend(s[kind])
+            res = summarise(pooled)
+            res["auroc_other_family_mean_over_draws"] = round(float(np.nanmean(aurocs)), 4)
+            res["auroc_other_family_worst_draw"] = round(float(np.nanmin(aurocs)), 4)
+            results[f"q{q:g}/size{size}"] = res
+            print(f"quantile {q:g}, {size} tasks: {res}", flush=True)
+        for lib in filter(None, a.libraries.split(";")):
+            res = summarise(scores_for(tasks, sorted(lib.split(",")), q, a.k or None, not a.no_ratio,
+                                       not a.no_embeddings))
+            results[f"q{q:g}/{lib}"] = res
+            print(f"quantile {q:g}, library {lib}: {res}", flush=True)
     if a.out:
         save(a.out, {"machine": machine(), "encoder": "all-MiniLM-L6-v2", "k": a.k, "draws": a.draws,
                      "field_ratio": not a.no_ratio, "backbone_features": None if a.no_features else a.backbone,
