@@ -11,7 +11,14 @@ fields; the exact-task rate, its per-task rates and the ECE of the routing poste
 
 ``--bank PATH`` instead measures the product's own ``InputRouter`` on a router-eval bank (``routing_eval``:
 one adapter per family, field ratios on), with and without its text view, over every bank task and over
-the headline sequence's tasks.
+the headline sequence's tasks. A bank that does not exist yet is built as ``alearn router-eval`` builds it
+(the backbone's features, no adapter trained); with ``--outside DIR`` it also holds the four tasks of
+``outside_catalog.py`` (their families as that file names them), and libraries with them are measured too:
+every task, and session 46's (sst2, stsb, trec, sms_spam and the three outside sentiment tasks). Each library is
+routed without the text view, with it, and with it deciding by adapter (``InputRouter._decide``: the adapter with the
+most posterior mass, then its most probable task; the task's own argmax before session 48).
+
+    python benchmarks/routing_models.py --bank runs/router-bank-outside --outside runs/outside/data --out routing_outside
 """
 
 from __future__ import annotations
@@ -159,6 +166,31 @@ MODELS = {"lda": lda_tempered, "logreg-0.01": logreg(0.01), "logreg-0.1": logreg
           "knn-5": knn(5), "knn-15": knn(15), "centroid": centroid}
 
 
+OUTSIDE_LIBRARY = ["sst2", "stsb", "trec", "sms_spam", "product-reviews", "tweet-mood", "editorial-tone"]
+
+
+def build_outside_bank(path: Path, backbone: str, outside: Path | None) -> None:
+    """The bank ``alearn router-eval`` builds (``router_eval._build``), with the outside tasks when given."""
+    from adaptive_learner.adapters import AdapterHost
+    from adaptive_learner.backbone import load_backbone
+    from adaptive_learner.evaluation.router_bank import build_bank, save_bank
+    from adaptive_learner.features import FeatureConfig, FeatureExtractor
+
+    fc = FeatureConfig()
+    extractor = FeatureExtractor(AdapterHost(load_backbone(backbone)), fc)
+    tasks = [load_catalog_task(t) for t in catalog_names()]
+    families: dict[str, str] = {}
+    if outside is not None:
+        from outside_catalog import OUTSIDE_TASKS, load_task
+
+        tasks += [load_task(name, outside) for name in OUTSIDE_TASKS]
+        families = {name: spec[4] for name, spec in OUTSIDE_TASKS.items()}
+    bank = build_bank(extractor, tasks)
+    for name, family in families.items():
+        bank[name].family = family
+    save_bank(bank, path, {"backbone": backbone, "features": fc.to_dict(), "encoder": extractor.encoder_name})
+
+
 def bank_rows_eval(path: Path) -> dict[str, Any]:
     from adaptive_learner.evaluation.router_bank import add_test_inputs, load_bank, save_bank
     from adaptive_learner.evaluation.router_eval import routing_eval
@@ -168,12 +200,16 @@ def bank_rows_eval(path: Path) -> dict[str, Any]:
     tokens = FeatureConfig.from_dict(meta.get("features", {})).input_embedding_tokens
     if add_test_inputs(bank, text_encoder(meta.get("encoder", "minilm")), tokens):
         save_bank(bank, path, meta)
+    catalog = sorted(set(bank) & set(catalog_names()))
+    libraries = [("catalog", catalog), ("headline", HEADLINE)]
+    if set(OUTSIDE_LIBRARY) <= set(bank):
+        libraries += [("catalog+outside", sorted(bank)), ("outside-s46", OUTSIDE_LIBRARY)]
     rows = {}
-    for lib, tasks in (("catalog", sorted(bank)), ("headline", HEADLINE)):
-        for text_view in (False, True):
-            r = routing_eval({t: bank[t] for t in tasks}, "calibrated", text_view)
-            rows[f"{lib}/text_view={text_view}"] = r
-            print(f"{lib:9s} text view {str(text_view):5s} answer {r['routing_accuracy']:.3f} exact "
+    for lib, tasks in libraries:
+        for text_view, decide in ((False, "task"), (True, "task"), (True, "adapter")):
+            r = routing_eval({t: bank[t] for t in tasks}, "calibrated", text_view, decide)
+            rows[f"{lib}/text_view={text_view}/decide={decide}"] = r
+            print(f"{lib:9s} text view {str(text_view):5s} by {decide:7s} answer {r['routing_accuracy']:.3f} exact "
                   f"{r['routing_task_accuracy']:.3f} adapter {r['routing_adapter_accuracy']:.3f} ECE {r['ece']:.3f}  "
                   + " ".join(f"{k[:6]} {v:.3f}" for k, v in r["per_task"].items()), flush=True)
     return {"bank": str(path), "bank_meta": meta, "rows": rows}
@@ -188,8 +224,13 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--views", default="b,b+m")
     ap.add_argument("--out", default="routing_models")
-    ap.add_argument("--bank", default=None, help="a router-eval bank (its .json/.safetensors without suffix)")
+    ap.add_argument("--bank", default=None, help="a router-eval bank (its .json/.safetensors without suffix); "
+                                                  "built when it does not exist")
+    ap.add_argument("--outside", type=Path, default=None,
+                    help="with --bank: a bank built now also holds outside_catalog.py's tasks (written here)")
     args = ap.parse_args()
+    if args.bank and not Path(args.bank).with_suffix(".json").exists():
+        build_outside_bank(Path(args.bank), args.backbone, args.outside)
     if args.bank:
         save(args.out, {"machine": machine(), **bank_rows_eval(Path(args.bank))})
         return

@@ -317,6 +317,24 @@ def test_input_router_sends_inputs_to_their_task_with_calibrated_posteriors():
     assert all(0.0 < r.confidence <= 1.0 for r in routed)
 
 
+def test_routing_decides_the_adapter_by_the_posterior_mass_of_its_tasks():
+    """Two tasks of one adapter at 0.3 each against a task of another adapter at 0.4: the input is scored with
+    the first adapter (0.6 of the mass), as its most probable task; by task alone it would go to the other. Where
+    every task has its own adapter the two rules are one."""
+    profs = [TaskProfile(f"t{i}", a, feats(f"t{i}", i * 2, i, n=64))
+             for i, a in enumerate(["lora-a", "lora-a", "lora-b"])]
+    router = InputRouter(profs)
+    assert router._decide(np.array([0.3, 0.3, 0.4]), "adapter") == 0
+    assert router._decide(np.array([0.25, 0.35, 0.4]), "adapter") == 1
+    assert router._decide(np.array([0.3, 0.3, 0.4]), "task") == 2
+    assert router._decide(np.array([0.1, 0.2, 0.7]), "adapter") == 2
+    with pytest.raises(ValueError, match="decide"):
+        router._decide(np.array([0.3, 0.3, 0.4]), "family")
+    x = np.vstack([cluster(i * 2, 20, 100 + i) for i in range(3)])
+    own = InputRouter([TaskProfile(f"t{i}", f"lora-{i}", feats(f"t{i}", i * 2, i, n=64)) for i in range(3)])
+    assert [r.task for r in own.route(x)] == [r.task for r in own.route(x, decide="task")]
+
+
 def test_routing_posterior_is_tempered_by_a_temperature_fitted_on_held_out_stored_examples():
     """LDA in many dimensions from few examples is over-sure: the temperature that maximises the
     likelihood of stored examples scored by folds that did not see them is above 1 there, 1 for

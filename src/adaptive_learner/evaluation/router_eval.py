@@ -287,12 +287,13 @@ def decision_metrics(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     }
 
 
-def routing_eval(bank: dict[str, TaskBank], kind: str = "calibrated", text_view: bool = True) -> dict[str, Any]:
+def routing_eval(bank: dict[str, TaskBank], kind: str = "calibrated", text_view: bool = True,
+                 decide: str = "task") -> dict[str, Any]:
     """Per-input routing over a library of every bank task, one adapter per family.
 
     An input is routed right when it reaches its task's adapter and answer space (the verbalizers):
     sst2 and rotten_tomatoes, or mrpc and stsb, share both, so either is right for the other. The
-    strict task-level rate and the adapter-only rate are reported beside it.
+    strict task-level rate and the adapter-only rate are reported beside it. ``decide``: ``InputRouter.route``'s.
     """
     from ..router.service import make_input_router
 
@@ -304,7 +305,7 @@ def routing_eval(bank: dict[str, TaskBank], kind: str = "calibrated", text_view:
     for t, b in sorted(bank.items()):
         texts = b.test_texts if kind != "softmax-threshold" and len(b.test_texts) == len(b.test) else None
         routed = (router.route(b.test, [b.profile.n_fields] * len(b.test), b.test_inputs, texts=texts,
-                               open_set=False) if texts is not None
+                               open_set=False, decide=decide) if texts is not None
                   else router.route(b.test, [b.profile.n_fields] * len(b.test)))
         ok = [r is not None and r.adapter == adapter[t] and answers[r.task] == answers[t] for r in routed]
         per_task[t] = float(np.mean(ok))
