@@ -145,7 +145,10 @@ def test_router_eval_command_on_a_saved_bank(tmp_path, capsys, bank):
     out = capsys.readouterr().out
     assert "decision accuracy" in out and "softmax-threshold" in out
     doc = json.loads((tmp_path / "out" / "router_eval.json").read_text())
-    assert doc["metrics"]["calibrated"]["n"] == len(doc["decisions"]) // 2
+    routers = [d["router"] for d in doc["decisions"]]  # every case decided by each: the shipped combiner's too
+    assert {r: routers.count(r) for r in set(routers)} == {
+        r: doc["metrics"]["calibrated"]["n"] for r in ("calibrated", "softmax-threshold", "shipped")}
+    assert doc["metrics"]["shipped combiner"]["n"] == doc["metrics"]["calibrated"]["n"]
     assert "description+examples+labels" in json.loads(default.read_text())["heads"]
     assert set(doc["ablation"]) == {"description", "examples", "labels", "description+examples",
                                     "description+labels", "examples+labels", "description+examples+labels"}

@@ -409,6 +409,11 @@ def run_router_eval(backbone: str, out: Any, cfg: GauntletConfig, layer: int | N
         fam_folds = {t: fit_fold(held_out_tasks(t, bank, "family"), cases, evidence, bank, lofo) for t in sorted(bank)}
         metrics["calibrated, leave-one-family-out"] = decision_metrics(decide_all(cases, evidence, fam_folds, bank,
                                                                                   None, "lofo"))
+    # the combiner the package ships (fitted on every catalog case, so in-sample there): how it decides probes
+    # of tasks it was never fitted on, such as a bank built with tasks from outside the catalog
+    shipped = Combiner.load()
+    shipped_outcomes = decide_all(cases, evidence, {t: shipped for t in bank}, bank, None, "shipped")
+    metrics["shipped combiner"] = decision_metrics(shipped_outcomes)
     routing = {r: routing_eval(bank, r) for r in ("calibrated", "softmax-threshold")}
     doc = {"config": {**cfg.__dict__, "backbone": backbone}, "bank": meta, "metrics": metrics, "routing": routing,
            "thresholds": {t: {k: [h.threshold, h.threshold_oof] for k, h in c.heads.items()}
@@ -416,7 +421,8 @@ def run_router_eval(backbone: str, out: Any, cfg: GauntletConfig, layer: int | N
            "seconds": {"bank": round(t_bank, 1), "total": round(time.perf_counter() - t0, 1)},
            "decisions": [{"library": list(o.case.library), "probe": o.case.probe, "variant": o.case.variant,
                           "kind": o.case.kind, "router": o.router, "action": o.action, "adapter": o.adapter,
-                          "confidence": round(o.confidence, 4), "correct": o.correct} for o in outcomes]}
+                          "confidence": round(o.confidence, 4), "correct": o.correct}
+                         for o in [*outcomes, *shipped_outcomes]]}
     if fit_default_to:
         combiner = fit_default(bank, cfg, cases, evidence)
         combiner.info.update({"backbone": backbone, "features": meta.get("features")})
