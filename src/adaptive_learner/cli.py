@@ -624,7 +624,8 @@ def router_eval(backbone: str = typer.Option("smollm2-135m", help="backbone whos
 
     Profiles are built from features without training adapters. Reports decision accuracy, reuse
     precision and recall, wrong-adapter reuses, ECE, accuracy by library size, and per-input routing
-    accuracy, beside the original softmax-threshold design.
+    accuracy, beside the original softmax-threshold design. Each probe is decided by a combiner fitted
+    without its task (and without its family), and by the combiner the package ships.
     """
     from .evaluation.router_eval import gauntlet_config, run_router_eval
 
