@@ -180,20 +180,23 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     max_tokens = a.encoder_max_tokens or FeatureConfig.input_embedding_tokens
-    key = {"backbone": None if a.no_features else a.backbone, "layer": a.layer, "max_tokens": max_tokens,
+    key = {"backbone": a.backbone, "layer": a.layer, "max_tokens": max_tokens,
            "profile_n": a.profile_n, "test_n": a.test_n, "outside": a.outside is not None}
     tasks = load_cache(a.cache, key) if a.cache else None
     if tasks is None:
-        extractor = None
-        if not a.no_features:  # the router's own feature extractor, as a library built by `alearn learn` has it
-            from adaptive_learner.adapters import AdapterHost
-            from adaptive_learner.backbone import load_backbone
-            from adaptive_learner.features import FeatureExtractor
+        from adaptive_learner.adapters import AdapterHost
+        from adaptive_learner.backbone import load_backbone
+        from adaptive_learner.features import FeatureExtractor
 
-            extractor = FeatureExtractor(AdapterHost(load_backbone(a.backbone)), FeatureConfig(layer=a.layer))
+        # the router's own feature extractor, as a library built by `alearn learn` has it (kept in the cache for the
+        # runs that use it; --no-features leaves them out below)
+        extractor = FeatureExtractor(AdapterHost(load_backbone(a.backbone)), FeatureConfig(layer=a.layer))
         tasks = embed_tasks(text_encoder("minilm"), a.profile_n, a.test_n, extractor, max_tokens, a.outside)
         if a.cache:
             save_cache(a.cache, tasks, key)
+    if a.no_features:
+        for t in tasks.values():
+            t["profile_features"] = t["test_features"] = None
     names = sorted(n for n, t in tasks.items() if not t["outside"])  # libraries are drawn from the catalog
     results: dict[str, Any] = {}
     for q in [float(x) for x in a.quantiles.split(",")]:
