@@ -238,10 +238,10 @@ class InputRouter:
         adapter decides the weights an input is scored with). Measured on the router bank with and without data from
         outside the catalog, the two differ by one or two inputs in 448-960 either way (BENCHMARKS "Session 48"):
         ``adapter`` is not the default."""
+        if decide not in ("task", "adapter"):
+            raise ValueError(f"decide must be 'adapter' or 'task', got {decide!r}")
         if decide == "task" or len(set(self.adapters)) == len(self.adapters):
             return int(np.argmax(post))
-        if decide != "adapter":
-            raise ValueError(f"decide must be 'adapter' or 'task', got {decide!r}")
         mass: dict[str, float] = {}
         for a, p in zip(self.adapters, post):
             mass[a] = mass.get(a, 0.0) + float(p)
