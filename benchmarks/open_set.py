@@ -44,9 +44,9 @@ def _task_sources(outside: Path | None) -> list[tuple[str, Any, str, bool]]:
         t = load_catalog_task(name)
         out.append((name, t, t.spec.family, False))
     if outside is not None:
-        from outside_catalog import OUTSIDE_TASKS, load_task
+        from outside_catalog import load_tasks
 
-        out += [(name, load_task(name, outside), spec[4], True) for name, spec in OUTSIDE_TASKS.items()]
+        out += [(name, task, family, True) for name, task, family in load_tasks(outside)]
     return out
 
 

@@ -106,6 +106,12 @@ def load_task(name: str, folder: Path):
     return load_file_task(paths["train"], name, description, [column], "label", labels, test_path=paths["test"])
 
 
+def load_tasks(folder: Path) -> list[tuple[str, object, str]]:
+    """(name, task as ``load_task`` loads it, family as named above) for every outside task: a user's file has no
+    family, the benchmarks that score by family take it from here."""
+    return [(name, load_task(name, folder), spec[4]) for name, spec in OUTSIDE_TASKS.items()]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", default=",".join(OUTSIDE_TASKS))

@@ -170,25 +170,17 @@ OUTSIDE_LIBRARY = ["sst2", "stsb", "trec", "sms_spam", "product-reviews", "tweet
 
 
 def build_outside_bank(path: Path, backbone: str, outside: Path | None) -> None:
-    """The bank ``alearn router-eval`` builds (``router_eval._build``), with the outside tasks when given."""
-    from adaptive_learner.adapters import AdapterHost
-    from adaptive_learner.backbone import load_backbone
-    from adaptive_learner.evaluation.router_bank import build_bank, save_bank
-    from adaptive_learner.features import FeatureConfig, FeatureExtractor
+    """The bank ``alearn router-eval`` builds (its own ``_build``), with the outside tasks when given."""
+    from adaptive_learner.evaluation.router_bank import save_bank
+    from adaptive_learner.evaluation.router_eval import GauntletConfig, _build
 
-    fc = FeatureConfig()
-    extractor = FeatureExtractor(AdapterHost(load_backbone(backbone)), fc)
-    tasks = [load_catalog_task(t) for t in catalog_names()]
-    families: dict[str, str] = {}
+    extra = []
     if outside is not None:
-        from outside_catalog import OUTSIDE_TASKS, load_task
+        from outside_catalog import load_tasks
 
-        tasks += [load_task(name, outside) for name in OUTSIDE_TASKS]
-        families = {name: spec[4] for name, spec in OUTSIDE_TASKS.items()}
-    bank = build_bank(extractor, tasks)
-    for name, family in families.items():
-        bank[name].family = family
-    save_bank(bank, path, {"backbone": backbone, "features": fc.to_dict(), "encoder": extractor.encoder_name})
+        extra = [(task, family) for _, task, family in load_tasks(outside)]
+    bank, meta = _build(backbone, GauntletConfig(), None, None, extra)
+    save_bank(bank, path, meta)
 
 
 def bank_rows_eval(path: Path) -> dict[str, Any]:

@@ -451,7 +451,10 @@ def ablation_table(abl: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _build(backbone: str, cfg: GauntletConfig, layer: int | None, tasks: Sequence[str] | None):
+def _build(backbone: str, cfg: GauntletConfig, layer: int | None, tasks: Sequence[str] | None,
+           extra: Sequence[tuple[Any, str]] = ()):
+    """The bank of the catalog ``tasks`` (default: all), and of ``extra`` (task data, family) pairs: tasks from
+    elsewhere, whose family their files do not carry (benchmarks/routing_models.py's outside tasks)."""
     from ..adapters import AdapterHost
     from ..backbone import load_backbone
     from ..features import FeatureConfig, FeatureExtractor
@@ -461,6 +464,8 @@ def _build(backbone: str, cfg: GauntletConfig, layer: int | None, tasks: Sequenc
     fc = FeatureConfig(k=cfg.k, seed=cfg.seed, **({"layer": layer} if layer is not None else {}))
     host = AdapterHost(load_backbone(backbone))
     extractor = FeatureExtractor(host, fc)
-    data = [load_catalog_task(t) for t in (tasks or catalog_names())]
+    data = [load_catalog_task(t) for t in (tasks or catalog_names())] + [t for t, _ in extra]
     bank = build_bank(extractor, data, seed=cfg.seed)
+    for t, family in extra:
+        bank[t.name].family = family
     return bank, {"backbone": backbone, "features": fc.to_dict(), "encoder": extractor.encoder_name}

@@ -102,7 +102,6 @@ class NoveltyModel:
     def __init__(self, embeddings: Sequence[np.ndarray | None], quantile: float = DEFAULT_QUANTILE,
                  k: int | None = None, ratios: Sequence[np.ndarray | None] | None = None,
                  features: Sequence[np.ndarray | None] | None = None) -> None:
-        self.k = k
         # pair tasks: how far an input's field length ratio is from the task's, over the same quantile
         # of that distance among the task's own examples (a pair of the right kind of text but the wrong
         # shape, an entailment pair against a paraphrase task, is not the task's)
@@ -165,6 +164,7 @@ class InputRouter:
         self.profiles = usable
         self.tasks = [p.task for p in usable]
         self.adapters = np.array([p.adapter for p in usable])
+        self._shared_adapters = len(set(self.adapters.tolist())) < len(usable)  # else deciding by adapter is by task
         x = np.vstack([p.features.examples for p in usable]).astype(np.float64)
         y = np.concatenate([[i] * p.features.n_examples for i, p in enumerate(usable)])
         self.single = len(usable) == 1
@@ -240,7 +240,7 @@ class InputRouter:
         ``adapter`` is not the default."""
         if decide not in ("task", "adapter"):
             raise ValueError(f"decide must be 'adapter' or 'task', got {decide!r}")
-        if decide == "task" or len(set(self.adapters)) == len(self.adapters):
+        if decide == "task" or not self._shared_adapters:
             return int(np.argmax(post))
         mass: dict[str, float] = {}
         for a, p in zip(self.adapters, post):
